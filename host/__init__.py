@@ -1,0 +1,1 @@
+"""Host side of sqgen: protocol, transports, device driver, compressors and the CLI."""

@@ -1,0 +1,152 @@
+"""The host-link protocol: the one home of its constants, its CRC and its frame codec.
+
+Both the hardware (`hw.link`, `hw.top`) and the host (`host.device`) import this module, so a constant
+changes in one place. It is pure Python with no dependencies, cheap to import everywhere.
+
+Frames, host to device::
+
+    0xA5 | CMD (1) | LEN (2, little-endian) | PAYLOAD (LEN bytes) | CRC (2, little-endian)
+
+and device to host::
+
+    0x5A | STATUS (1) | LEN (2, little-endian) | PAYLOAD (LEN bytes) | CRC (2, little-endian)
+
+The CRC is CRC-16/CCITT-FALSE over every byte between the sync byte and the CRC (CMD/STATUS, LEN, PAYLOAD).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from importlib import metadata
+
+PROTOCOL_VERSION = 1
+
+SYNC_REQUEST = 0xA5
+SYNC_RESPONSE = 0x5A
+
+#: Bytes before the payload (sync, code, two length bytes) and after it (two CRC bytes).
+HEADER_BYTES = 4
+CRC_BYTES = 2
+#: The LEN field is 16 bits; a device's own limit (`max_payload` in INFO) is at most this.
+LEN_FIELD_MAX = 0xFFFF
+
+CRC_POLY = 0x1021
+CRC_INIT = 0xFFFF
+
+
+class Command(enum.IntEnum):
+    """Request codes (the CMD byte)."""
+
+    INFO = 0x01  #: payload ignored; answers a JSON document describing the device
+    ECHO = 0x02  #: answers the request's payload unchanged
+
+
+class Status(enum.IntEnum):
+    """Response codes (the STATUS byte). Error responses carry an empty payload."""
+
+    OK = 0
+    BAD_CRC = 1
+    UNKNOWN_COMMAND = 2
+    LENGTH_OVER_MAX = 3
+
+
+def _crc_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ CRC_POLY) if crc & 0x8000 else (crc << 1)
+        table.append(crc & 0xFFFF)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc16(data: bytes | bytearray | memoryview, crc: int = CRC_INIT) -> int:
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final xor) of `data`.
+
+    Pass a previous result as `crc` to continue over more data.
+    """
+    for byte in bytes(data):
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[(crc >> 8) ^ byte]
+    return crc
+
+
+class ProtocolError(ValueError):
+    """A frame that cannot be encoded or decoded; the message names the field at fault."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A decoded frame: `code` is the CMD byte of a request or the STATUS byte of a response."""
+
+    code: int
+    payload: bytes
+
+
+def _encode(sync: int, code: int, payload: bytes, field: str) -> bytes:
+    if not 0 <= code <= 0xFF:
+        raise ProtocolError(f"{field} must be in 0..255, got {code}")
+    if len(payload) > LEN_FIELD_MAX:
+        raise ProtocolError(f"payload length must be in 0..{LEN_FIELD_MAX}, got {len(payload)}")
+    body = bytes([code]) + len(payload).to_bytes(2, "little") + bytes(payload)
+    return bytes([sync]) + body + crc16(body).to_bytes(2, "little")
+
+
+def encode_request(command: int, payload: bytes = b"") -> bytes:
+    """A host-to-device frame."""
+    return _encode(SYNC_REQUEST, int(command), payload, "command")
+
+
+def encode_response(status: int, payload: bytes = b"") -> bytes:
+    """A device-to-host frame."""
+    return _encode(SYNC_RESPONSE, int(status), payload, "status")
+
+
+def decode_frame(data: bytes, sync: int) -> Frame:
+    """Decode exactly one frame starting with `sync`; raise ProtocolError naming the bad field."""
+    data = bytes(data)
+    if len(data) < HEADER_BYTES + CRC_BYTES:
+        raise ProtocolError(f"frame length must be at least {HEADER_BYTES + CRC_BYTES} bytes, got {len(data)}")
+    if data[0] != sync:
+        raise ProtocolError(f"sync byte must be 0x{sync:02X}, got 0x{data[0]:02X}")
+    length = int.from_bytes(data[2:4], "little")
+    if len(data) != HEADER_BYTES + length + CRC_BYTES:
+        raise ProtocolError(
+            f"frame length must be {HEADER_BYTES + length + CRC_BYTES} bytes for LEN={length}, got {len(data)}"
+        )
+    body, received = data[1:-CRC_BYTES], int.from_bytes(data[-CRC_BYTES:], "little")
+    expected = crc16(body)
+    if received != expected:
+        raise ProtocolError(f"CRC mismatch: frame carries 0x{received:04X}, contents give 0x{expected:04X}")
+    return Frame(code=data[1], payload=body[3:])
+
+
+def split_frames(data: bytes, sync: int) -> tuple[list[bytes], bytes]:
+    """Cut a byte stream into raw frames, skipping bytes before each sync byte.
+
+    Returns the complete frames (CRC not checked) and the unconsumed tail (a partial frame, or b"").
+    """
+    frames: list[bytes] = []
+    pos = 0
+    while True:
+        start = data.find(bytes([sync]), pos)
+        if start < 0:
+            return frames, b""
+        if len(data) - start < HEADER_BYTES:
+            return frames, data[start:]
+        end = start + HEADER_BYTES + int.from_bytes(data[start + 2 : start + 4], "little") + CRC_BYTES
+        if end > len(data):
+            return frames, data[start:]
+        frames.append(data[start:end])
+        pos = end
+
+
+def sqgen_version() -> str:
+    """The installed sqgen distribution's version (reported by INFO and written into manifests)."""
+    try:
+        return metadata.version("sqgen")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"

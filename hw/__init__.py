@@ -1,0 +1,1 @@
+"""Amaranth generators for sqgen's hardware: the host link, the compressed-weight blocks and the top."""

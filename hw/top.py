@@ -1,0 +1,176 @@
+"""The accelerator top, built from one `AcceleratorConfig`.
+
+`Accelerator` is the device seen through its byte streams: frame receiver, payload buffer, command
+dispatch and frame transmitter; it is what the virtual board simulates. `UartAccelerator` puts the UART
+PHY in front of it (serial lines as ports, for pin-level benches), and `BoardTop` binds that to a board's
+pins; it is what `hw.build` turns into a bitstream.
+
+Commands (constants in `host.protocol`):
+
+* INFO answers `config.info_json()`, held in a ROM written at elaboration.
+* ECHO answers the request's payload, read back from the payload buffer.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from boards import get_board
+from host.protocol import Command, Status
+
+from .config import AcceleratorConfig
+from .link import FrameError, FrameReceiver, FrameTransmitter, UartRx, UartTx
+
+#: Bytes the UART receiver can absorb while the device is busy answering (the host waits for each answer).
+UART_RX_FIFO_DEPTH = 16
+
+
+class MemoryReader(wiring.Component):
+    """Streams `count` bytes of a memory starting at address 0, through a synchronous read port.
+
+    The read port is only enabled when the output register is free or being emptied, so the data
+    stays put under backpressure and the stream runs at one byte per cycle otherwise.
+    """
+
+    def __init__(self, depth: int):
+        self.depth = depth
+        super().__init__({
+            "start": In(1),  # pulse: begin streaming `count` bytes
+            "count": In(range(depth + 1)),
+            "busy": Out(1),
+            "addr": Out(range(depth)),
+            "en": Out(1),
+            "data": In(8),
+            "o": Out(stream.Signature(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        left = Signal(range(self.depth + 1))
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += [self.en.eq(advance), self.o.payload.eq(self.data), self.busy.eq((left != 0) | self.o.valid)]
+        with m.If(self.start):
+            m.d.sync += [left.eq(self.count), self.addr.eq(0)]
+        with m.Elif(advance):
+            m.d.sync += self.o.valid.eq(left != 0)
+            with m.If(left != 0):
+                m.d.sync += [self.addr.eq(self.addr + 1), left.eq(left - 1)]
+        return m
+
+
+class Accelerator(wiring.Component):
+    """The device behind its byte streams: requests in on `rx`, responses out on `tx`."""
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        info = cfg.info_json()
+
+        m.submodules.receiver = receiver = FrameReceiver(cfg.max_payload, cfg.frame_timeout_cycles)
+        m.submodules.transmitter = transmitter = FrameTransmitter()
+        wiring.connect(m, wiring.flipped(self.rx), receiver.i)
+        wiring.connect(m, transmitter.o, wiring.flipped(self.tx))
+
+        m.submodules.buffer = buffer = Memory(shape=8, depth=cfg.max_payload, init=[])
+        write = buffer.write_port()
+        m.d.comb += [write.addr.eq(receiver.buffer.addr), write.data.eq(receiver.buffer.data),
+                     write.en.eq(receiver.buffer.en)]
+        m.submodules.info_rom = info_rom = Memory(shape=8, depth=len(info), init=info)
+
+        sources = {"buffer": (buffer, cfg.max_payload), "info": (info_rom, len(info))}
+        readers = {}
+        for name, (mem, depth) in sources.items():
+            m.submodules[f"{name}_reader"] = reader = readers[name] = MemoryReader(depth)
+            port = mem.read_port()
+            m.d.comb += [port.addr.eq(reader.addr), port.en.eq(reader.en), reader.data.eq(port.data)]
+
+        request = receiver.request.payload
+        status = Signal(8)
+        length = Signal(16)
+        with m.Switch(request.error):
+            with m.Case(FrameError.BAD_CRC):
+                m.d.comb += status.eq(Status.BAD_CRC)
+            with m.Case(FrameError.OVERSIZE):
+                m.d.comb += status.eq(Status.LENGTH_OVER_MAX)
+            with m.Default():
+                with m.Switch(request.command):
+                    with m.Case(Command.INFO):
+                        m.d.comb += [status.eq(Status.OK), length.eq(len(info))]
+                    with m.Case(Command.ECHO):
+                        m.d.comb += [status.eq(Status.OK), length.eq(request.length)]
+                    with m.Default():
+                        m.d.comb += status.eq(Status.UNKNOWN_COMMAND)
+
+        # The request is held (and with it the receiver, so the buffer is stable) until the answer's last
+        # payload byte has gone to the transmitter.
+        source = Signal(range(len(sources)))
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(receiver.request.valid):
+                    m.d.comb += [transmitter.response.valid.eq(1),
+                                 transmitter.response.payload.status.eq(status),
+                                 transmitter.response.payload.length.eq(length)]
+                    with m.If(transmitter.response.ready):
+                        with m.If(length == 0):
+                            m.d.comb += receiver.request.ready.eq(1)
+                        with m.Else():
+                            is_info = request.command == Command.INFO
+                            m.d.sync += source.eq(is_info)
+                            m.d.comb += [readers["buffer"].start.eq(~is_info), readers["info"].start.eq(is_info),
+                                         readers["buffer"].count.eq(length), readers["info"].count.eq(length)]
+                            m.next = "ANSWER"
+            with m.State("ANSWER"):
+                for index, reader in enumerate(readers.values()):
+                    with m.If(source == index):
+                        wiring.connect(m, reader.o, transmitter.payload)
+                        with m.If(~reader.busy):
+                            m.d.comb += receiver.request.ready.eq(1)
+                            m.next = "IDLE"
+        return m
+
+
+class UartAccelerator(wiring.Component):
+    """`Accelerator` behind an 8N1 UART: `rx` and `tx` are the serial lines (idle high).
+
+    `divisor` (clock cycles per bit) defaults to the config's clock and baud; benches pass a small one.
+    A FIFO absorbs bytes that arrive while the device is still answering.
+    """
+
+    def __init__(self, config: AcceleratorConfig, divisor: int | None = None):
+        self.config = config
+        self.divisor = config.uart_divisor if divisor is None else divisor
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.uart_rx = uart_rx = UartRx(self.divisor)
+        m.submodules.uart_tx = uart_tx = UartTx(self.divisor)
+        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=8, depth=UART_RX_FIFO_DEPTH)
+        m.submodules.accelerator = accelerator = Accelerator(self.config)
+        m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx)]
+        wiring.connect(m, uart_rx.o, rx_fifo.w_stream)
+        wiring.connect(m, rx_fifo.r_stream, accelerator.rx)
+        wiring.connect(m, accelerator.tx, uart_tx.i)
+        return m
+
+
+class BoardTop(wiring.Component):
+    """`UartAccelerator` bound to a board's link UART, clocked by the board's default clock."""
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        super().__init__({})
+
+    def elaborate(self, platform):
+        m = Module()
+        uart = platform.request(*get_board(self.config.board).uart_resource)
+        m.submodules.core = core = UartAccelerator(self.config)
+        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+        return m
