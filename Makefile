@@ -1,0 +1,59 @@
+# sqgen: the README's commands. Everything runs from a local virtual environment (.venv).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.sqgen-installed
+
+.PHONY: help setup iverilog demo test test-quick bench build lint clean
+
+help:
+	@echo "make demo        build the default bitstream (ULX3S-85F), then talk to the virtual board"
+	@echo "make test        the whole test suite (installs Icarus Verilog when missing, as root)"
+	@echo "make test-quick  the quick loop: pytest -m 'not slow'"
+	@echo "make bench       benchmarks (JSON)"
+	@echo "make build       python -m hw.build (default board)"
+	@echo "make lint        ruff"
+	@echo "make setup       create $(VENV) and install sqgen with its dev extra"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "sqgen needs Python >= 3.10, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP)
+
+# Icarus Verilog runs the cocotb benches. As root on Debian/Ubuntu we install it; otherwise we say how.
+iverilog:
+	@if command -v iverilog >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Icarus Verilog (apt-get install -y iverilog)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null; \
+	else \
+		echo "Icarus Verilog (iverilog) is required for the simulations and is not installed."; \
+		echo "  Debian/Ubuntu: sudo apt-get install -y iverilog"; \
+		echo "  macOS:         brew install icarus-verilog"; \
+		exit 1; \
+	fi
+
+demo: setup iverilog
+	$(PY) -m sim.demo
+
+test: setup iverilog
+	$(PY) -m pytest
+
+test-quick: setup iverilog
+	$(PY) -m pytest -m "not slow"
+
+bench: setup iverilog
+	$(PY) -m sim.bench link
+
+build: setup
+	$(PY) -m hw.build
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf build .pytest_cache .hypothesis
