@@ -88,7 +88,9 @@ class UartRx(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~line):
-                    m.d.sync += timer.eq(d // 2 - 1)
+                    # Check the start bit at ceil(d/2) cycles: for odd d, a pulse shorter than half a bit
+                    # must not pass as a start bit.
+                    m.d.sync += timer.eq((d + 1) // 2 - 1)
                     m.next = "START"
             with m.State("START"):
                 with m.If(tick):
@@ -134,7 +136,9 @@ class UartTx(wiring.Component):
         shreg = Signal(10, init=0x3FF)  # stop, data[7:0], start; shifted out LSB first
         left = Signal(range(11))
 
-        m.d.comb += [self.tx.eq(shreg[0]), self.i.ready.eq(left == 0)]
+        # Ready during the stop bit's last cycle too, so back-to-back bytes leave no extra idle cycle.
+        last_cycle = (left == 1) & (timer == 0)
+        m.d.comb += [self.tx.eq(shreg[0]), self.i.ready.eq((left == 0) | last_cycle)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [
                 shreg.eq(Cat(Const(0, 1), self.i.payload, Const(1, 1))),
