@@ -41,6 +41,7 @@ demo: setup iverilog
 	$(PY) -m sim.demo
 
 test: setup iverilog
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 test-quick: setup iverilog
