@@ -41,15 +41,22 @@ async def start_clock_and_reset(dut, cycles: int = 2) -> None:
     await RisingEdge(dut.clk)
 
 
-class StreamDriver:
-    """Drives beats into a DUT stream input, idling a random number of cycles before each beat."""
+class _StreamPort:
+    """The clock and the three signals of the DUT stream port `name`."""
 
-    def __init__(self, dut, name: str, rng: random.Random, gap_probability: float = 0.3):
+    def __init__(self, dut, name: str, rng: random.Random):
         self.clk = dut.clk
         self.valid = getattr(dut, f"{name}__valid")
         self.ready = getattr(dut, f"{name}__ready")
         self.payload = getattr(dut, f"{name}__payload")
         self.rng = rng
+
+
+class StreamDriver(_StreamPort):
+    """Drives beats into a DUT stream input, idling a random number of cycles before each beat."""
+
+    def __init__(self, dut, name: str, rng: random.Random, gap_probability: float = 0.3):
+        super().__init__(dut, name, rng)
         self.gap_probability = gap_probability
         self.valid.value = 0
 
@@ -66,18 +73,14 @@ class StreamDriver:
         self.valid.value = 0
 
 
-class StreamSink:
+class StreamSink(_StreamPort):
     """Collects beats from a DUT stream output, holding `ready` low at random (backpressure).
 
     Collecting begins with `start()`, after reset, when the DUT's outputs are defined.
     """
 
     def __init__(self, dut, name: str, rng: random.Random, ready_probability: float = 0.7):
-        self.clk = dut.clk
-        self.valid = getattr(dut, f"{name}__valid")
-        self.ready = getattr(dut, f"{name}__ready")
-        self.payload = getattr(dut, f"{name}__payload")
-        self.rng = rng
+        super().__init__(dut, name, rng)
         self.ready_probability = ready_probability
         self.beats: list[int] = []
         self.ready.value = 0

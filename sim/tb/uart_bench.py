@@ -234,6 +234,19 @@ async def test_rx_ignores_short_glitch(dut):
     monitor.check_pulses(overruns=0, frame_errors=0)
 
 
+def capture_every_cycle(dut, signal) -> list[int]:
+    """A list that a background task fills with `signal`'s value at every rising clock edge."""
+    samples: list[int] = []
+
+    async def sample() -> None:
+        while True:
+            await RisingEdge(dut.clk)
+            samples.append(int(signal.value))
+
+    cocotb.start_soon(sample())
+    return samples
+
+
 def decode_tx_cycles(samples: list[int], divisor: int) -> list[int]:
     """Bytes in a per-cycle capture of a tx line, requiring every bit to last exactly `divisor` cycles.
 
@@ -266,14 +279,7 @@ def decode_tx_cycles(samples: list[int], divisor: int) -> list[int]:
 async def test_tx_bit_timing(dut):
     """Bytes pushed with random gaps leave on `tx` with exact bit timing and decode to the same bytes."""
     divisor, rng, model = await setup(dut)
-    samples: list[int] = []
-
-    async def sample() -> None:
-        while True:
-            await RisingEdge(dut.clk)
-            samples.append(int(dut.tx.value))
-
-    cocotb.start_soon(sample())
+    samples = capture_every_cycle(dut, dut.tx)
     decoded: list[int] = []
     cocotb.start_soon(model.collect(dut.tx, decoded))
 
@@ -301,14 +307,7 @@ async def test_tx_bit_timing(dut):
 async def test_tx_back_to_back_full_rate(dut):
     """Bytes offered without a gap leave without idle time: one frame every 10 bit times exactly."""
     divisor, rng, model = await setup(dut)
-    samples: list[int] = []
-
-    async def sample() -> None:
-        while True:
-            await RisingEdge(dut.clk)
-            samples.append(int(dut.tx.value))
-
-    cocotb.start_soon(sample())
+    samples = capture_every_cycle(dut, dut.tx)
     data = [rng.randrange(256) for _ in range(16)]
     for byte in data:
         dut.i__valid.value = 1
