@@ -212,12 +212,14 @@ def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int =
         "tools": {tool: tool_version(tool, path) for tool, path in tools.items()},
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    manifest = {**config.describe(), "bitstream": bitstream.name}
+    # A manifest describes the accelerator; another design (a block characterised alone) gets none.
+    manifest = {**config.describe(), "bitstream": bitstream.name} if design is None else {}
     result = BuildResult(bitstream=bitstream, report=report, manifest=manifest, out_dir=out_dir)
     if not report["timing_met"]:
         failures = "; ".join(timing_failures(report_clocks(nextpnr_report)))
         raise TimingError(f"timing not met: {failures} (see {out_dir / 'report.json'})", result)
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if manifest:
+        (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return result
 
 
