@@ -49,6 +49,7 @@ test-quick: setup iverilog
 
 bench: setup iverilog
 	$(PY) -m sim.bench link
+	$(PY) -m host.bench xor --quick
 
 build: setup
 	$(PY) -m hw.build

@@ -1,0 +1,178 @@
+"""Compress weights into sqgen's formats, and decode them back.
+
+    python -m host.compress xor --weights W.npy --mask MASK.npy --bits 1 --n-out 200 [--n-in auto] --out W.xor.npz
+    python -m host.compress xor-decode W.xor.npz --out W.npy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+class InputError(Exception):
+    """Bad user input: printed as one line, exit status 2."""
+
+
+def _load_npy(path: str, option: str) -> np.ndarray:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{option}: no such file: {path}") from None
+    except (OSError, ValueError) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise InputError(f"{option}: cannot read {path} as a .npy array ({detail})") from None
+    if not isinstance(loaded, np.ndarray):  # an .npz archive
+        loaded.close()
+        raise InputError(f"{option}: {path} is an .npz archive, expected a single .npy array")
+    return loaded
+
+
+def _weights(path: str) -> np.ndarray:
+    w = _load_npy(path, "--weights")
+    if w.ndim != 2 or w.size == 0:
+        raise InputError(f"--weights: expected a non-empty 2-D matrix, got shape {w.shape}")
+    if w.dtype.kind not in "fiu":
+        raise InputError(f"--weights: expected real numbers, got dtype {w.dtype}")
+    if not np.isfinite(w).all():
+        raise InputError(f"--weights: {int((~np.isfinite(w)).sum())} values are NaN or infinite")
+    return w
+
+
+def _mask(path: str, shape: tuple[int, ...]) -> np.ndarray:
+    mask = _load_npy(path, "--mask")
+    if mask.shape != shape:
+        raise InputError(f"--mask: shape {mask.shape} does not match the weights' {shape}")
+    if mask.dtype == bool:
+        return mask
+    if mask.dtype.kind not in "fiu" or not np.isin(mask, (0, 1)).all():
+        raise InputError(f"--mask: expected a boolean or 0/1 array (1 = kept), got dtype {mask.dtype} "
+                         "with other values")
+    return mask != 0
+
+
+def _write(path: str, write) -> None:
+    try:
+        write(path)
+    except OSError as error:
+        raise InputError(f"--out: cannot write {path}: {error.strerror or error}") from None
+
+
+def _n_in(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+
+
+def _xor(args: argparse.Namespace) -> int:
+    from host.compress.xor import compress_xor
+    from sim.golden.xor import save_xor
+
+    weights = _weights(args.weights)
+    mask = _mask(args.mask, weights.shape)
+    timings: dict[str, float] = {}
+    try:
+        encoded = compress_xor(weights, mask, bits=args.bits, n_out=args.n_out, n_in=args.n_in,
+                               max_patches=args.max_patches, seed=args.seed, als_iters=args.als_iters,
+                               keep_mask=not args.no_mask, timings=timings)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    _write(args.out, lambda path: save_xor(path, encoded))
+    n = weights.size
+    stored = encoded.storage_bits()
+    summary = {
+        "out": args.out, "shape": list(weights.shape), "kept": int(mask.sum()), "bits": args.bits,
+        "n_in": encoded.params.n_in, "n_in_auto": args.n_in is None, "n_out": args.n_out,
+        "patches": int(encoded.patch_positions.size),
+        "bits_per_weight": round(stored["total"] / n, 5),
+        "bits_per_weight_parts": {k: round(v / n, 5) for k, v in stored.items() if k != "total"},
+        "alpha_bits_per_weight": round(32 * encoded.alpha.size / n, 5),
+        "mask_in_file": not args.no_mask,
+        "file_bytes": Path(args.out).stat().st_size,
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def _xor_decode(args: argparse.Namespace) -> int:
+    from sim.golden.xor import XorFormatError, load_xor
+
+    try:
+        encoded = load_xor(args.file)
+    except XorFormatError as error:
+        raise InputError(str(error)) from None
+    if args.planes:
+        _write(args.out, lambda path: np.save(path, encoded.planes()))
+        return 0
+    if args.mask is not None:
+        mask = _mask(args.mask, encoded.shape)
+    elif encoded.mask is not None:
+        mask = encoded.mask
+    else:
+        raise InputError(f"{args.file} carries no mask (written with --no-mask): pass --mask MASK.npy")
+    _write(args.out, lambda path: np.save(path, encoded.dense(mask)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m host.compress", description="Compress pruned weight matrices into sqgen formats.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    xor = sub.add_parser(
+        "xor", help="XOR-gate format: binary-coding quantization, slices solved over GF(2), patches",
+        description="Quantize the kept weights (binary coding, q bit-planes), encode each bit-plane's n_out-bit "
+                    "slices as n_in bits decoded by a fixed XOR network, and write the .npz of "
+                    "docs/formats.md. Prints a JSON summary (stored bits per weight and their parts).")
+    xor.add_argument("--weights", required=True, metavar="W.npy", help="2-D float matrix (rows, cols)")
+    xor.add_argument("--mask", required=True, metavar="MASK.npy",
+                     help="pruning mask of the same shape: bool or 0/1, 1 = kept")
+    xor.add_argument("--bits", type=int, default=1, metavar="Q", help="bit-planes q (default: 1)")
+    xor.add_argument("--n-out", type=int, default=200, help="decoded bits per slice (default: 200)")
+    xor.add_argument("--n-in", type=_n_in, default=None, metavar="N|auto",
+                     help="stored bits per slice, or 'auto' for the fewest stored bits (default: auto)")
+    xor.add_argument("--max-patches", type=int, default=4,
+                     help="patch positions per decoder beat, a hardware parameter (default: 4)")
+    xor.add_argument("--seed", type=int, default=0, help="seed of the XOR matrix M (default: 0)")
+    xor.add_argument("--als-iters", type=int, default=10,
+                     help="alternating least-squares rounds after the greedy quantizer (default: 10)")
+    xor.add_argument("--no-mask", action="store_true",
+                     help="do not store the mask in the file (xor-decode then needs --mask)")
+    xor.add_argument("--out", required=True, metavar="W.xor.npz", help="output file")
+    xor.set_defaults(run=_xor)
+
+    dec = sub.add_parser(
+        "xor-decode", help="decode an XOR-format file to dense weights (or bit-planes)",
+        description="Decode an XOR-format .npz to dense float32 weights, pruned positions exactly 0.")
+    dec.add_argument("file", metavar="W.xor.npz")
+    dec.add_argument("--mask", metavar="MASK.npy", help="pruning mask (default: the one stored in the file)")
+    dec.add_argument("--planes", action="store_true",
+                     help="write the decoded bit-planes (bits, rows, cols) uint8 instead, 1 = +1")
+    dec.add_argument("--out", required=True, metavar="W.npy", help="output .npy")
+    dec.set_defaults(run=_xor_decode)
+
+    args = parser.parse_args(argv)
+    if getattr(args, "als_iters", 0) < 0:
+        parser.error(f"--als-iters must be >= 0, got {args.als_iters}")
+    started = time.perf_counter()
+    try:
+        status = args.run(args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if sys.stderr.isatty():
+        print(f"done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

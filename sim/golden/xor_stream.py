@@ -1,0 +1,126 @@
+"""Executable spec of the `hw.xor_decoder.XorDecoder` streams, in plain NumPy/Python.
+
+An input beat packs, from the LSB (the order and offsets Amaranth gives the decoder's StructLayout):
+
+    x          n_in bits                          the slice's stored bits (first beat of a slice only)
+    positions  max_patches x w bits, w = ceil(log2 n_out), element 0 lowest
+    count      bit_length(max_patches) bits       valid positions in this beat, from element 0
+    last       1 bit                              this beat ends the slice
+
+A slice with k patches is max(1, ceil(k / max_patches)) beats: every beat but the final one carries
+max_patches positions, the final one the rest (possibly none) with `last` set. Fields the decoder ignores
+(x of continuation beats, position elements at or above `count`) are written as 0 by `slices_to_beats`;
+`scramble_ignored` fills them with noise to show they are ignored. The output is one n_out-bit word per
+slice, bit j = y[j], with y from `sim.golden.xor.decode_slices`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BeatFormat:
+    """Bit offsets and widths of one input beat's fields."""
+
+    n_in: int
+    n_out: int
+    max_patches: int
+
+    @property
+    def position_width(self) -> int:
+        return (self.n_out - 1).bit_length()
+
+    @property
+    def count_width(self) -> int:
+        return self.max_patches.bit_length()
+
+    @property
+    def positions_offset(self) -> int:
+        return self.n_in
+
+    @property
+    def count_offset(self) -> int:
+        return self.n_in + self.max_patches * self.position_width
+
+    @property
+    def last_offset(self) -> int:
+        return self.count_offset + self.count_width
+
+    @property
+    def width(self) -> int:
+        return self.last_offset + 1
+
+    def pack(self, x: int, positions: list[int], last: bool) -> int:
+        """One beat: `x` as an n_in-bit int, up to max_patches `positions`, `last`."""
+        if not 0 <= x < 1 << self.n_in:
+            raise ValueError(f"x={x:#x} does not fit n_in={self.n_in} bits")
+        if len(positions) > self.max_patches:
+            raise ValueError(f"{len(positions)} positions in one beat, max_patches={self.max_patches}")
+        beat = x | (len(positions) << self.count_offset) | (int(last) << self.last_offset)
+        for k, position in enumerate(positions):
+            # Positions from n_out up are outside the format, yet packable: benches show the decoder ignores them.
+            if not 0 <= position < 1 << self.position_width:
+                raise ValueError(f"patch position {position} does not fit {self.position_width} bits")
+            beat |= int(position) << (self.positions_offset + k * self.position_width)
+        return beat
+
+    def unpack(self, beat: int) -> tuple[int, list[int], int, bool]:
+        """(x, all max_patches position fields, count, last) of a beat."""
+        w = self.position_width
+        positions = [(beat >> (self.positions_offset + k * w)) & ((1 << w) - 1) for k in range(self.max_patches)]
+        count = (beat >> self.count_offset) & ((1 << self.count_width) - 1)
+        return beat & ((1 << self.n_in) - 1), positions, count, bool((beat >> self.last_offset) & 1)
+
+
+def bits_to_int(bits: np.ndarray) -> int:
+    """A 0/1 vector as an int, element j at bit j."""
+    return int.from_bytes(np.packbits(np.asarray(bits, dtype=np.uint8), bitorder="little").tobytes(), "little")
+
+
+def slices_to_beats(x: np.ndarray, patch_counts: np.ndarray, patch_positions: np.ndarray, max_patches: int,
+                    *, n_out: int) -> list[int]:
+    """The canonical beat stream for slices `x` (S, n_in) with their patches (counts, flat positions)."""
+    x = np.asarray(x, dtype=np.uint8)
+    counts = np.asarray(patch_counts, dtype=np.int64)
+    positions = [int(p) for p in np.asarray(patch_positions, dtype=np.int64)]
+    if x.ndim != 2 or counts.shape != (x.shape[0],) or int(counts.sum()) != len(positions):
+        raise ValueError(f"x {x.shape}, patch_counts {counts.shape} and {len(positions)} positions disagree")
+    if positions and not 0 <= min(positions) <= max(positions) < n_out:
+        raise ValueError(f"patch positions must be in 0..{n_out - 1}, got {min(positions)}..{max(positions)}")
+    fmt = BeatFormat(x.shape[1], n_out, max_patches)
+    beats, offset = [], 0
+    for row, count in zip(x, counts):
+        mine = positions[offset:offset + count]
+        offset += count
+        chunks = [mine[c:c + max_patches] for c in range(0, len(mine), max_patches)] or [[]]
+        for index, chunk in enumerate(chunks):
+            beats.append(fmt.pack(bits_to_int(row) if index == 0 else 0, chunk, index == len(chunks) - 1))
+    return beats
+
+
+def scramble_ignored(beats: list[int], fmt: BeatFormat, rng: random.Random) -> list[int]:
+    """`beats` with random values in the fields the decoder ignores: continuation x, positions past count."""
+    scrambled, starts_slice = [], True
+    w = fmt.position_width
+    for beat in beats:
+        _, _, count, last = fmt.unpack(beat)
+        if not starts_slice:
+            beat = (beat & ~((1 << fmt.n_in) - 1)) | rng.getrandbits(fmt.n_in)
+        for k in range(count, fmt.max_patches):
+            shift = fmt.positions_offset + k * w
+            beat = (beat & ~(((1 << w) - 1) << shift)) | (rng.getrandbits(w) << shift)
+        scrambled.append(beat)
+        starts_slice = last
+    return scrambled
+
+
+def expected_words(m: np.ndarray, x: np.ndarray, patch_counts: np.ndarray,
+                   patch_positions: np.ndarray) -> list[int]:
+    """The decoder's output words: `decode_slices` per slice, bit j of the word = y[j]."""
+    from sim.golden.xor import decode_slices
+
+    return [bits_to_int(y) for y in decode_slices(m, x, patch_counts, patch_positions)]
