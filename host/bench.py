@@ -140,9 +140,9 @@ def bench_xor(shape: tuple[int, int], sparsities: list[float], bits: list[int], 
 def bench_decoder(boards: list[str], n_in: int = 24, n_out: int = 200, max_patches: int = 2) -> list[dict]:
     """Decoded weights per second (n_out x Fmax) of the XOR decoder built alone for each board."""
     from hw import characterise  # the hardware flow, only when asked for
+    from sim.golden.xor import xor_matrix
 
-    params = characterise.XorDecoderParams.from_matrix(characterise.random_full_rank_matrix(n_out, n_in, 1),
-                                                       max_patches)
+    params = characterise.XorDecoderParams.from_matrix(xor_matrix(n_out, n_in, 1), max_patches)
     rows = []
     for board in boards:
         report = characterise.characterise(params, board, progress=lambda message: None)
