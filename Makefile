@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.sqgen-installed
 
 .PHONY: help setup iverilog demo test test-quick bench build lint clean
 
@@ -13,16 +12,23 @@ help:
 	@echo "make bench       benchmarks (JSON)"
 	@echo "make build       python -m hw.build (default board)"
 	@echo "make lint        ruff"
-	@echo "make setup       create $(VENV) and install sqgen with its dev extra"
+	@echo "make setup       create $(VENV) and install sqgen with its dev extra (tests add the train extra)"
 
-$(STAMP): pyproject.toml
+$(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "sqgen needs Python >= 3.10, found " + sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+
+# One stamp per set of extras: the demo needs no torch; the tests train small models and need it.
+$(VENV)/.installed-%: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[$(subst -,$(comma),$*)]'
 	@touch $@
 
-setup: $(STAMP)
+comma := ,
+SETUP_DEV   := $(VENV)/.installed-dev
+SETUP_TRAIN := $(VENV)/.installed-dev-train
+
+setup: $(SETUP_DEV)
 
 # Icarus Verilog runs the cocotb benches. As root on Debian/Ubuntu we install it; otherwise we say how.
 iverilog:
@@ -37,17 +43,17 @@ iverilog:
 		exit 1; \
 	fi
 
-demo: setup iverilog
+demo: $(SETUP_DEV) iverilog
 	$(PY) -m sim.demo
 
-test: setup iverilog
+test: $(SETUP_TRAIN) iverilog
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
-test-quick: setup iverilog
+test-quick: $(SETUP_TRAIN) iverilog
 	$(PY) -m pytest -m "not slow"
 
-bench: setup iverilog
+bench: $(SETUP_TRAIN) iverilog
 	$(PY) -m sim.bench link
 	$(PY) -m host.bench xor --quick
 
