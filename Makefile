@@ -56,6 +56,7 @@ test-quick: $(SETUP_TRAIN) iverilog
 bench: $(SETUP_TRAIN) iverilog
 	$(PY) -m sim.bench link
 	$(PY) -m host.bench xor --quick
+	$(PY) -m host.bench bim --quick
 
 build: setup
 	$(PY) -m hw.build

@@ -1,9 +1,11 @@
-"""Resources and Fmax of one block alone on a board: `python -m hw.characterise --board icebreaker`.
+"""Resources and Fmax of one block alone on a board: `python -m hw.characterise --board icebreaker [--block bim]`.
 
-The XOR-gate weight decoder is placed in `XorDecoderHarness`, a top that keeps all of it alive with a
-handful of pins, and built with the same toolchain stages, tools and nextpnr options as `hw.build`. The
-out dir (default `build/characterise/<board>-xor<n_in>x<n_out>p<max_patches>/`) gets the bitstream, the
-tool logs and `characterisation.json`: resources, Fmax, and decoded weights per second (n_out × Fmax).
+The block (`--block xor`, the default: the XOR-gate weight decoder; `--block bim`: the BIM mask unpacker)
+is placed in a harness (`StreamHarness`), a top that keeps all of it alive with a handful of pins, and
+built with the same toolchain stages, tools and nextpnr options as `hw.build`. The out dir (default
+`build/characterise/<board>-xor<n_in>x<n_out>p<max_patches>/` or `<board>-bim<m_t>x<n_t>r<r>/`) gets the
+bitstream, the tool logs and `characterisation.json`: resources, Fmax, and the block's rate at Fmax
+(decoded weights per second, n_out × Fmax; mask bits per second, n_t × Fmax).
 
 The build is `hw.build.build` with the harness as its design. The clock constraint stays the board's:
 raising it did not move nextpnr's result for this block (measured at 80/100 MHz on iCE40, 200/250 MHz on ECP5).
@@ -22,23 +24,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from amaranth import Cat, Module, Signal
+from amaranth import Cat, Module, Signal, Value
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import FFSynchronizer
 
 from boards import BOARDS, DEFAULT_BOARD, Board, get_board
 
 from . import build as hwbuild
+from .bim_unpacker import BimUnpacker, BimUnpackerParams
 from .config import AcceleratorConfig
 from .xor_decoder import XorDecoder, XorDecoderParams
 
 RESULT_FILE = "characterisation.json"
 
 
-class XorDecoderHarness(wiring.Component):
-    """`XorDecoder` between registers, fed and observed through the board's UART pins.
+class StreamHarness(wiring.Component):
+    """A block with stream ports `i` and `o` between registers, fed and observed through the board's UART pins.
 
-    Nothing of the decoder can be optimised away, and no path starts or ends at a pin:
+    Nothing of the block can be optimised away, and no path starts or ends at a pin:
 
     * Input payload: a shift register as wide as one beat, advanced on each accepted beat by one bit
       (the UART RX pin, synchronised, XORed with the register's top bit and a LFSR bit), so every payload
@@ -46,17 +49,18 @@ class XorDecoderHarness(wiring.Component):
     * Input `valid` and output `ready`: bits of a free-running 16-bit LFSR with the pin mixed in, so
       gaps and backpressure both occur and the stall logic is exercised; `valid` and the payload only
       change after a handshake, as the stream rules ask.
-    * Output: the n_out decoded bits (already registers, the decoder's last stage) are XOR-reduced by a
+    * Output: the output payload bits (registers in both blocks: their last stage) are XOR-reduced by a
       tree of registered 4-input XORs, together with the output handshake, to the UART TX pin. A parity
-      of all outputs depends on every row of M, so every XOR tree stays.
+      of all outputs depends on every output bit's logic, so all of it stays.
 
-    What the harness adds beside the decoder: about beat-width + 16 + n_out / 3 flip-flops and n_out / 3
-    LUTs.
+    What the harness adds beside the block: about beat-width + 16 + output-width / 3 flip-flops and
+    output-width / 3 LUTs.
     """
 
-    def __init__(self, params: XorDecoderParams, uart_resource: tuple[str, int] = ("uart", 0)):
-        self.params = params
+    def __init__(self, block: wiring.Component, uart_resource: tuple[str, int] = ("uart", 0), name: str = "block"):
+        self.block = block
         self.uart_resource = uart_resource
+        self.block_name = name  # the submodule's name: it prefixes every net of the block, which placement sees
         super().__init__({})
 
     def elaborate(self, platform):
@@ -64,25 +68,25 @@ class XorDecoderHarness(wiring.Component):
         uart = platform.request(*self.uart_resource, dir="-")
         m.submodules.rx_pin = rx_pin = io.Buffer("i", uart.rx)
         m.submodules.tx_pin = tx_pin = io.Buffer("o", uart.tx)
-        m.submodules.decoder = decoder = XorDecoder(self.params)
+        block = m.submodules[self.block_name] = self.block
         pin = Signal()
         m.submodules.sync_rx = FFSynchronizer(rx_pin.i, pin)
 
         lfsr = Signal(16, init=1)  # x^16 + x^14 + x^13 + x^11 + 1, maximal length
         m.d.sync += lfsr.eq(Cat(lfsr[15] ^ lfsr[13] ^ lfsr[12] ^ lfsr[10] ^ pin, lfsr[:15]))
 
-        width = self.params.beat_layout.size
+        width = len(Value.cast(block.i.payload))
         source = Signal(width, init=1)
         valid = Signal()
-        accepted = decoder.i.valid & decoder.i.ready
+        accepted = block.i.valid & block.i.ready
         with m.If(accepted):
             m.d.sync += source.eq(Cat(source[-1] ^ pin ^ lfsr[5], source[:-1]))
-        with m.If(~valid | decoder.i.ready):
+        with m.If(~valid | block.i.ready):
             m.d.sync += valid.eq(lfsr[0] | lfsr[3])  # offered 3 cycles in 4
-        m.d.comb += [decoder.i.valid.eq(valid), decoder.i.payload.eq(source),
-                     decoder.o.ready.eq(lfsr[7] | lfsr[11])]  # ready 3 cycles in 4
+        m.d.comb += [block.i.valid.eq(valid), block.i.payload.eq(source),
+                     block.o.ready.eq(lfsr[7] | lfsr[11])]  # ready 3 cycles in 4
 
-        level = [*decoder.o.payload, decoder.o.valid & decoder.o.ready]
+        level = [*Value.cast(block.o.payload), block.o.valid & block.o.ready]
         depth = 0
         while len(level) > 1:
             reduced = []
@@ -93,6 +97,24 @@ class XorDecoderHarness(wiring.Component):
             level, depth = reduced, depth + 1
         m.d.comb += tx_pin.o.eq(level[0])
         return m
+
+
+class XorDecoderHarness(StreamHarness):
+    """`XorDecoder` in a `StreamHarness`: the parity of its n_out outputs depends on every row of M, so every
+    XOR tree stays."""
+
+    def __init__(self, params: XorDecoderParams, uart_resource: tuple[str, int] = ("uart", 0)):
+        self.params = params
+        super().__init__(XorDecoder(params), uart_resource, "decoder")
+
+
+class BimUnpackerHarness(StreamHarness):
+    """`BimUnpacker` in a `StreamHarness`: random P rows, Z rows, row indices and tags, so both Z buffers
+    (2·r·n_t flip-flops) and the n_t AND-OR trees stay."""
+
+    def __init__(self, params: BimUnpackerParams, uart_resource: tuple[str, int] = ("uart", 0)):
+        self.params = params
+        super().__init__(BimUnpacker(params), uart_resource, "unpacker")
 
 
 def random_full_rank_matrix(n_out: int, n_in: int, seed: int) -> np.ndarray:
@@ -119,35 +141,61 @@ def yosys_cell_counts(log: str, top: str) -> dict[str, int]:
     return {"luts": luts, "ffs": ffs}
 
 
-def _synthesise_decoder_alone(params: XorDecoderParams, board: Board, yosys: str, out_dir: Path) -> dict[str, int]:
-    """LUT4s and flip-flops of the decoder by itself, after the family's yosys synthesis (no harness)."""
+def _synthesise_alone(block: wiring.Component, name: str, stem: str, board: Board, yosys: str,
+                      out_dir: Path) -> dict[str, int]:
+    """LUT4s and flip-flops of `block` by itself, after the family's yosys synthesis (no harness)."""
     from amaranth.back import rtlil
 
-    (out_dir / "decoder.il").write_text(rtlil.convert(XorDecoder(params), name="xor_decoder"))
-    script = f"read_rtlil decoder.il; synth_{board.family} -top xor_decoder"
-    hwbuild._run_stage([yosys, "-q", "-l", "decoder.rpt", "-p", script], out_dir / "yosys-decoder.log")
-    return yosys_cell_counts((out_dir / "decoder.rpt").read_text(), "xor_decoder")
+    (out_dir / f"{stem}.il").write_text(rtlil.convert(block, name=name))
+    script = f"read_rtlil {stem}.il; synth_{board.family} -top {name}"
+    hwbuild._run_stage([yosys, "-q", "-l", f"{stem}.rpt", "-p", script], out_dir / f"yosys-{stem}.log")
+    return yosys_cell_counts((out_dir / f"{stem}.rpt").read_text(), name)
 
 
-def characterise(params: XorDecoderParams, board_name: str, out_dir: Path | None = None, *, seed: int = 1,
-                 progress: Callable[[str], None] = hwbuild._stderr) -> dict[str, Any]:
-    """Build `XorDecoderHarness(params)` for a board; return (and write) the characterisation report."""
-    board = get_board(board_name)
-    name = f"{board.name}-xor{params.n_in}x{params.n_out}p{params.max_patches}"
-    out_dir = Path(out_dir if out_dir is not None else Path("build") / "characterise" / name).resolve()
+def _build_harness(harness: StreamHarness, alone: wiring.Component, name: str, board: Board, out_dir: Path, *,
+                   seed: int, stem: str, progress: Callable[[str], None],
+                   ) -> tuple[dict[str, Any], dict[str, int], dict[str, int]]:
+    """Build `harness` for `board` into `out_dir`, then synthesise `alone` (a fresh instance of the same block)
+    as module `name`: (hw.build's report, harness cells, block-alone cells)."""
     (out_dir / RESULT_FILE).unlink(missing_ok=True)
-    harness = XorDecoderHarness(params, board.uart_resource)
     try:
         result = hwbuild.build(AcceleratorConfig(board=board.name), out_dir, seed=seed, progress=progress,
                                design=harness)
-    except hwbuild.TimingError as error:  # a decoder slower than the board clock is still characterised
+    except hwbuild.TimingError as error:  # a block slower than the board clock is still characterised
         result = error.result
-    built = result.report
     harness_cells = yosys_cell_counts((out_dir / f"{hwbuild.DESIGN_NAME}.rpt").read_text(), hwbuild.DESIGN_NAME)
-    progress("[+] synthesis of the decoder alone (yosys) ...")
-    decoder_cells = _synthesise_decoder_alone(params, board, hwbuild.find_tool("yosys"), out_dir)
+    progress(f"[+] synthesis of the {name.replace('_', ' ')} alone (yosys) ...")
+    block_cells = _synthesise_alone(alone, name, stem, board, hwbuild.find_tool("yosys"), out_dir)
+    return result.report, harness_cells, block_cells
 
-    fmax_mhz = min(built["fmax_mhz"].values())
+
+def _timing(built: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "fmax_mhz": min(built["fmax_mhz"].values()),
+        "constraint_mhz": min(built["constraint_mhz"].values()),
+        "board_clock_mhz": built["target_mhz"],
+        "meets_board_clock": built["timing_met"],
+    }
+
+
+def _out_dir(out_dir: Path | None, name: str) -> Path:
+    return Path(out_dir if out_dir is not None else Path("build") / "characterise" / name).resolve()
+
+
+def characterise(params: XorDecoderParams | BimUnpackerParams, board_name: str, out_dir: Path | None = None, *,
+                 seed: int = 1, progress: Callable[[str], None] = hwbuild._stderr) -> dict[str, Any]:
+    """Build the block's harness for a board; return (and write) the characterisation report.
+
+    `XorDecoderParams` characterise the XOR decoder; `BimUnpackerParams` the BIM unpacker (`characterise_bim`).
+    """
+    if isinstance(params, BimUnpackerParams):
+        return characterise_bim(params, board_name, out_dir, seed=seed, progress=progress)
+    board = get_board(board_name)
+    out_dir = _out_dir(out_dir, f"{board.name}-xor{params.n_in}x{params.n_out}p{params.max_patches}")
+    built, harness_cells, decoder_cells = _build_harness(
+        XorDecoderHarness(params, board.uart_resource), XorDecoder(params), "xor_decoder", board, out_dir, seed=seed,
+        stem="decoder", progress=progress)
+    timing = _timing(built)
     report = {
         "block": "xor_decoder",
         **{key: built[key] for key in ("board", "device", "package", "seed")},
@@ -158,12 +206,37 @@ def characterise(params: XorDecoderParams, board_name: str, out_dir: Path | None
         # From yosys's statistics: the whole harness, and the decoder synthesised by itself.
         "harness_cells": harness_cells,
         "decoder_cells": decoder_cells,
-        "fmax_mhz": fmax_mhz,
-        "constraint_mhz": min(built["constraint_mhz"].values()),
-        "board_clock_mhz": built["target_mhz"],
-        "meets_board_clock": built["timing_met"],
+        **timing,
         # One slice (n_out weight bits of one bit-plane) per cycle at full rate.
-        "weights_per_s": round(params.n_out * fmax_mhz * 1e6),
+        "weights_per_s": round(params.n_out * timing["fmax_mhz"] * 1e6),
+        "build_seconds": built["build_seconds"],
+        "tools": built["tools"],
+    }
+    (out_dir / RESULT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def characterise_bim(params: BimUnpackerParams, board_name: str, out_dir: Path | None = None, *, seed: int = 1,
+                     progress: Callable[[str], None] = hwbuild._stderr) -> dict[str, Any]:
+    """Build `BimUnpackerHarness(params)` for a board; return (and write) the characterisation report."""
+    board = get_board(board_name)
+    out_dir = _out_dir(out_dir, f"{board.name}-bim{params.m_t}x{params.n_t}r{params.r}")
+    built, harness_cells, unpacker_cells = _build_harness(
+        BimUnpackerHarness(params, board.uart_resource), BimUnpacker(params), "bim_unpacker", board, out_dir,
+        seed=seed, stem="unpacker", progress=progress)
+    timing = _timing(built)
+    report = {
+        "block": "bim_unpacker",
+        **{key: built[key] for key in ("board", "device", "package", "seed")},
+        "params": params.describe(),
+        "latency_cycles": params.latency,
+        "resources": built["resources"],
+        # From yosys's statistics: the whole harness, and the unpacker synthesised by itself.
+        "harness_cells": harness_cells,
+        "unpacker_cells": unpacker_cells,
+        **timing,
+        # One mask row (n_t bits) per cycle at full rate, across tiles when m_t >= r.
+        "mask_bits_per_s": round(params.n_t * timing["fmax_mhz"] * 1e6),
         "build_seconds": built["build_seconds"],
         "tools": built["tools"],
     }
@@ -173,34 +246,49 @@ def characterise(params: XorDecoderParams, board_name: str, out_dir: Path | None
 
 def format_characterisation(report: dict[str, Any]) -> str:
     p = report["params"]
-    lines = [f"xor_decoder n_in={p['n_in']} n_out={p['n_out']} max_patches={p['max_patches']} on "
-             f"{report['board']} ({report['device']}), latency {report['latency_cycles']} cycles"]
+    if report["block"] == "bim_unpacker":
+        title = f"bim_unpacker m_t={p['m_t']} n_t={p['n_t']} r={p['r']}"
+        block, rate = "unpacker", f"{report['mask_bits_per_s'] / 1e9:.2f} G mask bits/s (n_t x Fmax)"
+    else:
+        title = f"xor_decoder n_in={p['n_in']} n_out={p['n_out']} max_patches={p['max_patches']}"
+        block, rate = "decoder", f"{report['weights_per_s'] / 1e9:.2f} G weights/s (n_out x Fmax)"
+    lines = [f"{title} on {report['board']} ({report['device']}), latency {report['latency_cycles']} cycles"]
     for name, use in report["resources"].items():
         lines.append(f"  {name:<16}{use['used']:>8} / {use['available']}")
-    for what in ("harness", "decoder"):
+    for what in ("harness", block):
         cells = report[f"{what}_cells"]
         lines.append(f"  {what + ' (yosys)':<16}{cells['luts']:>8} LUT4 {cells['ffs']:>6} FF")
     lines.append(f"  Fmax {report['fmax_mhz']:.2f} MHz (constraint {report['constraint_mhz']:.2f} MHz, "
                  f"board clock {report['board_clock_mhz']:.2f} MHz)")
-    lines.append(f"  {report['weights_per_s'] / 1e9:.2f} G weights/s (n_out x Fmax)")
+    lines.append(f"  {rate}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hw.characterise",
-                                     description="Resources and Fmax of the XOR decoder alone on a board.")
+                                     description="Resources and Fmax of one block alone on a board.")
     parser.add_argument("--board", default=DEFAULT_BOARD, help=f"{', '.join(BOARDS)} (default: %(default)s)")
-    parser.add_argument("--n-in", type=int, default=24)
-    parser.add_argument("--n-out", type=int, default=200)
-    parser.add_argument("--max-patches", type=int, default=2)
-    parser.add_argument("--matrix-seed", type=int, default=1, help="seed of the random full-rank M")
+    parser.add_argument("--block", choices=("xor", "bim"), default="xor",
+                        help="xor: the XOR-gate weight decoder; bim: the BIM mask unpacker (default: %(default)s)")
+    xor = parser.add_argument_group("--block xor")
+    xor.add_argument("--n-in", type=int, default=24)
+    xor.add_argument("--n-out", type=int, default=200)
+    xor.add_argument("--max-patches", type=int, default=2)
+    xor.add_argument("--matrix-seed", type=int, default=1, help="seed of the random full-rank M")
+    bim = parser.add_argument_group("--block bim")
+    bim.add_argument("--m-t", type=int, default=64, help="tile rows (default: %(default)s)")
+    bim.add_argument("--n-t", type=int, default=64, help="tile columns: mask bits per row (default: %(default)s)")
+    bim.add_argument("--rank", type=int, default=8, help="rank r (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: %(default)s)")
     parser.add_argument("--out", type=Path, metavar="DIR")
     args = parser.parse_args(argv)
     try:
         get_board(args.board)
-        m = random_full_rank_matrix(args.n_out, args.n_in, args.matrix_seed) if args.n_out > args.n_in else None
-        params = XorDecoderParams(args.n_in, args.n_out, args.max_patches, m if m is not None else ())
+        if args.block == "bim":
+            params = BimUnpackerParams(args.m_t, args.n_t, args.rank)
+        else:
+            m = random_full_rank_matrix(args.n_out, args.n_in, args.matrix_seed) if args.n_out > args.n_in else None
+            params = XorDecoderParams(args.n_in, args.n_out, args.max_patches, m if m is not None else ())
     except (KeyError, ValueError) as error:
         parser.error(str(error))
     try:

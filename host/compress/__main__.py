@@ -2,6 +2,8 @@
 
     python -m host.compress xor --weights W.npy --mask MASK.npy --bits 1 --n-out 200 [--n-in auto] --out W.xor.npz
     python -m host.compress xor-decode W.xor.npz --out W.npy
+    python -m host.compress bim --weights W.npy --sparsity 0.9 --tile 64x64 --rank 8 --out W.bim.npz [--mask-out M.npy]
+    python -m host.compress bim-decode W.bim.npz --out MASK.npy [--weights W.npy]
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from host.compress.bim import NMF_ITERS, REFINE_ROUNDS
 
 
 class InputError(Exception):
@@ -123,6 +127,91 @@ def _xor_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tile(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(part.strip().isdigit() and int(part) >= 1 for part in parts):
+        raise InputError(f"--tile: expected MxN with positive integers (e.g. 64x64), got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _bim_sparsity(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value < 1.0:
+        raise InputError(f"--sparsity: must be in [0, 1), got {text!r}")
+    return value
+
+
+def _positive(text: str, option: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise InputError(f"{option}: must be an integer >= {low}, got {text!r}") from None
+    if value < low:
+        raise InputError(f"{option}: must be >= {low}, got {value}")
+    return value
+
+
+def _bim(args: argparse.Namespace) -> int:
+    from host.compress.bim import factorize, kept_magnitude, magnitude_mask
+
+    # Options first: they are cheap to check and the weights may be large.
+    m_t, n_t = _tile(args.tile)
+    sparsity = _bim_sparsity(args.sparsity)
+    rank = _positive(args.rank, "--rank", 1)
+    seed = _positive(args.seed, "--seed", 0)
+    rounds = _positive(args.rounds, "--rounds", 0)
+    nmf_iters = _positive(args.nmf_iters, "--nmf-iters", 0)
+    weights = _weights(args.weights)
+    timings: dict[str, float] = {}
+    try:
+        factored = factorize(weights, sparsity, m_t, n_t, rank, seed=seed, nmf_iters=nmf_iters, rounds=rounds,
+                             timings=timings)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    mask = factored.mask()
+    _write(args.out, factored.save)
+    if args.mask_out is not None:
+        try:
+            np.save(args.mask_out, mask)
+        except OSError as error:
+            raise InputError(f"--mask-out: cannot write {args.mask_out}: {error.strerror or error}") from None
+    kept = kept_magnitude(weights, mask)
+    bound = kept_magnitude(weights, magnitude_mask(weights, sparsity))
+    summary = {
+        "out": args.out, "shape": list(weights.shape), "tile": [m_t, n_t], "rank": rank, "tiles": list(factored.grid),
+        "target_sparsity": sparsity, "sparsity": round(1 - float(mask.mean()), 6), "kept": int(mask.sum()),
+        "index_bits": factored.index_bits(),
+        "index_bits_per_weight": round(factored.index_bits() / weights.size, 5),
+        "kept_magnitude": round(kept, 5),
+        "magnitude_pruning_kept_magnitude": round(bound, 5),
+        "kept_magnitude_vs_magnitude_pruning": round(kept / bound, 5) if bound > 0 else 1.0,
+        "file_bytes": Path(args.out).stat().st_size,
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def _bim_decode(args: argparse.Namespace) -> int:
+    from sim.golden.bim import BimFormatError, BimMask
+
+    try:
+        factored = BimMask.load(args.file)
+    except BimFormatError as error:
+        raise InputError(str(error)) from None
+    if args.weights is None:
+        _write(args.out, lambda path: np.save(path, factored.mask()))
+        return 0
+    weights = _weights(args.weights)
+    if weights.shape != factored.shape:
+        raise InputError(f"--weights: shape {weights.shape} does not match the mask's {factored.shape}")
+    _write(args.out, lambda path: np.save(path, factored.apply(weights)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m host.compress", description="Compress pruned weight matrices into sqgen formats.")
@@ -159,6 +248,35 @@ def main(argv: list[str] | None = None) -> int:
                      help="write the decoded bit-planes (bits, rows, cols) uint8 instead, 1 = +1")
     dec.add_argument("--out", required=True, metavar="W.npy", help="output .npy")
     dec.set_defaults(run=_xor_decode)
+
+    bim = sub.add_parser(
+        "bim", help="binary-index-matrix mask: per-tile Boolean product P Z found from |W|",
+        description="Find a pruning mask of the given sparsity (+-0.5 %%) made of tiles that are each the Boolean "
+                    "product of binary P (m_t x r) and Z (r x n_t), keeping as much |W| as possible, and write "
+                    "the .npz of docs/formats.md. Prints a JSON summary (index bits per weight, kept magnitude "
+                    "against unstructured magnitude pruning).")
+    bim.add_argument("--weights", required=True, metavar="W.npy", help="2-D float matrix (rows, cols)")
+    bim.add_argument("--sparsity", required=True, metavar="S", help="fraction of weights pruned, in [0, 1)")
+    bim.add_argument("--tile", required=True, metavar="MxN", help="tile rows x columns, e.g. 64x64")
+    bim.add_argument("--rank", required=True, metavar="R", help="rank r of each tile's Boolean product")
+    bim.add_argument("--seed", default="0", metavar="N", help="seed of the factorizer (default: 0)")
+    bim.add_argument("--rounds", default=str(REFINE_ROUNDS), metavar="N",
+                     help=f"rounds of greedy bit flips after binarizing, 0 for none (default: {REFINE_ROUNDS})")
+    bim.add_argument("--nmf-iters", default=str(NMF_ITERS), metavar="N",
+                     help=f"multiplicative-update NMF iterations (default: {NMF_ITERS})")
+    bim.add_argument("--out", required=True, metavar="W.bim.npz", help="output file")
+    bim.add_argument("--mask-out", metavar="MASK.npy", help="also write the mask (bool, True = kept), e.g. for "
+                                                            "`xor --mask`")
+    bim.set_defaults(run=_bim)
+
+    bim_dec = sub.add_parser(
+        "bim-decode", help="decode a BIM file to its mask (or to the weights it keeps)",
+        description="Decode a BIM .npz to the bool mask (rows, cols), True = kept.")
+    bim_dec.add_argument("file", metavar="W.bim.npz")
+    bim_dec.add_argument("--weights", metavar="W.npy",
+                         help="write these weights with pruned positions exactly 0 instead of the mask")
+    bim_dec.add_argument("--out", required=True, metavar="MASK.npy", help="output .npy")
+    bim_dec.set_defaults(run=_bim_decode)
 
     args = parser.parse_args(argv)
     if getattr(args, "als_iters", 0) < 0:
