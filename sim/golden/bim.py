@@ -17,12 +17,13 @@ docs/formats.md describes field by field. The factorizer lives in `host.compress
 from __future__ import annotations
 
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .npzfile import load_checked
 
 FORMAT_VERSION = 1
 
@@ -177,11 +178,7 @@ class BimMask:
     @classmethod
     def load(cls, path: str | Path) -> BimMask:
         """Read and check a .npz BIM file; BimFormatError (one line, naming the field) if malformed."""
-        raw = _read_npz(path)
-        try:
-            return _from_fields(raw)
-        except BimFormatError as error:
-            raise BimFormatError(f"{path}: {error}") from None
+        return load_checked(path, BimFormatError, _from_fields)
 
 
 def decode(path: str | Path) -> np.ndarray:
@@ -212,24 +209,6 @@ def _validate(m: BimMask) -> None:
 
 _SCALARS = ("version", "m_t", "n_t", "r")
 _FIELDS = (*_SCALARS, "shape", "p", "z")
-
-
-def _read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except FileNotFoundError:
-        raise BimFormatError(f"{path}: no such file") from None
-    except OSError as error:
-        raise BimFormatError(f"{path}: cannot read ({error.strerror or error})") from None
-    if magic != b"PK\x03\x04":  # what every .npz (a zip archive) starts with
-        raise BimFormatError(f"{path}: not an .npz archive")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        detail = (str(error).splitlines() or [""])[0]
-        raise BimFormatError(f"{path}: unreadable .npz ({type(error).__name__}: {detail})") from None
 
 
 def _unpack_bits(data: np.ndarray, shape: tuple[int, ...], field: str) -> np.ndarray:

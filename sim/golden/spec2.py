@@ -74,12 +74,13 @@ from __future__ import annotations
 
 import functools
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .npzfile import load_checked
 
 FORMAT_VERSION = 1
 PADDINGS = ("same", "valid")
@@ -877,25 +878,7 @@ def save_spectral(path: str | Path, layer: SpectralLayer) -> None:
 
 def load_spectral(path: str | Path) -> SpectralLayer:
     """Read and check a sparse spectral layer file; SpectralFormatError (one line, naming the field) if malformed."""
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except FileNotFoundError:
-        raise SpectralFormatError(f"{path}: no such file") from None
-    except OSError as error:
-        raise SpectralFormatError(f"{path}: cannot read ({error.strerror or error})") from None
-    if magic != b"PK\x03\x04":  # what every .npz (a zip archive) starts with
-        raise SpectralFormatError(f"{path}: not an .npz archive")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            raw = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        detail = (str(error).splitlines() or [""])[0]
-        raise SpectralFormatError(f"{path}: unreadable .npz ({type(error).__name__}: {detail})") from None
-    try:
-        return _from_fields(raw)
-    except SpectralFormatError as error:
-        raise SpectralFormatError(f"{path}: {error}") from None
+    return load_checked(path, SpectralFormatError, _from_fields)
 
 
 def _int_scalar(raw: dict[str, np.ndarray], name: str) -> int:

@@ -17,12 +17,13 @@ docs/formats.md describes field by field. The encoder lives in `host.compress.xo
 from __future__ import annotations
 
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .npzfile import load_checked
 
 FORMAT_VERSION = 1
 
@@ -372,25 +373,7 @@ def save_xor(path: str | Path, weights: XorWeights) -> None:
 
 def load_xor(path: str | Path) -> XorWeights:
     """Read and check an .npz XOR weight file; XorFormatError (one line, naming the field) if malformed."""
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except FileNotFoundError:
-        raise XorFormatError(f"{path}: no such file") from None
-    except OSError as error:
-        raise XorFormatError(f"{path}: cannot read ({error.strerror or error})") from None
-    if magic != b"PK\x03\x04":  # what every .npz (a zip archive) starts with
-        raise XorFormatError(f"{path}: not an .npz archive")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            raw = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        detail = (str(error).splitlines() or [""])[0]
-        raise XorFormatError(f"{path}: unreadable .npz ({type(error).__name__}: {detail})") from None
-    try:
-        return _from_fields(raw)
-    except XorFormatError as error:
-        raise XorFormatError(f"{path}: {error}") from None
+    return load_checked(path, XorFormatError, _from_fields)
 
 
 def _from_fields(raw: dict[str, np.ndarray]) -> XorWeights:
