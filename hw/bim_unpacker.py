@@ -19,6 +19,8 @@ from amaranth import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .params import require_params
+
 
 def _check_positive(owner: Any, names: tuple[str, ...]) -> None:
     for name in names:
@@ -114,9 +116,7 @@ class BimUnpacker(wiring.Component):
     """
 
     def __init__(self, params: BimUnpackerParams):
-        if not isinstance(params, BimUnpackerParams):
-            self._MustUse__silence = True  # never elaborated, so Amaranth need not warn that it was unused
-            raise TypeError(f"params must be a BimUnpackerParams, got {type(params).__name__}")
+        require_params(self, params, BimUnpackerParams)
         self.params = params
         super().__init__({
             "i": In(stream.Signature(params.beat_layout)),
@@ -241,9 +241,7 @@ class SparseExpander(wiring.Component):
     """
 
     def __init__(self, params: SparseExpanderParams):
-        if not isinstance(params, SparseExpanderParams):
-            self._MustUse__silence = True  # never elaborated, so Amaranth need not warn that it was unused
-            raise TypeError(f"params must be a SparseExpanderParams, got {type(params).__name__}")
+        require_params(self, params, SparseExpanderParams)
         self.params = params
         super().__init__({
             "mask": In(stream.Signature(params.mask_layout)),

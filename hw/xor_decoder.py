@@ -18,6 +18,8 @@ from amaranth import Cat, Module, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .params import require_params
+
 
 def _gf2_rank(rows: Sequence[int]) -> int:
     """Rank over GF(2) of a matrix given as row bit-masks."""
@@ -172,9 +174,7 @@ class XorDecoder(wiring.Component):
     """
 
     def __init__(self, params: XorDecoderParams):
-        if not isinstance(params, XorDecoderParams):
-            self._MustUse__silence = True  # never elaborated, so Amaranth need not warn that it was unused
-            raise TypeError(f"params must be an XorDecoderParams, got {type(params).__name__}")
+        require_params(self, params, XorDecoderParams)
         self.params = params
         super().__init__({
             "i": In(stream.Signature(params.beat_layout)),
