@@ -1,0 +1,381 @@
+"""SPEC2 sparse spectral MAC: P lanes multiply scheduled kernel nonzeros with a banked input spectrum.
+
+The math is `sim.golden.spec2.spectral_mac` (exact accumulators, the `acc` stage of
+`spectral_conv_fixed_stages`); the entry order is the bank-conflict-free `Schedule` of docs/formats.md
+(`stream_entries`): groups of P entries with distinct banks, bank = bin index mod B, sorted by bank, padding
+entries of value 0 whose index is their bank. Every group is taken in one cycle, never stalling on banks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..params import require_params
+
+
+def canonical_bins(n: int) -> list[int]:
+    """Linear half-spectrum indices k1 (n/2 + 1) + k2 of the canonical bins, ascending (34 at n = 8):
+    columns 1..n/2-1 whole, columns 0 and n/2 rows 0..n/2 only (as `sim.golden.spec2.canonical_mask`)."""
+    cols = n // 2 + 1
+    return [k1 * cols + k2 for k1 in range(n) for k2 in range(cols) if 0 < k2 < n // 2 or k1 <= n // 2]
+
+
+@dataclass(frozen=True)
+class SpectralMacParams:
+    """Structural parameters of one `SpectralMac`; validated on construction, hashable.
+
+    n: FFT size (a power of two, 4..256). p: lanes. b: spectrum banks, a power of two (bank and address
+    are then bit fields of the bin index) with p <= b <= the n (n/2 + 1) bins. max_c_in: input channels
+    one tile's spectrum buffer holds. data_bits, weight_bits, acc_bits: `Spec2Fixed` widths (defaults
+    18, 16, 45); acc_bits must hold data + weight + 1 + ceil(log2 max_c_in) bits so the sums stay exact.
+    """
+
+    n: int = 8
+    p: int = 4
+    b: int = 8
+    max_c_in: int = 64
+    data_bits: int = 18
+    weight_bits: int = 16
+    acc_bits: int = 45
+
+    def __post_init__(self) -> None:
+        for name in ("n", "p", "b", "max_c_in", "data_bits", "weight_bits", "acc_bits"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))  # NumPy integers become plain ints: equal params hash equal
+        if not 4 <= self.n <= 256 or self.n & (self.n - 1):
+            raise ValueError(f"n must be a power of two in 4..256, got {self.n}")
+        if self.p < 1:
+            raise ValueError(f"p must be at least 1, got {self.p}")
+        if self.b < self.p or self.b > self.bins or self.b & (self.b - 1):
+            raise ValueError(f"b must be a power of two in p={self.p}..{self.bins} (the bins at n={self.n}), "
+                             f"got {self.b}")
+        if self.max_c_in < 1:
+            raise ValueError(f"max_c_in must be at least 1, got {self.max_c_in}")
+        if not 2 <= self.data_bits <= 30:
+            raise ValueError(f"data_bits must be in 2..30, got {self.data_bits}")
+        if not 2 <= self.weight_bits <= 16:
+            raise ValueError(f"weight_bits must be in 2..16, got {self.weight_bits}")
+        if self.acc_bits < self.min_acc_bits:
+            raise ValueError(f"acc_bits must be at least data + weight + 1 + ceil(log2 max_c_in) = "
+                             f"{self.min_acc_bits}, got {self.acc_bits}")
+
+    @property
+    def bins(self) -> int:
+        """Bins of the rfft2 half: n (n/2 + 1)."""
+        return self.n * (self.n // 2 + 1)
+
+    @property
+    def min_acc_bits(self) -> int:
+        return self.data_bits + self.weight_bits + 1 + (self.max_c_in - 1).bit_length()
+
+    @property
+    def index_bits(self) -> int:
+        return (self.bins - 1).bit_length()
+
+    @property
+    def bank_bits(self) -> int:
+        return (self.b - 1).bit_length()
+
+    @property
+    def bank_depth(self) -> int:
+        """Bins per bank and input channel: ceil(bins / b)."""
+        return -(-self.bins // self.b)
+
+    @property
+    def chan_bits(self) -> int:
+        return max(1, (self.max_c_in - 1).bit_length())
+
+    @property
+    def canonical(self) -> list[int]:
+        return canonical_bins(self.n)
+
+    @property
+    def write_layout(self) -> data.StructLayout:
+        """One input spectrum bin (stream `x`); Amaranth packs the first field at the LSB."""
+        return data.StructLayout({
+            "re": signed(self.data_bits), "im": signed(self.data_bits),
+            "index": self.index_bits, "chan": self.chan_bits, "last": 1,
+        })
+
+    @property
+    def lane_layout(self) -> data.StructLayout:
+        return data.StructLayout({"index": self.index_bits, "re": signed(self.weight_bits),
+                                  "im": signed(self.weight_bits)})
+
+    @property
+    def entry_layout(self) -> data.StructLayout:
+        """One group of p kernel entries (stream `w`), lane 0 lowest."""
+        return data.StructLayout({
+            "lanes": data.ArrayLayout(self.lane_layout, self.p),
+            "chan": self.chan_bits, "last_out": 1, "last_tile": 1,
+        })
+
+    @property
+    def out_layout(self) -> data.StructLayout:
+        """One accumulated canonical bin (stream `o`)."""
+        return data.StructLayout({"re": signed(self.acc_bits), "im": signed(self.acc_bits), "last": 1})
+
+    @property
+    def latency(self) -> int:
+        """Clock edges from a group's entry handshake to the edge its sums are written, with no stalls."""
+        return 5
+
+    def lane_banks(self, lane: int) -> range:
+        """Banks lane `lane` can meet in a group sorted by bank with distinct banks: lane..lane + b - p."""
+        return range(lane, lane + self.b - self.p + 1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"n": self.n, "p": self.p, "b": self.b, "max_c_in": self.max_c_in, "data_bits": self.data_bits,
+                "weight_bits": self.weight_bits, "acc_bits": self.acc_bits}
+
+
+def _select(sel: Any, options: dict[int, Any]) -> Any:
+    """options[sel] for sel among the keys (the first option otherwise): a mux chain, none for one option."""
+    keys = list(options)
+    result = options[keys[0]]
+    for key in keys[1:]:
+        result = Mux(sel == key, options[key], result)
+    return result
+
+
+class SpectralMac(wiring.Component):
+    """Spectra and kernel groups in, per output channel the exact accumulated canonical bins out.
+
+    Stream `x` (`params.write_layout`): one input spectrum bin per beat, `re`/`im` signed data_bits,
+    `index` its linear half-spectrum index k1 (n/2 + 1) + k2, `chan` its input channel; `last` ends the
+    tile (every input channel written). Any order; every canonical bin of channels 0..C_in-1 must be
+    written (other bins may be, and are never read). The bins sit in b banks (bank = index mod b, address
+    = index div b) of a double buffer: a tile loads while the previous one is multiplied; `x` stalls while
+    both buffers hold tiles.
+
+    Stream `w` (`params.entry_layout`): one group of p entries per beat, as `stream_entries` lays them
+    out: lane j gets slot j of the group (`index`, int16 `re`, `im`; padding: value 0, index = its bank).
+    `chan` is the kernel's input channel. `last_out` marks the last group of an output channel: its
+    accumulated spectrum is then complete and goes out on `o`. `last_tile` (with `last_out`) marks the
+    tile's last group: the tile's spectrum buffer is freed. The stream runs kernel (o, i) row-major as the
+    schedule does, one tile after the other; an empty kernel has no group, so the input channel travels in
+    `chan` instead of being counted. An output channel with no entries at all still needs a beat (all
+    lanes padding) to carry `last_out`. Groups violating the schedule's rules (two lanes on one bank, slots
+    not sorted by bank) are outside the format.
+
+    Stream `o` (`params.out_layout`): per output channel, its canonical bins in ascending index order
+    (`canonical_bins`), `re`/`im` the exact acc_bits sums of X_i[k] W[o, i][k] (the golden `acc` stage;
+    bins no entry touched are 0), `last` on the final bin.
+
+    Pipeline: S0 holds the group (`w.ready` = S0 empty or moving on); it moves when its tile's spectrum
+    is loaded and its accumulator buffer is free, reading each lane's bin from its bank (each bank's
+    address from the one lane on it; a lane can only meet banks lane..lane + b - p, so with p = b there is
+    no crossbar); S1 picks each lane's bank output; S2 multiplies (four exact real products) and routes
+    each lane's product to its bin's accumulator bank, reading the old sum; S3 adds and writes. The read
+    in S2 is transparent to the write in S3, so back-to-back updates of one bin see each other. The
+    accumulators are double-buffered, with a valid bit per bin so a buffer is cleared in one cycle when
+    drained. Draining takes one cycle per canonical bin (34 at n = 8) and starts `latency` edges after
+    the channel's last group, so while one output channel drains the next one must take about 34 + 5
+    groups or `w` stalls at the start of the channel after it until the buffer is free (small C_in at
+    large p). Otherwise, with the tile's spectrum loaded ahead on `x`, one group per cycle.
+    """
+
+    def __init__(self, params: SpectralMacParams):
+        require_params(self, params, SpectralMacParams)
+        self.params = params
+        super().__init__({
+            "x": In(stream.Signature(params.write_layout)),
+            "w": In(stream.Signature(params.entry_layout)),
+            "o": Out(stream.Signature(params.out_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        lb, depth, db, ab = p.bank_bits, p.bank_depth, p.data_bits, p.acc_bits
+        lanes, banks = range(p.p), range(p.b)
+        # Banks each bank's lane may come from (the inverse of lane_banks).
+        bank_lanes = {k: [j for j in lanes if k in p.lane_banks(j)] for k in banks}
+
+        def bank_of(index):
+            return index[:lb] if lb else Const(0, 1)
+
+        def addr_of(index):
+            return index[lb:]
+
+        # --- spectrum banks: double buffer of max_c_in channels x depth words per bank ---------------------
+        smems = []
+        for k in banks:
+            m.submodules[f"spectrum{k}"] = mem = Memory(shape=2 * db, depth=2 * p.max_c_in * depth, init=[])
+            smems.append(mem)
+        s_full = Signal(2)
+        w_sel = Signal()  # buffer `x` fills
+        r_sel = Signal()  # buffer S0 reads
+
+        x = self.x.payload
+        x_accept = Signal()
+        m.d.comb += [self.x.ready.eq(~s_full.bit_select(w_sel, 1)), x_accept.eq(self.x.valid & self.x.ready)]
+        for k, mem in enumerate(smems):
+            port = mem.write_port()
+            m.d.comb += [
+                port.addr.eq((w_sel * p.max_c_in + x.chan) * depth + addr_of(x.index)),
+                port.data.eq(Cat(x.re, x.im)),
+                port.en.eq(x_accept & (bank_of(x.index) == k)),
+            ]
+        with m.If(x_accept & x.last):
+            m.d.sync += w_sel.eq(~w_sel)
+            for buf in (0, 1):
+                with m.If(w_sel == buf):
+                    m.d.sync += s_full[buf].eq(1)
+
+        # --- S0: the group waiting for its spectrum and accumulator buffer -----------------------------------
+        a_busy = Signal(2)  # accumulator buffer sealed (its last group taken), until drained
+        a_done = Signal(2)  # ... and its last products written: the drain may start
+        a_sel = Signal()  # buffer S0's group accumulates into
+        s0_valid = Signal()
+        s0 = Signal(p.entry_layout)
+        go = Signal()
+        m.d.comb += [
+            go.eq(s0_valid & s_full.bit_select(r_sel, 1) & ~a_busy.bit_select(a_sel, 1)),
+            self.w.ready.eq(~s0_valid | go),
+        ]
+        with m.If(self.w.valid & self.w.ready):
+            m.d.sync += [s0_valid.eq(1), s0.eq(self.w.payload)]
+        with m.Elif(go):
+            m.d.sync += s0_valid.eq(0)
+        with m.If(go & s0.last_out):
+            m.d.sync += a_sel.eq(~a_sel)
+            for buf in (0, 1):
+                with m.If(a_sel == buf):
+                    m.d.sync += a_busy[buf].eq(1)
+        with m.If(go & s0.last_tile):
+            # The reads of this group happen on this very edge, so the buffer is free after it.
+            m.d.sync += r_sel.eq(~r_sel)
+            for buf in (0, 1):
+                with m.If(r_sel == buf):
+                    m.d.sync += s_full[buf].eq(0)
+
+        base = Signal(range(2 * p.max_c_in * depth))
+        m.d.comb += base.eq((r_sel * p.max_c_in + s0.chan) * depth)
+        s_read = []
+        for k, mem in enumerate(smems):
+            port = mem.read_port()
+            addr = _on_bank(list(s0.lanes), bank_lanes[k], k, bank_of, lambda j: addr_of(s0.lanes[j].index))
+            m.d.comb += [port.addr.eq(base + addr), port.en.eq(go)]
+            s_read.append(port.data)
+
+        # --- S1: each lane picks its bank's word ----------------------------------------------------------------
+        s1_valid, s1_sel, s1_last = Signal(), Signal(), Signal()
+        s1_lane = [Signal(p.lane_layout, name=f"s1_lane{j}") for j in lanes]
+        m.d.sync += [s1_valid.eq(go), s1_sel.eq(a_sel), s1_last.eq(go & s0.last_out)]
+        m.d.sync += [s1_lane[j].eq(s0.lanes[j]) for j in lanes]
+
+        s2_valid, s2_sel, s2_last = Signal(), Signal(), Signal()
+        s2_lane = [Signal(p.lane_layout, name=f"s2_lane{j}") for j in lanes]
+        s2_xr = [Signal(signed(db), name=f"s2_xr{j}") for j in lanes]
+        s2_xi = [Signal(signed(db), name=f"s2_xi{j}") for j in lanes]
+        m.d.sync += [s2_valid.eq(s1_valid), s2_sel.eq(s1_sel), s2_last.eq(s1_last)]
+        for j in lanes:
+            word = _select(bank_of(s1_lane[j].index), {k: s_read[k] for k in p.lane_banks(j)})
+            m.d.sync += [s2_lane[j].eq(s1_lane[j]), s2_xr[j].eq(word[:db].as_signed()),
+                         s2_xi[j].eq(word[db:].as_signed())]
+
+        # --- S2: products, routed to their accumulator banks; the old sums are read --------------------------
+        prod_r, prod_i = [], []
+        for j in lanes:
+            wr, wi = s2_lane[j].re, s2_lane[j].im
+            prod_r.append(s2_xr[j] * wr - s2_xi[j] * wi)
+            prod_i.append(s2_xr[j] * wi + s2_xi[j] * wr)
+
+        amems = []
+        for k in banks:
+            m.submodules[f"acc{k}"] = mem = Memory(shape=2 * ab, depth=2 * depth, init=[])
+            amems.append(mem)
+        # valid[buf][k] bit a: bin a b + k of buffer buf holds a sum (otherwise it counts as 0).
+        valid = [[Signal(depth, name=f"valid{buf}_{k}") for k in banks] for buf in (0, 1)]
+
+        s3_valid, s3_sel, s3_last = Signal(), Signal(), Signal()
+        m.d.sync += [s3_valid.eq(s2_valid), s3_sel.eq(s2_sel), s3_last.eq(s2_last)]
+        s3_hit = [Signal(name=f"s3_hit{k}") for k in banks]
+        s3_addr = [Signal(range(depth), name=f"s3_addr{k}") for k in banks]
+        s3_pr = [Signal(signed(ab), name=f"s3_pr{k}") for k in banks]
+        s3_pi = [Signal(signed(ab), name=f"s3_pi{k}") for k in banks]
+        drain_read = []
+        for k, mem in enumerate(amems):
+            write = mem.write_port()
+            mac_read = mem.read_port(transparent_for=(write,))
+            drain_read.append(mem.read_port())
+            src = bank_lanes[k]
+            # With p = b lane k is always on bank k; otherwise a bank may be left free by the group.
+            on_bank = Cat(bank_of(s2_lane[j].index) == k for j in src).any() if p.p < p.b else 1
+            hit = s2_valid & on_bank
+            addr = _on_bank(s2_lane, src, k, bank_of, lambda j: addr_of(s2_lane[j].index))
+            m.d.comb += [mac_read.addr.eq(s2_sel * depth + addr), mac_read.en.eq(1)]
+            m.d.sync += [s3_hit[k].eq(hit), s3_addr[k].eq(addr),
+                         s3_pr[k].eq(_on_bank(s2_lane, src, k, bank_of, lambda j: prod_r[j])),
+                         s3_pi[k].eq(_on_bank(s2_lane, src, k, bank_of, lambda j: prod_i[j]))]
+
+            # --- S3: add and write back --------------------------------------------------------------------------
+            old_valid = Mux(s3_sel, valid[1][k], valid[0][k]).bit_select(s3_addr[k], 1)
+            old_r = Mux(old_valid, mac_read.data[:ab].as_signed(), 0)
+            old_i = Mux(old_valid, mac_read.data[ab:].as_signed(), 0)
+            m.d.comb += [
+                write.addr.eq(s3_sel * depth + s3_addr[k]),
+                write.data.eq(Cat((old_r + s3_pr[k])[:ab], (old_i + s3_pi[k])[:ab])),
+                write.en.eq(s3_hit[k]),
+            ]
+            for buf in (0, 1):
+                with m.If(s3_hit[k] & (s3_sel == buf)):
+                    m.d.sync += valid[buf][k].bit_select(s3_addr[k], 1).eq(1)
+        with m.If(s3_last):
+            for buf in (0, 1):
+                with m.If(s3_sel == buf):
+                    m.d.sync += a_done[buf].eq(1)
+
+        # --- drain: the canonical bins of a finished buffer onto `o`, then the buffer is free ----------------
+        canon = p.canonical
+        d_sel = Signal()
+        d_count = Signal(range(len(canon)))
+        d_bin = Signal(p.index_bits)
+        m.d.comb += d_bin.eq(Array(Const(q, p.index_bits) for q in canon)[d_count])
+        o_valid, o_last, o_bin_valid = Signal(), Signal(), Signal()
+        o_bank = Signal(max(1, lb))
+        advance, issue = Signal(), Signal()
+        m.d.comb += [advance.eq(~o_valid | self.o.ready), issue.eq(advance & a_done.bit_select(d_sel, 1))]
+        for port in drain_read:
+            m.d.comb += [port.addr.eq(d_sel * depth + addr_of(d_bin)), port.en.eq(advance)]
+        d_valid = Array(Mux(d_sel, valid[1][k], valid[0][k]) for k in banks)[bank_of(d_bin)]
+        with m.If(advance):
+            m.d.sync += [o_valid.eq(issue), o_last.eq(d_count == len(canon) - 1), o_bank.eq(bank_of(d_bin)),
+                         o_bin_valid.eq(d_valid.bit_select(addr_of(d_bin), 1))]
+        with m.If(issue):
+            m.d.sync += d_count.eq(d_count + 1)
+            with m.If(d_count == len(canon) - 1):
+                m.d.sync += [d_count.eq(0), d_sel.eq(~d_sel)]
+                for buf in (0, 1):
+                    with m.If(d_sel == buf):
+                        m.d.sync += [a_done[buf].eq(0), a_busy[buf].eq(0)]
+                        m.d.sync += [valid[buf][k].eq(0) for k in banks]
+        word = Array(port.data for port in drain_read)[o_bank]
+        m.d.comb += [
+            self.o.valid.eq(o_valid),
+            self.o.payload.re.eq(Mux(o_bin_valid, word[:ab].as_signed(), 0)),
+            self.o.payload.im.eq(Mux(o_bin_valid, word[ab:].as_signed(), 0)),
+            self.o.payload.last.eq(o_last),
+        ]
+        return m
+
+
+def _on_bank(lanes: list[Any], src: list[int], bank: int, bank_of: Callable[[Any], Any],
+             value: Callable[[int], Any]) -> Any:
+    """value(j) for whichever lane j of `src` is on `bank` (src[0] when none is): a mux chain on the lanes'
+    bank fields, no logic at all when only one lane can reach the bank."""
+    result = value(src[0])
+    for j in src[1:]:
+        result = Mux(bank_of(lanes[j].index) == bank, value(j), result)
+    return result
