@@ -1,0 +1,1 @@
+"""Dense spatial convolution baseline: the engine SPEC2 is compared with on equal multipliers."""
