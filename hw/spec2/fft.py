@@ -1,0 +1,448 @@
+"""Streaming fixed-point FFTs for SPEC2, bit-exact with `sim.golden.spec2` (`fft_fixed`, `fft2_fixed`, `ifft2_fixed`).
+
+Every block is built from four stream stages, each a small pipeline that holds still under backpressure:
+
+* `_Deserialize`: `count` elements in, one vector of them out (a collection register plus an output register, so
+  the next vector is gathered while the previous one waits).
+* `_FftPipe`: one N-point radix-2 DIT transform per vector, log2 N registered butterfly levels over a parallel
+  N-wide datapath (inputs wired in bit-reversed order), every register on one enable, `~o.valid | o.ready`.
+* `_Serialize`: a vector in, its first `count` elements out, one per cycle.
+* `_Transpose`: a ping-pong tile buffer (`amaranth.lib.memory.Memory`, two banks): row-major in, column-major out.
+
+A parallel datapath N wide does one transform per cycle, N times what a sample-per-cycle stream needs, but at
+N = 8 only stage log2 N has non-trivial twiddles (two butterflies, eight multipliers), so it is small and simple.
+Twiddles 1 and -i (+i inverse) are wired as moves: rs(2^f v, f) = v exactly, so this equals the golden model's
+multiply-and-round; the others are plain `*` by a constant, which Yosys maps to DSPs (MULT18X18D, SB_MAC16).
+
+Widths and the stage schedule come from `FftParams` (`FftParams.from_spec(Spec2Fixed(), n)` mirrors the golden
+spec). Registers are data_bits wide: results outside that range wrap, where the golden model raises; the golden
+stage plan is what proves the range sufficient for activations of act_bits (forward) and the IFFT's clamped input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from amaranth import Cat, Module, Signal, Value, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..params import require_params
+
+MIN_N, MAX_N = 4, 64
+
+Complex = tuple[Value, Value]
+
+
+def complex_layout(width: int) -> data.StructLayout:
+    """A complex sample: `re` in the low `width` bits, `im` above, both signed."""
+    return data.StructLayout({"re": signed(width), "im": signed(width)})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class FftParams:
+    """Structural parameters of the FFT blocks; validated on construction, hashable.
+
+    n: FFT size (power of two, 4..64). data_bits: data path per component. twiddle_bits: twiddles, Q1.(bits-2).
+    act_bits: `Fft2d` input activations. in_shift: their left shift into the data path. fwd_shifts: per forward
+    stage 0 or 1, the log2 n row stages then the log2 n column stages (None: all 0). The inverse shifts 1 per
+    stage. Defaults are `Spec2Fixed()`'s at n = 8; `from_spec` takes any spec's (with its overflow-checked plan).
+    """
+
+    n: int = 8
+    data_bits: int = 18
+    twiddle_bits: int = 16
+    act_bits: int = 8
+    in_shift: int = 3
+    fwd_shifts: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("n", "data_bits", "twiddle_bits", "act_bits", "in_shift"):
+            if not _is_int(getattr(self, name)):
+                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
+        if not MIN_N <= self.n <= MAX_N or self.n & (self.n - 1):
+            raise ValueError(f"n must be a power of two in {MIN_N}..{MAX_N}, got {self.n}")
+        if not 2 <= self.act_bits <= 16:
+            raise ValueError(f"act_bits must be in 2..16, got {self.act_bits}")
+        if not self.act_bits < self.data_bits <= 30:
+            raise ValueError(f"data_bits must be in {self.act_bits + 1}..30 (more than act_bits), got {self.data_bits}")
+        if not 4 <= self.twiddle_bits <= 30:
+            raise ValueError(f"twiddle_bits must be in 4..30, got {self.twiddle_bits}")
+        if not 0 <= self.in_shift <= self.data_bits - self.act_bits:
+            raise ValueError(f"in_shift must be in 0..{self.data_bits - self.act_bits}, got {self.in_shift}")
+        stages = 2 * self.log2n
+        shifts = (0,) * stages if self.fwd_shifts is None else self.fwd_shifts
+        if not isinstance(shifts, tuple) or any(not _is_int(s) or s not in (0, 1) for s in shifts):
+            raise ValueError(f"fwd_shifts must be a tuple of 0s and 1s, got {self.fwd_shifts!r}")
+        if len(shifts) != stages:
+            raise ValueError(f"fwd_shifts must have {stages} entries for n={self.n}, got {len(shifts)}")
+        object.__setattr__(self, "fwd_shifts", shifts)
+
+    @classmethod
+    def from_spec(cls, spec: Any, n: int = 8) -> FftParams:
+        """The parameters a `sim.golden.spec2.Spec2Fixed` gives size n (its plan raises if it could overflow)."""
+        return cls(n=n, data_bits=spec.data_bits, twiddle_bits=spec.twiddle_bits, act_bits=spec.act_bits,
+                   in_shift=spec.input_shift(n), fwd_shifts=tuple(spec.forward_shifts(n)))
+
+    @property
+    def log2n(self) -> int:
+        return self.n.bit_length() - 1
+
+    @property
+    def half_cols(self) -> int:
+        """Columns of the half spectrum: n/2 + 1."""
+        return self.n // 2 + 1
+
+    @property
+    def row_shifts(self) -> tuple[int, ...]:
+        return self.fwd_shifts[: self.log2n]
+
+    @property
+    def col_shifts(self) -> tuple[int, ...]:
+        return self.fwd_shifts[self.log2n:]
+
+    @property
+    def inverse_shifts(self) -> tuple[int, ...]:
+        return (1,) * self.log2n
+
+    @property
+    def twiddles(self) -> tuple[tuple[int, int], ...]:
+        """Forward W_n^k, k < n/2, as (re, im) Q1.(twiddle_bits - 2), rounded half up (the golden `twiddles`)."""
+        scale = float(1 << (self.twiddle_bits - 2))
+        return tuple((math.floor(math.cos(2 * math.pi * k / self.n) * scale + 0.5),
+                      math.floor(-math.sin(2 * math.pi * k / self.n) * scale + 0.5)) for k in range(self.n // 2))
+
+
+def _bit_reverse(k: int, bits: int) -> int:
+    return int(f"{k:0{bits}b}"[::-1], 2) if bits else 0
+
+
+def _rs(v: Value, s: int) -> Value:
+    """Round half up, shift right: (v + 2^(s-1)) >> s (arithmetic on signed values)."""
+    return (v + (1 << (s - 1))) >> s if s else v
+
+
+def _twiddle_mul(b: Complex, w: tuple[int, int], frac: int) -> Complex:
+    """(wr + i wi) b, each component rounded by `frac` bits; 1 and -i/+i exactly as moves (no multiplier)."""
+    br, bi = b
+    wr, wi = w
+    one = 1 << frac
+    if (wr, wi) == (one, 0):
+        return br, bi
+    if (wr, wi) == (0, -one):
+        return bi, -br
+    if (wr, wi) == (0, one):
+        return -bi, br
+    return _rs(wr * br - wi * bi, frac), _rs(wr * bi + wi * br, frac)
+
+
+def _stage(x: Sequence[Complex], st: int, shift: int, twiddles: Sequence[tuple[int, int]], frac: int,
+           ) -> list[Complex]:
+    """Butterfly level st (span 2^(st+1)) of the golden DIT over x, combinationally."""
+    n, half = len(x), 1 << st
+    out = list(x)
+    for g in range(0, n, 2 * half):
+        for j in range(half):
+            a, t = x[g + j], _twiddle_mul(x[g + j + half], twiddles[j * n // (2 * half)], frac)
+            out[g + j] = (_rs(a[0] + t[0], shift), _rs(a[1] + t[1], shift))
+            out[g + j + half] = (_rs(a[0] - t[0], shift), _rs(a[1] - t[1], shift))
+    return out
+
+
+class _FftPipe(wiring.Component):
+    """A vector of n complex samples (natural order) in, its transform out; log2 n registered levels.
+
+    `in_width` may exceed `width` (the inverse row pass feeds negated conjugates, which need one bit more).
+    """
+
+    def __init__(self, params: FftParams, shifts: tuple[int, ...], inverse: bool, in_width: int | None = None):
+        self.params, self.shifts, self.inverse = params, shifts, inverse
+        n, width = params.n, params.data_bits
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(complex_layout(in_width or width), n))),
+            "o": Out(stream.Signature(data.ArrayLayout(complex_layout(width), n))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        twiddles = [(wr, -wi) if self.inverse else (wr, wi) for wr, wi in p.twiddles]
+        enable = Signal()
+        m.d.comb += [enable.eq(~self.o.valid | self.o.ready), self.i.ready.eq(enable)]
+        x: list[Complex] = [(self.i.payload[_bit_reverse(k, p.log2n)].re, self.i.payload[_bit_reverse(k, p.log2n)].im)
+                            for k in range(p.n)]
+        valid: Value = self.i.valid
+        for st, shift in enumerate(self.shifts):
+            y = _stage(x, st, shift, twiddles, p.twiddle_bits - 2)
+            regs = [(Signal(signed(p.data_bits), name=f"l{st}_re{k}", reset_less=True),
+                     Signal(signed(p.data_bits), name=f"l{st}_im{k}", reset_less=True)) for k in range(p.n)]
+            level_valid = Signal(name=f"l{st}_valid")
+            with m.If(enable):
+                m.d.sync += level_valid.eq(valid)
+                m.d.sync += [r.eq(v) for reg, val in zip(regs, y) for r, v in zip(reg, val)]
+            x, valid = regs, level_valid
+        m.d.comb += self.o.valid.eq(valid)
+        m.d.comb += [self.o.payload[k].re.eq(x[k][0]) for k in range(p.n)]
+        m.d.comb += [self.o.payload[k].im.eq(x[k][1]) for k in range(p.n)]
+        return m
+
+
+class _Deserialize(wiring.Component):
+    """`count` elements in, one vector of them out; the next vector is collected while one waits."""
+
+    def __init__(self, shape: Any, count: int):
+        self.count = count
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(data.ArrayLayout(shape, count)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        last = self.count - 1
+        held = Signal(data.ArrayLayout(self.i.payload.shape(), last), reset_less=True)
+        index = Signal(range(self.count))
+        vector = Signal(self.o.payload.shape(), reset_less=True)
+        m.d.comb += [self.o.payload.eq(vector), self.i.ready.eq((index != last) | ~self.o.valid | self.o.ready)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(index == last):
+                # The last element goes straight into the output vector, beside the held ones.
+                m.d.sync += [vector.eq(Cat(held, self.i.payload)), self.o.valid.eq(1), index.eq(0)]
+            with m.Else():
+                m.d.sync += [held[index].eq(self.i.payload), index.eq(index + 1)]
+        return m
+
+
+class _Serialize(wiring.Component):
+    """A vector of `n` elements in, its first `count` out one per cycle; takes the next vector as the last leaves."""
+
+    def __init__(self, shape: Any, n: int, count: int):
+        self.count = count
+        super().__init__({"i": In(stream.Signature(data.ArrayLayout(shape, n))), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        last = self.count - 1
+        vector = Signal(self.i.payload.shape(), reset_less=True)
+        index = Signal(range(self.count))
+        m.d.comb += [self.o.payload.eq(vector[index]),
+                     self.i.ready.eq(~self.o.valid | (self.o.ready & (index == last)))]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += index.eq(index + 1)
+            with m.If(index == last):
+                m.d.sync += [self.o.valid.eq(0), index.eq(0)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [vector.eq(self.i.payload), self.o.valid.eq(1), index.eq(0)]
+        return m
+
+
+class _Transpose(wiring.Component):
+    """rows x cols tiles in row-major order in, column-major out; two banks so one fills while the other drains.
+
+    The read port's data register is the output register: it reads ahead only when the output is free or
+    being taken, and holds its data otherwise.
+    """
+
+    def __init__(self, shape: Any, rows: int, cols: int):
+        self.shape, self.rows, self.cols = shape, rows, cols
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self.rows, self.cols
+        size = rows * cols
+        m.submodules.memory = memory = Memory(shape=self.shape, depth=2 * size, init=[])
+        write, read = memory.write_port(), memory.read_port(transparent_for=())
+        full = Signal(2)  # bank b holds a whole tile not yet read
+        write_bank, write_index = Signal(), Signal(range(size))
+        m.d.comb += [self.i.ready.eq(~full.bit_select(write_bank, 1)),
+                     write.addr.eq(write_bank * size + write_index), write.data.eq(self.i.payload),
+                     write.en.eq(self.i.valid & self.i.ready)]
+        with m.If(write.en):
+            m.d.sync += write_index.eq(write_index + 1)
+            with m.If(write_index == size - 1):
+                m.d.sync += [write_index.eq(0), write_bank.eq(~write_bank)]
+
+        read_bank, row, col = Signal(), Signal(range(rows)), Signal(range(cols))
+        offset = Signal(range(size))  # row * cols + col, kept incrementally
+        advance, issue = Signal(), Signal()
+        m.d.comb += [advance.eq(~self.o.valid | self.o.ready), issue.eq(advance & full.bit_select(read_bank, 1)),
+                     read.en.eq(advance), read.addr.eq(read_bank * size + offset), self.o.payload.eq(read.data)]
+        with m.If(advance):
+            m.d.sync += self.o.valid.eq(issue)
+        with m.If(issue):
+            m.d.sync += [row.eq(row + 1), offset.eq(offset + cols)]
+            with m.If(row == rows - 1):
+                m.d.sync += [row.eq(0), col.eq(col + 1), offset.eq(col + 1)]
+                with m.If(col == cols - 1):
+                    m.d.sync += [col.eq(0), offset.eq(0), read_bank.eq(~read_bank)]
+
+        # Set and cleared bits are different banks: the writer only fills an empty bank, the reader a full one.
+        set_bit = Signal(2)
+        clear_bit = Signal(2)
+        m.d.comb += [set_bit.eq(Value.cast(write.en & (write_index == size - 1)) << write_bank),
+                     clear_bit.eq(Value.cast(issue & (row == rows - 1) & (col == cols - 1)) << read_bank)]
+        m.d.sync += full.eq((full | set_bit) & ~clear_bit)
+        return m
+
+
+def _chain(m: Module, *stages: wiring.Component) -> None:
+    for upstream, downstream in zip(stages, stages[1:]):
+        wiring.connect(m, upstream.o, downstream.i)
+
+
+def _hand_over(m: Module, upstream: Any, downstream: Any) -> None:
+    """valid/ready between two stream ports whose payloads the caller connects."""
+    m.d.comb += [downstream.valid.eq(upstream.valid), upstream.ready.eq(downstream.ready)]
+
+
+class Fft1d(wiring.Component):
+    """One n-point transform per n complex samples, natural order in and out (`fft_fixed` along one axis).
+
+    Stream `i` and `o`: `complex_layout(data_bits)` beats, transform after transform. `shifts` defaults to the
+    forward row stages (`FftParams.row_shifts`), or 1 per stage when `inverse` (twiddles (wr, -wi)).
+
+    Throughput: one sample per cycle in and out. Latency (no stalls): a transform's first output handshake comes
+    `latency` = n + log2 n + 1 cycles after its first input handshake.
+    """
+
+    def __init__(self, params: FftParams, inverse: bool = False, shifts: tuple[int, ...] | None = None):
+        require_params(self, params, FftParams)
+        if shifts is None:
+            shifts = params.inverse_shifts if inverse else params.row_shifts
+        if not isinstance(shifts, tuple) or len(shifts) != params.log2n or any(s not in (0, 1) for s in shifts):
+            self._MustUse__silence = True
+            raise ValueError(f"shifts must be a tuple of {params.log2n} 0s and 1s, got {shifts!r}")
+        self.params, self.inverse, self.shifts = params, bool(inverse), shifts
+        layout = complex_layout(params.data_bits)
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
+
+    @property
+    def latency(self) -> int:
+        return self.params.n + self.params.log2n + 1
+
+    @property
+    def period(self) -> int:
+        """Cycles per transform at full rate."""
+        return self.params.n
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        layout = complex_layout(p.data_bits)
+        m.submodules.gather = gather = _Deserialize(layout, p.n)
+        m.submodules.fft = fft = _FftPipe(p, self.shifts, self.inverse)
+        m.submodules.scatter = scatter = _Serialize(layout, p.n, p.n)
+        wiring.connect(m, wiring.flipped(self.i), gather.i)
+        _chain(m, gather, fft, scatter)
+        wiring.connect(m, scatter.o, wiring.flipped(self.o))
+        return m
+
+
+class Fft2d(wiring.Component):
+    """Forward 2-D FFT of n x n real tiles (`fft2_fixed`): row FFTs, columns 0..n/2 kept, column FFTs.
+
+    Stream `i`: signed act_bits activations, a tile row-major (n^2 beats). Stream `o`: the n x (n/2 + 1) half
+    spectrum, `complex_layout(data_bits)`, **column-major**: column k2 = 0..n/2, and within it k1 = 0..n-1
+    (n (n/2 + 1) beats per tile; `Ifft2d` takes this order).
+
+    Throughput: one activation per cycle, one tile per n^2 cycles. Latency (no stalls): first output handshake
+    `latency` = n^2 + n + (n/2 + 1) + 2 log2 n + 3 cycles after the tile's first input handshake.
+    """
+
+    def __init__(self, params: FftParams):
+        require_params(self, params, FftParams)
+        self.params = params
+        super().__init__({"i": In(stream.Signature(signed(params.act_bits))),
+                          "o": Out(stream.Signature(complex_layout(params.data_bits)))})
+
+    @property
+    def latency(self) -> int:
+        p = self.params
+        return p.n * p.n + p.n + p.half_cols + 2 * p.log2n + 3
+
+    @property
+    def period(self) -> int:
+        return self.params.n ** 2
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        layout = complex_layout(p.data_bits)
+        m.submodules.row_gather = row_gather = _Deserialize(layout, p.n)
+        m.submodules.row_fft = row_fft = _FftPipe(p, p.row_shifts, inverse=False)
+        m.submodules.row_scatter = row_scatter = _Serialize(layout, p.n, p.half_cols)
+        m.submodules.transpose = transpose = _Transpose(layout, p.n, p.half_cols)
+        m.submodules.col_gather = col_gather = _Deserialize(layout, p.n)
+        m.submodules.col_fft = col_fft = _FftPipe(p, p.col_shifts, inverse=False)
+        m.submodules.col_scatter = col_scatter = _Serialize(layout, p.n, p.n)
+        _hand_over(m, self.i, row_gather.i)
+        m.d.comb += [row_gather.i.payload.re.eq(self.i.payload << p.in_shift), row_gather.i.payload.im.eq(0)]
+        _chain(m, row_gather, row_fft, row_scatter, transpose, col_gather, col_fft, col_scatter)
+        wiring.connect(m, col_scatter.o, wiring.flipped(self.o))
+        return m
+
+
+class Ifft2d(wiring.Component):
+    """Inverse 2-D FFT of n x (n/2 + 1) half spectra (`ifft2_fixed`): column IFFTs, each row completed by
+    Z[k2] = conj Z[n - k2] for k2 > n/2, row IFFTs, real part; every stage shifts by 1.
+
+    Stream `i`: `complex_layout(data_bits)`, a half spectrum column-major (column k2 = 0..n/2, k1 = 0..n-1 within),
+    as `Fft2d` emits it; values as `ifft_input` makes them (17-bit clamped, mirrored). Stream `o`: signed
+    data_bits, the n x n real tile row-major.
+
+    Throughput: one output sample per cycle, one tile per n^2 cycles (input n (n/2 + 1) beats per tile, taken
+    with stalls). Latency (no stalls): first output handshake `latency` = n (n/2 + 1) + n + (n/2 + 1)
+    + 2 log2 n + 3 cycles after the tile's first input handshake.
+    """
+
+    def __init__(self, params: FftParams):
+        require_params(self, params, FftParams)
+        self.params = params
+        super().__init__({"i": In(stream.Signature(complex_layout(params.data_bits))),
+                          "o": Out(stream.Signature(signed(params.data_bits)))})
+
+    @property
+    def latency(self) -> int:
+        p = self.params
+        return p.n * p.half_cols + p.n + p.half_cols + 2 * p.log2n + 3
+
+    @property
+    def period(self) -> int:
+        return self.params.n ** 2
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        n, cols = p.n, p.half_cols
+        layout = complex_layout(p.data_bits)
+        m.submodules.col_gather = col_gather = _Deserialize(layout, n)
+        m.submodules.col_fft = col_fft = _FftPipe(p, p.inverse_shifts, inverse=True)
+        m.submodules.col_scatter = col_scatter = _Serialize(layout, n, n)
+        m.submodules.transpose = transpose = _Transpose(layout, cols, n)
+        m.submodules.row_gather = row_gather = _Deserialize(layout, cols)
+        # One bit more in: a negated -2^(data_bits-1) must reach the first butterfly level unwrapped.
+        m.submodules.row_fft = row_fft = _FftPipe(p, p.inverse_shifts, inverse=True, in_width=p.data_bits + 1)
+        m.submodules.row_scatter = row_scatter = _Serialize(layout, n, n)
+        wiring.connect(m, wiring.flipped(self.i), col_gather.i)
+        _chain(m, col_gather, col_fft, col_scatter, transpose, row_gather)
+        _hand_over(m, row_gather.o, row_fft.i)
+        half = row_gather.o.payload
+        for k in range(n):
+            src = half[k] if k < cols else half[n - k]
+            m.d.comb += [row_fft.i.payload[k].re.eq(src.re),
+                         row_fft.i.payload[k].im.eq(src.im if k < cols else -src.im)]
+        wiring.connect(m, row_fft.o, row_scatter.i)
+        _hand_over(m, row_scatter.o, self.o)
+        m.d.comb += self.o.payload.eq(row_scatter.o.payload.re)
+        return m
+
+
+__all__ = ["FftParams", "Fft1d", "Fft2d", "Ifft2d", "complex_layout", "MIN_N", "MAX_N"]
