@@ -11,13 +11,14 @@ import json
 
 import cocotb
 
-from sim.tb.overlap_add_bench import load, run_streams
+from sim.tb.common import bench_data
+from sim.tb.overlap_add_bench import run_streams
 
 
 @cocotb.test()
 async def random_gaps_and_backpressure(dut):
     """Random layers with random input gaps on every stream and random output backpressure."""
-    data = load()
+    data = bench_data()
     await run_streams(dut, data["gap_probability"], data["ready_probability"])
 
 
@@ -31,5 +32,5 @@ async def fast_producer_slow_consumer(dut):
 async def full_rate(dut):
     """No gaps, always ready: record every handshake cycle for the test to turn into cycles per output."""
     cycles = await run_streams(dut, 0.0, 1.0)
-    with open(load()["report"], "w") as f:
+    with open(bench_data()["report"], "w") as f:
         json.dump(cycles, f)

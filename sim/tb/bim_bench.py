@@ -13,25 +13,22 @@ a JSON file holding `latency`, `gap_probability`, `ready_probability` and stream
 
 from __future__ import annotations
 
-import json
-
 import cocotb
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from sim.tb.common import StreamDriver, StreamSink, bench_params, bench_rng, start_clock_and_reset
+from sim.tb.common import (
+    StreamDriver,
+    StreamSink,
+    bench_data,
+    bench_params,
+    bench_rng,
+    hex_words,
+    start_clock_and_reset,
+)
 
 _PARAMS = bench_params()
 _BLOCK = _PARAMS.get("block")
 assert _BLOCK in ("unpacker", "expander"), f"bench parameter block must be unpacker or expander, got {_BLOCK!r}"
-
-
-def _load() -> dict:
-    with open(_PARAMS["data"]) as f:
-        return json.load(f)
-
-
-def _words(hex_list: list[str]) -> list[int]:
-    return [int(word, 16) for word in hex_list]
 
 
 def _check(got: list[int], expected: list[int]) -> None:
@@ -71,8 +68,8 @@ async def _expect_no_more(dut, sink: StreamSink, count: int, latency: int) -> No
 
 
 async def _unpacker_random(dut, gap_probability: float, ready_probability: float) -> None:
-    data = _load()
-    beats, expected = _words(data["random"]["beats"]), _words(data["random"]["expected"])
+    data = bench_data()
+    beats, expected = hex_words(data["random"]["beats"]), hex_words(data["random"]["expected"])
     rng = bench_rng(dut)
     driver = StreamDriver(dut, "i", rng, gap_probability=gap_probability)
     sink = StreamSink(dut, "o", rng, ready_probability=ready_probability)
@@ -87,7 +84,7 @@ async def _unpacker_random(dut, gap_probability: float, ready_probability: float
 @cocotb.test(skip=_BLOCK != "unpacker")
 async def unpacker_random_gaps_and_backpressure(dut):
     """Canonical and scrambled streams (idle beats, Z rows out of order and rewritten), gaps, backpressure."""
-    data = _load()
+    data = bench_data()
     await _unpacker_random(dut, data["gap_probability"], data["ready_probability"])
 
 
@@ -101,8 +98,8 @@ async def unpacker_fast_producer_slow_consumer(dut):
 async def unpacker_full_rate_one_row_per_cycle(dut):
     """Canonical stream, no gaps, always ready: every beat taken on consecutive cycles, then one row per cycle;
     r + T·m_t beats give T·m_t rows, from first input to last output in r + T·m_t + latency cycles."""
-    data = _load()
-    beats, expected = _words(data["full_rate"]["beats"]), _words(data["full_rate"]["expected"])
+    data = bench_data()
+    beats, expected = hex_words(data["full_rate"]["beats"]), hex_words(data["full_rate"]["expected"])
     latency = data["latency"]
     rng = bench_rng(dut)
     driver = StreamDriver(dut, "i", rng, gap_probability=0.0)
@@ -133,8 +130,8 @@ async def unpacker_full_rate_one_row_per_cycle(dut):
 async def _expander_run(dut, stream: dict, mask_gap: float, value_gap: float, ready: float,
                         handshakes: bool = False) -> tuple[int, dict[str, list[int]]]:
     """Drive one expander stream; check every row; return (cycles from first mask in to last row out, cycles)."""
-    masks, values, expected = (_words(stream[key]) for key in ("masks", "values", "expected"))
-    latency = _load()["latency"]
+    masks, values, expected = (hex_words(stream[key]) for key in ("masks", "values", "expected"))
+    latency = bench_data()["latency"]
     mask_port = _PARAMS.get("mask_port", "mask")
     rng = bench_rng(dut)
     mask_driver = StreamDriver(dut, mask_port, rng, gap_probability=mask_gap)
@@ -156,7 +153,7 @@ async def _expander_run(dut, stream: dict, mask_gap: float, value_gap: float, re
 @cocotb.test(skip=_BLOCK != "expander")
 async def expander_random_gaps_and_backpressure(dut):
     """Real masks, random values, independent gaps on both inputs, output backpressure."""
-    data = _load()
+    data = bench_data()
     gap, ready = data["gap_probability"], data["ready_probability"]
     await _expander_run(dut, data["random"], gap, gap, ready)
 
@@ -164,20 +161,20 @@ async def expander_random_gaps_and_backpressure(dut):
 @cocotb.test(skip=_BLOCK != "expander")
 async def expander_fast_producers_slow_consumer(dut):
     """Both inputs offered back to back into a mostly stalled output: queue and pipe fill and must hold."""
-    await _expander_run(dut, _load()["random"], 0.0, 0.0, 0.2)
+    await _expander_run(dut, bench_data()["random"], 0.0, 0.0, 0.2)
 
 
 @cocotb.test(skip=_BLOCK != "expander")
 async def expander_starved_of_values(dut):
     """Mask rows back to back, values trickling in: rows wait in stage 2 for their values."""
-    await _expander_run(dut, _load()["random"], 0.0, 0.8, 0.9)
+    await _expander_run(dut, bench_data()["random"], 0.0, 0.8, 0.9)
 
 
 @cocotb.test(skip=_BLOCK != "expander")
 async def expander_full_rate_one_row_per_cycle(dut):
     """No row keeps more than values_per_beat values; no gaps, always ready: N rows leave on N consecutive
     cycles, first input to last output in N + latency cycles."""
-    data = _load()
+    data = bench_data()
     stream, latency = data["full_rate"], data["latency"]
     n = len(stream["expected"])
     cycles, handshakes = await _expander_run(dut, stream, 0.0, 0.0, 1.0)
@@ -195,7 +192,7 @@ async def expander_full_rate_one_row_per_cycle(dut):
 async def expander_value_bound_rate(dut):
     """Rows keep more than values_per_beat values: with both inputs unthrottled the value stream sets the pace,
     one beat per cycle, so the last row leaves two cycles after the last value beat arrives."""
-    data = _load()
+    data = bench_data()
     stream = data["value_bound"]
     n, beats = len(stream["expected"]), len(stream["values"])
     cycles, handshakes = await _expander_run(dut, stream, 0.0, 0.0, 1.0)

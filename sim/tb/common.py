@@ -27,6 +27,17 @@ def bench_params() -> dict:
     return json.loads(os.environ.get(PARAMS_ENV, "{}"))
 
 
+def bench_data() -> dict:
+    """The JSON document at the bench parameter `data`: stimulus too large for the environment."""
+    with open(bench_params()["data"]) as f:
+        return json.load(f)
+
+
+def hex_words(words: list[str]) -> list[int]:
+    """Stream beats written as hex strings (JSON has no integers wide enough for every payload)."""
+    return [int(word, 16) for word in words]
+
+
 def bench_rng(dut) -> random.Random:
     """A generator seeded from cocotb's seed (printed in the log), so a failing run can be replayed."""
     return random.Random(cocotb.RANDOM_SEED)

@@ -8,17 +8,16 @@ each `{"beats": [int], "expected": [int]}` of raw payload words.
 
 from __future__ import annotations
 
-import json
-
 import cocotb
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from sim.tb.common import StreamDriver, StreamSink, bench_params, bench_rng, start_clock_and_reset
-
-
-def _load() -> dict:
-    with open(bench_params()["data"]) as f:
-        return json.load(f)
+from sim.tb.common import (
+    StreamDriver,
+    StreamSink,
+    bench_data,
+    bench_rng,
+    start_clock_and_reset,
+)
 
 
 def _check(got: list[int], expected: list[int], beats_out: int) -> None:
@@ -27,7 +26,7 @@ def _check(got: list[int], expected: list[int], beats_out: int) -> None:
 
 
 async def _run_random(dut, gap_probability: float, ready_probability: float) -> None:
-    data = _load()
+    data = bench_data()
     beats, expected = data["random"]["beats"], data["random"]["expected"]
     rng = bench_rng(dut)
     driver = StreamDriver(dut, "i", rng, gap_probability=gap_probability)
@@ -45,7 +44,7 @@ async def _run_random(dut, gap_probability: float, ready_probability: float) -> 
 @cocotb.test()
 async def random_gaps_and_backpressure(dut):
     """Random input gaps and random output backpressure."""
-    data = _load()
+    data = bench_data()
     await _run_random(dut, data["gap_probability"], data["ready_probability"])
 
 
@@ -59,7 +58,7 @@ async def fast_producer_slow_consumer(dut):
 async def full_rate(dut):
     """No gaps, always ready: transform t's first output handshake comes latency + t * period cycles after the
     first input handshake, and the sides the block runs at one beat per cycle never stall."""
-    data = _load()
+    data = bench_data()
     beats, expected = data["full_rate"]["beats"], data["full_rate"]["expected"]
     latency, period, beats_out = data["latency"], data["period"], data["beats_out"]
     rng = bench_rng(dut)

@@ -12,18 +12,20 @@ import json
 import cocotb
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from sim.tb.common import StreamDriver, StreamSink, bench_params, bench_rng, start_clock_and_reset
-
-
-def load() -> dict:
-    with open(bench_params()["data"]) as f:
-        return json.load(f)
+from sim.tb.common import (
+    StreamDriver,
+    StreamSink,
+    bench_data,
+    bench_rng,
+    hex_words,
+    start_clock_and_reset,
+)
 
 
 async def run_streams(dut, gap_probability: float, ready_probability: float) -> dict[str, list[int]]:
     """Drive every input stream, collect `o`, check it word for word; return the handshake cycles per port."""
-    data = load()
-    expected = [int(word, 16) for word in data["expected"]]
+    data = bench_data()
+    expected = hex_words(data["expected"])
     rng = bench_rng(dut)
     drivers = {port: StreamDriver(dut, port, rng, gap_probability=gap_probability) for port in data["inputs"]}
     sink = StreamSink(dut, "o", rng, ready_probability=ready_probability)
@@ -43,7 +45,7 @@ async def run_streams(dut, gap_probability: float, ready_probability: float) -> 
 
     cocotb.start_soon(monitor())
     for port, words in data["inputs"].items():
-        cocotb.start_soon(drivers[port].send(int(word, 16) for word in words))
+        cocotb.start_soon(drivers[port].send(hex_words(words)))
     beats = sum(len(words) for words in data["inputs"].values())
     timeout = int((beats * (1 + 4 * gap_probability) + data.get("compute_cycles", 0) + len(expected))
                   / ready_probability) * 2 + 500
@@ -58,7 +60,7 @@ async def run_streams(dut, gap_probability: float, ready_probability: float) -> 
 @cocotb.test()
 async def random_gaps_and_backpressure(dut):
     """Random maps with random input gaps on every stream and random output backpressure."""
-    data = load()
+    data = bench_data()
     await run_streams(dut, data["gap_probability"], data["ready_probability"])
 
 
@@ -72,5 +74,5 @@ async def fast_producer_slow_consumer(dut):
 async def full_rate(dut):
     """No gaps, always ready: record every handshake cycle for the test to turn into throughput figures."""
     cycles = await run_streams(dut, 0.0, 1.0)
-    with open(load()["report"], "w") as f:
+    with open(bench_data()["report"], "w") as f:
         json.dump(cycles, f)

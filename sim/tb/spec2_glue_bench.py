@@ -13,18 +13,19 @@ import json
 
 import cocotb
 
-from sim.tb.overlap_add_bench import load, run_streams
+from sim.tb.common import bench_data
+from sim.tb.overlap_add_bench import run_streams
 
 
 def _set_static(dut) -> None:
-    for name, value in load().get("static", {}).items():
+    for name, value in bench_data().get("static", {}).items():
         getattr(dut, name).value = int(value)
 
 
 @cocotb.test()
 async def random_gaps_and_backpressure(dut):
     """Random input gaps on every stream and random output backpressure."""
-    data = load()
+    data = bench_data()
     _set_static(dut)
     await run_streams(dut, data["gap_probability"], data["ready_probability"])
 
@@ -41,5 +42,5 @@ async def full_rate(dut):
     """No gaps, always ready: record every handshake cycle for the test to turn into throughput figures."""
     _set_static(dut)
     cycles = await run_streams(dut, 0.0, 1.0)
-    with open(load()["report"], "w") as f:
+    with open(bench_data()["report"], "w") as f:
         json.dump(cycles, f)

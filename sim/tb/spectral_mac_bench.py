@@ -13,16 +13,14 @@ import json
 import cocotb
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from sim.tb.common import StreamDriver, StreamSink, bench_params, bench_rng, start_clock_and_reset
-
-
-def _load() -> dict:
-    with open(bench_params()["data"]) as f:
-        return json.load(f)
-
-
-def _words(hex_list: list[str]) -> list[int]:
-    return [int(word, 16) for word in hex_list]
+from sim.tb.common import (
+    StreamDriver,
+    StreamSink,
+    bench_data,
+    bench_rng,
+    hex_words,
+    start_clock_and_reset,
+)
 
 
 def _split(word: int, acc_bits: int) -> tuple[int, int, int]:
@@ -44,17 +42,17 @@ def _check(got: list[int], expected: list[int], acc_bits: int) -> None:
 @cocotb.test()
 async def random_gaps_and_backpressure(dut):
     """Spectra and groups of 2 x 2 tiles offered concurrently with random gaps into random backpressure."""
-    data = _load()
+    data = bench_data()
     case = data["random"]
-    expected = _words(case["expected"])
+    expected = hex_words(case["expected"])
     rng = bench_rng(dut)
     x_driver = StreamDriver(dut, "x", rng, gap_probability=data["gap_probability"])
     w_driver = StreamDriver(dut, "w", rng, gap_probability=data["gap_probability"])
     sink = StreamSink(dut, "o", rng, ready_probability=data["ready_probability"])
     await start_clock_and_reset(dut)
     sink.start()
-    cocotb.start_soon(x_driver.send(_words(case["x"])))
-    cocotb.start_soon(w_driver.send(_words(case["w"])))
+    cocotb.start_soon(x_driver.send(hex_words(case["x"])))
+    cocotb.start_soon(w_driver.send(hex_words(case["w"])))
     budget = int((len(case["x"]) + len(case["w"]) + len(expected)) / data["ready_probability"]) * 3 + 200
     got = await sink.wait_for(len(expected), timeout_cycles=budget)
     _check(got, expected, data["acc_bits"])
@@ -65,9 +63,9 @@ async def random_gaps_and_backpressure(dut):
 @cocotb.test()
 async def full_rate_one_group_per_cycle(dut):
     """Spectrum loaded first, then every group back to back into an always-ready output: no stall at all."""
-    data = _load()
+    data = bench_data()
     case = data["full_rate"]
-    expected = _words(case["expected"])
+    expected = hex_words(case["expected"])
     rng = bench_rng(dut)
     x_driver = StreamDriver(dut, "x", rng, gap_probability=0.0)
     w_driver = StreamDriver(dut, "w", rng, gap_probability=0.0)
@@ -87,8 +85,8 @@ async def full_rate_one_group_per_cycle(dut):
             cycle += 1
 
     cocotb.start_soon(monitor())
-    await x_driver.send(_words(case["x"]))
-    cocotb.start_soon(w_driver.send(_words(case["w"])))
+    await x_driver.send(hex_words(case["x"]))
+    cocotb.start_soon(w_driver.send(hex_words(case["w"])))
     got = await sink.wait_for(len(expected), timeout_cycles=len(case["w"]) + len(expected) + 200)
     _check(got, expected, data["acc_bits"])
 

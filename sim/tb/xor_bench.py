@@ -9,21 +9,17 @@ into an output that is ready only a fifth of the time.
 
 from __future__ import annotations
 
-import json
-
 import cocotb
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from sim.tb.common import StreamDriver, StreamSink, bench_params, bench_rng, start_clock_and_reset
-
-
-def _load() -> dict:
-    with open(bench_params()["data"]) as f:
-        return json.load(f)
-
-
-def _words(hex_list: list[str]) -> list[int]:
-    return [int(word, 16) for word in hex_list]
+from sim.tb.common import (
+    StreamDriver,
+    StreamSink,
+    bench_data,
+    bench_rng,
+    hex_words,
+    start_clock_and_reset,
+)
 
 
 def _check(got: list[int], expected: list[int]) -> None:
@@ -32,9 +28,9 @@ def _check(got: list[int], expected: list[int]) -> None:
 
 
 async def _run_random(dut, gap_probability: float, ready_probability: float) -> None:
-    data = _load()
+    data = bench_data()
     stream = data["random"]
-    beats, expected = _words(stream["beats"]), _words(stream["expected"])
+    beats, expected = hex_words(stream["beats"]), hex_words(stream["expected"])
     rng = bench_rng(dut)
     driver = StreamDriver(dut, "i", rng, gap_probability=gap_probability)
     sink = StreamSink(dut, "o", rng, ready_probability=ready_probability)
@@ -50,7 +46,7 @@ async def _run_random(dut, gap_probability: float, ready_probability: float) -> 
 @cocotb.test()
 async def random_gaps_and_backpressure(dut):
     """Real encoder output with continuation beats, random input gaps and output backpressure."""
-    data = _load()
+    data = bench_data()
     await _run_random(dut, data["gap_probability"], data["ready_probability"])
 
 
@@ -63,9 +59,9 @@ async def fast_producer_slow_consumer(dut):
 @cocotb.test()
 async def full_rate_one_slice_per_cycle(dut):
     """No gaps, always ready: N one-beat slices go from first input to last output in N + latency cycles."""
-    data = _load()
+    data = bench_data()
     stream = data["full_rate"]
-    beats, expected = _words(stream["beats"]), _words(stream["expected"])
+    beats, expected = hex_words(stream["beats"]), hex_words(stream["expected"])
     latency = data["latency"]
     rng = bench_rng(dut)
     driver = StreamDriver(dut, "i", rng, gap_probability=0.0)
