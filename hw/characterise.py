@@ -1,5 +1,10 @@
 """Resources and Fmax of one block alone on a board: `python -m hw.characterise --board icebreaker [--block bim]`.
 
+SPEC2 blocks (`--block fft2d`, `mac`, `oaa`, `baseline`) go through `characterise_spec2`: a multi-stream
+`StreamHarness`, out dir `build/characterise/<board>-<block>/`; the report adds DSPs, BRAMs, the RTL's `$mul`
+count, whether multipliers landed on DSPs, and records a design that does not fit (nextpnr's error line) or
+a block whose alone synthesis is unavailable (Fft2d: yosys's abc9 asserts) instead of failing.
+
 The block (`--block xor`, the default: the XOR-gate weight decoder; `--block bim`: the BIM mask unpacker)
 is placed in a harness (`StreamHarness`), a top that keeps all of it alive with a handful of pins, and
 built with the same toolchain stages, tools and nextpnr options as `hw.build`. The out dir (default
@@ -20,6 +25,7 @@ import operator
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +37,12 @@ from amaranth.lib.cdc import FFSynchronizer
 from boards import BOARDS, DEFAULT_BOARD, Board, get_board
 
 from . import build as hwbuild
+from .baseline.conv import BaselineConv, BaselineConvParams
 from .bim_unpacker import BimUnpacker, BimUnpackerParams
 from .config import AcceleratorConfig
+from .spec2.fft import Fft2d, FftParams
+from .spec2.overlap_add import OverlapAdd, OverlapAddParams
+from .spec2.spectral_mac import SpectralMac, SpectralMacParams
 from .xor_decoder import XorDecoder, XorDecoderParams
 
 RESULT_FILE = "characterisation.json"
@@ -53,14 +63,30 @@ class StreamHarness(wiring.Component):
       tree of registered 4-input XORs, together with the output handshake, to the UART TX pin. A parity
       of all outputs depends on every output bit's logic, so all of it stays.
 
+    A block with several streams names them (`inputs`, `outputs`): each input stream gets its own shift
+    register and its own LFSR bits for `valid` and the shift; every output's `ready` has its own LFSR bits,
+    and all output payloads and handshakes go into the one XOR tree. One `i` and one `o` (the default) give
+    exactly the original harness.
+
     What the harness adds beside the block: about beat-width + 16 + output-width / 3 flip-flops and
     output-width / 3 LUTs.
     """
 
-    def __init__(self, block: wiring.Component, uart_resource: tuple[str, int] = ("uart", 0), name: str = "block"):
+    #: Per input stream (in `inputs` order): the LFSR bits ORed into `valid` and the one mixed into the shift.
+    INPUT_TAPS = (((0, 3), 5), ((1, 9), 6), ((2, 14), 8), ((4, 12), 10))
+    #: Per output stream (in `outputs` order): the LFSR bits ORed into `ready`.
+    OUTPUT_TAPS = ((7, 11), (13, 15), (4, 10), (1, 8))
+
+    def __init__(self, block: wiring.Component, uart_resource: tuple[str, int] = ("uart", 0), name: str = "block",
+                 inputs: tuple[str, ...] = ("i",), outputs: tuple[str, ...] = ("o",)):
+        if not 1 <= len(inputs) <= len(self.INPUT_TAPS) or not 1 <= len(outputs) <= len(self.OUTPUT_TAPS):
+            self._MustUse__silence = block._MustUse__silence = True
+            raise ValueError(f"a harness drives 1..{len(self.INPUT_TAPS)} input and observes "
+                             f"1..{len(self.OUTPUT_TAPS)} output streams, got {len(inputs)} and {len(outputs)}")
         self.block = block
         self.uart_resource = uart_resource
         self.block_name = name  # the submodule's name: it prefixes every net of the block, which placement sees
+        self.inputs, self.outputs = tuple(inputs), tuple(outputs)
         super().__init__({})
 
     def elaborate(self, platform):
@@ -75,18 +101,24 @@ class StreamHarness(wiring.Component):
         lfsr = Signal(16, init=1)  # x^16 + x^14 + x^13 + x^11 + 1, maximal length
         m.d.sync += lfsr.eq(Cat(lfsr[15] ^ lfsr[13] ^ lfsr[12] ^ lfsr[10] ^ pin, lfsr[:15]))
 
-        width = len(Value.cast(block.i.payload))
-        source = Signal(width, init=1)
-        valid = Signal()
-        accepted = block.i.valid & block.i.ready
-        with m.If(accepted):
-            m.d.sync += source.eq(Cat(source[-1] ^ pin ^ lfsr[5], source[:-1]))
-        with m.If(~valid | block.i.ready):
-            m.d.sync += valid.eq(lfsr[0] | lfsr[3])  # offered 3 cycles in 4
-        m.d.comb += [block.i.valid.eq(valid), block.i.payload.eq(source),
-                     block.o.ready.eq(lfsr[7] | lfsr[11])]  # ready 3 cycles in 4
+        single = len(self.inputs) == 1  # one input stream: the signal names of the original harness
+        for port_name, ((v0, v1), mix) in zip(self.inputs, self.INPUT_TAPS):
+            port = getattr(block, port_name)
+            width = len(Value.cast(port.payload))
+            source = Signal(width, init=1, name="source" if single else f"{port_name}_source")
+            valid = Signal(name="valid" if single else f"{port_name}_valid")
+            accepted = port.valid & port.ready
+            with m.If(accepted):
+                m.d.sync += source.eq(Cat(source[-1] ^ pin ^ lfsr[mix], source[:-1]))
+            with m.If(~valid | port.ready):
+                m.d.sync += valid.eq(lfsr[v0] | lfsr[v1])  # offered 3 cycles in 4
+            m.d.comb += [port.valid.eq(valid), port.payload.eq(source)]
+        level = []
+        for port_name, (r0, r1) in zip(self.outputs, self.OUTPUT_TAPS):
+            port = getattr(block, port_name)
+            m.d.comb += port.ready.eq(lfsr[r0] | lfsr[r1])  # ready 3 cycles in 4
+            level += [*Value.cast(port.payload), port.valid & port.ready]
 
-        level = [*Value.cast(block.o.payload), block.o.valid & block.o.ready]
         depth = 0
         while len(level) > 1:
             reduced = []
@@ -115,6 +147,63 @@ class BimUnpackerHarness(StreamHarness):
     def __init__(self, params: BimUnpackerParams, uart_resource: tuple[str, int] = ("uart", 0)):
         self.params = params
         super().__init__(BimUnpacker(params), uart_resource, "unpacker")
+
+
+@dataclass(frozen=True)
+class Spec2Block:
+    """One SPEC2 (or baseline) block characterised in a multi-stream `StreamHarness`."""
+
+    key: str  #: the `--block` choice
+    name: str  #: the block's module name (the harness submodule and its alone synthesis)
+    make: Callable[[], wiring.Component]  #: a fresh instance of the block
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    params: dict[str, Any]
+    #: None: synthesise the block alone too; else why not (recorded in the report instead of cell counts).
+    alone_unavailable: str | None = None
+
+
+def _default_fft_params() -> FftParams:
+    from sim.golden.spec2 import Spec2Fixed
+    return FftParams.from_spec(Spec2Fixed(), 8)
+
+
+#: The baseline layer: LeNet-5 conv2 (6 -> 16 channels, 14 x 14 in, K = 5, "valid": 10 x 10 out), M = 16.
+BASELINE_PARAMS = BaselineConvParams(c_in=6, c_out=16, height=14, width=14, m=16, k=5, padding="valid")
+
+
+def spec2_block(key: str, *, mac_p: int = 4, mac_b: int = 8, oaa_max: int = 28, baseline_m: int = 16) -> Spec2Block:
+    """The `--block` `key` (fft2d, mac, oaa, baseline) with the defaults of the characterisation."""
+    if key == "fft2d":
+        fp = _default_fft_params()
+        return Spec2Block("fft2d", "fft2d", lambda: Fft2d(fp), ("i",), ("o",),
+                          {"n": fp.n, "data_bits": fp.data_bits, "twiddle_bits": fp.twiddle_bits,
+                           "act_bits": fp.act_bits, "in_shift": fp.in_shift, "fwd_shifts": list(fp.fwd_shifts)},
+                          # `synth_ecp5 -top fft2d` of the block alone hit an internal assert in yosys's abc9.
+                          alone_unavailable="yosys abc9 assert")
+    if key == "mac":
+        mp = SpectralMacParams(p=mac_p, b=mac_b)
+        return Spec2Block("mac", "spectral_mac", lambda: SpectralMac(mp), ("x", "w"), ("o",), mp.describe())
+    if key == "oaa":
+        op = OverlapAddParams(max_height=oaa_max, max_width=oaa_max)
+        return Spec2Block("oaa", "overlap_add", lambda: OverlapAdd(op), ("cfg", "i"), ("o",),
+                          {k: getattr(op, k) for k in ("n", "l", "k", "padding", "max_height", "max_width",
+                                                       "in_bits", "mult_bits", "out_bits", "relu")})
+    if key == "baseline":
+        bp = BASELINE_PARAMS if baseline_m == BASELINE_PARAMS.m else \
+            BaselineConvParams(**{**BASELINE_PARAMS.__dict__, "m": baseline_m})
+        return Spec2Block("baseline", "baseline_conv", lambda: BaselineConv(bp), ("quant", "w", "x"), ("o",),
+                          {k: getattr(bp, k) for k in ("c_in", "c_out", "height", "width", "m", "k", "padding",
+                                                       "act_bits", "weight_bits", "mult_bits", "out_bits")})
+    raise ValueError(f"unknown SPEC2 block {key!r}: one of {', '.join(SPEC2_BLOCKS)}")
+
+
+SPEC2_BLOCKS = ("fft2d", "mac", "oaa", "baseline")
+
+
+def spec2_harness(block: Spec2Block, uart_resource: tuple[str, int] = ("uart", 0)) -> StreamHarness:
+    """`block` in a `StreamHarness` driving each input stream from its own shift register."""
+    return StreamHarness(block.make(), uart_resource, block.name, block.inputs, block.outputs)
 
 
 def random_full_rank_matrix(n_out: int, n_in: int, seed: int) -> np.ndarray:
@@ -244,6 +333,123 @@ def characterise_bim(params: BimUnpackerParams, board_name: str, out_dir: Path |
     return report
 
 
+DSP_CELLS = {"ecp5": "MULT18X18D", "ice40": "ICESTORM_DSP"}  #: nextpnr's DSP resource (yosys: SB_MAC16)
+BRAM_CELLS = {"ecp5": ("DP16KD",), "ice40": ("ICESTORM_RAM", "ICESTORM_SPRAM")}
+
+
+def yosys_dsp_cells(log: str, top: str) -> int:
+    """DSP cells (MULT18X18D, SB_MAC16) in the last `stat` of module `top` in a yosys log."""
+    block = log[log.rfind(f"=== {top} ==="):].split("=== design hierarchy ===")[0]
+    return sum(int(n) for n in re.findall(r"^\s+(\d+)\s+(?:MULT18X18D|SB_MAC16)\s*$", block, re.M))
+
+
+def rtlil_multipliers(rtlil_text: str) -> int:
+    """`$mul` cells in an RTLIL design: the multipliers the RTL asks for (before yosys maps them)."""
+    return len(re.findall(r"^\s*cell \$mul ", rtlil_text, re.M))
+
+
+def nextpnr_error(log: str) -> str:
+    """The first ERROR line of a nextpnr log (why it did not fit), else its last non-empty line."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    return next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else "no log")
+
+
+def characterise_spec2(block: Spec2Block | str, board_name: str, out_dir: Path | None = None, *, seed: int = 1,
+                       alone: bool = True, progress: Callable[[str], None] = hwbuild._stderr) -> dict[str, Any]:
+    """Build a SPEC2 block's multi-stream harness for a board; return (and write) the characterisation report.
+
+    Unlike `characterise`, a design that does not fit the device is reported, not raised: `fits` False and
+    `error` the nextpnr (or yosys) error line. The block alone is synthesised unless `alone` is False or
+    `block.alone_unavailable` says why not; a failed alone synthesis is recorded, not raised.
+    """
+    if isinstance(block, str):
+        block = spec2_block(block)
+    board = get_board(board_name)
+    out_dir = _out_dir(out_dir, f"{board.name}-{block.key}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / RESULT_FILE).unlink(missing_ok=True)
+    report: dict[str, Any] = {"block": block.name, "board": board.name, "device": board.device,
+                              "package": board.package, "seed": seed, "params": block.params}
+    harness = spec2_harness(block, board.uart_resource)
+    try:
+        built = hwbuild.build(AcceleratorConfig(board=board.name), out_dir, seed=seed, progress=progress,
+                              design=harness).report
+    except hwbuild.TimingError as error:  # a block slower than the board clock is still characterised
+        built = error.result.report
+    except hwbuild.BuildError as error:
+        log = out_dir / f"nextpnr-{board.family}.log"
+        stage_failed = "place & route" in str(error).splitlines()[0] and log.is_file()
+        line = nextpnr_error(log.read_text(errors="replace")) if stage_failed else str(error).splitlines()[0]
+        report.update({"fits": False, "error": f"does not fit: {line}" if stage_failed else line})
+        rpt = out_dir / f"{hwbuild.DESIGN_NAME}.rpt"
+        if stage_failed and rpt.is_file():  # synthesis finished: what it asked of the device
+            text = rpt.read_text(errors="replace")
+            report["harness_cells"] = yosys_cell_counts(text, hwbuild.DESIGN_NAME)
+            report["yosys_dsp_cells"] = yosys_dsp_cells(text, hwbuild.DESIGN_NAME)
+        (out_dir / RESULT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        return report
+    resources = built["resources"]
+    dsp = resources.get(DSP_CELLS[board.family], {}).get("used", 0)
+    multipliers = rtlil_multipliers((out_dir / f"{hwbuild.DESIGN_NAME}.il").read_text())
+    report.update({
+        "fits": True,
+        "resources": resources,
+        "harness_cells": yosys_cell_counts((out_dir / f"{hwbuild.DESIGN_NAME}.rpt").read_text(), hwbuild.DESIGN_NAME),
+        "dsp": dsp,
+        "bram": sum(resources.get(name, {}).get("used", 0) for name in BRAM_CELLS[board.family]),
+        # `$mul` cells in the RTL (constant ones included: yosys may fold those into logic) and whether any
+        # multiplier ended up in DSP blocks.
+        "rtl_multipliers": multipliers,
+        "multipliers_on_dsps": dsp > 0,
+        **_timing(built),
+        "build_seconds": built["build_seconds"],
+        "tools": built["tools"],
+    })
+    if not alone or block.alone_unavailable:
+        report["alone_cells"] = None
+        report["alone_synthesis"] = f"unavailable ({block.alone_unavailable or 'not run'})"
+    else:
+        progress(f"[+] synthesis of the {block.name.replace('_', ' ')} alone (yosys) ...")
+        try:
+            report["alone_cells"] = _synthesise_alone(block.make(), block.name, block.key, board,
+                                                      hwbuild.find_tool("yosys"), out_dir)
+            report["alone_synthesis"] = "ok"
+        except hwbuild.BuildError as error:
+            log = "".join(path.read_text(errors="replace") for path in
+                          (out_dir / f"yosys-{block.key}.log", out_dir / f"{block.key}.rpt") if path.is_file())
+            why = "yosys abc9 assert" if "abc" in log.lower() and "assert" in log.lower() \
+                else str(error).splitlines()[0]
+            report["alone_cells"] = None
+            report["alone_synthesis"] = f"unavailable ({why})"
+    (out_dir / RESULT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def format_spec2_characterisation(report: dict[str, Any]) -> str:
+    title = f"{report['block']} {report['params']} on {report['board']} ({report['device']})"
+    if not report["fits"]:
+        lines = [title, f"  {report['error']}"]
+        if "harness_cells" in report:
+            cells = report["harness_cells"]
+            lines.append(f"  {'harness (yosys)':<16}{cells['luts']:>8} LUT4 {cells['ffs']:>6} FF "
+                         f"{report['yosys_dsp_cells']:>4} DSP")
+        return "\n".join(lines)
+    lines = [title]
+    for name, use in report["resources"].items():
+        lines.append(f"  {name:<16}{use['used']:>8} / {use['available']}")
+    cells = report["harness_cells"]
+    lines.append(f"  {'harness (yosys)':<16}{cells['luts']:>8} LUT4 {cells['ffs']:>6} FF")
+    if report["alone_cells"]:
+        cells = report["alone_cells"]
+        lines.append(f"  {'block (yosys)':<16}{cells['luts']:>8} LUT4 {cells['ffs']:>6} FF")
+    lines.append(f"  alone synthesis: {report['alone_synthesis']}")
+    lines.append(f"  multipliers: {report['rtl_multipliers']} in the RTL, {report['dsp']} DSPs used "
+                 f"({'mapped to DSPs' if report['multipliers_on_dsps'] else 'none on DSPs'})")
+    lines.append(f"  Fmax {report['fmax_mhz']:.2f} MHz (constraint {report['constraint_mhz']:.2f} MHz, "
+                 f"board clock {report['board_clock_mhz']:.2f} MHz)")
+    return "\n".join(lines)
+
+
 def format_characterisation(report: dict[str, Any]) -> str:
     p = report["params"]
     if report["block"] == "bim_unpacker":
@@ -268,8 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hw.characterise",
                                      description="Resources and Fmax of one block alone on a board.")
     parser.add_argument("--board", default=DEFAULT_BOARD, help=f"{', '.join(BOARDS)} (default: %(default)s)")
-    parser.add_argument("--block", choices=("xor", "bim"), default="xor",
-                        help="xor: the XOR-gate weight decoder; bim: the BIM mask unpacker (default: %(default)s)")
+    parser.add_argument("--block", choices=("xor", "bim", *SPEC2_BLOCKS), default="xor",
+                        help="xor: the XOR-gate weight decoder; bim: the BIM mask unpacker; fft2d: SPEC2's forward "
+                             "2-D FFT (N=8, Spec2Fixed widths); mac: the spectral MAC; oaa: overlap-add and "
+                             "requantize; baseline: the dense M-multiplier conv (LeNet conv2 layer) "
+                             "(default: %(default)s)")
     xor = parser.add_argument_group("--block xor")
     xor.add_argument("--n-in", type=int, default=24)
     xor.add_argument("--n-out", type=int, default=200)
@@ -279,9 +488,29 @@ def main(argv: list[str] | None = None) -> int:
     bim.add_argument("--m-t", type=int, default=64, help="tile rows (default: %(default)s)")
     bim.add_argument("--n-t", type=int, default=64, help="tile columns: mask bits per row (default: %(default)s)")
     bim.add_argument("--rank", type=int, default=8, help="rank r (default: %(default)s)")
+    spec2 = parser.add_argument_group("--block fft2d / mac / oaa / baseline")
+    spec2.add_argument("--mac-p", type=int, default=4, help="MAC lanes P (default: %(default)s)")
+    spec2.add_argument("--mac-b", type=int, default=8, help="MAC spectrum banks B (default: %(default)s)")
+    spec2.add_argument("--oaa-max", type=int, default=28, help="largest OaA map side (default: %(default)s)")
+    spec2.add_argument("--baseline-m", type=int, default=16, help="baseline multipliers M (default: %(default)s)")
+    spec2.add_argument("--no-alone", action="store_true", help="skip synthesising the block alone")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: %(default)s)")
     parser.add_argument("--out", type=Path, metavar="DIR")
     args = parser.parse_args(argv)
+    if args.block in SPEC2_BLOCKS:
+        try:
+            get_board(args.board)
+            block = spec2_block(args.block, mac_p=args.mac_p, mac_b=args.mac_b, oaa_max=args.oaa_max,
+                                baseline_m=args.baseline_m)
+        except (KeyError, ValueError) as error:
+            parser.error(str(error))
+        try:
+            report = characterise_spec2(block, args.board, args.out, seed=args.seed, alone=not args.no_alone)
+        except hwbuild.BuildError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(format_spec2_characterisation(report))
+        return 0
     try:
         get_board(args.board)
         if args.block == "bim":
