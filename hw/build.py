@@ -50,6 +50,9 @@ VERSION_FLAGS: dict[str, str | None] = {
     "yosys": "-V", "nextpnr-ice40": "--version", "nextpnr-ecp5": "--version", "icepack": None,
     "ecppack": "--version",
 }
+#: Amaranth build overrides per family. Without `-dsp`, synth_ice40 maps multipliers to logic cells and
+#: never uses the UP5K's SB_MAC16 blocks.
+SYNTH_OVERRIDES: dict[str, dict[str, str]] = {"ice40": {"synth_opts": "-dsp"}}
 STAGE_NAMES = {
     "yosys": "synthesis", "nextpnr": "place & route", "icepack": "bitstream", "ecppack": "bitstream",
 }
@@ -181,7 +184,8 @@ def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int =
     stages = 1 + len(platform.required_tools)  # elaboration, then one stage per tool
     start = time.monotonic()
     progress(f"[1/{stages}] elaborate ...")
-    plan = platform.prepare(design if design is not None else BoardTop(config), name=DESIGN_NAME)
+    plan = platform.prepare(design if design is not None else BoardTop(config), name=DESIGN_NAME,
+                            **SYNTH_OVERRIDES.get(board.family, {}))
     plan.extract(out_dir)
     # Amaranth's own commands as argv lists naming the tool (not its path): what its build script runs.
     commands = json.loads(plan.files[f"build_{DESIGN_NAME}.json"])["commands"]

@@ -224,3 +224,27 @@ def test_real_build(tmp_path, board):
     assert all(0 <= use["used"] <= use["available"] for use in report["resources"].values())
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest == {**config.describe(), "bitstream": result.bitstream.name}
+
+
+def test_ice40_synthesis_maps_multipliers_to_dsps():
+    """The extracted iCE40 plan asks synth_ice40 for SB_MAC16 mapping; ECP5 maps to MULT18X18D by default."""
+    from amaranth import Module, Signal
+    from amaranth.lib import io, wiring
+
+    class Multiplier(wiring.Component):
+        def __init__(self):
+            super().__init__({})
+
+        def elaborate(self, platform):
+            m = Module()
+            uart = platform.request("uart", 0, dir="-")
+            m.submodules.rx = rx = io.Buffer("i", uart.rx)
+            m.submodules.tx = tx = io.Buffer("o", uart.tx)
+            a, b, p = Signal(16), Signal(16), Signal(32)
+            m.d.sync += [a.eq(a << 1 | rx.i), b.eq(b + a), p.eq(a * b)]
+            m.d.comb += tx.o.eq(p.xor())
+            return m
+
+    board = get_board("icebreaker")
+    plan = board.make_platform().prepare(Multiplier(), name="top", **hwbuild.SYNTH_OVERRIDES["ice40"])
+    assert "synth_ice40 -dsp -top top" in plan.files["top.ys"]
