@@ -52,6 +52,24 @@ async def start_clock_and_reset(dut, cycles: int = 2) -> None:
     await RisingEdge(dut.clk)
 
 
+def record_handshakes(dut, *ports: str) -> dict[str, list[int]]:
+    """Start a task that lists, per stream port, the cycles (counted from now) on which it hands over a beat."""
+    cycles: dict[str, list[int]] = {port: [] for port in ports}
+    watched = [(getattr(dut, f"{port}__valid"), getattr(dut, f"{port}__ready"), cycles[port]) for port in ports]
+
+    async def monitor() -> None:
+        cycle = 0
+        while True:
+            await RisingEdge(dut.clk)  # reads after the edge see what the flip-flops saw at it
+            for valid, ready, seen in watched:
+                if valid.value and ready.value:
+                    seen.append(cycle)
+            cycle += 1
+
+    cocotb.start_soon(monitor())
+    return cycles
+
+
 class _StreamPort:
     """The clock and the three signals of the DUT stream port `name`."""
 

@@ -9,13 +9,14 @@ each `{"beats": [int], "expected": [int]}` of raw payload words.
 from __future__ import annotations
 
 import cocotb
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from sim.tb.common import (
     StreamDriver,
     StreamSink,
     bench_data,
     bench_rng,
+    record_handshakes,
     start_clock_and_reset,
 )
 
@@ -67,21 +68,8 @@ async def full_rate(dut):
     await start_clock_and_reset(dut)
     sink.start()
 
-    in_cycles: list[int] = []
-    out_cycles: list[int] = []
-
-    async def monitor() -> None:
-        # Reads after the edge see what the flip-flops saw at it.
-        cycle = 0
-        while True:
-            await RisingEdge(dut.clk)
-            if dut.i__valid.value and dut.i__ready.value:
-                in_cycles.append(cycle)
-            if dut.o__valid.value and dut.o__ready.value:
-                out_cycles.append(cycle)
-            cycle += 1
-
-    cocotb.start_soon(monitor())
+    handshakes = record_handshakes(dut, "i", "o")
+    in_cycles, out_cycles = handshakes["i"], handshakes["o"]
     cocotb.start_soon(driver.send(beats))
     transforms = len(expected) // beats_out
     got = await sink.wait_for(len(expected), timeout_cycles=transforms * period + 4 * latency + 50)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import cocotb
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from sim.tb.common import (
     StreamDriver,
@@ -18,6 +18,7 @@ from sim.tb.common import (
     bench_data,
     bench_rng,
     hex_words,
+    record_handshakes,
     start_clock_and_reset,
 )
 
@@ -31,19 +32,7 @@ async def run_streams(dut, gap_probability: float, ready_probability: float) -> 
     sink = StreamSink(dut, "o", rng, ready_probability=ready_probability)
     await start_clock_and_reset(dut)
     sink.start()
-    cycles: dict[str, list[int]] = {port: [] for port in [*data["inputs"], "o"]}
-
-    async def monitor() -> None:
-        # Reads after the edge see what the flip-flops saw at it.
-        cycle = 0
-        while True:
-            await RisingEdge(dut.clk)
-            for port, seen in cycles.items():
-                if getattr(dut, f"{port}__valid").value and getattr(dut, f"{port}__ready").value:
-                    seen.append(cycle)
-            cycle += 1
-
-    cocotb.start_soon(monitor())
+    cycles = record_handshakes(dut, *data["inputs"], "o")
     for port, words in data["inputs"].items():
         cocotb.start_soon(drivers[port].send(hex_words(words)))
     beats = sum(len(words) for words in data["inputs"].values())

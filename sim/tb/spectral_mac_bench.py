@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import cocotb
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from sim.tb.common import (
     StreamDriver,
@@ -19,6 +19,7 @@ from sim.tb.common import (
     bench_data,
     bench_rng,
     hex_words,
+    record_handshakes,
     start_clock_and_reset,
 )
 
@@ -73,18 +74,7 @@ async def full_rate_one_group_per_cycle(dut):
     await start_clock_and_reset(dut)
     sink.start()
 
-    w_cycles: list[int] = []
-
-    async def monitor() -> None:
-        # Reads after the edge see what the flip-flops saw at it.
-        cycle = 0
-        while True:
-            await RisingEdge(dut.clk)
-            if dut.w__valid.value and dut.w__ready.value:
-                w_cycles.append(cycle)
-            cycle += 1
-
-    cocotb.start_soon(monitor())
+    w_cycles = record_handshakes(dut, "w")["w"]
     await x_driver.send(hex_words(case["x"]))
     cocotb.start_soon(w_driver.send(hex_words(case["w"])))
     got = await sink.wait_for(len(expected), timeout_cycles=len(case["w"]) + len(expected) + 200)

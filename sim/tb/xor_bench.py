@@ -10,7 +10,7 @@ into an output that is ready only a fifth of the time.
 from __future__ import annotations
 
 import cocotb
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from sim.tb.common import (
     StreamDriver,
@@ -18,6 +18,7 @@ from sim.tb.common import (
     bench_data,
     bench_rng,
     hex_words,
+    record_handshakes,
     start_clock_and_reset,
 )
 
@@ -69,21 +70,8 @@ async def full_rate_one_slice_per_cycle(dut):
     await start_clock_and_reset(dut)
     sink.start()
 
-    in_cycles: list[int] = []
-    out_cycles: list[int] = []
-
-    async def monitor() -> None:
-        # Reads after the edge see what the flip-flops saw at it (writes land later in the time step).
-        cycle = 0
-        while True:
-            await RisingEdge(dut.clk)
-            if dut.i__valid.value and dut.i__ready.value:
-                in_cycles.append(cycle)
-            if dut.o__valid.value and dut.o__ready.value:
-                out_cycles.append(cycle)
-            cycle += 1
-
-    cocotb.start_soon(monitor())
+    handshakes = record_handshakes(dut, "i", "o")
+    in_cycles, out_cycles = handshakes["i"], handshakes["o"]
     cocotb.start_soon(driver.send(beats))
     got = await sink.wait_for(len(expected), timeout_cycles=len(beats) + 4 * latency + 50)
     _check(got, expected)
