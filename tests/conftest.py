@@ -8,6 +8,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import settings
+
+# Property tests judge results, not speed: a loaded CI machine must not turn a slow example into a failure.
+settings.register_profile("sqgen", deadline=None)
+settings.load_profile("sqgen")
 
 
 @dataclass
