@@ -133,3 +133,30 @@ class StreamSink(_StreamPort):
                 return self.beats[:count]
             await RisingEdge(self.clk)
         raise AssertionError(f"expected {count} beats within {timeout_cycles} cycles, got {len(self.beats)}")
+
+
+async def run_streams(dut, gap_probability: float, ready_probability: float) -> dict[str, list[int]]:
+    """Drive every input stream, collect `o`, check it word for word; return the handshake cycles per port.
+
+    The stimulus is `bench_data()`: `inputs` ({port: [hex words]}), `expected` (hex words on `o`) and
+    optionally `compute_cycles`, time the block needs beyond its beats (it widens the timeout).
+    """
+    data = bench_data()
+    expected = hex_words(data["expected"])
+    rng = bench_rng(dut)
+    drivers = {port: StreamDriver(dut, port, rng, gap_probability=gap_probability) for port in data["inputs"]}
+    sink = StreamSink(dut, "o", rng, ready_probability=ready_probability)
+    await start_clock_and_reset(dut)
+    sink.start()
+    cycles = record_handshakes(dut, *data["inputs"], "o")
+    for port, words in data["inputs"].items():
+        cocotb.start_soon(drivers[port].send(hex_words(words)))
+    beats = sum(len(words) for words in data["inputs"].values())
+    timeout = int((beats * (1 + 4 * gap_probability) + data.get("compute_cycles", 0) + len(expected))
+                  / ready_probability) * 2 + 500
+    got = await sink.wait_for(len(expected), timeout_cycles=timeout)
+    for index, (g, e) in enumerate(zip(got, expected)):
+        assert g == e, f"output {index}: expected {e:#x}, got {g:#x}"
+    await ClockCycles(dut.clk, 50)
+    assert len(sink.beats) == len(expected), f"{len(sink.beats) - len(expected)} output beats too many"
+    return cycles

@@ -2,7 +2,7 @@
 
 Parameters: `data`, the path of a JSON file holding `inputs` ({port: [hex words]}, each port driven by its
 own driver), `expected` (hex words on `o`), `gap_probability`, `ready_probability` and `report`, a path
-where the full-rate test writes its cycle counts. The same runner serves `sim.tb.baseline_bench`.
+where the full-rate test writes its cycle counts (the format of `sim.tb.common.run_streams`).
 """
 
 from __future__ import annotations
@@ -10,40 +10,8 @@ from __future__ import annotations
 import json
 
 import cocotb
-from cocotb.triggers import ClockCycles
 
-from sim.tb.common import (
-    StreamDriver,
-    StreamSink,
-    bench_data,
-    bench_rng,
-    hex_words,
-    record_handshakes,
-    start_clock_and_reset,
-)
-
-
-async def run_streams(dut, gap_probability: float, ready_probability: float) -> dict[str, list[int]]:
-    """Drive every input stream, collect `o`, check it word for word; return the handshake cycles per port."""
-    data = bench_data()
-    expected = hex_words(data["expected"])
-    rng = bench_rng(dut)
-    drivers = {port: StreamDriver(dut, port, rng, gap_probability=gap_probability) for port in data["inputs"]}
-    sink = StreamSink(dut, "o", rng, ready_probability=ready_probability)
-    await start_clock_and_reset(dut)
-    sink.start()
-    cycles = record_handshakes(dut, *data["inputs"], "o")
-    for port, words in data["inputs"].items():
-        cocotb.start_soon(drivers[port].send(hex_words(words)))
-    beats = sum(len(words) for words in data["inputs"].values())
-    timeout = int((beats * (1 + 4 * gap_probability) + data.get("compute_cycles", 0) + len(expected))
-                  / ready_probability) * 2 + 500
-    got = await sink.wait_for(len(expected), timeout_cycles=timeout)
-    for index, (g, e) in enumerate(zip(got, expected)):
-        assert g == e, f"output {index}: expected {e:#x}, got {g:#x}"
-    await ClockCycles(dut.clk, 50)
-    assert len(sink.beats) == len(expected), f"{len(sink.beats) - len(expected)} output beats too many"
-    return cycles
+from sim.tb.common import bench_data, run_streams
 
 
 @cocotb.test()

@@ -13,8 +13,7 @@ import json
 
 import cocotb
 
-from sim.tb.common import bench_data
-from sim.tb.overlap_add_bench import run_streams
+from sim.tb.common import bench_data, run_streams
 
 
 def _set_static(dut) -> None:
