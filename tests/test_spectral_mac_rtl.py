@@ -140,6 +140,7 @@ def test_mac_matches_golden_acc_stage(tmp_path: Path, p: int):
     ({"b": 64}, "b must be a power of two in p=4..40"),
     ({"max_c_in": 0}, "max_c_in must be at least 1"),
     ({"acc_bits": 40}, "acc_bits must be at least"),
+    ({"max_c_in": 8, "slots": 4}, "slots must be at least max_c_in=8"),
     ({"p": 2.0}, "p must be an integer"),
 ])
 def test_params_rejected(kwargs: dict, message: str):

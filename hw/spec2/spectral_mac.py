@@ -34,8 +34,10 @@ class SpectralMacParams:
 
     n: FFT size (a power of two, 4..256). p: lanes. b: spectrum banks, a power of two (bank and address
     are then bit fields of the bin index) with p <= b <= the n (n/2 + 1) bins. max_c_in: input channels
-    one tile's spectrum buffer holds. data_bits, weight_bits, acc_bits: `Spec2Fixed` widths (defaults
-    18, 16, 45); acc_bits must hold data + weight + 1 + ceil(log2 max_c_in) bits so the sums stay exact.
+    one output bin sums over. slots: spectra one buffer holds, addressed by the streams' `chan` field
+    (default max_c_in: one tile of every channel; `Spec2Conv` keeps a whole layer, slot t C_in + i).
+    data_bits, weight_bits, acc_bits: `Spec2Fixed` widths (defaults 18, 16, 45); acc_bits must hold
+    data + weight + 1 + ceil(log2 max_c_in) bits so the sums stay exact.
     """
 
     n: int = 8
@@ -45,9 +47,12 @@ class SpectralMacParams:
     data_bits: int = 18
     weight_bits: int = 16
     acc_bits: int = 45
+    slots: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("n", "p", "b", "max_c_in", "data_bits", "weight_bits", "acc_bits"):
+        if self.slots is None:
+            object.__setattr__(self, "slots", self.max_c_in)
+        for name in ("n", "p", "b", "max_c_in", "data_bits", "weight_bits", "acc_bits", "slots"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -61,6 +66,8 @@ class SpectralMacParams:
                              f"got {self.b}")
         if self.max_c_in < 1:
             raise ValueError(f"max_c_in must be at least 1, got {self.max_c_in}")
+        if self.slots < self.max_c_in:
+            raise ValueError(f"slots must be at least max_c_in={self.max_c_in}, got {self.slots}")
         if not 2 <= self.data_bits <= 30:
             raise ValueError(f"data_bits must be in 2..30, got {self.data_bits}")
         if not 2 <= self.weight_bits <= 16:
@@ -93,7 +100,7 @@ class SpectralMacParams:
 
     @property
     def chan_bits(self) -> int:
-        return max(1, (self.max_c_in - 1).bit_length())
+        return max(1, (self.slots - 1).bit_length())
 
     @property
     def canonical(self) -> list[int]:
@@ -136,7 +143,7 @@ class SpectralMacParams:
 
     def describe(self) -> dict[str, Any]:
         return {"n": self.n, "p": self.p, "b": self.b, "max_c_in": self.max_c_in, "data_bits": self.data_bits,
-                "weight_bits": self.weight_bits, "acc_bits": self.acc_bits}
+                "weight_bits": self.weight_bits, "acc_bits": self.acc_bits, "slots": self.slots}
 
 
 def _select(sel: Any, options: dict[int, Any]) -> Any:
@@ -152,11 +159,11 @@ class SpectralMac(wiring.Component):
     """Spectra and kernel groups in, per output channel the exact accumulated canonical bins out.
 
     Stream `x` (`params.write_layout`): one input spectrum bin per beat, `re`/`im` signed data_bits,
-    `index` its linear half-spectrum index k1 (n/2 + 1) + k2, `chan` its input channel; `last` ends the
-    tile (every input channel written). Any order; every canonical bin of channels 0..C_in-1 must be
-    written (other bins may be, and are never read). The bins sit in b banks (bank = index mod b, address
-    = index div b) of a double buffer: a tile loads while the previous one is multiplied; `x` stalls while
-    both buffers hold tiles.
+    `index` its linear half-spectrum index k1 (n/2 + 1) + k2, `chan` its input channel (its slot, below
+    `slots`, when a buffer holds more than one tile); `last` ends the tile (every input channel written).
+    Any order; every canonical bin of channels 0..C_in-1 must be written (other bins may be, and are never
+    read). The bins sit in b banks (bank = index mod b, address = index div b) of a double buffer: a tile
+    loads while the previous one is multiplied; `x` stalls while both buffers hold tiles.
 
     Stream `w` (`params.entry_layout`): one group of p entries per beat, as `stream_entries` lays them
     out: lane j gets slot j of the group (`index`, int16 `re`, `im`; padding: value 0, index = its bank).
@@ -208,10 +215,10 @@ class SpectralMac(wiring.Component):
         def addr_of(index):
             return index[lb:]
 
-        # --- spectrum banks: double buffer of max_c_in channels x depth words per bank ---------------------
+        # --- spectrum banks: double buffer of `slots` spectra x depth words per bank -----------------------
         smems = []
         for k in banks:
-            m.submodules[f"spectrum{k}"] = mem = Memory(shape=2 * db, depth=2 * p.max_c_in * depth, init=[])
+            m.submodules[f"spectrum{k}"] = mem = Memory(shape=2 * db, depth=2 * p.slots * depth, init=[])
             smems.append(mem)
         s_full = Signal(2)
         w_sel = Signal()  # buffer `x` fills
@@ -223,7 +230,7 @@ class SpectralMac(wiring.Component):
         for k, mem in enumerate(smems):
             port = mem.write_port()
             m.d.comb += [
-                port.addr.eq((w_sel * p.max_c_in + x.chan) * depth + addr_of(x.index)),
+                port.addr.eq((w_sel * p.slots + x.chan) * depth + addr_of(x.index)),
                 port.data.eq(Cat(x.re, x.im)),
                 port.en.eq(x_accept & (bank_of(x.index) == k)),
             ]
@@ -260,8 +267,8 @@ class SpectralMac(wiring.Component):
                 with m.If(r_sel == buf):
                     m.d.sync += s_full[buf].eq(0)
 
-        base = Signal(range(2 * p.max_c_in * depth))
-        m.d.comb += base.eq((r_sel * p.max_c_in + s0.chan) * depth)
+        base = Signal(range(2 * p.slots * depth))
+        m.d.comb += base.eq((r_sel * p.slots + s0.chan) * depth)
         s_read = []
         for k, mem in enumerate(smems):
             port = mem.read_port()
