@@ -44,7 +44,7 @@ def _run(tmp_path: Path, dut, name: str, inputs: dict[str, list[int]], expected:
     data.write_text(json.dumps({
         "inputs": {port: _hex(words) for port, words in inputs.items()}, "expected": _hex(expected),
         "static": static or {}, "gap_probability": 0.3, "ready_probability": 0.6, "report": str(report)}))
-    runner.run(runner.build(dut, name), "sim.tb.spec2_glue_bench", {"data": str(data)})
+    runner.run(runner.build(dut, name), "sim.tb.stream_bench", {"data": str(data)})
     return json.loads(report.read_text())
 
 

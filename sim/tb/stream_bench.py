@@ -1,10 +1,10 @@
-"""SPEC2 glue bench: every output beat of `hw.spec2.tiler.Tiler` and `hw.spec2.ifft_input.IfftInput` equals the
-golden model's.
+"""Generic multi-stream bench: every beat a block puts on `o` equals the golden model's.
 
-Parameters as `sim.tb.overlap_add_bench` (whose stream runner this reuses): `data`, the path of a JSON file
-holding `inputs` ({port: [hex words]}), `expected` (hex words on `o`), `gap_probability`,
-`ready_probability`, `report` (where the full-rate test writes every port's handshake cycles), and `static`
-({signal: int}, plain input signals such as `mac_shift`, set before reset and held).
+For blocks whose stimulus is a set of independent input streams (`sim.tb.common.run_streams`). Parameters:
+`data`, the path of a JSON file holding `inputs` ({port: [hex words]}, each port driven by its own driver),
+`expected` (hex words on `o`), `gap_probability`, `ready_probability`, optionally `compute_cycles` (time the
+block needs beyond its beats) and `static` ({signal: int}, plain input signals set before reset and held),
+and `report`, where the full-rate test writes every port's handshake cycles.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ async def random_gaps_and_backpressure(dut):
 
 @cocotb.test()
 async def fast_producer_slow_consumer(dut):
-    """No input gaps into a mostly stalled output: both buffers fill and must hold their data."""
+    """No input gaps into a mostly stalled output: every buffer fills and must hold its data."""
     _set_static(dut)
     await run_streams(dut, 0.0, 0.2)
 

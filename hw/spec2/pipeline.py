@@ -1,0 +1,528 @@
+"""SPEC2 spectral convolution layer: `Spec2Conv` chains the stages into one streaming block.
+
+Dataflow of one layer (the operator and its fixed point are `sim.golden.spec2.spectral_conv_fixed`):
+
+    x ─ Tiler ─ Fft2d ─ tag (bin, tile, channel) ─┐
+                                                  SpectralMac ─ IfftInput ─ Ifft2d ─ OverlapAdd ─ o
+    w ─ KernelReplay (one output channel, per tile)┘                            quant ─┘
+
+The MAC sums over input channels tile by tile, while overlap-add wants one output channel's tiles in raster
+order. So the loop nest is output channel outside, tile inside: the forward FFT writes the spectra of every
+tile of every input channel of the layer into the MAC's spectrum buffer (slot t C_in + i, double-buffered: the
+next layer loads while this one computes), and `KernelReplay` holds one output channel's kernel groups and
+replays them once per tile. Each output channel's groups thus cross the input stream once per layer, and
+every stage downstream of the MAC sees one output channel at a time, as it was built to.
+
+Cost per layer at full rate (`cycle_model`): the load takes C_in T N^2 cycles (the tiler and FFT move one
+value a cycle), the compute T sum over o of max(G_o, N^2), G_o the output channel's groups, N^2 the inverse
+FFT's period per tile; layers overlap load with compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from amaranth import Array, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sim.golden.spec2 import OaaParams, Spec2Fixed, SpectralLayer, stream_entries
+
+from ..params import require_params
+from .fft import Fft2d, FftParams, Ifft2d
+from .ifft_input import SHIFT_BITS, IfftInput, IfftInputParams
+from .overlap_add import OverlapAdd, OverlapAddParams
+from .spectral_mac import SpectralMac, SpectralMacParams, canonical_bins
+from .tiler import Tiler, TilerParams
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+@dataclass(frozen=True)
+class Spec2ConvParams:
+    """Structural parameters of `Spec2Conv`; validated on construction (errors name the field), hashable.
+
+    n, k, l, padding: the OaA geometry (FFT size, kernel size the layers were made for, tile size, "same" or
+    "valid"). relu: clamp outputs at 0. p, b: MAC lanes and spectrum banks (the host's schedule must use the
+    same). max_c_in, max_c_out, max_height, max_width: the largest layer; actual sizes are run-time `cfg`
+    values. max_groups: kernel groups of one output channel the replay buffer holds (default the worst case,
+    max_c_in times the canonical bins: one entry per group). spec: the fixed-point widths (`Spec2Fixed`).
+    """
+
+    n: int = 8
+    k: int = 3
+    l: int = 6  # noqa: E741 (the paper's name)
+    padding: str = "same"
+    relu: bool = False
+    p: int = 4
+    b: int = 8
+    max_c_in: int = 16
+    max_c_out: int = 16
+    max_height: int = 28
+    max_width: int = 28
+    max_groups: int | None = None
+    spec: Spec2Fixed = Spec2Fixed()
+
+    def __post_init__(self) -> None:
+        for name in ("n", "k", "l", "p", "b", "max_c_in", "max_c_out", "max_height", "max_width"):
+            value = getattr(self, name)
+            if not _is_int(value):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if not isinstance(self.relu, bool):
+            raise ValueError(f"relu must be a bool, got {self.relu!r}")
+        if not isinstance(self.spec, Spec2Fixed):
+            raise ValueError(f"spec must be a Spec2Fixed, got {type(self.spec).__name__}")
+        OaaParams(self.n, self.k, self.l, self.padding)  # its errors name n, k, l or padding
+        for name in ("max_c_in", "max_c_out", "max_height", "max_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_c_in > self.spec.max_c_in:
+            raise ValueError(f"max_c_in must be at most spec.max_c_in={self.spec.max_c_in} (the accumulator "
+                             f"width is sized for it), got {self.max_c_in}")
+        if self.padding == "valid" and min(self.max_height, self.max_width) < self.k:
+            raise ValueError(f"max_height and max_width must be at least k={self.k} for 'valid' padding")
+        canon = len(canonical_bins(self.n))
+        if self.max_groups is None:
+            object.__setattr__(self, "max_groups", self.max_c_in * canon)
+        if not _is_int(self.max_groups) or self.max_groups < 1:
+            raise ValueError(f"max_groups must be a positive integer, got {self.max_groups!r}")
+        object.__setattr__(self, "max_groups", int(self.max_groups))
+        self.mac  # noqa: B018 (p and b are checked there, the errors naming them)
+        self.fft  # noqa: B018 (the forward plan must exist for these widths)
+
+    # --- the stages' parameters -----------------------------------------------------------------------------
+    @property
+    def oaa(self) -> OaaParams:
+        return OaaParams(self.n, self.k, self.l, self.padding)
+
+    @property
+    def max_tiles(self) -> int:
+        """Tiles of the largest map: ceil(max_height / l) ceil(max_width / l)."""
+        return -(-self.max_height // self.l) * -(-self.max_width // self.l)
+
+    @property
+    def tile_bits(self) -> int:
+        """Width of a tile row or column count (up to ceil(max / l))."""
+        return max(1, (-(-max(self.max_height, self.max_width) // self.l)).bit_length())
+
+    @property
+    def tiler(self) -> TilerParams:
+        return TilerParams(self.n, self.l, self.spec.act_bits, self.max_height, self.max_width)
+
+    @property
+    def fft(self) -> FftParams:
+        return FftParams.from_spec(self.spec, self.n)
+
+    @property
+    def mac(self) -> SpectralMacParams:
+        return SpectralMacParams(n=self.n, p=self.p, b=self.b, max_c_in=self.max_c_in,
+                                 data_bits=self.spec.data_bits, weight_bits=self.spec.weight_bits,
+                                 acc_bits=self.spec.acc_bits, slots=self.max_c_in * self.max_tiles)
+
+    @property
+    def ifft_input(self) -> IfftInputParams:
+        return IfftInputParams.from_spec(self.spec, self.n)
+
+    @property
+    def overlap_add(self) -> OverlapAddParams:
+        return OverlapAddParams(self.n, self.l, self.k, self.padding, self.max_height, self.max_width,
+                                in_bits=self.spec.data_bits, mult_bits=self.spec.mult_bits,
+                                out_bits=self.spec.out_bits, relu=self.relu)
+
+    # --- stream layouts --------------------------------------------------------------------------------------
+    @property
+    def cfg_layout(self) -> data.StructLayout:
+        """One beat per layer (fields from the LSB)."""
+        return data.StructLayout({
+            "height": self.max_height.bit_length(), "width": self.max_width.bit_length(),
+            "c_in": self.max_c_in.bit_length(), "c_out": self.max_c_out.bit_length(),
+            "mac_shift": unsigned(SHIFT_BITS),
+        })
+
+    @property
+    def quant_layout(self) -> data.StructLayout:
+        """One beat per output channel: its requantization constants (`QuantParams`)."""
+        return data.StructLayout({
+            "out_mult": unsigned(self.spec.mult_bits), "out_shift": unsigned(SHIFT_BITS),
+            "bias": signed(self.overlap_add.ola_bits + self.spec.mult_bits),
+        })
+
+    @property
+    def group_layout(self) -> data.StructLayout:
+        """One kernel group as stored: p lanes (as `SpectralMacParams.lane_layout`) and its input channel."""
+        return data.StructLayout({"lanes": data.ArrayLayout(self.mac.lane_layout, self.p),
+                                  "chan": max(1, (self.max_c_in - 1).bit_length())})
+
+    @property
+    def kernel_layout(self) -> data.StructLayout:
+        """One beat of `w`: a group, `last` on an output channel's final group."""
+        return data.StructLayout({"group": self.group_layout, "last": 1})
+
+    def describe(self) -> dict[str, Any]:
+        return {"n": self.n, "k": self.k, "l": self.l, "padding": self.padding, "relu": self.relu, "p": self.p,
+                "b": self.b, "max_c_in": self.max_c_in, "max_c_out": self.max_c_out,
+                "max_height": self.max_height, "max_width": self.max_width, "max_groups": self.max_groups,
+                "act_bits": self.spec.act_bits, "data_bits": self.spec.data_bits,
+                "weight_bits": self.spec.weight_bits, "acc_bits": self.spec.acc_bits,
+                "out_bits": self.spec.out_bits}
+
+
+def _tile_count_rom(max_size: int, l: int, bits: int) -> Array:  # noqa: E741
+    """ceil(s / l) for s = 0..max_size, a constant table (no divider)."""
+    return Array(Const(-(-s // l), bits) for s in range(max_size + 1))
+
+
+class KernelReplay(wiring.Component):
+    """One output channel's kernel groups in, replayed once per tile as `SpectralMac` entries.
+
+    * `w` (`params.kernel_layout`): per output channel its groups, `last` on the final one; a ping-pong
+      buffer of 2 x max_groups groups, so the next channel loads while this one is replayed.
+    * `start` (a one-cycle pulse) with `c_in`, `c_out`, `tile_rows`, `tile_cols` held: replay one layer,
+      c_out channels, each over the tile_rows x tile_cols tiles in raster order.
+    * `o` (`params.mac.entry_layout`): the groups, `chan` = t c_in + the group's channel (the spectrum slot of
+      tile t), `last_out` on a channel's final group of each tile, `last_tile` on the layer's final group.
+
+    One group per cycle while a channel is loaded; `busy` is high from `start` to the layer's last group.
+    """
+
+    def __init__(self, params: Spec2ConvParams):
+        require_params(self, params, Spec2ConvParams)
+        self.params = params
+        tile_bits = params.tile_bits
+        super().__init__({
+            "w": In(stream.Signature(params.kernel_layout)),
+            "o": Out(stream.Signature(params.mac.entry_layout)),
+            "start": In(1), "c_in": In(params.max_c_in.bit_length()), "c_out": In(params.max_c_out.bit_length()),
+            "tile_rows": In(tile_bits), "tile_cols": In(tile_bits), "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        depth = p.max_groups
+        m.submodules.groups = mem = Memory(shape=p.group_layout, depth=2 * depth, init=[])
+        write, read = mem.write_port(), mem.read_port()
+        full = Signal(2)
+        count = [Signal(range(depth + 1), name=f"count{k}") for k in (0, 1)]
+
+        # --- writer: fills the free half -------------------------------------------------------------------------
+        w_sel = Signal()
+        w_addr = Signal(range(depth))
+        take = Signal()
+        m.d.comb += [
+            self.w.ready.eq(~full.bit_select(w_sel, 1)),
+            take.eq(self.w.valid & self.w.ready),
+            write.addr.eq(Mux(w_sel, depth + w_addr, w_addr)),
+            write.data.eq(self.w.payload.group),
+            write.en.eq(take),
+        ]
+        with m.If(take):
+            m.d.sync += w_addr.eq(w_addr + 1)
+            with m.If(self.w.payload.last):
+                m.d.sync += [w_addr.eq(0), w_sel.eq(~w_sel)]
+                for k in (0, 1):
+                    with m.If(w_sel == k):
+                        m.d.sync += [full[k].eq(1), count[k].eq(w_addr + 1)]
+
+        # --- reader: per tile, every group of the loaded half -------------------------------------------------
+        running = Signal()
+        r_sel = Signal()
+        g = Signal(range(depth))
+        tr = Signal.like(self.tile_rows)
+        tc = Signal.like(self.tile_cols)
+        o = Signal.like(self.c_out)
+        base = Signal(p.mac.chan_bits)
+        last_group = g == Mux(r_sel, count[1], count[0]) - 1
+        last_tile = (tr == self.tile_rows - 1) & (tc == self.tile_cols - 1)
+        last_chan = o == self.c_out - 1
+
+        o_valid = Signal()
+        o_last_out, o_last_tile = Signal(), Signal()
+        o_base = Signal.like(base)
+        advance, issue = Signal(), Signal()
+        m.d.comb += [
+            advance.eq(~o_valid | self.o.ready),
+            issue.eq(advance & running & full.bit_select(r_sel, 1)),
+            read.addr.eq(Mux(r_sel, depth + g, g)),
+            read.en.eq(advance),
+            self.busy.eq(running),
+        ]
+        with m.If(self.start):
+            m.d.sync += running.eq(1)
+        with m.If(advance):
+            m.d.sync += [o_valid.eq(issue), o_last_out.eq(last_group),
+                         o_last_tile.eq(last_group & last_tile & last_chan), o_base.eq(base)]
+        with m.If(issue):
+            m.d.sync += g.eq(g + 1)
+            with m.If(last_group):
+                m.d.sync += [g.eq(0), tc.eq(tc + 1), base.eq(base + self.c_in)]
+                with m.If(tc == self.tile_cols - 1):
+                    m.d.sync += [tc.eq(0), tr.eq(tr + 1)]
+                with m.If(last_tile):
+                    # The half's last read happens on this edge: the writer may refill it after.
+                    m.d.sync += [tr.eq(0), base.eq(0), r_sel.eq(~r_sel), o.eq(o + 1)]
+                    for k in (0, 1):
+                        with m.If(r_sel == k):
+                            m.d.sync += full[k].eq(0)
+                    with m.If(last_chan):
+                        m.d.sync += [o.eq(0), running.eq(0)]
+
+        group = data.View(p.group_layout, read.data)
+        payload = self.o.payload
+        m.d.comb += [self.o.valid.eq(o_valid), payload.chan.eq(o_base + group.chan),
+                     payload.last_out.eq(o_last_out), payload.last_tile.eq(o_last_tile)]
+        m.d.comb += [payload.lanes[j].eq(group.lanes[j]) for j in range(p.p)]
+        return m
+
+
+class Spec2Conv(wiring.Component):
+    """A SPEC2 sparse spectral convolution layer in one block, bit-exact with `spectral_conv_fixed`.
+
+    Streams (Amaranth valid/ready; `Spec2ConvParams.encode` builds them from a layer and an input):
+
+    * `cfg` (`params.cfg_layout`): one beat per layer: input height and width (1..max; at least k for
+      "valid"), c_in (1..max_c_in), c_out (1..max_c_out), and the layer's `QuantParams.mac_shift`.
+    * `x` (signed act_bits): the input map, channel by channel, each H x W in raster order.
+    * `w` (`params.kernel_layout`): the layer's kernel groups output channel by output channel, each channel
+      its groups as the schedule orders them (`stream_entries`), `last` on its final group (a channel without
+      entries sends one group of padding with `last`). `chan` is the group's input channel.
+    * `quant` (`params.quant_layout`): one beat per output channel: out_mult, out_shift, bias_q.
+    * `o` (signed out_bits): the output map, channel by channel, H_out x W_out in raster order.
+
+    The forward path (tiler, FFT, tagging) runs one layer ahead of the compute path (replay, MAC, IFFT,
+    overlap-add): each takes its own copy of `cfg` from a two-deep queue when it goes idle, and the MAC's
+    spectrum buffer is the double buffer between them. The compute path takes its next layer once the
+    previous one's last output has left, so a layer's settings never change under data in flight.
+    """
+
+    def __init__(self, params: Spec2ConvParams):
+        require_params(self, params, Spec2ConvParams)
+        self.params = params
+        super().__init__({
+            "cfg": In(stream.Signature(params.cfg_layout)),
+            "x": In(stream.Signature(signed(params.spec.act_bits))),
+            "w": In(stream.Signature(params.kernel_layout)),
+            "quant": In(stream.Signature(params.quant_layout)),
+            "o": Out(stream.Signature(signed(params.spec.out_bits))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        n, cols = p.n, p.n // 2 + 1
+        m.submodules.tiler = tiler = Tiler(p.tiler)
+        m.submodules.fft = fft = Fft2d(p.fft)
+        m.submodules.mac = mac = SpectralMac(p.mac)
+        m.submodules.replay = replay = KernelReplay(p)
+        m.submodules.ifft_input = ifft_input = IfftInput(p.ifft_input)
+        m.submodules.ifft = ifft = Ifft2d(p.fft)
+        m.submodules.overlap_add = oaa = OverlapAdd(p.overlap_add)
+        rows_rom = _tile_count_rom(p.max_height, p.l, p.tile_bits)
+        cols_rom = _tile_count_rom(p.max_width, p.l, p.tile_bits)
+
+        # --- cfg: one copy per path ----------------------------------------------------------------------------
+        m.submodules.load_cfg = load_q = SyncFIFOBuffered(width=p.cfg_layout.size, depth=2)
+        m.submodules.compute_cfg = compute_q = SyncFIFOBuffered(width=p.cfg_layout.size, depth=2)
+        m.d.comb += [
+            self.cfg.ready.eq(load_q.w_rdy & compute_q.w_rdy),
+            load_q.w_en.eq(self.cfg.valid & self.cfg.ready), compute_q.w_en.eq(self.cfg.valid & self.cfg.ready),
+            load_q.w_data.eq(self.cfg.payload), compute_q.w_data.eq(self.cfg.payload),
+        ]
+
+        # --- forward path: x -> tiler -> FFT -> MAC spectrum buffer ----------------------------------------------
+        l_busy = Signal()
+        l_cfg = Signal(p.cfg_layout)
+        l_rows, l_cols = Signal(p.tile_bits), Signal(p.tile_bits)
+        l_maps = Signal.like(l_cfg.c_in)  # tiler cfg beats sent
+        m.d.comb += load_q.r_en.eq(~l_busy)
+        with m.If(~l_busy & load_q.r_rdy):
+            new = data.View(p.cfg_layout, load_q.r_data)
+            m.d.sync += [l_busy.eq(1), l_cfg.eq(load_q.r_data), l_maps.eq(0),
+                         l_rows.eq(rows_rom[new.height]), l_cols.eq(cols_rom[new.width])]
+
+        m.d.comb += [
+            tiler.cfg.valid.eq(l_busy & (l_maps != l_cfg.c_in)),
+            tiler.cfg.payload.height.eq(l_cfg.height), tiler.cfg.payload.width.eq(l_cfg.width),
+        ]
+        with m.If(tiler.cfg.valid & tiler.cfg.ready):
+            m.d.sync += l_maps.eq(l_maps + 1)
+        wiring.connect(m, wiring.flipped(self.x), tiler.i)
+        wiring.connect(m, tiler.o, fft.i)
+
+        # The FFT emits each tile's half spectrum column-major: bin (k1, k2) with k1 inner, so its linear index
+        # k1 cols + k2 steps by cols; the slot of (tile t, channel i) is t c_in + i, stepped by c_in per tile.
+        k1 = Signal(range(n))
+        k2 = Signal(range(cols))
+        index = Signal(p.mac.index_bits)
+        t_col, t_row = Signal.like(l_cols), Signal.like(l_rows)
+        chan = Signal.like(l_cfg.c_in)
+        slot = Signal(p.mac.chan_bits)
+        tile_end = (k1 == n - 1) & (k2 == cols - 1)
+        map_end = tile_end & (t_col == l_cols - 1) & (t_row == l_rows - 1)
+        layer_end = map_end & (chan == l_cfg.c_in - 1)
+        m.d.comb += [
+            mac.x.valid.eq(fft.o.valid), fft.o.ready.eq(mac.x.ready),
+            mac.x.payload.re.eq(fft.o.payload.re), mac.x.payload.im.eq(fft.o.payload.im),
+            mac.x.payload.index.eq(index), mac.x.payload.chan.eq(slot), mac.x.payload.last.eq(layer_end),
+        ]
+        with m.If(mac.x.valid & mac.x.ready):
+            m.d.sync += [k1.eq(k1 + 1), index.eq(index + cols)]
+            with m.If(k1 == n - 1):
+                m.d.sync += [k1.eq(0), k2.eq(k2 + 1), index.eq(k2 + 1)]
+            with m.If(tile_end):
+                m.d.sync += [k2.eq(0), index.eq(0), t_col.eq(t_col + 1), slot.eq(slot + l_cfg.c_in)]
+                with m.If(t_col == l_cols - 1):
+                    m.d.sync += [t_col.eq(0), t_row.eq(t_row + 1)]
+            with m.If(map_end):
+                m.d.sync += [t_row.eq(0), chan.eq(chan + 1), slot.eq(chan + 1)]
+            with m.If(layer_end):
+                m.d.sync += [chan.eq(0), slot.eq(0), l_busy.eq(0)]
+
+        # --- compute path: replay -> MAC -> IFFT input -> IFFT -> overlap-add -> o -------------------------------
+        c_busy = Signal()
+        c_cfg = Signal(p.cfg_layout)
+        start = Signal()
+        m.d.comb += compute_q.r_en.eq(~c_busy)
+        m.d.sync += start.eq(~c_busy & compute_q.r_rdy)
+        with m.If(~c_busy & compute_q.r_rdy):
+            new = data.View(p.cfg_layout, compute_q.r_data)
+            m.d.sync += [c_busy.eq(1), c_cfg.eq(compute_q.r_data),
+                         replay.tile_rows.eq(rows_rom[new.height]), replay.tile_cols.eq(cols_rom[new.width])]
+        m.d.comb += [replay.start.eq(start), replay.c_in.eq(c_cfg.c_in), replay.c_out.eq(c_cfg.c_out)]
+        wiring.connect(m, wiring.flipped(self.w), replay.w)
+        wiring.connect(m, replay.o, mac.w)
+        wiring.connect(m, mac.o, ifft_input.i)
+        m.d.comb += ifft_input.mac_shift.eq(c_cfg.mac_shift)
+        wiring.connect(m, ifft_input.o, ifft.i)
+        wiring.connect(m, ifft.o, oaa.i)
+
+        # Overlap-add takes one cfg per output channel: the layer's map size and the channel's `quant` beat.
+        q_sent = Signal.like(c_cfg.c_out)
+        q_open = c_busy & (q_sent != c_cfg.c_out)
+        ocfg = oaa.cfg.payload
+        m.d.comb += [
+            oaa.cfg.valid.eq(q_open & self.quant.valid), self.quant.ready.eq(q_open & oaa.cfg.ready),
+            ocfg.height.eq(c_cfg.height), ocfg.width.eq(c_cfg.width), ocfg.out_mult.eq(self.quant.payload.out_mult),
+            ocfg.out_shift.eq(self.quant.payload.out_shift), ocfg.bias.eq(self.quant.payload.bias),
+        ]
+        with m.If(self.quant.valid & self.quant.ready):
+            m.d.sync += q_sent.eq(q_sent + 1)
+
+        # The layer ends with its last output value: count columns, rows and channels of the output maps.
+        crop = 0 if p.padding == "same" else p.k - 1
+        o_col, o_row = Signal.like(c_cfg.width), Signal.like(c_cfg.height)
+        o_chan = Signal.like(c_cfg.c_out)
+        row_end = o_col == c_cfg.width - crop - 1
+        out_end = row_end & (o_row == c_cfg.height - crop - 1)
+        wiring.connect(m, oaa.o, wiring.flipped(self.o))
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += o_col.eq(o_col + 1)
+            with m.If(row_end):
+                m.d.sync += [o_col.eq(0), o_row.eq(o_row + 1)]
+            with m.If(out_end):
+                m.d.sync += [o_row.eq(0), o_chan.eq(o_chan + 1)]
+                with m.If(o_chan == c_cfg.c_out - 1):
+                    m.d.sync += [o_chan.eq(0), q_sent.eq(0), c_busy.eq(0)]
+        return m
+
+
+def pack(shape: Any, value: Any) -> int:
+    """A value of `shape` as the unsigned integer Amaranth lays out: dicts for structs (missing fields 0),
+    sequences for arrays, ints (two's complement) otherwise."""
+    if isinstance(shape, data.StructLayout):
+        return sum(pack(field.shape, value.get(name, 0)) << field.offset for name, field in shape)
+    if isinstance(shape, data.ArrayLayout):
+        size = _width(shape.elem_shape)
+        return sum(pack(shape.elem_shape, v) << (j * size) for j, v in enumerate(value))
+    return int(value) & ((1 << _width(shape)) - 1)
+
+
+def _width(shape: Any) -> int:
+    return shape.size if isinstance(shape, data.Layout) else Shape.cast(shape).width
+
+
+def _check_layer(params: Spec2ConvParams, layer: SpectralLayer, shape: tuple[int, ...]) -> None:
+    """ValueError naming the field unless `layer` on an input of `shape` fits these parameters."""
+    if layer.oaa != params.oaa:
+        raise ValueError(f"layer geometry {layer.oaa} does not match the block's {params.oaa}")
+    if layer.relu != params.relu:
+        raise ValueError(f"layer relu={layer.relu} does not match the block's relu={params.relu}")
+    if layer.schedule is None or (layer.schedule.p, layer.schedule.b) != (params.p, params.b):
+        got = None if layer.schedule is None else (layer.schedule.p, layer.schedule.b)
+        raise ValueError(f"layer schedule (p, b) must be ({params.p}, {params.b}), got {got}")
+    if layer.quant is None:
+        raise ValueError("layer has no quantization parameters (calibrate it first)")
+    for name, value, high in (("c_in", layer.c_in, params.max_c_in), ("c_out", layer.c_out, params.max_c_out)):
+        if not 1 <= value <= high:
+            raise ValueError(f"layer {name}={value} outside 1..{high}")
+    if len(shape) != 3 or shape[0] != layer.c_in:
+        raise ValueError(f"input must have shape (C_in={layer.c_in}, H, W), got {shape}")
+    low = params.k if params.padding == "valid" else 1
+    for name, value, high in (("height", shape[1], params.max_height), ("width", shape[2], params.max_width)):
+        if not low <= value <= high:
+            raise ValueError(f"input {name}={value} outside {low}..{high}")
+    most = int(layer.schedule.groups.sum(axis=1).max(initial=0))
+    if most > params.max_groups:
+        raise ValueError(f"an output channel has {most} groups, more than max_groups={params.max_groups}")
+    if not 0 <= layer.quant.mac_shift < 1 << SHIFT_BITS or not 0 <= layer.quant.out_shift < 1 << SHIFT_BITS:
+        raise ValueError(f"mac_shift and out_shift must be in 0..{(1 << SHIFT_BITS) - 1}")
+
+
+def encode(params: Spec2ConvParams, layer: SpectralLayer, x_q: np.ndarray) -> dict[str, list[int]]:
+    """The input streams of one layer on one input (C_in, H, W) as integer beats per port: cfg, x, w, quant."""
+    x_q = np.asarray(x_q)
+    _check_layer(params, layer, x_q.shape)
+    c_in, h, w = x_q.shape
+    q = layer.quant
+    cfg = [pack(params.cfg_layout, {"height": h, "width": w, "c_in": c_in, "c_out": layer.c_out,
+                                    "mac_shift": q.mac_shift})]
+    act = (1 << params.spec.act_bits) - 1
+    x = [int(v) & act for v in x_q.reshape(-1)]
+    quant = [pack(params.quant_layout, {"out_mult": q.out_mult, "out_shift": q.out_shift, "bias": int(b)})
+             for b in q.bias_q]
+    ent = stream_entries(layer)
+    lanes = params.p
+    group_out, group_in = ent["out"][::lanes], ent["in"][::lanes]
+    beats = []
+    for o in range(layer.c_out):
+        mine = np.flatnonzero(group_out == o)
+        groups = [{"lanes": [{"index": ent["index"][g * lanes + j], "re": ent["re"][g * lanes + j],
+                              "im": ent["im"][g * lanes + j]} for j in range(lanes)], "chan": group_in[g]}
+                  for g in mine]
+        if not groups:  # the channel still needs its `last` beat: all padding (index = bank)
+            groups = [{"lanes": [{"index": j, "re": 0, "im": 0} for j in range(lanes)], "chan": 0}]
+        beats += [pack(params.kernel_layout, {"group": grp, "last": int(k == len(groups) - 1)})
+                  for k, grp in enumerate(groups)]
+    return {"cfg": cfg, "x": x, "w": beats, "quant": quant}
+
+
+def decode_output(params: Spec2ConvParams, words: Sequence[int], shape: tuple[int, int, int]) -> np.ndarray:
+    """Output beats (unsigned words) -> the signed int64 map of `shape` (C_out, H_out, W_out)."""
+    bits = params.spec.out_bits
+    v = np.asarray(list(words), dtype=np.int64) & ((1 << bits) - 1)
+    if v.size != int(np.prod(shape)):
+        raise ValueError(f"expected {int(np.prod(shape))} output values for {shape}, got {v.size}")
+    return np.where(v >= 1 << (bits - 1), v - (1 << bits), v).reshape(shape)
+
+
+def cycle_model(params: Spec2ConvParams, layer: SpectralLayer, h: int, w: int) -> dict[str, int]:
+    """Full-rate cycles of one layer: `load` (tiler and FFT, C_in T N^2), `compute` (T sum_o max(G_o, N^2)),
+    `single` (one layer alone, load then compute), `steady` (layers back to back, load hidden)."""
+    tiles = int(np.prod(layer.oaa.tiles(h, w)))
+    n2 = params.n ** 2
+    groups = layer.schedule.groups.sum(axis=1) if layer.schedule is not None else np.zeros(layer.c_out)
+    per_tile = np.maximum(np.maximum(groups, 1), n2)
+    load = layer.c_in * tiles * n2
+    compute = tiles * int(per_tile.sum())
+    return {"load": load, "compute": compute, "single": load + compute, "steady": max(load, compute)}
+
+
+__all__ = ["Spec2ConvParams", "Spec2Conv", "KernelReplay", "encode", "decode_output", "cycle_model", "pack"]
