@@ -2,6 +2,7 @@
 
     python -m host.bench xor [--quick] [--sparsity 0.91 ...] [--bits 1 ...] [--rows R --cols C] [--n-out 200]
     python -m host.bench bim [--quick] [--sparsity 0.8 0.9 0.95] [--tiles 32x32 ...] [--ranks 2 ...] [--no-lenet]
+    python -m host.bench spec2 [--p 4] [--sparsity 0.75] [--no-build] [--no-sim] [--layers vgg ...]
 
 `xor`: the XOR-gate format on a random standard-normal matrix (AlexNet FC6 size, 4096 x 9216, unless told)
 under a random unstructured mask (each weight kept with probability 1 - s), for every sparsity s and bit
@@ -19,6 +20,8 @@ each factored mask keeps against unstructured magnitude pruning (its upper bound
 time, on a random standard-normal matrix (4096 x 9216 unless told) and on LeNet-5's trained FC layers
 (`host.train.lenet.trained_fc_weights`; reported as skipped, with the reason, when that cannot run).
 A random matrix has no low-rank structure, so its kept magnitude sits well below magnitude pruning's.
+
+`spec2`: SPEC2 spectral convolution against the dense baseline on equal DSPs (`host.bench_spec2`).
 """
 
 from __future__ import annotations
@@ -469,7 +472,34 @@ def main(argv: list[str] | None = None) -> int:
     bim.add_argument("--unpacker-boards", nargs="*", default=["icebreaker", "ulx3s-85f"], metavar="BOARD",
                      help="build the (64, 64, 8) unpacker alone for these boards and report n_t x Fmax "
                           "(default: icebreaker ulx3s-85f; none to skip)")
+    spec2 = sub.add_parser("spec2", help="SPEC2 vs dense baseline: cycles, DSPs, Fmax, ops per DSP per cycle",
+                           description="Spec2Conv against the dense spatial baseline with as many multipliers, "
+                                       "on LeNet-5's conv layers and a VGG-like layer: cycles (model, checked "
+                                       "against bit-exact RTL simulation), DSPs and Fmax of ECP5 builds, "
+                                       "effective operations per DSP per cycle.")
+    spec2.add_argument("--p", type=int, default=4, help="MAC lanes; the baseline gets 4 P multipliers (default: 4)")
+    spec2.add_argument("--b", type=int, help="spectrum banks (default: 2 P)")
+    spec2.add_argument("--sparsity", type=_sparsity, default=0.75, help="spectral sparsity (default: 0.75)")
+    spec2.add_argument("--seed", type=int, default=0, help="seed of the random layers and inputs (default: 0)")
+    spec2.add_argument("--board", default="ulx3s-85f", help="board the engines are built for (default: ulx3s-85f)")
+    spec2.add_argument("--no-build", action="store_true",
+                       help="skip the builds: DSPs counted from the design, no Fmax or GOP/s")
+    spec2.add_argument("--no-sim", action="store_true", help="skip the RTL simulations (cycle model only)")
+    spec2.add_argument("--layers", nargs="+", metavar="NAME", help="only these layers (default: all)")
     args = parser.parse_args(argv)
+    if args.name == "spec2":
+        from host.bench_spec2 import LAYERS, bench_spec2
+
+        known = [spec.name for spec in LAYERS]
+        if args.layers and not set(args.layers) <= set(known):
+            parser.error(f"--layers must name some of {', '.join(known)}, got {' '.join(args.layers)}")
+        b = args.b or 2 * args.p
+        if args.p < 1 or b < args.p or b & (b - 1) or b > 40:
+            parser.error(f"--p must be >= 1 and --b a power of two in P..40, got P={args.p}, B={b}")
+        result = bench_spec2(args.p, b, args.sparsity, args.seed, args.board, not args.no_build, not args.no_sim,
+                             args.layers)
+        print(json.dumps(result, indent=2))
+        return 0
     if args.name == "bim":
         rows, cols = QUICK if args.quick else FULL
         rows, cols = args.rows or rows, args.cols or cols

@@ -8,16 +8,15 @@ and a small "valid" layer on an odd-sized map. The full-rate runs check the cycl
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from host.compress.spectral import calibrate, compress_spatial
-from hw.spec2.pipeline import Spec2Conv, Spec2ConvParams, cycle_model, decode_output, encode
-from sim import runner
+from hw.spec2.pipeline import Spec2ConvParams, cycle_model, decode_output, encode
 from sim.golden.spec2 import SpectralLayer, spectral_conv_fixed
+from sim.spec2_run import simulate_layers, span
 
 LENET = Spec2ConvParams(k=5, l=4, relu=True, max_c_in=6, max_c_out=16, max_height=28, max_width=28)
 VGG = Spec2ConvParams(k=3, l=6, max_c_in=64, max_c_out=64, max_height=12, max_width=12)
@@ -35,39 +34,10 @@ def make_layer(params: Spec2ConvParams, c_in: int, c_out: int, hw: tuple[int, in
     return layer, rng.integers(-128, 128, size=(c_in, *hw))
 
 
-def run_layers(tmp_path: Path, params: Spec2ConvParams, name: str,
-               layers: list[tuple[SpectralLayer, np.ndarray]]) -> dict[str, list[int]]:
-    """Stream the layers back to back through the RTL; every output must match; return handshake cycles."""
-    inputs: dict[str, list[int]] = {"cfg": [], "x": [], "w": [], "quant": []}
-    expected: list[int] = []
-    compute = 0
-    for layer, x_q in layers:
-        for port, beats in encode(params, layer, x_q).items():
-            inputs[port] += beats
-        y = spectral_conv_fixed(x_q, layer, params.spec)
-        assert (decode_output(params, y.reshape(-1) & 0xFF, y.shape) == y).all()
-        expected += [int(v) & ((1 << params.spec.out_bits) - 1) for v in y.reshape(-1)]
-        compute += cycle_model(params, layer, *x_q.shape[1:])["single"]
-    report = tmp_path / "cycles.json"
-    data = tmp_path / f"{name}.json"
-    data.write_text(json.dumps({
-        "inputs": {port: [f"{b:x}" for b in beats] for port, beats in inputs.items()},
-        "expected": [f"{b:x}" for b in expected], "compute_cycles": compute,
-        "gap_probability": 0.3, "ready_probability": 0.6, "report": str(report)}))
-    runner.run(runner.build(Spec2Conv(params), name), "sim.tb.stream_bench", {"data": str(data)})
-    return json.loads(report.read_text())
-
-
-def span(cycles: dict[str, list[int]]) -> int:
-    """Cycles from the first input handshake to the last output handshake."""
-    first = min(c[0] for port, c in cycles.items() if port != "o" and c)
-    return cycles["o"][-1] - first + 1
-
-
 def test_lenet_layers_back_to_back(tmp_path: Path):
     conv1 = make_layer(LENET, 1, 6, (28, 28), seed=1)
     conv2 = make_layer(LENET, 6, 16, (14, 14), seed=2)
-    cycles = run_layers(tmp_path, LENET, "spec2_conv_lenet", [conv1, conv2])
+    cycles = simulate_layers(LENET, [conv1, conv2], "spec2_conv_lenet", tmp_path)
     model = [cycle_model(LENET, layer, *x.shape[1:]) for layer, x in (conv1, conv2)]
     # The second layer's load overlaps the first's compute, so the run lies between the two bounds.
     assert model[0]["single"] + model[1]["compute"] <= span(cycles) <= 1.1 * sum(m["single"] for m in model)
@@ -75,14 +45,14 @@ def test_lenet_layers_back_to_back(tmp_path: Path):
 
 def test_vgg_like_layer(tmp_path: Path):
     layer, x = make_layer(VGG, 64, 64, (12, 12), seed=3)
-    cycles = run_layers(tmp_path, VGG, "spec2_conv_vgg", [(layer, x)])
+    cycles = simulate_layers(VGG, [(layer, x)], "spec2_conv_vgg", tmp_path)
     model = cycle_model(VGG, layer, 12, 12)
     assert model["single"] <= span(cycles) <= 1.05 * model["single"]
 
 
 def test_valid_padding_odd_map(tmp_path: Path):
     layers = [make_layer(VALID, 3, 5, (13, 11), seed=4), make_layer(VALID, 4, 2, (7, 16), seed=5)]
-    run_layers(tmp_path, VALID, "spec2_conv_valid", layers)
+    simulate_layers(VALID, layers, "spec2_conv_valid", tmp_path)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -117,3 +87,13 @@ def test_encode_rejects_mismatches():
         encode(small, layer, x)
     with pytest.raises(ValueError, match="c_out=5 outside 1..4"):
         encode(Spec2ConvParams(k=3, l=6, padding="valid", max_c_in=4, max_c_out=4), layer, x)
+
+
+def test_decode_output_sign_extends_and_checks_count():
+    layer, x = make_layer(VALID, 3, 5, (13, 11), seed=7)
+    y = spectral_conv_fixed(x, layer, VALID.spec)
+    assert (y < 0).any() and (y > 0).any()
+    words = [int(v) & 0xFF for v in y.reshape(-1)]
+    assert (decode_output(VALID, words, y.shape) == y).all()
+    with pytest.raises(ValueError, match=f"expected {y.size} output values"):
+        decode_output(VALID, words[:-1], y.shape)

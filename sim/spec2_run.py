@@ -1,0 +1,45 @@
+"""Run layers through the `Spec2Conv` RTL simulation: the streams `hw.spec2.pipeline.encode` makes, the outputs
+`spectral_conv_fixed` expects, the generic stream bench. Shared by the tests and `python -m host.bench spec2`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hw.spec2.pipeline import Spec2Conv, Spec2ConvParams, cycle_model, encode
+from sim import runner
+from sim.golden.spec2 import SpectralLayer, spectral_conv_fixed
+
+
+def simulate_layers(params: Spec2ConvParams, layers: list[tuple[SpectralLayer, np.ndarray]], name: str,
+                    workdir: Path, *, testcase: str | None = None, gap_probability: float = 0.3,
+                    ready_probability: float = 0.6) -> dict[str, list[int]]:
+    """Stream the layers (each with its input) back to back through the RTL; raise `runner.SimulationFailed`
+    unless every output equals the golden model's; return the full-rate run's handshake cycles per port
+    (only when `testcase` is None or "full_rate")."""
+    inputs: dict[str, list[int]] = {"cfg": [], "x": [], "w": [], "quant": []}
+    expected: list[int] = []
+    compute = 0
+    mask = (1 << params.spec.out_bits) - 1
+    for layer, x_q in layers:
+        for port, beats in encode(params, layer, x_q).items():
+            inputs[port] += beats
+        expected += [int(v) & mask for v in spectral_conv_fixed(x_q, layer, params.spec).reshape(-1)]
+        compute += cycle_model(params, layer, *np.shape(x_q)[1:])["single"]
+    workdir.mkdir(parents=True, exist_ok=True)
+    report = workdir / f"{name}-cycles.json"
+    data = workdir / f"{name}.json"
+    data.write_text(json.dumps({
+        "inputs": {port: [f"{b:x}" for b in beats] for port, beats in inputs.items()},
+        "expected": [f"{b:x}" for b in expected], "compute_cycles": compute,
+        "gap_probability": gap_probability, "ready_probability": ready_probability, "report": str(report)}))
+    runner.run(runner.build(Spec2Conv(params), name), "sim.tb.stream_bench", {"data": str(data)}, testcase=testcase)
+    return json.loads(report.read_text()) if testcase in (None, "full_rate") else {}
+
+
+def span(cycles: dict[str, list[int]]) -> int:
+    """Cycles from the first input handshake to the last output handshake of a full-rate run."""
+    first = min(c[0] for port, c in cycles.items() if port != "o" and c)
+    return cycles["o"][-1] - first + 1

@@ -1,0 +1,50 @@
+"""`python -m host.bench spec2` without builds or simulations: its arithmetic, from the definitions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from host import bench
+from host.bench_spec2 import LAYERS, bench_spec2
+
+
+def test_spatial_operations_from_the_definition():
+    ops = {spec.name: spec.ops for spec in LAYERS}
+    assert ops["vgg"] == 2 * 56 * 56 * 3 * 3 * 64 * 64
+    assert ops["lenet_conv1"] == 2 * 28 * 28 * 5 * 5 * 1 * 6  # "same": 28 x 28 out
+    assert ops["lenet_conv2"] == 2 * 10 * 10 * 5 * 5 * 6 * 16  # "valid": 10 x 10 out
+
+
+def test_rates_and_ratio_are_consistent():
+    result = bench_spec2(4, 8, 0.75, 0, "ulx3s-85f", build=False, simulate=False, layers=["vgg"])
+    (row,) = result["layers"]
+    assert 0.2 < row["spectral_density"] <= 0.25 + 1e-9 and 0.5 < row["lane_utilization"] <= 1
+    model = row["cycles_model"]
+    assert model["steady"] == max(model["load"], model["compute"]) < model["single"]
+    dsp = result["hardware"]["spec2"]["dsp"]
+    for measure in ("single", "steady"):
+        s2 = row["spec2"][measure]
+        assert s2["cycles"] == model[measure]
+        assert s2["ops_per_dsp_per_cycle"] == pytest.approx(row["ops"] / model[measure] / dsp, rel=1e-3)
+        assert row["ratio"][measure] == pytest.approx(
+            s2["ops_per_dsp_per_cycle"] / row["baseline"]["ops_per_dsp_per_cycle"], rel=1e-2)
+    # The baseline engine gives one output per ceil(C_in K^2 / M) cycles.
+    assert row["baseline"]["cycles"] == 64 * 56 * 56 * -(-64 * 9 // 16)
+    assert result["target_ratio"] == row["ratio"]["steady"]
+
+
+def test_cli_rejects_unknown_layers_and_bad_lanes(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["spec2", "--no-build", "--no-sim", "--layers", "resnet"])
+    assert "--layers must name some of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["spec2", "--no-build", "--no-sim", "--p", "4", "--b", "6"])
+    assert "--b a power of two" in capsys.readouterr().err
+
+
+def test_cli_prints_json(capsys):
+    assert bench.main(["spec2", "--no-build", "--no-sim", "--layers", "lenet_conv2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [row["layer"] for row in result["layers"]] == ["lenet_conv2"] and "target_ratio" not in result
