@@ -2,20 +2,39 @@
 bit-exact under cocotb, with random input gaps, random backpressure and a full-rate throughput run.
 
 Inputs: random values over the range each block is specified for (int8 activations for `Fft2d`, the clamped
-and mirrored `ifft_input` values for `Ifft2d`) plus edge cases: all max, all min, impulses.
+and mirrored `ifft_input` values for `Ifft2d`) plus edge cases: all max, all min, impulses. The default
+shift-and-add twiddles everywhere, `*` twiddles (`twiddle_mult="dsp"`) in one case per transform kind; the CSD
+helpers themselves against Python integer products in the Amaranth simulator.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from amaranth import Module, Signal, signed
+from amaranth.back import rtlil
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from hw.spec2.fft import Fft1d, Fft2d, FftParams, Ifft2d, complex_layout
+from hw.spec2.fft import (
+    Fft1d,
+    Fft2d,
+    FftParams,
+    Ifft2d,
+    _FftPipe,
+    _twiddle_mul,
+    complex_layout,
+    csd_digits,
+    shift_add,
+)
 from sim import runner
-from sim.golden.spec2 import Spec2Fixed, fft2_fixed, fft_fixed, ifft2_fixed, ifft_input, twiddles
+from sim.golden.spec2 import Spec2Fixed, fft2_fixed, fft_fixed, ifft2_fixed, ifft_input, round_shift, twiddles
 
 SEED = 5
 
@@ -60,17 +79,20 @@ def _fft1d_inputs(n: int, limit: int, count: int, rng: np.random.Generator) -> t
 
 
 FFT1D_CASES = {
-    # name: (n, spec, inverse, shifts or None, input limit)
-    "fwd8": (8, Spec2Fixed(), False, None, 1 << 13),
-    "inv8": (8, Spec2Fixed(), True, None, 1 << 16),
-    "fwd16_shifted": (16, Spec2Fixed(act_bits=6, data_bits=14, twiddle_bits=12), False, (1, 0, 1, 1), 1 << 12),
+    # name: (n, spec, inverse, shifts or None, input limit, twiddle_mult)
+    "fwd8": (8, Spec2Fixed(), False, None, 1 << 13, "logic"),
+    "inv8": (8, Spec2Fixed(), True, None, 1 << 16, "logic"),
+    "fwd16_shifted": (16, Spec2Fixed(act_bits=6, data_bits=14, twiddle_bits=12), False, (1, 0, 1, 1), 1 << 12,
+                      "logic"),
+    # n = 16 has every kind of twiddle: trivial, |wr| = |wi| and general.
+    "inv16_dsp": (16, Spec2Fixed(), True, None, 1 << 16, "dsp"),
 }
 
 
 @pytest.mark.parametrize("case", FFT1D_CASES)
 def test_fft1d_matches_golden(tmp_path: Path, case: str):
-    n, spec, inverse, shifts, limit = FFT1D_CASES[case]
-    params = FftParams.from_spec(spec, n)
+    n, spec, inverse, shifts, limit, twiddle_mult = FFT1D_CASES[case]
+    params = FftParams.from_spec(spec, n, twiddle_mult)
     dut = Fft1d(params, inverse=inverse, shifts=shifts)
     rng = np.random.default_rng(SEED)
     bits = params.data_bits
@@ -100,16 +122,18 @@ def _tiles(n: int, act_bits: int, count: int, rng: np.random.Generator) -> np.nd
 
 
 FFT2D_CASES = {
-    "n8": (8, Spec2Fixed()),
-    "n8_shift_every_stage": (8, Spec2Fixed(data_bits=14, in_shift=5)),
-    "n4_narrow": (4, Spec2Fixed(data_bits=12, twiddle_bits=10)),
+    # name: (n, spec, twiddle_mult)
+    "n8": (8, Spec2Fixed(), "logic"),
+    "n8_shift_every_stage": (8, Spec2Fixed(data_bits=14, in_shift=5), "logic"),
+    "n4_narrow": (4, Spec2Fixed(data_bits=12, twiddle_bits=10), "logic"),
+    "n8_dsp": (8, Spec2Fixed(), "dsp"),
 }
 
 
 @pytest.mark.parametrize("case", FFT2D_CASES)
 def test_fft2d_matches_golden(tmp_path: Path, case: str):
-    n, spec = FFT2D_CASES[case]
-    params = FftParams.from_spec(spec, n)
+    n, spec, twiddle_mult = FFT2D_CASES[case]
+    params = FftParams.from_spec(spec, n, twiddle_mult)
     dut = Fft2d(params)
     rng = np.random.default_rng(SEED)
 
@@ -201,6 +225,8 @@ def test_complex_layout_packs_re_low():
     ({"fwd_shifts": (0, 0)}, "fwd_shifts must have 6 entries for n=8, got 2"),
     ({"fwd_shifts": (0, 0, 2, 0, 0, 0)}, "fwd_shifts must be a tuple of 0s and 1s"),
     ({"fwd_shifts": [0] * 6}, "fwd_shifts must be a tuple of 0s and 1s"),
+    ({"twiddle_mult": "lut"}, "twiddle_mult must be one of logic, dsp, got 'lut'"),
+    ({"twiddle_mult": None}, "twiddle_mult must be one of logic, dsp, got None"),
 ])
 def test_params_rejected(kwargs: dict, message: str):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -212,3 +238,124 @@ def test_components_check_their_arguments():
         Fft2d(Spec2Fixed())
     with pytest.raises(ValueError, match="shifts must be a tuple of 3 0s and 1s"):
         Fft1d(FftParams(), shifts=(1, 1))
+
+
+def test_params_describe_twiddle_mult():
+    assert FftParams().twiddle_mult == "logic"
+    assert FftParams.from_spec(Spec2Fixed(), 8, "dsp").describe()["twiddle_mult"] == "dsp"
+    assert FftParams().describe() == {"n": 8, "data_bits": 18, "twiddle_bits": 16, "act_bits": 8, "in_shift": 3,
+                                      "fwd_shifts": [0] * 6, "twiddle_mult": "logic"}
+
+
+# --- shift-and-add constant multiplication ----------------------------------------------------------------
+
+
+@functools.cache
+def _min_signed_digits(c: int) -> int:
+    """Fewest nonzero digits in {-1, 0, 1} of any signed-binary c, by brute recursion on the lowest digit."""
+    if c in (0, 1, -1):
+        return abs(c)
+    if c % 2 == 0:
+        return _min_signed_digits(c // 2)
+    return 1 + min(_min_signed_digits((c - 1) // 2), _min_signed_digits((c + 1) // 2))
+
+
+@settings(max_examples=300)
+@given(st.integers(-(1 << 70), 1 << 70))
+def test_csd_digits_are_canonical(c: int):
+    digits = csd_digits(c)
+    assert sum(sign << shift for shift, sign in digits) == c
+    assert all(sign in (1, -1) for _, sign in digits)
+    shifts = [shift for shift, _ in digits]
+    assert all(b - a >= 2 for a, b in zip(shifts, shifts[1:])), f"adjacent nonzero digits in {digits}"
+    if abs(c) < 1 << 20:
+        assert len(digits) == _min_signed_digits(c)
+
+
+def _simulate(products: list[tuple[tuple[int, ...], int]], inputs: list[Signal], values: list[tuple[int, ...]],
+              ) -> None:
+    """Assert that `shift_add` of each (constants, bias), one constant per input, equals the integer sum for every
+    tuple of input values, in the Amaranth simulator."""
+    m = Module()
+    outputs = []
+    for index, (constants, bias) in enumerate(products):
+        out = Signal(signed(96), name=f"out{index}")
+        m.d.comb += out.eq(shift_add(list(zip(constants, inputs)), bias))
+        outputs.append((out, constants, bias))
+    sim = Simulator(m)
+
+    async def bench(ctx):
+        for vals in values:
+            for signal, value in zip(inputs, vals):
+                ctx.set(signal, value)
+            for out, constants, bias in outputs:
+                expected = sum(c * v for c, v in zip(constants, vals)) + bias
+                assert ctx.get(out) == expected, f"{constants} . {vals} + {bias}"
+
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_shift_add_small_constants_exhaustive():
+    """Every constant in -70..70 against every value of a signed and an unsigned input, with biases."""
+    x, y = Signal(signed(5)), Signal(3)
+    biases = (0, 1, -1, 6, -8, 1 << 4)
+    products = [((c, (c * 7 + 3) % 61 - 30), biases[c % len(biases)]) for c in range(-70, 71)]
+    _simulate(products, [x, y], [(a, b) for a in range(-16, 16) for b in range(8)])
+
+
+@settings(max_examples=40)
+@given(st.lists(st.integers(-(1 << 24), 1 << 24), min_size=3, max_size=3), st.integers(-(1 << 30), 1 << 30),
+       st.lists(st.tuples(st.integers(-(1 << 17), (1 << 17) - 1), st.integers(-(1 << 9), (1 << 9) - 1),
+                          st.integers(0, (1 << 12) - 1)), min_size=1, max_size=8))
+def test_shift_add_wide_constants(constants: list[int], bias: int, values: list[tuple[int, int, int]]):
+    inputs = [Signal(signed(18)), Signal(signed(10)), Signal(12)]
+    extremes = [(-(1 << 17), -(1 << 9), (1 << 12) - 1), ((1 << 17) - 1, (1 << 9) - 1, 0)]
+    _simulate([(tuple(constants), bias), (tuple(constants[:1]), 0)], inputs, values + extremes)
+
+
+@pytest.mark.parametrize("twiddle_bits", [16, 10])
+def test_twiddle_mul_is_the_golden_product(twiddle_bits: int):
+    """Shift-add twiddle products (shared constant or not) equal rs(wr br - wi bi, f), rs(wr bi + wi br, f) for
+    every forward and inverse twiddle of n = 4..64, over 19-bit operands."""
+    frac = twiddle_bits - 2
+    ws = sorted({w for n in (4, 8, 16, 32, 64) for wr, wi in FftParams(n=n, twiddle_bits=twiddle_bits).twiddles
+                 for w in ((wr, wi), (wr, -wi))})
+    br, bi = Signal(signed(19)), Signal(signed(19))
+    m = Module()
+    outputs = []
+    for w in ws:
+        t_re, t_im = Signal(signed(40)), Signal(signed(40))
+        t = _twiddle_mul((br, bi), w, frac)
+        m.d.comb += [t_re.eq(t[0]), t_im.eq(t[1])]
+        outputs.append((w, t_re, t_im))
+    rng = np.random.default_rng(SEED)
+    top = 1 << 18
+    values = [(-top, -top), (top - 1, top - 1), (-top, top - 1), (0, 0), (1, -1)]
+    values += [tuple(int(v) for v in rng.integers(-top, top, size=2)) for _ in range(150)]
+    sim = Simulator(m)
+
+    async def bench(ctx):
+        for b_re, b_im in values:
+            ctx.set(br, b_re)
+            ctx.set(bi, b_im)
+            for (wr, wi), t_re, t_im in outputs:
+                expected = (round_shift(wr * b_re - wi * b_im, frac), round_shift(wr * b_im + wi * b_re, frac))
+                assert (ctx.get(t_re), ctx.get(t_im)) == expected, f"w = {(wr, wi)}, b = {(b_re, b_im)}"
+
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def _multipliers(component) -> int:
+    return len(re.findall(r"^\s*cell \$mul ", rtlil.convert(component), re.M))
+
+
+@pytest.mark.parametrize("n", [8, 16])
+def test_logic_twiddles_use_no_multiplier(n: int):
+    """The butterfly pipeline asks for no `$mul` (so no DSP) with the default twiddles, and one per `*` with "dsp"."""
+    for inverse in (False, True):
+        params = FftParams(n=n)
+        assert _multipliers(_FftPipe(params, params.inverse_shifts, inverse)) == 0
+        dsp = FftParams(n=n, twiddle_mult="dsp")
+        assert _multipliers(_FftPipe(dsp, dsp.inverse_shifts, inverse)) > 0

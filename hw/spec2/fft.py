@@ -10,9 +10,18 @@ Every block is built from four stream stages, each a small pipeline that holds s
 * `_Transpose`: a ping-pong tile buffer (`amaranth.lib.memory.Memory`, two banks): row-major in, column-major out.
 
 A parallel datapath N wide does one transform per cycle, N times what a sample-per-cycle stream needs, but at
-N = 8 only stage log2 N has non-trivial twiddles (two butterflies, eight multipliers), so it is small and simple.
-Twiddles 1 and -i (+i inverse) are wired as moves: rs(2^f v, f) = v exactly, so this equals the golden model's
-multiply-and-round; the others are plain `*` by a constant, which Yosys maps to DSPs (MULT18X18D, SB_MAC16).
+N = 8 only stage log2 N has non-trivial twiddles (two butterflies, eight constant products), so it is small and
+simple. Twiddles 1 and -i (+i inverse) are wired as moves: rs(2^f v, f) = v exactly, so this equals the golden
+model's multiply-and-round.
+
+The other twiddles are compile-time constants, so by default (`FftParams.twiddle_mult` "logic") their products
+are shift-and-add networks in LUTs: each constant in canonical signed digits (`csd_digits`), the shifted terms
+summed by a balanced adder tree with the rounding constant folded in (`shift_add`); when |wr| = |wi|
+(W^(n/8), W^(3n/8), n >= 8) the two components share one constant: t = |wr| (sr br - si bi, sr bi + si br).
+Both compute the golden model's exact integer products before its one rounding, so the result is bit-exact.
+Why not DSPs: DSP blocks are the budget the SPEC2-vs-baseline comparison counts (the baseline spends them on its
+M weight multipliers, and an iCE40 UP5K has 8), and spending them on constants wastes them. "dsp" keeps plain
+`*` by a constant, which Yosys maps to DSPs (MULT18X18D, SB_MAC16), for comparison.
 
 Widths and the stage schedule come from `FftParams` (`FftParams.from_spec(Spec2Fixed(), n)` mirrors the golden
 spec). Registers are data_bits wide: results outside that range wrap, where the golden model raises; the golden
@@ -26,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from amaranth import Cat, Module, Signal, Value, signed
+from amaranth import Cat, Const, Module, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -34,6 +43,8 @@ from amaranth.lib.wiring import In, Out
 from ..params import require_params
 
 MIN_N, MAX_N = 4, 64
+#: `FftParams.twiddle_mult`: "logic" shift-and-add networks (no DSP), "dsp" `*` by a constant (Yosys: DSP blocks).
+TWIDDLE_MULTS = ("logic", "dsp")
 
 Complex = tuple[Value, Value]
 
@@ -55,6 +66,9 @@ class FftParams:
     act_bits: `Fft2d` input activations. in_shift: their left shift into the data path. fwd_shifts: per forward
     stage 0 or 1, the log2 n row stages then the log2 n column stages (None: all 0). The inverse shifts 1 per
     stage. Defaults are `Spec2Fixed()`'s at n = 8; `from_spec` takes any spec's (with its overflow-checked plan).
+    twiddle_mult: how non-trivial twiddle products are built, "logic" (CSD shift-and-add, no DSP; the default,
+    since DSPs are the budget SPEC2 is compared on and twiddles are constants) or "dsp" (`*`, mapped to DSPs).
+    Both are bit-exact with the golden model.
     """
 
     n: int = 8
@@ -63,6 +77,7 @@ class FftParams:
     act_bits: int = 8
     in_shift: int = 3
     fwd_shifts: tuple[int, ...] | None = None
+    twiddle_mult: str = "logic"
 
     def __post_init__(self) -> None:
         for name in ("n", "data_bits", "twiddle_bits", "act_bits", "in_shift"):
@@ -85,12 +100,20 @@ class FftParams:
         if len(shifts) != stages:
             raise ValueError(f"fwd_shifts must have {stages} entries for n={self.n}, got {len(shifts)}")
         object.__setattr__(self, "fwd_shifts", shifts)
+        if not isinstance(self.twiddle_mult, str) or self.twiddle_mult not in TWIDDLE_MULTS:
+            raise ValueError(f"twiddle_mult must be one of {', '.join(TWIDDLE_MULTS)}, got {self.twiddle_mult!r}")
 
     @classmethod
-    def from_spec(cls, spec: Any, n: int = 8) -> FftParams:
+    def from_spec(cls, spec: Any, n: int = 8, twiddle_mult: str = "logic") -> FftParams:
         """The parameters a `sim.golden.spec2.Spec2Fixed` gives size n (its plan raises if it could overflow)."""
         return cls(n=n, data_bits=spec.data_bits, twiddle_bits=spec.twiddle_bits, act_bits=spec.act_bits,
-                   in_shift=spec.input_shift(n), fwd_shifts=tuple(spec.forward_shifts(n)))
+                   in_shift=spec.input_shift(n), fwd_shifts=tuple(spec.forward_shifts(n)), twiddle_mult=twiddle_mult)
+
+    def describe(self) -> dict[str, Any]:
+        """The parameters as plain JSON values."""
+        return {"n": self.n, "data_bits": self.data_bits, "twiddle_bits": self.twiddle_bits,
+                "act_bits": self.act_bits, "in_shift": self.in_shift, "fwd_shifts": list(self.fwd_shifts),
+                "twiddle_mult": self.twiddle_mult}
 
     @property
     def log2n(self) -> int:
@@ -130,8 +153,80 @@ def _rs(v: Value, s: int) -> Value:
     return (v + (1 << (s - 1))) >> s if s else v
 
 
-def _twiddle_mul(b: Complex, w: tuple[int, int], frac: int) -> Complex:
-    """(wr + i wi) b, each component rounded by `frac` bits; 1 and -i/+i exactly as moves (no multiplier)."""
+def csd_digits(c: int) -> tuple[tuple[int, int], ...]:
+    """c in canonical signed digits: (shift, +1 or -1) pairs, shifts ascending, no two adjacent, fewest nonzero."""
+    digits = []
+    shift = 0
+    while c:
+        if c & 1:
+            digit = 2 - (c & 3)  # +1 if c = 1 mod 4, -1 if c = 3 mod 4: leaves c - digit divisible by 4
+            digits.append((shift, digit))
+            c -= digit
+        c >>= 1
+        shift += 1
+    return tuple(digits)
+
+
+# A shift-add term: sign * value * 2^shift, value signed.
+_Term = tuple[int, Value, int]
+
+
+def _combine(low: _Term, high: _Term) -> _Term:
+    """low + high (low's shift <= high's), keeping low's sign; low's bits below high's shift bypass the adder."""
+    sign, a, k = low
+    high_sign, b, high_k = high
+    d = high_k - k
+    if d == 0 or d >= len(a):
+        total = a + (b << d) if sign == high_sign else a - (b << d)
+    else:
+        # a + b 2^d = ((a >> d) + b) 2^d + (a mod 2^d): the carry chain only spans the upper part.
+        upper = (a >> d) + b if sign == high_sign else (a >> d) - b
+        total = Cat(a[:d], upper).as_signed()
+    return sign, total, k
+
+
+def _as_signed(x: Any) -> Value:
+    """x as a signed value of the same integer (one zero bit on top of an unsigned one)."""
+    x = Value.cast(x)
+    return x if x.shape().signed else Cat(x, Const(0, 1)).as_signed()
+
+
+def shift_add(products: Sequence[tuple[int, Any]], bias: int = 0) -> Value:
+    """sum(c * x) + bias for integer constants c: a balanced adder tree over the CSD terms of every c, no multiplier."""
+    terms: list[_Term] = sorted(((digit, _as_signed(x), shift) for c, x in products for shift, digit in csd_digits(c)),
+                                key=lambda term: term[2])
+    constant = bias
+    if terms and terms[0][0] < 0:
+        # The tree keeps its lowest term's sign, so make that one positive: -x 2^k = ~x 2^k + 2^k, the 2^k joining
+        # the constant (free when there is one already, as the rounding constant of every twiddle product).
+        _, x, shift = terms[0]
+        terms[0] = (1, ~x, shift)
+        constant += 1 << shift
+    if constant:
+        zeros = (constant & -constant).bit_length() - 1
+        terms = sorted([*terms, (1, Const(constant >> zeros), zeros)], key=lambda term: term[2])
+    if not terms:
+        return Const(0)
+    while len(terms) > 1:
+        # Adjacent pairs in shift order: ceil(log2 terms) adder levels, each as narrow as the bypass allows.
+        terms = [_combine(terms[i], terms[i + 1]) for i in range(0, len(terms) - 1, 2)] + terms[len(terms) & ~1:]
+    _, value, shift = terms[0]
+    return value << shift
+
+
+def _signed_sum(sa: int, a: Value, sb: int, b: Value) -> tuple[int, Value]:
+    """sa a + sb b (signs +-1) as (sign, value): one adder, value = a + b or a difference."""
+    if sa == sb:
+        return sa, a + b
+    return (1, a - b) if sa > 0 else (1, b - a)
+
+
+def _twiddle_mul(b: Complex, w: tuple[int, int], frac: int, mult: str = "logic") -> Complex:
+    """(wr + i wi) b, each component rounded by `frac` bits; 1 and -i/+i exactly as moves (no multiplier).
+
+    `mult` "logic": shift-and-add networks (`shift_add`, the rounding constant inside), one constant shared by both
+    components when |wr| = |wi|; "dsp": `*`. Either way the exact integer products, then the golden rounding.
+    """
     br, bi = b
     wr, wi = w
     one = 1 << frac
@@ -141,17 +236,27 @@ def _twiddle_mul(b: Complex, w: tuple[int, int], frac: int) -> Complex:
         return bi, -br
     if (wr, wi) == (0, one):
         return -bi, br
-    return _rs(wr * br - wi * bi, frac), _rs(wr * bi + wi * br, frac)
+    if mult == "dsp":
+        return _rs(wr * br - wi * bi, frac), _rs(wr * bi + wi * br, frac)
+    half = (1 << frac) >> 1  # rs's rounding constant 2^(frac-1), 0 when frac = 0
+    if wr != 0 and abs(wr) == abs(wi):
+        # wr br - wi bi = |wr| (sr br - si bi), wr bi + wi br = |wr| (sr bi + si br): one adder in front, then one
+        # constant's terms per component instead of two.
+        c, sr, si = abs(wr), (1 if wr > 0 else -1), (1 if wi > 0 else -1)
+        su, u = _signed_sum(sr, br, -si, bi)
+        sv, v = _signed_sum(sr, bi, si, br)
+        return shift_add([(su * c, u)], half) >> frac, shift_add([(sv * c, v)], half) >> frac
+    return shift_add([(wr, br), (-wi, bi)], half) >> frac, shift_add([(wr, bi), (wi, br)], half) >> frac
 
 
 def _stage(x: Sequence[Complex], st: int, shift: int, twiddles: Sequence[tuple[int, int]], frac: int,
-           ) -> list[Complex]:
+           mult: str = "logic") -> list[Complex]:
     """Butterfly level st (span 2^(st+1)) of the golden DIT over x, combinationally."""
     n, half = len(x), 1 << st
     out = list(x)
     for g in range(0, n, 2 * half):
         for j in range(half):
-            a, t = x[g + j], _twiddle_mul(x[g + j + half], twiddles[j * n // (2 * half)], frac)
+            a, t = x[g + j], _twiddle_mul(x[g + j + half], twiddles[j * n // (2 * half)], frac, mult)
             out[g + j] = (_rs(a[0] + t[0], shift), _rs(a[1] + t[1], shift))
             out[g + j + half] = (_rs(a[0] - t[0], shift), _rs(a[1] - t[1], shift))
     return out
@@ -181,7 +286,7 @@ class _FftPipe(wiring.Component):
                             for k in range(p.n)]
         valid: Value = self.i.valid
         for st, shift in enumerate(self.shifts):
-            y = _stage(x, st, shift, twiddles, p.twiddle_bits - 2)
+            y = _stage(x, st, shift, twiddles, p.twiddle_bits - 2, p.twiddle_mult)
             regs = [(Signal(signed(p.data_bits), name=f"l{st}_re{k}", reset_less=True),
                      Signal(signed(p.data_bits), name=f"l{st}_im{k}", reset_less=True)) for k in range(p.n)]
             level_valid = Signal(name=f"l{st}_valid")
@@ -311,6 +416,9 @@ class Fft1d(wiring.Component):
 
     Throughput: one sample per cycle in and out. Latency (no stalls): a transform's first output handshake comes
     `latency` = n + log2 n + 1 cycles after its first input handshake.
+
+    Twiddle products follow `params.twiddle_mult`: by default shift-and-add logic and no DSP at all, because DSPs
+    are the budget SPEC2 is compared with the baseline on and the twiddles are constants; "dsp" uses `*`.
     """
 
     def __init__(self, params: FftParams, inverse: bool = False, shifts: tuple[int, ...] | None = None):
@@ -355,6 +463,9 @@ class Fft2d(wiring.Component):
 
     Throughput: one activation per cycle, one tile per n^2 cycles. Latency (no stalls): first output handshake
     `latency` = n^2 + n + (n/2 + 1) + 2 log2 n + 3 cycles after the tile's first input handshake.
+
+    Twiddle products follow `params.twiddle_mult`: by default shift-and-add logic and no DSP at all, because DSPs
+    are the budget SPEC2 is compared with the baseline on and the twiddles are constants; "dsp" uses `*`.
     """
 
     def __init__(self, params: FftParams):
@@ -401,6 +512,9 @@ class Ifft2d(wiring.Component):
     Throughput: one output sample per cycle, one tile per n^2 cycles (input n (n/2 + 1) beats per tile, taken
     with stalls). Latency (no stalls): first output handshake `latency` = n (n/2 + 1) + n + (n/2 + 1)
     + 2 log2 n + 3 cycles after the tile's first input handshake.
+
+    Twiddle products follow `params.twiddle_mult`: by default shift-and-add logic and no DSP at all, because DSPs
+    are the budget SPEC2 is compared with the baseline on and the twiddles are constants; "dsp" uses `*`.
     """
 
     def __init__(self, params: FftParams):
