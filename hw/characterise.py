@@ -1,9 +1,10 @@
 """Resources and Fmax of one block alone on a board: `python -m hw.characterise --board icebreaker [--block bim]`.
 
-SPEC2 blocks (`--block fft2d`, `mac`, `oaa`, `baseline`) go through `characterise_spec2`: a multi-stream
+SPEC2 blocks (`--block fft2d`, `ifft2d`, `mac`, `oaa`, `baseline`) go through `characterise_spec2`: a multi-stream
 `StreamHarness`, out dir `build/characterise/<board>-<block>/`; the report adds DSPs, BRAMs, the RTL's `$mul`
 count, whether multipliers landed on DSPs, and records a design that does not fit (nextpnr's error line) or
-a block whose alone synthesis is unavailable (Fft2d: yosys's abc9 asserts) instead of failing.
+a block whose alone synthesis is unavailable (Fft2d with DSP twiddles: yosys's abc9 asserts) instead of
+failing.
 
 The block (`--block xor`, the default: the XOR-gate weight decoder; `--block bim`: the BIM mask unpacker)
 is placed in a harness (`StreamHarness`), a top that keeps all of it alive with a handful of pins, and
@@ -40,7 +41,7 @@ from . import build as hwbuild
 from .baseline.conv import BaselineConv, BaselineConvParams
 from .bim_unpacker import BimUnpacker, BimUnpackerParams
 from .config import AcceleratorConfig
-from .spec2.fft import Fft2d, FftParams
+from .spec2.fft import Fft2d, FftParams, Ifft2d
 from .spec2.overlap_add import OverlapAdd, OverlapAddParams
 from .spec2.spectral_mac import SpectralMac, SpectralMacParams
 from .xor_decoder import XorDecoder, XorDecoderParams
@@ -173,14 +174,14 @@ BASELINE_PARAMS = BaselineConvParams(c_in=6, c_out=16, height=14, width=14, m=16
 
 
 def spec2_block(key: str, *, mac_p: int = 4, mac_b: int = 8, oaa_max: int = 28, baseline_m: int = 16) -> Spec2Block:
-    """The `--block` `key` (fft2d, mac, oaa, baseline) with the defaults of the characterisation."""
-    if key == "fft2d":
+    """The `--block` `key` (fft2d, ifft2d, mac, oaa, baseline, conv) with the defaults of the characterisation."""
+    if key in ("fft2d", "ifft2d"):
         fp = _default_fft_params()
-        return Spec2Block("fft2d", "fft2d", lambda: Fft2d(fp), ("i",), ("o",),
-                          {"n": fp.n, "data_bits": fp.data_bits, "twiddle_bits": fp.twiddle_bits,
-                           "act_bits": fp.act_bits, "in_shift": fp.in_shift, "fwd_shifts": list(fp.fwd_shifts)},
-                          # `synth_ecp5 -top fft2d` of the block alone hit an internal assert in yosys's abc9.
-                          alone_unavailable="yosys abc9 assert")
+        block = Fft2d if key == "fft2d" else Ifft2d
+        return Spec2Block(key, key, lambda: block(fp), ("i",), ("o",), fp.describe(),
+                          # `synth_ecp5` of the block alone with `*` twiddles (twiddle_mult "dsp") hits an internal
+                          # assert in yosys's abc9; the default shift-add twiddles synthesise alone.
+                          alone_unavailable="yosys abc9 assert" if fp.twiddle_mult == "dsp" else None)
     if key == "mac":
         mp = SpectralMacParams(p=mac_p, b=mac_b)
         return Spec2Block("mac", "spectral_mac", lambda: SpectralMac(mp), ("x", "w"), ("o",), mp.describe())
@@ -195,10 +196,19 @@ def spec2_block(key: str, *, mac_p: int = 4, mac_b: int = 8, oaa_max: int = 28, 
         return Spec2Block("baseline", "baseline_conv", lambda: BaselineConv(bp), ("quant", "w", "x"), ("o",),
                           {k: getattr(bp, k) for k in ("c_in", "c_out", "height", "width", "m", "k", "padding",
                                                        "act_bits", "weight_bits", "mult_bits", "out_bits")})
+    if key == "conv":
+        from hw.spec2.pipeline import Spec2Conv, Spec2ConvParams
+
+        cp = Spec2ConvParams(p=mac_p, b=mac_b, **CONV_SIZE)
+        return Spec2Block("conv", "spec2_conv", lambda: Spec2Conv(cp), ("cfg", "x", "w", "quant"), ("o",),
+                          cp.describe())
     raise ValueError(f"unknown SPEC2 block {key!r}: one of {', '.join(SPEC2_BLOCKS)}")
 
 
-SPEC2_BLOCKS = ("fft2d", "mac", "oaa", "baseline")
+SPEC2_BLOCKS = ("fft2d", "ifft2d", "mac", "oaa", "baseline", "conv")
+#: The whole layer's characterisation size: VGG-like channel counts (64 -> 64) on maps up to 14 x 14, whose
+#: spectra (C_in x tiles x bins) still fit the ECP5-85F's block RAM.
+CONV_SIZE = {"k": 3, "l": 6, "max_c_in": 64, "max_c_out": 64, "max_height": 14, "max_width": 14}
 
 
 def spec2_harness(block: Spec2Block, uart_resource: tuple[str, int] = ("uart", 0)) -> StreamHarness:
@@ -476,8 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--board", default=DEFAULT_BOARD, help=f"{', '.join(BOARDS)} (default: %(default)s)")
     parser.add_argument("--block", choices=("xor", "bim", *SPEC2_BLOCKS), default="xor",
                         help="xor: the XOR-gate weight decoder; bim: the BIM mask unpacker; fft2d: SPEC2's forward "
-                             "2-D FFT (N=8, Spec2Fixed widths); mac: the spectral MAC; oaa: overlap-add and "
-                             "requantize; baseline: the dense M-multiplier conv (LeNet conv2 layer) "
+                             "2-D FFT (N=8, Spec2Fixed widths); ifft2d: its inverse; mac: the spectral MAC; oaa: "
+                             "overlap-add and requantize; baseline: the dense M-multiplier conv (LeNet conv2 layer) "
                              "(default: %(default)s)")
     xor = parser.add_argument_group("--block xor")
     xor.add_argument("--n-in", type=int, default=24)

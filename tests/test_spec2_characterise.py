@@ -37,7 +37,7 @@ def test_spec2_harness_elaborates(key, board_name):
     il = plan.files["top.il"]
     for port in block.inputs:
         assert len(block.inputs) == 1 or f"{port}_source" in il
-    if key in ("mac", "baseline", "fft2d"):
+    if key in ("mac", "baseline", "conv"):
         assert characterise.rtlil_multipliers(il) > 0
 
 
@@ -54,16 +54,30 @@ def test_nextpnr_error_line():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("key", ["fft2d"])  # the MAC's routing does not converge yet (congestion at P=4, B=8)
+@pytest.mark.parametrize("key", ["fft2d", "mac", "baseline", "conv"])
 def test_characterise_spec2_ulx3s(tmp_path: Path, key):
-    """fft2d on the ULX3S: timing met at the 25 MHz board clock, multipliers on DSPs, within budget."""
+    """fft2d, the spectral MAC, the dense baseline and the whole Spec2Conv layer on the ULX3S: timing met at
+    the 25 MHz board clock, multipliers on DSPs (fft2d: none, its twiddles are shift-and-add), within budget."""
     report = characterise.characterise_spec2(key, "ulx3s-85f", tmp_path, alone=False, progress=lambda message: None)
     assert json.loads((tmp_path / characterise.RESULT_FILE).read_text()) == report
-    assert report["fits"]
+    assert report["fits"], report.get("error")
     assert report["board_clock_mhz"] == 25.0
     assert report["meets_board_clock"] and report["fmax_mhz"] >= 25.0
-    assert report["dsp"] > 0 and report["multipliers_on_dsps"]
+    if key == "fft2d":
+        assert report["dsp"] == 0 and not report["multipliers_on_dsps"]
+    else:
+        assert report["dsp"] > 0 and report["multipliers_on_dsps"]
+    if key == "mac":
+        # P = 4 lanes, four real products each, and nothing else on a DSP (no address arithmetic).
+        assert report["rtl_multipliers"] == report["dsp"] == 16
+    if key == "baseline":
+        # M = 16 lane multipliers plus the requantizer's 23 x 16 bit product (two DSPs); one block RAM per
+        # lane's copy of the map.
+        assert report["dsp"] >= 16 and report["bram"] >= 16
+    if key == "conv":
+        # The MAC's 16 plus the requantizer's product: the FFTs take none.
+        assert 16 < report["dsp"] <= 18
     budget = get_board("ulx3s-85f").budget
     for name, use in report["resources"].items():
         assert use["used"] <= budget.get(name, use["available"])
-    assert report["resources"]["TRELLIS_COMB"]["used"] < budget["TRELLIS_COMB"] // 4
+    assert report["resources"]["TRELLIS_COMB"]["used"] < budget["TRELLIS_COMB"] // (2 if key == "conv" else 4)

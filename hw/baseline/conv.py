@@ -105,8 +105,10 @@ class BaselineConv(wiring.Component):
     streams every output, then takes the next layer's loads (the weights and quant too, so the same build
     can run layer after layer). The window of an output, flattened in (i, u, v) order, is cut into groups
     of M products; group g's lane j handles element g M + j (a table fixed at elaboration), reading its
-    activation through its own read port of the map memory (zero outside the map) and its weight from a
-    word of M weights per (o, g). Pipeline: issue -> memories -> M products (the multipliers) -> sum and
+    activation from its own copy of the map (zero outside the map) and its weight from a word of M weights
+    per (o, g). The map is held M times, one memory per lane with one write and one read port (a block
+    RAM each on ECP5/iCE40): the load writes every copy with the same beat, so they always agree, and no
+    memory has more than one read port. Pipeline: issue -> memories -> M products (the multipliers) -> sum and
     accumulate -> requantize (two stages) -> output; everything advances on one enable, ~o.valid | o.ready.
     """
 
@@ -130,7 +132,13 @@ class BaselineConv(wiring.Component):
         gb = (groups - 1).bit_length()
         h_out, w_out = p.out_shape
 
-        m.submodules.xmem = xmem = Memory(shape=signed(p.act_bits), depth=p.c_in << (hb + wb), init=[])
+        # The map, one copy per lane: every lane reads an activation each cycle, and one memory with M read
+        # ports is no block RAM (at M = 16 yosys's memory mapper gives up on it). Each copy has one write port
+        # (the load writes all copies at once) and one read port, so it is one plain block RAM.
+        xmems = []
+        for lane in range(lanes):
+            m.submodules[f"xmem{lane}"] = mem = Memory(shape=signed(p.act_bits), depth=p.c_in << (hb + wb), init=[])
+            xmems.append(mem)
         m.submodules.wmem = wmem = Memory(shape=unsigned(lanes * p.weight_bits), depth=p.c_out << gb, init=[])
         m.submodules.qmem = qmem = Memory(shape=p.quant_layout, depth=p.c_out, init=[])
 
@@ -163,10 +171,12 @@ class BaselineConv(wiring.Component):
                     m.d.sync += [w_o.eq(0), w_done.eq(1)]
 
         x_i, x_r, x_c = Signal(range(p.c_in)), Signal(range(p.height)), Signal(range(p.width))
-        x_write = xmem.write_port()
         x_take = self.x.valid & ~x_done
-        m.d.comb += [self.x.ready.eq(~x_done), x_write.addr.eq((x_i << (hb + wb)) | (x_r << wb) | x_c),
-                     x_write.data.eq(self.x.payload), x_write.en.eq(x_take)]
+        m.d.comb += self.x.ready.eq(~x_done)
+        for mem in xmems:
+            x_write = mem.write_port()
+            m.d.comb += [x_write.addr.eq((x_i << (hb + wb)) | (x_r << wb) | x_c), x_write.data.eq(self.x.payload),
+                         x_write.en.eq(x_take)]
         with m.If(x_take):
             m.d.sync += x_c.eq(x_c + 1)
             with m.If(x_c == p.width - 1):
@@ -210,7 +220,7 @@ class BaselineConv(wiring.Component):
             m.d.comb += [row.eq(y + dus[g]), col.eq(x + dvs[g])]
             ok = Signal(name=f"inside{lane}")
             m.d.comb += ok.eq(used[g] & (row >= 0) & (row < p.height) & (col >= 0) & (col < p.width))
-            port = xmem.read_port()
+            port = xmems[lane].read_port()
             m.d.comb += [port.addr.eq((chans[g] << (hb + wb)) | (row[:hb] << wb) | col[:wb]), port.en.eq(enable)]
             inside.append((ok, port))
         w_read = wmem.read_port()

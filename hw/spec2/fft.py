@@ -137,6 +137,16 @@ class FftParams:
         return (1,) * self.log2n
 
     @property
+    def forward_latency(self) -> int:
+        """`Fft2d.latency`: n^2 + n + (n/2 + 1) + 2 log2 n + 3 cycles from a tile's first input to its first output."""
+        return self.n * self.n + self.n + self.half_cols + 2 * self.log2n + 3
+
+    @property
+    def inverse_latency(self) -> int:
+        """`Ifft2d.latency`: n (n/2 + 1) + n + (n/2 + 1) + 2 log2 n + 3 cycles, first input to first output."""
+        return self.n * self.half_cols + self.n + self.half_cols + 2 * self.log2n + 3
+
+    @property
     def twiddles(self) -> tuple[tuple[int, int], ...]:
         """Forward W_n^k, k < n/2, as (re, im) Q1.(twiddle_bits - 2), rounded half up (the golden `twiddles`)."""
         scale = float(1 << (self.twiddle_bits - 2))
@@ -476,8 +486,7 @@ class Fft2d(wiring.Component):
 
     @property
     def latency(self) -> int:
-        p = self.params
-        return p.n * p.n + p.n + p.half_cols + 2 * p.log2n + 3
+        return self.params.forward_latency
 
     @property
     def period(self) -> int:
@@ -525,8 +534,7 @@ class Ifft2d(wiring.Component):
 
     @property
     def latency(self) -> int:
-        p = self.params
-        return p.n * p.half_cols + p.n + p.half_cols + 2 * p.log2n + 3
+        return self.params.inverse_latency
 
     @property
     def period(self) -> int:

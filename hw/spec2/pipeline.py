@@ -514,15 +514,28 @@ def decode_output(params: Spec2ConvParams, words: Sequence[int], shape: tuple[in
 
 
 def cycle_model(params: Spec2ConvParams, layer: SpectralLayer, h: int, w: int) -> dict[str, int]:
-    """Full-rate cycles of one layer: `load` (tiler and FFT, C_in T N^2), `compute` (T sum_o max(G_o, N^2)),
-    `single` (one layer alone, load then compute), `steady` (layers back to back, load hidden)."""
-    tiles = int(np.prod(layer.oaa.tiles(h, w)))
+    """Full-rate cycles of one layer on an H x W input (the figures `sim.spec2_run` checks against the RTL).
+
+    `load`: the tiler and forward FFT, C_in T N^2. `compute`: per output channel the slower of the MAC, T G_o
+    (its groups once per tile), and the inverse path, T N^2 plus the overlap-add's drain of the output rows
+    the last tile row completes (it takes the next channel after). `latency`: the first band and the forward
+    FFT before the first spectrum, the MAC, IFFT and last tile behind the last group. `single`: one layer
+    alone; `steady`: per layer when inputs stream through it back to back (the next loads while this computes).
+    """
+    oaa = layer.oaa
+    t_r, t_c = oaa.tiles(h, w)
+    tiles = t_r * t_c
     n2 = params.n ** 2
+    h_out, w_out = oaa.output_shape(h, w)
+    drained_rows = h_out - max(0, min(h_out, (t_r - 1) * oaa.l - oaa.crop))
     groups = layer.schedule.groups.sum(axis=1) if layer.schedule is not None else np.zeros(layer.c_out)
-    per_tile = np.maximum(np.maximum(groups, 1), n2)
+    per_channel = np.maximum(tiles * np.maximum(groups, 1), tiles * n2 + drained_rows * w_out)
     load = layer.c_in * tiles * n2
-    compute = tiles * int(per_tile.sum())
-    return {"load": load, "compute": compute, "single": load + compute, "steady": max(load, compute)}
+    compute = int(per_channel.sum())
+    latency = (oaa.l * w + params.fft.forward_latency + params.mac.latency + len(canonical_bins(params.n))
+               + params.fft.inverse_latency + n2)
+    return {"load": load, "compute": compute, "latency": latency, "single": load + compute + latency,
+            "steady": max(load, compute)}
 
 
 __all__ = ["Spec2ConvParams", "Spec2Conv", "KernelReplay", "encode", "decode_output", "cycle_model", "pack"]

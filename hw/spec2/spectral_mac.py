@@ -146,13 +146,21 @@ class SpectralMacParams:
                 "weight_bits": self.weight_bits, "acc_bits": self.acc_bits, "slots": self.slots}
 
 
+def _times(value: Any, const: int) -> Any:
+    """value * const for a constant const >= 0 as a sum of shifted copies of value: an address computation that
+    synthesis might otherwise put on a DSP block (yosys maps a `$mul` by a constant like any other)."""
+    terms = [value << shift for shift in range(const.bit_length()) if const >> shift & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0, 1)
+
+
 def _select(sel: Any, options: dict[int, Any]) -> Any:
-    """options[sel] for sel among the keys (the first option otherwise): a mux chain, none for one option."""
+    """options[sel] for sel among the keys (the first option otherwise), as one indexed choice over every value
+    of sel rather than a chain of compares: synthesis makes it a balanced mux tree (two LUT levels for the
+    five banks a lane meets at p = 4, b = 8), which is on the path from the spectrum memories to the DSPs."""
     keys = list(options)
-    result = options[keys[0]]
-    for key in keys[1:]:
-        result = Mux(sel == key, options[key], result)
-    return result
+    if len(keys) == 1:
+        return options[keys[0]]
+    return Array(options.get(key, options[keys[0]]) for key in range(1 << len(sel)))[sel]
 
 
 class SpectralMac(wiring.Component):
@@ -182,10 +190,14 @@ class SpectralMac(wiring.Component):
     Pipeline: S0 holds the group (`w.ready` = S0 empty or moving on); it moves when its tile's spectrum
     is loaded and its accumulator buffer is free, reading each lane's bin from its bank (each bank's
     address from the one lane on it; a lane can only meet banks lane..lane + b - p, so with p = b there is
-    no crossbar); S1 picks each lane's bank output; S2 multiplies (four exact real products) and routes
-    each lane's product to its bin's accumulator bank, reading the old sum; S3 adds and writes. The read
-    in S2 is transparent to the write in S3, so back-to-back updates of one bin see each other. The
-    accumulators are double-buffered, with a valid bit per bin so a buffer is cleared in one cycle when
+    no crossbar). S1 picks each lane's bank output and multiplies it: four exact real products per lane
+    (4 p multipliers, DSP blocks on ECP5), registered as they leave the multipliers. S2 combines them into
+    the complex product and routes each lane's product to its bin's accumulator bank. S3 reads the old sum
+    (an asynchronous read at S3's registered bin), adds and writes; a write is seen by the next cycle's
+    read, so back-to-back updates of one bin see each other. The spectrum buffers are block RAMs; the
+    accumulators (per bank, both buffers) are small LUT RAMs with two asynchronous read ports, S3's and the
+    drain's; `o`'s payload is a register after the drain's bank mux. The accumulators are double-buffered,
+    with a valid bit per bin so a buffer is cleared in one cycle when
     drained. Draining takes one cycle per canonical bin (34 at n = 8) and starts `latency` edges after
     the channel's last group, so while one output channel drains the next one must take about 34 + 5
     groups or `w` stalls at the start of the channel after it until the buffer is free (small C_in at
@@ -230,7 +242,7 @@ class SpectralMac(wiring.Component):
         for k, mem in enumerate(smems):
             port = mem.write_port()
             m.d.comb += [
-                port.addr.eq((w_sel * p.slots + x.chan) * depth + addr_of(x.index)),
+                port.addr.eq(Mux(w_sel, p.slots * depth, 0) + _times(x.chan, depth) + addr_of(x.index)),
                 port.data.eq(Cat(x.re, x.im)),
                 port.en.eq(x_accept & (bank_of(x.index) == k)),
             ]
@@ -268,37 +280,47 @@ class SpectralMac(wiring.Component):
                     m.d.sync += s_full[buf].eq(0)
 
         base = Signal(range(2 * p.slots * depth))
-        m.d.comb += base.eq((r_sel * p.slots + s0.chan) * depth)
+        m.d.comb += base.eq(Mux(r_sel, p.slots * depth, 0) + _times(s0.chan, depth))
         s_read = []
+        s0_index = [lane.index for lane in s0.lanes]
         for k, mem in enumerate(smems):
             port = mem.read_port()
-            addr = _on_bank(list(s0.lanes), bank_lanes[k], k, bank_of, lambda j: addr_of(s0.lanes[j].index))
+            addr = _on_bank(s0_index, bank_lanes[k], k, bank_of, lambda j: addr_of(s0_index[j]))
             m.d.comb += [port.addr.eq(base + addr), port.en.eq(go)]
             s_read.append(port.data)
 
-        # --- S1: each lane picks its bank's word ----------------------------------------------------------------
+        # --- S1: each lane picks its bank's word and multiplies it; the four products register at the DSPs ----
+        # The multipliers take the bank word straight from the spectrum memory's output (through the lane's
+        # bank mux) and their products go to registers only: nothing but a flip-flop hangs on a DSP output.
+        # Combining the products and routing them to the banks (a crossbar) happens in S2, a register away
+        # from the DSP row, which keeps that row's routing free (a crossbar fed straight by the DSP outputs
+        # packed so much logic around them that nextpnr could not route the ECP5 build).
         s1_valid, s1_sel, s1_last = Signal(), Signal(), Signal()
         s1_lane = [Signal(p.lane_layout, name=f"s1_lane{j}") for j in lanes]
         m.d.sync += [s1_valid.eq(go), s1_sel.eq(a_sel), s1_last.eq(go & s0.last_out)]
         m.d.sync += [s1_lane[j].eq(s0.lanes[j]) for j in lanes]
 
+        pb = db + p.weight_bits  # an exact signed product
         s2_valid, s2_sel, s2_last = Signal(), Signal(), Signal()
-        s2_lane = [Signal(p.lane_layout, name=f"s2_lane{j}") for j in lanes]
-        s2_xr = [Signal(signed(db), name=f"s2_xr{j}") for j in lanes]
-        s2_xi = [Signal(signed(db), name=f"s2_xi{j}") for j in lanes]
+        s2_index = [Signal(p.index_bits, name=f"s2_index{j}") for j in lanes]
+        s2_rr, s2_ii, s2_ri, s2_ir = ([Signal(signed(pb), name=f"s2_{part}{j}") for j in lanes]
+                                      for part in ("rr", "ii", "ri", "ir"))
         m.d.sync += [s2_valid.eq(s1_valid), s2_sel.eq(s1_sel), s2_last.eq(s1_last)]
         for j in lanes:
             word = _select(bank_of(s1_lane[j].index), {k: s_read[k] for k in p.lane_banks(j)})
-            m.d.sync += [s2_lane[j].eq(s1_lane[j]), s2_xr[j].eq(word[:db].as_signed()),
-                         s2_xi[j].eq(word[db:].as_signed())]
+            xr, xi = word[:db].as_signed(), word[db:].as_signed()
+            wr, wi = s1_lane[j].re, s1_lane[j].im
+            m.d.sync += [s2_index[j].eq(s1_lane[j].index),
+                         s2_rr[j].eq(xr * wr), s2_ii[j].eq(xi * wi), s2_ri[j].eq(xr * wi), s2_ir[j].eq(xi * wr)]
 
-        # --- S2: products, routed to their accumulator banks; the old sums are read --------------------------
-        prod_r, prod_i = [], []
-        for j in lanes:
-            wr, wi = s2_lane[j].re, s2_lane[j].im
-            prod_r.append(s2_xr[j] * wr - s2_xi[j] * wi)
-            prod_i.append(s2_xr[j] * wi + s2_xi[j] * wr)
-
+        # --- S2: complex products, routed to their accumulator banks -------------------------------------------
+        prod_r = [s2_rr[j] - s2_ii[j] for j in lanes]
+        prod_i = [s2_ri[j] + s2_ir[j] for j in lanes]
+        # --- accumulators: per bank a memory of both buffers' sums (LUT RAM: 2 depth words) -----------------------
+        # Both read ports are asynchronous, each reading at an address that is already a register: S3's bin for
+        # the read-modify-write (so a write on one edge is seen by the read of the next cycle, with no bypass
+        # logic), the drain's bin for the output, whose register sits after the bank mux. With synchronous
+        # ports instead, the drain's bank mux and valid gating were logic between the memories and `o`.
         amems = []
         for k in banks:
             m.submodules[f"acc{k}"] = mem = Memory(shape=2 * ab, depth=2 * depth, init=[])
@@ -315,24 +337,24 @@ class SpectralMac(wiring.Component):
         drain_read = []
         for k, mem in enumerate(amems):
             write = mem.write_port()
-            mac_read = mem.read_port(transparent_for=(write,))
-            drain_read.append(mem.read_port())
+            mac_read = mem.read_port(domain="comb")
+            drain_read.append(mem.read_port(domain="comb"))
             src = bank_lanes[k]
             # With p = b lane k is always on bank k; otherwise a bank may be left free by the group.
-            on_bank = Cat(bank_of(s2_lane[j].index) == k for j in src).any() if p.p < p.b else 1
-            hit = s2_valid & on_bank
-            addr = _on_bank(s2_lane, src, k, bank_of, lambda j: addr_of(s2_lane[j].index))
-            m.d.comb += [mac_read.addr.eq(s2_sel * depth + addr), mac_read.en.eq(1)]
-            m.d.sync += [s3_hit[k].eq(hit), s3_addr[k].eq(addr),
-                         s3_pr[k].eq(_on_bank(s2_lane, src, k, bank_of, lambda j: prod_r[j])),
-                         s3_pi[k].eq(_on_bank(s2_lane, src, k, bank_of, lambda j: prod_i[j]))]
+            on_bank = Cat(bank_of(s2_index[j]) == k for j in src).any() if p.p < p.b else 1
+            m.d.sync += [s3_hit[k].eq(s2_valid & on_bank),
+                         s3_addr[k].eq(_on_bank(s2_index, src, k, bank_of, lambda j: addr_of(s2_index[j]))),
+                         s3_pr[k].eq(_on_bank(s2_index, src, k, bank_of, lambda j: prod_r[j])),
+                         s3_pi[k].eq(_on_bank(s2_index, src, k, bank_of, lambda j: prod_i[j]))]
 
-            # --- S3: add and write back --------------------------------------------------------------------------
+            # --- S3: read the old sum, add and write back ------------------------------------------------------
+            addr = Mux(s3_sel, depth, 0) + s3_addr[k]
             old_valid = Mux(s3_sel, valid[1][k], valid[0][k]).bit_select(s3_addr[k], 1)
             old_r = Mux(old_valid, mac_read.data[:ab].as_signed(), 0)
             old_i = Mux(old_valid, mac_read.data[ab:].as_signed(), 0)
             m.d.comb += [
-                write.addr.eq(s3_sel * depth + s3_addr[k]),
+                mac_read.addr.eq(addr),
+                write.addr.eq(addr),
                 write.data.eq(Cat((old_r + s3_pr[k])[:ab], (old_i + s3_pi[k])[:ab])),
                 write.en.eq(s3_hit[k]),
             ]
@@ -345,21 +367,26 @@ class SpectralMac(wiring.Component):
                     m.d.sync += a_done[buf].eq(1)
 
         # --- drain: the canonical bins of a finished buffer onto `o`, then the buffer is free ----------------
+        # `o`'s payload is a register (the bin's sum, or 0 for a bin no entry touched) loaded on `advance`,
+        # which is when the synchronous read it replaces would have sampled the memories.
         canon = p.canonical
         d_sel = Signal()
         d_count = Signal(range(len(canon)))
         d_bin = Signal(p.index_bits)
         m.d.comb += d_bin.eq(Array(Const(q, p.index_bits) for q in canon)[d_count])
-        o_valid, o_last, o_bin_valid = Signal(), Signal(), Signal()
-        o_bank = Signal(max(1, lb))
+        o_valid, o_last = Signal(), Signal()
+        o_re, o_im = Signal(signed(ab)), Signal(signed(ab))
         advance, issue = Signal(), Signal()
         m.d.comb += [advance.eq(~o_valid | self.o.ready), issue.eq(advance & a_done.bit_select(d_sel, 1))]
         for port in drain_read:
-            m.d.comb += [port.addr.eq(d_sel * depth + addr_of(d_bin)), port.en.eq(advance)]
-        d_valid = Array(Mux(d_sel, valid[1][k], valid[0][k]) for k in banks)[bank_of(d_bin)]
+            m.d.comb += port.addr.eq(Mux(d_sel, depth, 0) + addr_of(d_bin))
+        d_bank = bank_of(d_bin)
+        d_valid = Array(Mux(d_sel, valid[1][k], valid[0][k]) for k in banks)[d_bank].bit_select(addr_of(d_bin), 1)
+        word = Array(port.data for port in drain_read)[d_bank]
         with m.If(advance):
-            m.d.sync += [o_valid.eq(issue), o_last.eq(d_count == len(canon) - 1), o_bank.eq(bank_of(d_bin)),
-                         o_bin_valid.eq(d_valid.bit_select(addr_of(d_bin), 1))]
+            m.d.sync += [o_valid.eq(issue), o_last.eq(d_count == len(canon) - 1),
+                         o_re.eq(Mux(d_valid, word[:ab].as_signed(), 0)),
+                         o_im.eq(Mux(d_valid, word[ab:].as_signed(), 0))]
         with m.If(issue):
             m.d.sync += d_count.eq(d_count + 1)
             with m.If(d_count == len(canon) - 1):
@@ -368,21 +395,20 @@ class SpectralMac(wiring.Component):
                     with m.If(d_sel == buf):
                         m.d.sync += [a_done[buf].eq(0), a_busy[buf].eq(0)]
                         m.d.sync += [valid[buf][k].eq(0) for k in banks]
-        word = Array(port.data for port in drain_read)[o_bank]
         m.d.comb += [
             self.o.valid.eq(o_valid),
-            self.o.payload.re.eq(Mux(o_bin_valid, word[:ab].as_signed(), 0)),
-            self.o.payload.im.eq(Mux(o_bin_valid, word[ab:].as_signed(), 0)),
+            self.o.payload.re.eq(o_re),
+            self.o.payload.im.eq(o_im),
             self.o.payload.last.eq(o_last),
         ]
         return m
 
 
-def _on_bank(lanes: list[Any], src: list[int], bank: int, bank_of: Callable[[Any], Any],
+def _on_bank(indices: list[Any], src: list[int], bank: int, bank_of: Callable[[Any], Any],
              value: Callable[[int], Any]) -> Any:
-    """value(j) for whichever lane j of `src` is on `bank` (src[0] when none is): a mux chain on the lanes'
-    bank fields, no logic at all when only one lane can reach the bank."""
+    """value(j) for whichever lane j of `src` is on `bank` (its bin index indices[j] is; src[0] when none is):
+    a mux chain on the lanes' bank fields, no logic at all when only one lane can reach the bank."""
     result = value(src[0])
     for j in src[1:]:
-        result = Mux(bank_of(lanes[j].index) == bank, value(j), result)
+        result = Mux(bank_of(indices[j]) == bank, value(j), result)
     return result
