@@ -3,6 +3,7 @@
     python -m host.bench xor [--quick] [--sparsity 0.91 ...] [--bits 1 ...] [--rows R --cols C] [--n-out 200]
     python -m host.bench bim [--quick] [--sparsity 0.8 0.9 0.95] [--tiles 32x32 ...] [--ranks 2 ...] [--no-lenet]
     python -m host.bench spec2 [--p 4] [--sparsity 0.75] [--no-build] [--no-sim] [--layers vgg ...]
+    python -m host.bench admm [--sparsity 0.75] [--model models/lenet5_spec2.npz]
 
 `xor`: the XOR-gate format on a random standard-normal matrix (AlexNet FC6 size, 4096 x 9216, unless told)
 under a random unstructured mask (each weight kept with probability 1 - s), for every sparsity s and bit
@@ -22,6 +23,10 @@ time, on a random standard-normal matrix (4096 x 9216 unless told) and on LeNet-
 A random matrix has no low-rank structure, so its kept magnitude sits well below magnitude pruning's.
 
 `spec2`: SPEC2 spectral convolution against the dense baseline on equal DSPs (`host.bench_spec2`).
+
+`admm`: LeNet-5 with SPEC2 spectral conv layers (`host.train.pipeline.bench_admm`; needs torch): test accuracy of
+the dense spatial and dense spectral models, of ADMM and of magnitude spectral pruning, each retrained, the
+exported model through the golden fixed-point layers and its disagreements with torch, the training times.
 """
 
 from __future__ import annotations
@@ -486,7 +491,22 @@ def main(argv: list[str] | None = None) -> int:
                        help="skip the builds: DSPs counted from the design, no Fmax or GOP/s")
     spec2.add_argument("--no-sim", action="store_true", help="skip the RTL simulations (cycle model only)")
     spec2.add_argument("--layers", nargs="+", metavar="NAME", help="only these layers (default: all)")
+    admm = sub.add_parser("admm", help="LeNet-5 spectral pruning: ADMM vs magnitude, retrained; golden accuracy",
+                          description="Train LeNet-5 with SPEC2 spectral conv layers, prune them by ADMM and by "
+                                      "magnitude, retrain both, export the ADMM model and run it through the golden "
+                                      "fixed-point model; also check the committed model.")
+    admm.add_argument("--sparsity", type=_sparsity, default=0.75, help="spectral sparsity (default: 0.75)")
+    admm.add_argument("--model", default="models/lenet5_spec2.npz",
+                      help="committed model to check with the golden backend (default: models/lenet5_spec2.npz)")
     args = parser.parse_args(argv)
+    if args.name == "admm":
+        try:
+            from host.train.pipeline import bench_admm
+        except ImportError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(json.dumps(bench_admm(args.sparsity, args.model), indent=2))
+        return 0
     if args.name == "spec2":
         from host.bench_spec2 import LAYERS, bench_spec2
 

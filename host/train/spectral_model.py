@@ -1,0 +1,182 @@
+"""The exported spectral LeNet-5 (docs/formats.md, "Spectral LeNet-5 model"): file I/O and inference. NumPy only.
+
+The conv layers run through the golden models of `sim.golden.spec2`: `predict_fixed` with the bit-exact
+fixed-point layers (int8 activations: the image quantized by INPUT_SCALE, each conv layer's output in its
+calibrated out_scale, max-pooling on the integers, which commutes with the monotone quantization), and
+`predict_float` with the float operator. The FC layers are float32 in both.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sim.golden import spec2
+from sim.golden.npzfile import read_npz
+from sim.golden.spec2 import (
+    SpectralFormatError,
+    SpectralLayer,
+    save_spectral,
+    spectral_conv_fixed,
+    spectral_conv_float,
+)
+
+FORMAT = "sqgen-lenet5-spec2"
+VERSION = 1
+CONV_NAMES = ("conv1", "conv2")
+FC_FIELDS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias")
+FC_SHAPES = {"fc1.weight": (120, 400), "fc1.bias": (120,), "fc2.weight": (84, 120), "fc2.bias": (84,),
+             "fc3.weight": (10, 84), "fc3.bias": (10,)}
+# Pixels in [0, 1] map to int8 codes 0..127.
+INPUT_SCALE = float(np.float32(1 / 127))
+# Images per golden call: bounds the int64 intermediates of the fixed-point model (about 100 MB at 250).
+BATCH = 250
+
+__all__ = ["SpectralFormatError", "SpectralLeNetModel", "load", "save", "predict_fixed", "predict_float",
+           "quantize_input", "max_pool", "accuracy", "spectral_conv_fixed"]
+
+
+@dataclass(frozen=True, eq=False)
+class SpectralLeNetModel:
+    """Two calibrated sparse spectral conv layers, float32 FC weights and biases, and a JSON-able metadata dict."""
+
+    conv1: SpectralLayer
+    conv2: SpectralLayer
+    fc: dict[str, np.ndarray]
+    metadata: dict = field(default_factory=dict)
+
+    def convs(self) -> tuple[SpectralLayer, SpectralLayer]:
+        """(conv1, conv2)."""
+        return self.conv1, self.conv2
+
+
+def quantize_input(x: np.ndarray) -> np.ndarray:
+    """Images in [0, 1] -> int64 codes round(x / INPUT_SCALE) (half up), clamped to int8."""
+    return np.clip(np.floor(np.asarray(x, dtype=np.float64) / INPUT_SCALE + 0.5), -128, 127).astype(np.int64)
+
+
+def max_pool(x: np.ndarray) -> np.ndarray:
+    """2 x 2 max-pooling with stride 2 over the last two axes (odd edges dropped, as torch does)."""
+    *lead, h, w = x.shape
+    x = x[..., : h // 2 * 2, : w // 2 * 2]
+    return x.reshape(*lead, h // 2, 2, w // 2, 2).max(axis=(-3, -1))
+
+
+def _classifier(model: SpectralLeNetModel, features: np.ndarray) -> np.ndarray:
+    fc = model.fc
+    h = features.reshape(len(features), -1).astype(np.float32)
+    h = np.maximum(h @ fc["fc1.weight"].T + fc["fc1.bias"], 0)
+    h = np.maximum(h @ fc["fc2.weight"].T + fc["fc2.bias"], 0)
+    return h @ fc["fc3.weight"].T + fc["fc3.bias"]
+
+
+def logits_fixed(model: SpectralLeNetModel, x: np.ndarray) -> np.ndarray:
+    """(N, 1, 28, 28) images in [0, 1] -> (N, 10) logits, conv layers by the bit-exact fixed-point golden model."""
+    out = []
+    for start in range(0, len(x), BATCH):
+        h = quantize_input(x[start:start + BATCH])
+        for layer in model.convs():
+            h = max_pool(spectral_conv_fixed(h, layer))
+        out.append(_classifier(model, h * model.conv2.quant.out_scale))
+    return np.concatenate(out) if out else np.zeros((0, 10), dtype=np.float32)
+
+
+def logits_float(model: SpectralLeNetModel, x: np.ndarray) -> np.ndarray:
+    """(N, 1, 28, 28) images -> (N, 10) logits, conv layers by the float golden operator (no quantization)."""
+    out = []
+    for start in range(0, len(x), BATCH):
+        h = np.asarray(x[start:start + BATCH], dtype=np.float64)
+        for layer in model.convs():
+            h = max_pool(spectral_conv_float(h, layer))
+        out.append(_classifier(model, h))
+    return np.concatenate(out) if out else np.zeros((0, 10), dtype=np.float32)
+
+
+def predict_fixed(model: SpectralLeNetModel, x: np.ndarray) -> np.ndarray:
+    """Predicted digits with the fixed-point conv layers."""
+    return logits_fixed(model, x).argmax(1)
+
+
+def predict_float(model: SpectralLeNetModel, x: np.ndarray) -> np.ndarray:
+    """Predicted digits with the float golden conv operator."""
+    return logits_float(model, x).argmax(1)
+
+
+def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of predictions equal to the labels."""
+    return float(np.mean(np.asarray(predictions) == np.asarray(labels)))
+
+
+# --- the file ----------------------------------------------------------------------------------------------
+
+
+def save(path: str | Path, model: SpectralLeNetModel) -> None:
+    """Write the container: each conv layer's `save_spectral` fields prefixed by "conv1/" or "conv2/", the FC
+    arrays as float32, metadata as a JSON string; one uncompressed np.savez archive."""
+    fields: dict[str, np.ndarray] = {"format": np.array(FORMAT), "version": np.int64(VERSION),
+                                     "metadata": np.array(json.dumps(model.metadata, sort_keys=True))}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, layer in zip(CONV_NAMES, model.convs()):
+            if layer.quant is None:
+                raise ValueError(f"{name} has no quantization parameters (calibrate it first)")
+            # The layer file format is defined once, by save_spectral; the container only prefixes its fields.
+            save_spectral(Path(tmp) / f"{name}.npz", layer)
+            with np.load(Path(tmp) / f"{name}.npz", allow_pickle=False) as npz:
+                fields.update({f"{name}/{key}": npz[key] for key in npz.files})
+    for name in FC_FIELDS:
+        fields[name] = np.asarray(model.fc[name], dtype=np.float32)
+    with open(path, "wb") as f:
+        np.savez(f, **fields)
+
+
+def _bad(field_name: str, message: str) -> SpectralFormatError:
+    return SpectralFormatError(f"field '{field_name}': {message}")
+
+
+def _from_fields(raw: dict[str, np.ndarray]) -> SpectralLeNetModel:
+    for name in ("format", "version", "metadata"):
+        if name not in raw:
+            raise SpectralFormatError(f"missing field '{name}'")
+    if raw["format"].shape != () or str(raw["format"]) != FORMAT:
+        raise _bad("format", f"expected {FORMAT!r}, got {raw['format']!r}")
+    if raw["version"].shape != () or raw["version"].dtype.kind not in "iu" or int(raw["version"]) != VERSION:
+        raise _bad("version", f"unknown version {raw['version']!r} (this reader knows {VERSION})")
+    try:
+        metadata = json.loads(str(raw["metadata"]))
+    except json.JSONDecodeError as error:
+        raise _bad("metadata", f"not JSON ({error})") from None
+    convs = []
+    for name in CONV_NAMES:
+        sub = {key.removeprefix(f"{name}/"): value for key, value in raw.items() if key.startswith(f"{name}/")}
+        try:
+            # The layer file's own validation, field by field (the same checks load_spectral makes).
+            layer = spec2._from_fields(sub)
+        except SpectralFormatError as error:
+            raise SpectralFormatError(f"{name}: {error}") from None
+        if layer.quant is None:
+            raise SpectralFormatError(f"{name}: no quantization fields (the fixed-point model needs them)")
+        convs.append(layer)
+    fc = {}
+    for name in FC_FIELDS:
+        if name not in raw:
+            raise SpectralFormatError(f"missing field '{name}'")
+        if raw[name].dtype != np.float32 or raw[name].shape != FC_SHAPES[name]:
+            raise _bad(name, f"expected float32 {FC_SHAPES[name]}, got {raw[name].dtype} {raw[name].shape}")
+        fc[name] = raw[name]
+    shapes = [(convs[0].c_in, convs[0].c_out), (convs[1].c_in, convs[1].c_out)]
+    if shapes != [(1, 6), (6, 16)]:
+        raise SpectralFormatError(f"conv layers must be 1 -> 6 and 6 -> 16 channels, got {shapes}")
+    return SpectralLeNetModel(conv1=convs[0], conv2=convs[1], fc=fc, metadata=metadata)
+
+
+def load(path: str | Path) -> SpectralLeNetModel:
+    """Read and check a spectral LeNet-5 file; SpectralFormatError (one line, naming the field) if malformed."""
+    raw = read_npz(path, SpectralFormatError)
+    try:
+        return _from_fields(raw)
+    except SpectralFormatError as error:
+        raise SpectralFormatError(f"{path}: {error}") from None
