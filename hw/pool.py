@@ -1,0 +1,115 @@
+"""2 x 2 max-pooling, stride 2, on a stream of feature maps: what LeNet-5 needs between its conv layers.
+
+`MaxPool2` takes one `cfg` beat per layer (height, width, channels) and then the layer's maps channel by
+channel, each in raster order, one signed sample per beat (the order `Spec2Conv` writes them). It emits
+each channel's (height // 2) x (width // 2) maxima in raster order. An odd last row or column is read and
+dropped, as torch's `max_pool2d` does. The golden model is `host.train.spectral_model.max_pool`.
+
+One line buffer of width // 2 entries holds the maxima of the pairs of an even row; the odd row finishes
+them. A sample is taken whenever the output register is free or being emptied, so the block runs at one
+sample per cycle and holds its output under backpressure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+
+@dataclass(frozen=True)
+class MaxPoolParams:
+    """Largest map the block pools (max_height x max_width, max_channels) and the sample width."""
+
+    max_height: int = 28
+    max_width: int = 28
+    max_channels: int = 64
+    bits: int = 8
+
+    def __post_init__(self) -> None:
+        for name, low in (("max_height", 2), ("max_width", 2), ("max_channels", 1), ("bits", 2)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 1 << 16:
+                raise ValueError(f"{name} must be an integer in {low}..{1 << 16}, got {value!r}")
+
+    @property
+    def cfg_layout(self) -> data.StructLayout:
+        """One beat per layer, fields from the LSB."""
+        return data.StructLayout({"height": self.max_height.bit_length(), "width": self.max_width.bit_length(),
+                                  "channels": self.max_channels.bit_length()})
+
+    def describe(self) -> dict[str, Any]:
+        return {"max_height": self.max_height, "max_width": self.max_width, "max_channels": self.max_channels,
+                "bits": self.bits}
+
+
+class MaxPool2(wiring.Component):
+    """`cfg` (one beat per layer), `i` (samples) in; `o` (pooled samples) out."""
+
+    def __init__(self, params: MaxPoolParams):
+        if not isinstance(params, MaxPoolParams):
+            raise TypeError(f"params must be a MaxPoolParams, got {type(params).__name__}")
+        self.params = params
+        super().__init__({
+            "cfg": In(stream.Signature(params.cfg_layout)),
+            "i": In(stream.Signature(signed(params.bits))),
+            "o": Out(stream.Signature(signed(params.bits))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        cfg = Signal(p.cfg_layout)
+        row = Signal(range(p.max_height))
+        col = Signal(range(p.max_width))
+        channel = Signal(range(p.max_channels))
+        left = Signal(signed(p.bits))  # the even column's sample of the current pair
+
+        m.submodules.line = line = Memory(shape=signed(p.bits), depth=max(1, p.max_width // 2), init=[])
+        read = line.read_port(domain="comb")
+        write = line.write_port()
+        pair = col >> 1
+        m.d.comb += read.addr.eq(pair)
+
+        sample = self.i.payload
+        pair_max = Mux(sample > left, sample, left)
+        pooled = Mux(read.data > pair_max, read.data, pair_max)
+        # A sample closes a window when it is the odd column of an odd row, inside the even-sized part.
+        in_rows = (row | 1) < cfg.height
+        in_cols = (col | 1) < cfg.width
+        closes = row[0] & col[0] & in_rows & in_cols
+        m.d.comb += [write.addr.eq(pair), write.data.eq(pair_max)]
+
+        last_col = col == cfg.width - 1
+        last_row = row == cfg.height - 1
+        last_channel = channel == cfg.channels - 1
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+
+        with m.FSM():
+            with m.State("CFG"):
+                m.d.comb += self.cfg.ready.eq(1)
+                with m.If(self.cfg.valid):
+                    m.d.sync += [cfg.eq(self.cfg.payload), row.eq(0), col.eq(0), channel.eq(0)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+                with m.If(self.i.valid & self.i.ready):
+                    with m.If(~col[0]):
+                        m.d.sync += left.eq(sample)
+                    with m.Elif(~row[0] & in_cols):
+                        m.d.comb += write.en.eq(1)
+                    with m.If(closes):
+                        m.d.sync += [self.o.payload.eq(pooled), self.o.valid.eq(1)]
+                    m.d.sync += col.eq(col + 1)
+                    with m.If(last_col):
+                        m.d.sync += [col.eq(0), row.eq(row + 1)]
+                        with m.If(last_row):
+                            m.d.sync += [row.eq(0), channel.eq(channel + 1)]
+                            with m.If(last_channel):
+                                m.next = "CFG"
+        return m
