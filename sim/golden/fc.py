@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.golden.bim import tile_grid, to_tiles
+from sim.golden.bim import from_tiles, tile_grid, to_tiles
 
 #: Activation codes in and out are int8.
 ACT_BITS = 8
@@ -68,6 +68,15 @@ class FcLayout:
         """For each row of the tile-major matrix, the column tile (which n_t activations it meets)."""
         t_r, t_c = self.grid(shape)
         return np.broadcast_to(np.arange(t_c)[None, :, None], (t_r, t_c, self.m_t)).reshape(-1)
+
+    def from_tile_major(self, t: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """The inverse of `tile_major`: (T_r * T_c * m_t, n_t) -> the (rows, cols) matrix, padding cut off."""
+        t_r, t_c = self.grid(shape)
+        t = np.asarray(t)
+        if t.shape != (t_r * t_c * self.m_t, self.n_t):
+            raise ValueError(f"a tile-major {tuple(shape)} matrix has shape ({t_r * t_c * self.m_t}, {self.n_t}), "
+                             f"got {t.shape}")
+        return from_tiles(t.reshape(t_r, t_c, self.m_t, self.n_t), shape)
 
 
 def round_shift(v: np.ndarray, s: int) -> np.ndarray:

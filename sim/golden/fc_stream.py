@@ -1,0 +1,256 @@
+"""Executable spec of the `hw.fc_engine.FcEngine` streams, in plain NumPy/Python.
+
+A layer (`FcLayer`) is its weights compressed as the engine consumes them: the bit-planes of the tile-major
+matrix (`sim.golden.fc`) XOR-encoded slice by slice with n_out = n_t, the keep mask as BIM factors of the
+same tiles, and the fixed-point constants a, bias_q, shift, relu. Beats, fields from the LSB (the offsets
+Amaranth gives the engine's StructLayouts; `FcStreamFormat` holds the widths):
+
+`cfg`, one beat per layer:
+
+    rows   bit_length(max_rows) bits    1..max_rows
+    cols   bit_length(max_cols) bits    1..max_cols
+    bits   bit_length(max_bits) bits    planes q, 1..max_bits
+    shift  shift_bits bits              0..min(62, 2^shift_bits - 1)
+    relu   1 bit
+
+`x`, cols beats: one activation each, int8 two's complement, column 0 first. The engine pads the vector
+with zeros to whole tiles of n_t.
+
+`scale`, rows beats, row 0 first:
+
+    a      max_bits x a_bits            element i = a[row, i], unsigned, element 0 lowest; elements from q on
+                                        are ignored (`pack_scale` writes 0)
+    bias   bias_bits                    bias_q[row], two's complement
+
+`xor`: the XOR decoder's input beats (`sim.golden.xor_stream`) of the q planes of the tile-major matrix,
+plane after plane: q · T_r · T_c · m_t slices of n_t bits, slice k of a plane = tile-major row k.
+
+`bim`: the BIM unpacker's input beats (`sim.golden.bim_stream`) of the mask's tiles in row-major tile
+order, the whole tile list once per plane. `layer_streams` writes the canonical stream of the q · T_r · T_c
+tiles in sequence, so the first tile's Z rows of plane i + 1 ride on the last tile's P beats of plane i; q
+canonical streams of one plane each, concatenated, are equally valid (only r Z-only beats slower per plane).
+The rows' `last` tags are not used by the engine.
+
+`o`, rows beats: y[row], int8 two's complement, row 0 first.
+
+A layer's beats on each port follow the previous layer's: the engine takes cfg, then x and scale (in any
+interleaving), consumes one slice with one mask row per cycle, and emits `o`; the next cfg is taken after
+the last `o` beat. xor and bim beats offered early wait in the decoder and the unpacker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.golden.bim import boolean_product, tiles_to_mask
+from sim.golden.bim_stream import tiles_to_beats
+from sim.golden.fc import ACT_BITS, FcLayout, fc_fixed
+from sim.golden.xor import decode_slices
+from sim.golden.xor_stream import slices_to_beats
+
+#: The golden model's shift range ends here (`fc_fixed`).
+MAX_SHIFT = 62
+
+
+def _check(name: str, values, low: int, high: int) -> None:
+    """ValueError naming `name` unless every value is in low..high."""
+    values = np.asarray(values)
+    if values.size and (values.min() < low or values.max() > high):
+        raise ValueError(f"{name} must be in {low}..{high}, got {int(values.min())}..{int(values.max())}")
+
+
+@dataclass(frozen=True)
+class FcStreamFormat:
+    """Widths of the engine's beats: tile shape, BIM rank, XOR sizes and the layer limits."""
+
+    n_t: int
+    m_t: int
+    r: int
+    n_in: int
+    max_patches: int
+    max_rows: int
+    max_cols: int
+    max_bits: int
+    a_bits: int = 16
+    bias_bits: int = 32
+    shift_bits: int = 6
+
+    @property
+    def layout(self) -> FcLayout:
+        return FcLayout(self.m_t, self.n_t)
+
+    @property
+    def max_shift(self) -> int:
+        return min(MAX_SHIFT, (1 << self.shift_bits) - 1)
+
+    @property
+    def cfg_fields(self) -> tuple[tuple[str, int], ...]:
+        """(name, width) of the cfg beat's fields, LSB first."""
+        return (("rows", self.max_rows.bit_length()), ("cols", self.max_cols.bit_length()),
+                ("bits", self.max_bits.bit_length()), ("shift", self.shift_bits), ("relu", 1))
+
+    @property
+    def scale_width(self) -> int:
+        return self.max_bits * self.a_bits + self.bias_bits
+
+    def pack_cfg(self, rows: int, cols: int, bits: int, shift: int, relu: bool) -> int:
+        """One cfg beat; ValueError naming the field when a value is outside its range."""
+        _check("rows", rows, 1, self.max_rows)
+        _check("cols", cols, 1, self.max_cols)
+        _check("bits", bits, 1, self.max_bits)
+        _check("shift", shift, 0, self.max_shift)
+        beat, offset = 0, 0
+        for (_, width), value in zip(self.cfg_fields, (rows, cols, bits, shift, int(bool(relu)))):
+            beat |= int(value) << offset
+            offset += width
+        return beat
+
+    def unpack_cfg(self, beat: int) -> dict[str, int]:
+        """The cfg beat's fields."""
+        fields, offset = {}, 0
+        for name, width in self.cfg_fields:
+            fields[name] = beat >> offset & ((1 << width) - 1)
+            offset += width
+        return fields
+
+    def pack_x(self, x: np.ndarray) -> list[int]:
+        """The x beats of an activation vector (int8 values)."""
+        x = np.asarray(x)
+        if x.ndim != 1 or x.dtype.kind not in "iu":
+            raise ValueError(f"x must be a 1-D integer vector, got {x.dtype} {x.shape}")
+        _check("x", x, -(1 << (ACT_BITS - 1)), (1 << (ACT_BITS - 1)) - 1)
+        return [int(v) & 0xFF for v in x]
+
+    def pack_scale(self, a: np.ndarray, bias_q: np.ndarray) -> list[int]:
+        """The scale beats: per row its a (q <= max_bits values) and bias_q."""
+        a = np.asarray(a, dtype=np.int64)
+        bias_q = np.asarray(bias_q, dtype=np.int64)
+        if a.ndim != 2 or not 1 <= a.shape[1] <= self.max_bits or bias_q.shape != a.shape[:1]:
+            raise ValueError(f"a must be (rows, q <= {self.max_bits}) and bias_q (rows,), got {a.shape} and "
+                             f"{bias_q.shape}")
+        _check("a", a, 0, (1 << self.a_bits) - 1)
+        _check("bias_q", bias_q, -(1 << (self.bias_bits - 1)), (1 << (self.bias_bits - 1)) - 1)
+        beats = []
+        for row, bias in zip(a, bias_q):
+            beat = sum(int(v) << (i * self.a_bits) for i, v in enumerate(row))
+            beats.append(beat | (int(bias) & ((1 << self.bias_bits) - 1)) << (self.max_bits * self.a_bits))
+        return beats
+
+    def unpack_scale(self, beat: int) -> tuple[list[int], int]:
+        """(all max_bits a elements, bias_q) of a scale beat."""
+        a = [beat >> (i * self.a_bits) & ((1 << self.a_bits) - 1) for i in range(self.max_bits)]
+        bias = beat >> (self.max_bits * self.a_bits) & ((1 << self.bias_bits) - 1)
+        return a, bias - (bias >> (self.bias_bits - 1) << self.bias_bits)
+
+
+@dataclass(frozen=True, eq=False)
+class FcLayer:
+    """One compressed layer as the engine consumes it (shapes in the field comments).
+
+    The XOR fields are `host.compress.xor.encode_slices` output for the tile-major planes; p and z are the
+    BIM factors of the (rows, cols) mask's m_t x n_t tiles.
+    """
+
+    cols: int
+    xor_x: np.ndarray            # (q * T_r * T_c * m_t, n_in) 0/1
+    patch_counts: np.ndarray     # (q * T_r * T_c * m_t,)
+    patch_positions: np.ndarray  # (sum of patch_counts,), ascending within a slice
+    p: np.ndarray                # (T_r, T_c, m_t, r) bool
+    z: np.ndarray                # (T_r, T_c, r, n_t) bool
+    a: np.ndarray                # (rows, q) unsigned
+    bias_q: np.ndarray           # (rows,)
+    shift: int
+    relu: bool
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(np.shape(self.a)[0]), int(self.cols)
+
+    @property
+    def bits(self) -> int:
+        return int(np.shape(self.a)[1])
+
+    @property
+    def layout(self) -> FcLayout:
+        return FcLayout(int(np.shape(self.p)[2]), int(np.shape(self.z)[3]))
+
+    @property
+    def slices_per_plane(self) -> int:
+        t_r, t_c = self.layout.grid(self.shape)
+        return t_r * t_c * self.layout.m_t
+
+    def mask(self) -> np.ndarray:
+        """The (rows, cols) keep mask of the BIM factors."""
+        return tiles_to_mask(self.p, self.z, self.shape)
+
+    def planes(self, m: np.ndarray) -> np.ndarray:
+        """The decoded (q, rows, cols) planes (pruned positions hold whatever the decoder gives)."""
+        y = decode_slices(m, self.xor_x, self.patch_counts, self.patch_positions)
+        y = y.reshape(self.bits, self.slices_per_plane, -1)
+        return np.stack([self.layout.from_tile_major(plane, self.shape) for plane in y])
+
+    def output(self, m: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The layer's int8 codes for activations `x`: `fc_fixed` on the decoded planes and the mask."""
+        return fc_fixed(x, self.planes(m), self.mask(), self.a, self.bias_q, self.shift, self.relu)
+
+
+def xor_targets(planes: np.ndarray, mask: np.ndarray, layout: FcLayout) -> tuple[np.ndarray, np.ndarray]:
+    """`encode_slices` targets and care bits, (q * T_r * T_c * m_t, n_t) each, of (q, rows, cols) planes and a mask.
+
+    Padding positions are not cared for: they meet zero activations or belong to rows that are dropped.
+    """
+    planes = np.asarray(planes)
+    mask = np.asarray(mask, dtype=bool)
+    if planes.ndim != 3 or planes.shape[1:] != mask.shape:
+        raise ValueError(f"planes (q, rows, cols) and mask (rows, cols) disagree: {planes.shape} and {mask.shape}")
+    targets = np.concatenate([layout.tile_major(plane.astype(np.uint8)) for plane in planes])
+    care = np.tile(layout.tile_major(mask, fill=False), (planes.shape[0], 1))
+    return targets, care
+
+
+def _check_layer(fmt: FcStreamFormat, layer: FcLayer) -> None:
+    rows, cols = layer.shape
+    t_r, t_c = fmt.layout.grid((rows, cols))
+    tiles = (t_r, t_c)
+    if np.shape(layer.p) != (*tiles, fmt.m_t, fmt.r) or np.shape(layer.z) != (*tiles, fmt.r, fmt.n_t):
+        raise ValueError(f"p and z must be {(*tiles, fmt.m_t, fmt.r)} and {(*tiles, fmt.r, fmt.n_t)} for a "
+                         f"{(rows, cols)} layer, got {np.shape(layer.p)} and {np.shape(layer.z)}")
+    slices = layer.bits * t_r * t_c * fmt.m_t
+    if np.shape(layer.xor_x) != (slices, fmt.n_in) or np.shape(layer.patch_counts) != (slices,):
+        raise ValueError(f"xor_x must be ({slices}, {fmt.n_in}) and patch_counts ({slices},) for q={layer.bits}, "
+                         f"got {np.shape(layer.xor_x)} and {np.shape(layer.patch_counts)}")
+
+
+def layer_streams(fmt: FcStreamFormat, layer: FcLayer, x: np.ndarray) -> dict[str, list[int]]:
+    """Every input stream's beats for one layer and activation vector: cfg, x, scale, xor, bim."""
+    rows, cols = layer.shape
+    x = np.asarray(x)
+    if x.shape != (cols,):
+        raise ValueError(f"x must have shape ({cols},) for a layer of {cols} columns, got {x.shape}")
+    cfg = fmt.pack_cfg(rows, cols, layer.bits, layer.shift, layer.relu)
+    _check_layer(fmt, layer)
+    q = layer.bits
+    p = np.tile(np.asarray(layer.p, dtype=bool).reshape(-1, fmt.m_t, fmt.r), (q, 1, 1))
+    z = np.tile(np.asarray(layer.z, dtype=bool).reshape(-1, fmt.r, fmt.n_t), (q, 1, 1))
+    return {
+        "cfg": [cfg],
+        "x": fmt.pack_x(x),
+        "scale": fmt.pack_scale(layer.a, layer.bias_q),
+        "xor": slices_to_beats(layer.xor_x, layer.patch_counts, layer.patch_positions, fmt.max_patches,
+                               n_out=fmt.n_t),
+        "bim": tiles_to_beats(p, z),
+    }
+
+
+def output_beats(y: np.ndarray) -> list[int]:
+    """The `o` beats of int8 output codes."""
+    y = np.asarray(y)
+    _check("y", y, -(1 << (ACT_BITS - 1)), (1 << (ACT_BITS - 1)) - 1)
+    return [int(v) & 0xFF for v in y]
+
+
+def tile_major_mask_rows(layer: FcLayer) -> np.ndarray:
+    """(T_r * T_c * m_t, n_t) bool: the mask rows the unpacker emits for one plane, padding included."""
+    return boolean_product(layer.p, layer.z).reshape(-1, np.shape(layer.z)[3])
