@@ -163,12 +163,13 @@ def _run_stage(argv: list[str], log: Path) -> None:
 
 
 def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int = 1,
-          progress: Callable[[str], None] = _stderr, design: Elaboratable | None = None) -> BuildResult:
+          progress: Callable[[str], None] = _stderr, design: Elaboratable | None = None,
+          synth_opts: str = "") -> BuildResult:
     """Build `hw.top.BoardTop(config)` into `out_dir` (default `build/<board>/`) and write its reports.
 
     `design` replaces the accelerator with another top for `config.board` (e.g. one block characterised
-    alone). Raises BuildError when a tool is missing or fails; TimingError, after writing report.json, when
-    timing fails.
+    alone). `synth_opts` are added to the family's synthesis options. Raises BuildError when a tool is missing
+    or fails; TimingError, after writing report.json, when timing fails.
     """
     from .top import BoardTop  # late, so the report helpers here import without the whole design
 
@@ -184,8 +185,10 @@ def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int =
     stages = 1 + len(platform.required_tools)  # elaboration, then one stage per tool
     start = time.monotonic()
     progress(f"[1/{stages}] elaborate ...")
-    plan = platform.prepare(design if design is not None else BoardTop(config), name=DESIGN_NAME,
-                            **SYNTH_OVERRIDES.get(board.family, {}))
+    overrides = dict(SYNTH_OVERRIDES.get(board.family, {}))
+    if synth_opts:
+        overrides["synth_opts"] = f"{overrides.get('synth_opts', '')} {synth_opts}".strip()
+    plan = platform.prepare(design if design is not None else BoardTop(config), name=DESIGN_NAME, **overrides)
     plan.extract(out_dir)
     # Amaranth's own commands as argv lists naming the tool (not its path): what its build script runs.
     commands = json.loads(plan.files[f"build_{DESIGN_NAME}.json"])["commands"]
