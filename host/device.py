@@ -3,6 +3,12 @@
     with Device.open("tcp://127.0.0.1:4567") as dev:
         print(dev.info())
         assert dev.echo(b"hello") == b"hello"
+        dev.load(region, 0, beats)            # an accelerator with engines: fill a region,
+        cycles = dev.run(0, 2)                # run program descriptors 0 and 1,
+        out = dev.read(0, 0, 400)             # read an activation buffer
+
+The payload builders (`load_payloads`, `run_payload`, `read_payloads`) are separate so a bench can script the
+same requests without a device.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any
 from .protocol import (
     CRC_BYTES,
     HEADER_BYTES,
+    LOAD_HEADER_BYTES,
     SYNC_RESPONSE,
     Command,
     ProtocolError,
@@ -27,7 +34,44 @@ MAX_SKIPPED_BYTES = 1 << 16
 
 
 class DeviceError(RuntimeError):
-    """The device answered with an error status, a malformed frame, or not at all."""
+    """The device answered with an error status (`status`, else None), a malformed frame, or not at all."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def load_payloads(region: int, offset: int, data: bytes, beat_bytes: int, max_payload: int) -> list[bytes]:
+    """LOAD payloads writing `data` (whole beats of `beat_bytes`) into `region` from beat `offset`, each frame
+    as many beats as `max_payload` allows."""
+    if beat_bytes < 1 or len(data) % beat_bytes:
+        raise ValueError(f"data length must be a multiple of the beat size {beat_bytes}, got {len(data)}")
+    per_frame = (max_payload - LOAD_HEADER_BYTES) // beat_bytes
+    if per_frame < 1:
+        raise ValueError(f"max_payload={max_payload} cannot carry one beat of {beat_bytes} bytes")
+    beats = len(data) // beat_bytes
+    if not 0 <= region <= 0xFF or not 0 <= offset or offset + beats > 0x10000:
+        raise ValueError(f"region must be in 0..255 and offset + beats at most 65536, got {region}, {offset}+{beats}")
+    out = []
+    for first in range(0, beats, per_frame):
+        chunk = data[first * beat_bytes:(first + per_frame) * beat_bytes]
+        out.append(bytes([region]) + (offset + first).to_bytes(2, "little") + chunk)
+    return out
+
+
+def run_payload(first: int, count: int) -> bytes:
+    """The RUN payload for program descriptors first..first+count-1."""
+    if not (0 <= first <= 0xFF and 1 <= count <= 0xFF):
+        raise ValueError(f"first must be in 0..255 and count in 1..255, got {first}, {count}")
+    return bytes([first, count])
+
+
+def read_payloads(buffer: int, offset: int, length: int, max_payload: int) -> list[bytes]:
+    """READ payloads for `length` bytes of activation buffer `buffer` from `offset`, at most max_payload each."""
+    if not 0 <= buffer <= 0xFF or offset < 0 or length < 0 or offset + length > 0x10000:
+        raise ValueError(f"buffer must be in 0..255 and offset + length at most 65536, got {buffer}, {offset}+{length}")
+    return [bytes([buffer]) + (offset + start).to_bytes(2, "little")
+            + min(max_payload, length - start).to_bytes(2, "little") for start in range(0, length, max_payload)]
 
 
 class Device:
@@ -61,7 +105,7 @@ class Device:
         except ProtocolError as exc:
             raise DeviceError(f"bad response to {name}: {exc}") from None
         if frame.code != Status.OK:
-            raise DeviceError(f"device answered {_name(Status, frame.code)} to {name}")
+            raise DeviceError(f"device answered {_name(Status, frame.code)} to {name}", frame.code)
         return frame.payload
 
     def _read_response(self) -> bytes:
@@ -98,6 +142,35 @@ class Device:
         if len(data) > self.max_payload:
             raise ValueError(f"echo payload length must be in 0..{self.max_payload}, got {len(data)}")
         return self.request(Command.ECHO, data)
+
+    def _region_beat_bytes(self, region: int) -> int:
+        if self._info is None:
+            self.info()
+        for entry in self._info.get("regions", []):
+            if int(entry["id"]) == region:
+                return int(entry["bytes"])
+        raise ValueError(f"the device has no region {region}")
+
+    def load(self, region: int, offset: int, beats_bytes: bytes) -> None:
+        """Write whole beats (each the region's INFO `bytes` long, little-endian) into `region` from beat `offset`."""
+        for payload in load_payloads(region, offset, bytes(beats_bytes), self._region_beat_bytes(region),
+                                     self.max_payload):
+            self.request(Command.LOAD, payload)
+
+    def run(self, first: int, count: int) -> int:
+        """Run program descriptors first..first+count-1; returns the clock cycles the device took."""
+        answer = self.request(Command.RUN, run_payload(first, count))
+        if len(answer) != 4:
+            raise DeviceError(f"RUN answer must be 4 bytes (the cycle count), got {len(answer)}")
+        return int.from_bytes(answer, "little")
+
+    def read(self, buffer: int, offset: int, length: int) -> bytes:
+        """`length` bytes of activation buffer `buffer` (0 = act0, 1 = act1) from `offset`."""
+        out = b"".join(self.request(Command.READ, payload)
+                       for payload in read_payloads(buffer, offset, length, self.max_payload))
+        if len(out) != length:
+            raise DeviceError(f"READ answered {len(out)} bytes, asked for {length}")
+        return out
 
 
 def _name(kind, code: int) -> str:

@@ -40,6 +40,9 @@ class Command(enum.IntEnum):
 
     INFO = 0x01  #: payload ignored; answers a JSON document describing the device
     ECHO = 0x02  #: answers the request's payload unchanged
+    LOAD = 0x03  #: region id u8, beat offset u16, whole beats: writes them into the region; answers nothing
+    RUN = 0x04  #: first layer u8, count u8: runs those program descriptors; answers the cycles taken, u32
+    READ = 0x05  #: buffer id u8, offset u16, length u16: answers that many bytes of the activation buffer
 
 
 class Status(enum.IntEnum):
@@ -47,8 +50,16 @@ class Status(enum.IntEnum):
 
     OK = 0
     BAD_CRC = 1
-    UNKNOWN_COMMAND = 2
+    UNKNOWN_COMMAND = 2  #: also LOAD, RUN and READ on a device without engines
     LENGTH_OVER_MAX = 3
+    BAD_ARGUMENT = 4  #: malformed payload: wrong length, not whole beats, RUN count 0, or a bad descriptor kind
+    UNKNOWN_REGION = 5  #: LOAD's region id or READ's buffer id is not on this device
+    OUT_OF_RANGE = 6  #: past a region's depth, the program loaded so far, a buffer, or max_payload
+
+#: Bytes before the beats of a LOAD payload (region id u8, beat offset u16) and the fixed RUN and READ payloads.
+LOAD_HEADER_BYTES = 3
+RUN_PAYLOAD_BYTES = 2
+READ_PAYLOAD_BYTES = 5
 
 
 def _crc_table() -> tuple[int, ...]:

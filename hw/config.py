@@ -1,8 +1,13 @@
-"""One config describes one accelerator instance: the board, the link and (later) the blocks.
+"""One config describes one accelerator instance: the board, the link, its engines and their memories.
 
 `AcceleratorConfig.describe()` is the single source of what the device says about itself: the INFO
 response's JSON is built from it at elaboration, and `hw.build` writes the same document into
 `manifest.json`, so the host never guesses.
+
+A config without engines (the default) is the link alone: INFO and ECHO. With an engine it also has the
+on-chip regions the host fills with LOAD (the layer program, two activation buffers, the engine's weight
+streams), the layer descriptor layout the sequencer runs (`hw.sequencer`), and the post stage (crop, pool).
+Named configs live in `CONFIGS`.
 """
 
 from __future__ import annotations
@@ -11,11 +16,43 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from amaranth.lib import data
+
 from boards import DEFAULT_BOARD, get_board
-from host.protocol import LEN_FIELD_MAX, PROTOCOL_VERSION, sqgen_version
+from host.protocol import LEN_FIELD_MAX, LOAD_HEADER_BYTES, PROTOCOL_VERSION, sqgen_version
+
+from .layouts import fields_json
+from .pool import CropParams, MaxPoolParams
+from .spec2.pipeline import Spec2ConvParams
 
 #: A UART bit must last at least this many clock cycles for the receiver's mid-bit sampling to work.
 MIN_CYCLES_PER_BIT = 4
+
+#: Region ids (the LOAD command's first byte). Fixed, so they mean the same on every config that has the region.
+REGION_IDS = {"program": 0, "act0": 1, "act1": 2, "conv.w": 3, "conv.quant": 4}
+#: Descriptor `kind` values. FC (1) is reserved for the FC engine, which no config has yet.
+KINDS = {"conv": 0, "fc": 1}
+#: Largest region depth: LOAD offsets and READ offsets and lengths are u16.
+MAX_DEPTH = 1 << 16
+
+
+@dataclass(frozen=True)
+class Region:
+    """One LOAD-able on-chip memory: its id, name, word shape (beat width in bits) and depth in words."""
+
+    id: int
+    name: str
+    width: int
+    depth: int
+
+    @property
+    def beat_bytes(self) -> int:
+        """Bytes one word takes in a LOAD payload (little-endian, the top bits above `width` ignored)."""
+        return (self.width + 7) // 8
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "width": self.width, "bytes": self.beat_bytes,
+                "depth": self.depth}
 
 
 @dataclass(frozen=True)
@@ -30,6 +67,18 @@ class AcceleratorConfig:
     frame_timeout_ms: float = 100.0
     #: Blocks present and their parameters (name -> parameter dict); none yet.
     blocks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The SPEC2 conv engine, or None. It must be elaborated with "same" padding to run "valid" layers too
+    #: (as crops of the "same" output), and its activations must be the buffers' int8.
+    conv: Spec2ConvParams | None = None
+    #: Slot for the FC engine (`hw.fc_engine`, descriptor kind "fc"): must stay None until it is wired in.
+    fc: None = None
+    #: Words of each activation buffer (int8): the largest map a layer reads or writes.
+    act_depth: int = 4096
+    #: Layer descriptors the program region holds.
+    program_depth: int = 16
+    #: Words of the conv engine's kernel-group region and quantization region.
+    conv_w_depth: int = 512
+    conv_quant_depth: int = 32
 
     def __post_init__(self) -> None:
         get_board(self.board)  # raises with the list of known boards
@@ -40,6 +89,106 @@ class AcceleratorConfig:
             raise ValueError(f"baud must be in 1200..{top_baud} for a {self.clock_hz} Hz clock, got {self.baud}")
         if not 0.01 <= self.frame_timeout_ms <= 10_000:
             raise ValueError(f"frame_timeout_ms must be in 0.01..10000, got {self.frame_timeout_ms}")
+        if self.conv is not None and not isinstance(self.conv, Spec2ConvParams):
+            raise ValueError(f"conv must be a Spec2ConvParams or None, got {type(self.conv).__name__}")
+        if self.fc is not None:
+            raise ValueError("fc must be None: the FC engine is not wired into the accelerator yet")
+        for name in ("act_depth", "program_depth", "conv_w_depth", "conv_quant_depth"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DEPTH:
+                raise ValueError(f"{name} must be an integer in 1..{MAX_DEPTH}, got {value!r}")
+        if self.conv is not None:
+            spec = self.conv.spec
+            if spec.act_bits != 8 or spec.out_bits != 8:
+                raise ValueError(f"conv.spec act_bits and out_bits must be 8 (the activation buffers are int8), "
+                                 f"got {spec.act_bits} and {spec.out_bits}")
+            if self.conv.padding != "same":
+                raise ValueError(f"conv.padding must be 'same' ('valid' layers run as crops of it), "
+                                 f"got {self.conv.padding!r}")
+            if min(self.conv.max_height, self.conv.max_width) < 2:
+                raise ValueError("conv.max_height and conv.max_width must be at least 2 (the pool's window)")
+        if self.has_engines:
+            # One LOAD frame must carry at least one beat of every region, and READ's five argument bytes.
+            need = LOAD_HEADER_BYTES + max(r.beat_bytes for r in self.regions)
+            if self.max_payload < need:
+                raise ValueError(f"max_payload must be at least {need} (a LOAD of one beat of the widest region), "
+                                 f"got {self.max_payload}")
+
+    @classmethod
+    def lenet5(cls, **overrides: Any) -> AcceleratorConfig:
+        """The LeNet-5 conv part: SPEC2 N=8, K=5, L=4 "same" with ReLU, P=4, B=8, up to 6 -> 16 channels on 28 x 28.
+
+        The activation buffers hold 6 x 28 x 28 (conv1's map before pooling, so a layer may also run without
+        it); the weight regions hold `models/lenet5_spec2.npz`'s layers (265 kernel groups, 22 quant beats)
+        with room for a denser retraining.
+        """
+        conv = Spec2ConvParams(n=8, k=5, l=4, padding="same", relu=True, p=4, b=8, max_c_in=6, max_c_out=16,
+                               max_height=28, max_width=28)
+        return cls(**{"conv": conv, "act_depth": 6 * 28 * 28, "program_depth": 16, "conv_w_depth": 512,
+                      "conv_quant_depth": 32, **overrides})
+
+    # --- engines, regions, descriptors (only meaningful with an engine) --------------------------------------
+    @property
+    def has_engines(self) -> bool:
+        return self.conv is not None
+
+    @property
+    def crop(self) -> CropParams:
+        """The post stage's crop: the conv engine's largest output map."""
+        c = self.conv
+        return CropParams(max_height=c.max_height, max_width=c.max_width, max_channels=c.max_c_out,
+                          bits=c.spec.out_bits)
+
+    @property
+    def pool(self) -> MaxPoolParams:
+        """The post stage's 2 x 2 max-pool: the largest crop."""
+        c = self.conv
+        return MaxPoolParams(max_height=c.max_height, max_width=c.max_width, max_channels=c.max_c_out,
+                             bits=c.spec.out_bits)
+
+    @property
+    def regions(self) -> list[Region]:
+        """Every LOAD-able region of this config, by id."""
+        if not self.has_engines:
+            return []
+        out = [Region(REGION_IDS["program"], "program", self.descriptor_layout.size, self.program_depth),
+               Region(REGION_IDS["act0"], "act0", 8, self.act_depth),
+               Region(REGION_IDS["act1"], "act1", 8, self.act_depth)]
+        if self.conv is not None:
+            out += [Region(REGION_IDS["conv.w"], "conv.w", self.conv.kernel_layout.size, self.conv_w_depth),
+                    Region(REGION_IDS["conv.quant"], "conv.quant", self.conv.quant_layout.size,
+                           self.conv_quant_depth)]
+        return out
+
+    def region(self, name: str) -> Region:
+        """The region called `name`; KeyError naming the known ones otherwise."""
+        for region in self.regions:
+            if region.name == name:
+                return region
+        raise KeyError(f"no region {name!r}; this config has {[r.name for r in self.regions]}")
+
+    @property
+    def descriptor_layout(self) -> data.StructLayout:
+        """One program word: a layer's kind, buffers, counts, engine settings and post stage (fields from the LSB).
+
+        kind: `KINDS`. src: the activation buffer read (0 = act0, 1 = act1); the output goes to the other one.
+        x_count: activations read from src (from address 0). out_count: activations written to the other
+        buffer (from address 0); the layer ends when they have been written. conv.cfg: the engine's cfg beat.
+        conv.w_start/w_count, conv.quant_start/quant_count: the words of its regions streamed. post: the crop
+        window (top, left, height, width) of the engine's output and the pool flag (2 x 2 max-pool after it).
+        """
+        act = range(self.act_depth + 1)
+        fields: dict[str, Any] = {"kind": 1, "src": 1, "x_count": act, "out_count": act}
+        if self.conv is not None:
+            c = self.conv
+            fields["conv"] = data.StructLayout({
+                "cfg": c.cfg_layout,
+                "w_start": range(self.conv_w_depth), "w_count": range(self.conv_w_depth + 1),
+                "quant_start": range(self.conv_quant_depth), "quant_count": range(self.conv_quant_depth + 1),
+            })
+            hb, wb = c.max_height.bit_length(), c.max_width.bit_length()
+            fields["post"] = data.StructLayout({"top": hb, "left": wb, "height": hb, "width": wb, "pool": 1})
+        return data.StructLayout(fields)
 
     @property
     def clock_hz(self) -> int:
@@ -55,8 +204,13 @@ class AcceleratorConfig:
         return max(1, round(self.frame_timeout_ms * 1e-3 * self.clock_hz))
 
     def describe(self) -> dict[str, Any]:
-        """What the device reports about itself (INFO payload and manifest.json)."""
-        return {
+        """What the device reports about itself (INFO payload and manifest.json).
+
+        With an engine it adds `regions` (id, name, beat width and bytes, depth), `buffers` (READ's buffer ids),
+        `engines` (each one's parameters and the field tables of its stream beats), `post` (crop and pool
+        parameters) and `descriptor` (its field table, size, kinds), enough to build every LOAD and RUN.
+        """
+        out: dict[str, Any] = {
             "sqgen": sqgen_version(),
             "protocol": PROTOCOL_VERSION,
             "board": self.board,
@@ -65,7 +219,24 @@ class AcceleratorConfig:
             "max_payload": self.max_payload,
             "blocks": self.blocks,
         }
+        if not self.has_engines:
+            return out  # the link-only device says exactly what it always said
+        engines: dict[str, Any] = {}
+        if self.conv is not None:
+            c = self.conv
+            engines["conv"] = {"kind": KINDS["conv"], "params": c.describe(), "streams": {
+                "cfg": fields_json(c.cfg_layout), "w": fields_json(c.kernel_layout),
+                "quant": fields_json(c.quant_layout)}}
+        layout = self.descriptor_layout
+        return {**out, "regions": [r.describe() for r in self.regions], "buffers": {"act0": 0, "act1": 1},
+                "engines": engines, "post": {"crop": self.crop.describe(), "pool": self.pool.describe()},
+                "descriptor": {"width": layout.size, "bytes": (layout.size + 7) // 8, "kinds": KINDS,
+                               "fields": fields_json(layout)}}
 
     def info_json(self) -> bytes:
         """The INFO response payload: `describe()` as compact JSON."""
         return json.dumps(self.describe(), separators=(",", ":"), sort_keys=True).encode()
+
+
+#: Named configs (`AcceleratorConfig.<name>()` factories): "link" is the default link-only device.
+CONFIGS = {"link": AcceleratorConfig, "lenet5": AcceleratorConfig.lenet5}

@@ -1,4 +1,5 @@
-"""2 x 2 max-pooling, stride 2, on a stream of feature maps: what LeNet-5 needs between its conv layers.
+"""The post stage of a conv layer on a stream of feature maps: `Crop` (a window of each map) and `MaxPool2`
+(2 x 2 max-pooling, stride 2), what LeNet-5 needs between its conv layers.
 
 `MaxPool2` takes one `cfg` beat per layer (height, width, channels) and then the layer's maps channel by
 channel, each in raster order, one signed sample per beat (the order `Spec2Conv` writes them). It emits
@@ -112,4 +113,91 @@ class MaxPool2(wiring.Component):
                             m.d.sync += [row.eq(0), channel.eq(channel + 1)]
                             with m.If(last_channel):
                                 m.next = "CFG"
+        return m
+
+
+@dataclass(frozen=True)
+class CropParams:
+    """Largest map the block crops (max_height x max_width, max_channels) and the sample width."""
+
+    max_height: int = 28
+    max_width: int = 28
+    max_channels: int = 64
+    bits: int = 8
+
+    def __post_init__(self) -> None:
+        for name, low in (("max_height", 1), ("max_width", 1), ("max_channels", 1), ("bits", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 1 << 16:
+                raise ValueError(f"{name} must be an integer in {low}..{1 << 16}, got {value!r}")
+
+    @property
+    def cfg_layout(self) -> data.StructLayout:
+        """One beat per layer, fields from the LSB: the map's size, then the window's corner and size."""
+        h, w = self.max_height.bit_length(), self.max_width.bit_length()
+        return data.StructLayout({"height": h, "width": w, "channels": self.max_channels.bit_length(),
+                                  "top": h, "left": w, "out_height": h, "out_width": w})
+
+    def describe(self) -> dict[str, Any]:
+        return {"max_height": self.max_height, "max_width": self.max_width, "max_channels": self.max_channels,
+                "bits": self.bits}
+
+
+class Crop(wiring.Component):
+    """`cfg` (one beat per layer), `i` (samples) in; `o` (the window's samples) out.
+
+    The maps arrive channel by channel, each height x width in raster order; each channel's samples at rows
+    top..top+out_height-1 and columns left..left+out_width-1 leave in raster order, the others are consumed
+    and dropped (NumPy: `x[:, top:top + out_height, left:left + out_width]`). A window reaching past the map
+    is cut at its edge. One sample per cycle; the output register holds under backpressure. `busy` is high
+    from the cfg beat until the layer's last sample has been taken and the output register is empty, so a
+    sequencer knows when every sample of a layer has left.
+    """
+
+    def __init__(self, params: CropParams):
+        if not isinstance(params, CropParams):
+            raise TypeError(f"params must be a CropParams, got {type(params).__name__}")
+        self.params = params
+        super().__init__({
+            "cfg": In(stream.Signature(params.cfg_layout)),
+            "i": In(stream.Signature(signed(params.bits))),
+            "o": Out(stream.Signature(signed(params.bits))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        cfg = Signal(p.cfg_layout)
+        row = Signal(range(p.max_height))
+        col = Signal(range(p.max_width))
+        channel = Signal(range(p.max_channels))
+        # The window's far edges are added once per layer, so the per-sample keep test is comparisons only.
+        bottom = Signal(p.max_height.bit_length() + 1)
+        right = Signal(p.max_width.bit_length() + 1)
+        running = Signal()
+
+        last_col = col == cfg.width - 1
+        last_row = row == cfg.height - 1
+        last_channel = channel == cfg.channels - 1
+        keep = (row >= cfg.top) & (row < bottom) & (col >= cfg.left) & (col < right)
+
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        m.d.comb += [self.cfg.ready.eq(~running), self.busy.eq(running | self.o.valid),
+                     self.i.ready.eq(running & (~self.o.valid | self.o.ready))]
+        with m.If(self.cfg.valid & self.cfg.ready):
+            new = self.cfg.payload
+            m.d.sync += [cfg.eq(new), row.eq(0), col.eq(0), channel.eq(0), running.eq(1),
+                         bottom.eq(new.top + new.out_height), right.eq(new.left + new.out_width)]
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(keep):
+                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(1)]
+            m.d.sync += col.eq(col + 1)
+            with m.If(last_col):
+                m.d.sync += [col.eq(0), row.eq(row + 1)]
+                with m.If(last_row):
+                    m.d.sync += [row.eq(0), channel.eq(channel + 1)]
+                    with m.If(last_channel):
+                        m.d.sync += running.eq(0)
         return m

@@ -9,6 +9,8 @@ Commands (constants in `host.protocol`):
 
 * INFO answers `config.info_json()`, held in a ROM written at elaboration.
 * ECHO answers the request's payload, read back from the payload buffer.
+* LOAD, RUN and READ go to `hw.sequencer.Sequencer` (regions, engines, layer sequencing) when the config
+  has an engine; a link-only config answers them UNKNOWN_COMMAND and elaborates exactly as before.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from host.protocol import Command, Status
 
 from .config import AcceleratorConfig
 from .link import FrameError, FrameReceiver, FrameTransmitter, UartRx, UartTx
+from .sequencer import Sequencer
 
 #: Bytes the UART receiver can absorb while the device is busy answering (the host waits for each answer).
 UART_RX_FIFO_DEPTH = 16
@@ -86,9 +89,10 @@ class Accelerator(wiring.Component):
 
         sources = {"buffer": (buffer, cfg.max_payload), "info": (info_rom, len(info))}
         readers = {}
+        ports = {}
         for name, (mem, depth) in sources.items():
             m.submodules[f"{name}_reader"] = reader = readers[name] = MemoryReader(depth)
-            port = mem.read_port()
+            port = ports[name] = mem.read_port()
             m.d.comb += [port.addr.eq(reader.addr), port.en.eq(reader.en), reader.data.eq(port.data)]
 
         request = receiver.request.payload
@@ -110,10 +114,25 @@ class Accelerator(wiring.Component):
 
         # The request is held (and with it the receiver, so the buffer is stable) until the answer's last
         # payload byte has gone to the transmitter.
+        sequencer = None
+        to_sequencer = Signal()
+        if cfg.has_engines:
+            m.submodules.sequencer = sequencer = Sequencer(cfg)
+            m.d.comb += [sequencer.command.eq(request.command), sequencer.length.eq(request.length),
+                         sequencer.buf_data.eq(ports["buffer"].data)]
+            with m.If(request.error == FrameError.NONE):
+                with m.Switch(request.command):
+                    with m.Case(Command.LOAD, Command.RUN, Command.READ):
+                        m.d.comb += to_sequencer.eq(1)
+
         source = Signal(range(len(sources)))
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(receiver.request.valid):
+                if sequencer is not None:
+                    with m.If(receiver.request.valid & to_sequencer):
+                        m.d.comb += sequencer.start.eq(1)
+                        m.next = "SEQUENCER"
+                with m.If(receiver.request.valid & ~to_sequencer if sequencer is not None else receiver.request.valid):
                     m.d.comb += [transmitter.response.valid.eq(1),
                                  transmitter.response.payload.status.eq(status),
                                  transmitter.response.payload.length.eq(length)]
@@ -133,6 +152,15 @@ class Accelerator(wiring.Component):
                         with m.If(~reader.busy):
                             m.d.comb += receiver.request.ready.eq(1)
                             m.next = "IDLE"
+            if sequencer is not None:
+                with m.State("SEQUENCER"):
+                    # The sequencer reads the payload through the buffer's read port, answers, then lets go.
+                    wiring.connect(m, sequencer.response, transmitter.response)
+                    wiring.connect(m, sequencer.payload, transmitter.payload)
+                    m.d.comb += [ports["buffer"].addr.eq(sequencer.buf_addr), ports["buffer"].en.eq(sequencer.buf_en)]
+                    with m.If(~sequencer.busy):
+                        m.d.comb += receiver.request.ready.eq(1)
+                        m.next = "IDLE"
         return m
 
 

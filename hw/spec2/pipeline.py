@@ -31,8 +31,10 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sim.golden.spec2 import OaaParams, Spec2Fixed, SpectralLayer, stream_entries
+from sim.golden import spec2_stream as beats
+from sim.golden.spec2 import OaaParams, Spec2Fixed, SpectralLayer
 
+from ..layouts import layout_fields
 from ..params import require_params
 from .fft import Fft2d, FftParams, Ifft2d
 from .ifft_input import SHIFT_BITS, IfftInput, IfftInputParams
@@ -480,28 +482,11 @@ def encode(params: Spec2ConvParams, layer: SpectralLayer, x_q: np.ndarray) -> di
     """The input streams of one layer on one input (C_in, H, W) as integer beats per port: cfg, x, w, quant."""
     x_q = np.asarray(x_q)
     _check_layer(params, layer, x_q.shape)
-    c_in, h, w = x_q.shape
-    q = layer.quant
-    cfg = [pack(params.cfg_layout, {"height": h, "width": w, "c_in": c_in, "c_out": layer.c_out,
-                                    "mac_shift": q.mac_shift})]
-    act = (1 << params.spec.act_bits) - 1
-    x = [int(v) & act for v in x_q.reshape(-1)]
-    quant = [pack(params.quant_layout, {"out_mult": q.out_mult, "out_shift": q.out_shift, "bias": int(b)})
-             for b in q.bias_q]
-    ent = stream_entries(layer)
-    lanes = params.p
-    group_out, group_in = ent["out"][::lanes], ent["in"][::lanes]
-    beats = []
-    for o in range(layer.c_out):
-        mine = np.flatnonzero(group_out == o)
-        groups = [{"lanes": [{"index": ent["index"][g * lanes + j], "re": ent["re"][g * lanes + j],
-                              "im": ent["im"][g * lanes + j]} for j in range(lanes)], "chan": group_in[g]}
-                  for g in mine]
-        if not groups:  # the channel still needs its `last` beat: all padding (index = bank)
-            groups = [{"lanes": [{"index": j, "re": 0, "im": 0} for j in range(lanes)], "chan": 0}]
-        beats += [pack(params.kernel_layout, {"group": grp, "last": int(k == len(groups) - 1)})
-                  for k, grp in enumerate(groups)]
-    return {"cfg": cfg, "x": x, "w": beats, "quant": quant}
+    _, h, w = x_q.shape
+    return {"cfg": [beats.cfg_beat(layout_fields(params.cfg_layout), layer, h, w)],
+            "x": beats.act_beats(x_q, params.spec.act_bits),
+            "w": beats.kernel_beats(layout_fields(params.kernel_layout), layer, params.p),
+            "quant": beats.quant_beats(layout_fields(params.quant_layout), layer)}
 
 
 def decode_output(params: Spec2ConvParams, words: Sequence[int], shape: tuple[int, int, int]) -> np.ndarray:

@@ -1,0 +1,40 @@
+"""Amaranth data layouts as flat field tables, the form INFO publishes and `sim.golden.spec2_stream` packs.
+
+A field table maps a dotted name ("group.lanes.0.index") to (offset, width), offsets from the word's LSB.
+Nested structs join their names with dots, arrays use the element number as the name part.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amaranth import Shape
+from amaranth.lib import data
+
+
+def layout_fields(layout: Any, prefix: str = "") -> dict[str, tuple[int, int]]:
+    """The leaf fields of a struct or array layout as {dotted name: (offset, width)}."""
+    fields: dict[str, tuple[int, int]] = {}
+    _flatten(layout, prefix, 0, fields)
+    return fields
+
+
+def _flatten(shape: Any, name: str, offset: int, out: dict[str, tuple[int, int]]) -> None:
+    if isinstance(shape, data.StructLayout):
+        for member, field in shape:
+            _flatten(field.shape, f"{name}.{member}" if name else member, offset + field.offset, out)
+    elif isinstance(shape, data.ArrayLayout):
+        size = _width(shape.elem_shape)
+        for j in range(shape.length):
+            _flatten(shape.elem_shape, f"{name}.{j}" if name else str(j), offset + j * size, out)
+    else:
+        out[name] = (offset, _width(shape))
+
+
+def _width(shape: Any) -> int:
+    return shape.size if isinstance(shape, data.Layout) else Shape.cast(shape).width
+
+
+def fields_json(layout: Any) -> list[dict[str, Any]]:
+    """`layout_fields` as JSON-ready records {name, offset, width}, LSB first."""
+    return [{"name": name, "offset": offset, "width": width} for name, (offset, width) in layout_fields(layout).items()]
