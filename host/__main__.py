@@ -2,6 +2,7 @@
 
     python -m host info --url tcp://127.0.0.1:PORT
     python -m host echo --url serial:///dev/ttyUSB1?baud=115200 --size 256 --count 10
+    python -m host run --model models/lenet5_full.npz --backend golden --count 100
 """
 
 from __future__ import annotations
@@ -48,6 +49,37 @@ def _echo(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from host.infer import load_model, open_backend
+    from host.train.data import load_mnist
+
+    model = load_model(args.model)
+    _, _, x_test, y_test = load_mnist()
+    count = len(x_test) if args.count is None else min(args.count, len(x_test))
+    session = open_backend(args.backend, model)
+    tty = sys.stderr.isatty()
+    started = time.monotonic()
+    correct = 0
+    with session:
+        for start in range(0, count, args.batch):
+            stop = min(count, start + args.batch)
+            result = session.run(x_test[start:stop])
+            correct += int((result.predictions == y_test[start:stop]).sum())
+            if tty:
+                done = stop * 30 // max(count, 1)
+                print(f"\r[{'#' * done}{'.' * (30 - done)}] {stop}/{count}", end="", file=sys.stderr, flush=True)
+    if tty:
+        print(file=sys.stderr)
+    seconds = time.monotonic() - started
+    # A hardware backend adds its agreement with the golden model and cycles per image here.
+    summary = {"backend": args.backend, "model": args.model, "count": count,
+               "accuracy": round(correct / count, 6) if count else None,
+               "stored_accuracy": model.metadata.get("test_accuracy", {}).get("golden_fixed"),
+               "agreement": None, "cycles_per_image": None, "seconds": round(seconds, 2)}
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m host", description="Talk to an sqgen device.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,12 +97,26 @@ def main(argv: list[str] | None = None) -> int:
     echo.add_argument("--seed", type=int, default=0, help="seed of the random payloads (default: 0)")
     echo.set_defaults(run=_echo)
 
+    run = sub.add_parser("run", help="classify test images with the accelerator's LeNet-5 on a backend",
+                         description="Run the compressed LeNet-5 on the first COUNT images of the MNIST test split "
+                                     "(host.train.data) and print a JSON summary: accuracy, count, seconds. "
+                                     "Backends: golden (NumPy golden models); tcp:// and serial:// are not "
+                                     "implemented yet.")
+    run.add_argument("--model", required=True, metavar="MODEL.npz", help="model file (python -m host.compress model)")
+    run.add_argument("--backend", default="golden", metavar="URL", help="golden (default), later tcp://HOST:PORT "
+                                                                         "or serial://DEVICE")
+    run.add_argument("--count", type=int, default=None, help="test images to run (default: all 1 000)")
+    run.add_argument("--batch", type=int, default=100, help="images per backend call (default: 100)")
+    run.set_defaults(run=_run)
+
     args = parser.parse_args(argv)
-    if getattr(args, "count", 1) < 0:
+    if getattr(args, "batch", 1) < 1:
+        parser.error(f"--batch must be at least 1, got {args.batch}")
+    if getattr(args, "count", None) is not None and args.count < 0:
         parser.error(f"--count must be at least 0, got {args.count}")
     try:
         return args.run(args)
-    except (DeviceError, ValueError, OSError) as exc:
+    except (DeviceError, ValueError, OSError, NotImplementedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -4,6 +4,7 @@
     python -m host.compress xor-decode W.xor.npz --out W.npy
     python -m host.compress bim --weights W.npy --sparsity 0.9 --tile 64x64 --rank 8 --out W.bim.npz [--mask-out M.npy]
     python -m host.compress bim-decode W.bim.npz --out MASK.npy [--weights W.npy]
+    python -m host.compress model models/lenet5_spec2.npz --fc-bits 1 --fc-sparsity 0.9 --out models/lenet5_full.npz
 """
 
 from __future__ import annotations
@@ -212,6 +213,75 @@ def _bim_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fc_sparsity(text: str) -> float | tuple[float, ...]:
+    parts = text.split(",")
+    values = []
+    for part in parts:
+        try:
+            values.append(float(part))
+        except ValueError:
+            values.append(float("nan"))
+    if len(values) not in (1, 3) or not all(0.0 <= v < 1.0 for v in values):
+        raise InputError(f"--fc-sparsity: expected S or S1,S2,S3 (fc1, fc2, fc3), each in [0, 1), got {text!r}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _model(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from host.compress.model import compress_model, save_model
+    from host.train import spectral_model
+    from sim.golden.fc_format import DEFAULT_FC_FORMAT
+    from sim.golden.spec2 import SpectralFormatError
+
+    sparsity = _fc_sparsity(args.fc_sparsity)
+    epochs = _positive(args.finetune_epochs, "--finetune-epochs", 0)
+    overrides = {name: _positive(value, option, 1) for name, value, option in (
+        ("n_in", args.n_in, "--n-in"), ("n_out", args.n_out, "--n-out"), ("m_t", args.tile_rows, "--tile-rows"),
+        ("r", args.rank, "--rank")) if value is not None}
+    try:
+        fmt = dataclasses.replace(DEFAULT_FC_FORMAT, **overrides)
+    except ValueError as error:
+        raise InputError(f"FC format: {error}") from None
+    try:
+        spectral = spectral_model.load(args.spectral)
+    except SpectralFormatError as error:
+        raise InputError(str(error)) from None
+    tty = sys.stderr.isatty()
+    open_line = [False]
+
+    def progress(message: str) -> None:
+        # Per-batch conv messages overwrite each other on a terminal and are left out of a log.
+        if message.startswith("conv features ") and "/" in message:
+            if tty:
+                print(f"\r  {message}", end="", file=sys.stderr, flush=True)
+                open_line[0] = True
+            return
+        print(("\n" if open_line[0] else "") + message, file=sys.stderr, flush=True)
+        open_line[0] = False
+
+    started = time.perf_counter()
+    try:
+        model = compress_model(spectral, fmt=fmt, bits=args.fc_bits, sparsity=sparsity, finetune_epochs=epochs,
+                               finetune_mode=args.finetune_mode, lr=args.lr, seed=_positive(args.seed, "--seed", 0),
+                               percentile=args.percentile, progress=progress)
+    except ImportError as error:
+        raise InputError(str(error)) from None
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    model.metadata["compress_seconds"] = round(time.perf_counter() - started, 1)
+    _write(args.out, lambda path: save_model(path, model))
+    meta = model.metadata
+    summary = {
+        "out": args.out, "file_bytes": Path(args.out).stat().st_size, "fc_format": dataclasses.asdict(fmt),
+        "fc_bits": args.fc_bits, "fc_sparsity": meta["fc_sparsity"], "test_accuracy": meta["test_accuracy"],
+        "bits_per_weight": {name: part["bits_per_weight"] for name, part in meta["sizes"].items()},
+        "seconds": meta["compress_seconds"],
+    }
+    print(json.dumps(summary, indent=1 if args.pretty else None))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m host.compress", description="Compress pruned weight matrices into sqgen formats.")
@@ -277,6 +347,38 @@ def main(argv: list[str] | None = None) -> int:
                          help="write these weights with pruned positions exactly 0 instead of the mask")
     bim_dec.add_argument("--out", required=True, metavar="MASK.npy", help="output .npy")
     bim_dec.set_defaults(run=_bim_decode)
+
+    model = sub.add_parser(
+        "model", help="compress the spectral LeNet-5 into the accelerator's model (BIM + XOR FC layers)",
+        description="Compress a spectral LeNet-5 file (models/lenet5_spec2.npz) into the accelerator's model "
+                    "(docs/formats.md, 'Compressed LeNet-5'): the conv layers as they are; each FC layer pruned by "
+                    "a BIM mask, optionally fine-tuned with the mask fixed (torch), binary-coded, its tile-major "
+                    "bit-planes XOR-encoded for the FC engine's fixed format, and requantized to integers "
+                    "calibrated on the training split. Progress on stderr; a JSON summary on stdout (accuracies "
+                    "on the test split, stored bits per weight of each layer).")
+    model.add_argument("spectral", metavar="SPECTRAL.npz", help="spectral LeNet-5 file (python -m host.train lenet5)")
+    model.add_argument("--fc-bits", type=int, default=1, metavar="Q", help="bit-planes per FC weight (default: 1)")
+    model.add_argument("--fc-sparsity", default="0.9", metavar="S[,S2,S3]",
+                       help="fraction of FC weights pruned, one value or fc1,fc2,fc3 (default: 0.9)")
+    model.add_argument("--finetune-epochs", default="20", metavar="N",
+                       help="epochs of FC fine-tuning with the masks fixed, needs torch; 0 for none (default: 20)")
+    model.add_argument("--finetune-mode", choices=("ste", "float"), default="ste",
+                       help="ste: train through the binary-coded weights (straight-through); float: train the "
+                            "masked float weights, quantize after (default: ste)")
+    model.add_argument("--lr", type=float, default=3e-3, help="fine-tuning learning rate, Adam (default: 0.003)")
+    model.add_argument("--seed", default="0", metavar="N", help="seed of the BIM factorizer and the fine-tuning "
+                                                                 "(default: 0)")
+    model.add_argument("--percentile", type=float, default=100.0,
+                       help="percentile of |training outputs| mapped to code 127, per FC layer (default: 100)")
+    for option, name, what in (("--n-in", "n_in", "XOR stored bits per slice"),
+                               ("--n-out", "n_out", "XOR slice bits = BIM tile columns"),
+                               ("--tile-rows", "tile_rows", "BIM tile rows m_t"), ("--rank", "rank", "BIM rank r")):
+        model.add_argument(option, dest=name, metavar="N",
+                           help=f"{what}, overriding the FC engine's default format (a file made so is for another "
+                                "hardware configuration)")
+    model.add_argument("--pretty", action="store_true", help="indent the JSON summary")
+    model.add_argument("--out", required=True, metavar="MODEL.npz", help="output model file")
+    model.set_defaults(run=_model)
 
     args = parser.parse_args(argv)
     if getattr(args, "als_iters", 0) < 0:
