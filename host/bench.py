@@ -3,7 +3,7 @@
     python -m host.bench xor [--quick] [--sparsity 0.91 ...] [--bits 1 ...] [--rows R --cols C] [--n-out 200]
     python -m host.bench bim [--quick] [--sparsity 0.8 0.9 0.95] [--tiles 32x32 ...] [--ranks 2 ...] [--no-lenet]
     python -m host.bench spec2 [--p 4] [--sparsity 0.75] [--no-build] [--no-sim] [--layers vgg ...]
-    python -m host.bench admm [--sparsity 0.75] [--model models/lenet5_spec2.npz]
+    python -m host.bench admm [--sparsity 0.75] [--seeds 0,1,2] [--model models/lenet5_spec2.npz]
 
 `xor`: the XOR-gate format on a random standard-normal matrix (AlexNet FC6 size, 4096 x 9216, unless told)
 under a random unstructured mask (each weight kept with probability 1 - s), for every sparsity s and bit
@@ -25,8 +25,10 @@ A random matrix has no low-rank structure, so its kept magnitude sits well below
 `spec2`: SPEC2 spectral convolution against the dense baseline on equal DSPs (`host.bench_spec2`).
 
 `admm`: LeNet-5 with SPEC2 spectral conv layers (`host.train.pipeline.bench_admm`; needs torch): test accuracy of
-the dense spatial and dense spectral models, of ADMM and of magnitude spectral pruning, each retrained, the
-exported model through the golden fixed-point layers and its disagreements with torch, the training times.
+the dense spatial and dense spectral models, of ADMM and of magnitude spectral pruning, each retrained, and of
+the exported ADMM model through the golden fixed-point model, per seed (every stage reseeded) with mean and
+standard deviation; the exported models' disagreements with torch; the training times (one torch thread);
+whether the committed model's stored golden accuracy is reproduced. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -434,6 +436,16 @@ def _sparsity(text: str) -> float:
     return value
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,1,2, got {text!r}") from None
+    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct seeds >= 0, got {text!r}")
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m host.bench", description="sqgen compression benchmarks (JSON).")
     sub = parser.add_subparsers(dest="name", required=True)
@@ -494,8 +506,11 @@ def main(argv: list[str] | None = None) -> int:
     admm = sub.add_parser("admm", help="LeNet-5 spectral pruning: ADMM vs magnitude, retrained; golden accuracy",
                           description="Train LeNet-5 with SPEC2 spectral conv layers, prune them by ADMM and by "
                                       "magnitude, retrain both, export the ADMM model and run it through the golden "
-                                      "fixed-point model; also check the committed model.")
+                                      "fixed-point model, once per seed; also check the committed model.")
     admm.add_argument("--sparsity", type=_sparsity, default=0.75, help="spectral sparsity (default: 0.75)")
+    admm.add_argument("--seeds", type=_seed_list, default=[0, 1, 2],
+                      help="comma-separated seeds; each runs the whole pipeline, dense training included "
+                           "(default: 0,1,2)")
     admm.add_argument("--model", default="models/lenet5_spec2.npz",
                       help="committed model to check with the golden backend (default: models/lenet5_spec2.npz)")
     args = parser.parse_args(argv)
@@ -505,7 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        print(json.dumps(bench_admm(args.sparsity, args.model), indent=2))
+        result = bench_admm(args.sparsity, args.seeds, args.model, log=lambda text: print(text, file=sys.stderr,
+                                                                                          flush=True))
+        print(json.dumps(result, indent=2))
         return 0
     if args.name == "spec2":
         from host.bench_spec2 import LAYERS, bench_spec2

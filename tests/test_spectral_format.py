@@ -412,3 +412,20 @@ def test_layer_object_checks_itself():
         dataclasses.replace(layer, quant=dataclasses.replace(layer.quant, bias_q=layer.quant.bias_q[:1]))
     with pytest.raises(SpectralFormatError, match="field 'c_in'"):
         dataclasses.replace(layer, c_in=0)
+
+
+@pytest.mark.parametrize("quant", [True, False])
+def test_fields_without_a_file_are_the_file(tmp_path: Path, quant):
+    # layer_fields / layer_from_fields are what save_spectral / load_spectral write and read, array for array.
+    layer = _layer(7, quant)
+    fields = golden.layer_fields(layer)
+    save_spectral(tmp_path / "x.npz", layer)
+    written = _fields(tmp_path / "x.npz")
+    assert sorted(fields) == sorted(written)
+    for name, value in written.items():
+        assert np.asarray(fields[name]).dtype == value.dtype and np.array_equal(fields[name], value), name
+    assert _same(golden.layer_from_fields(fields), layer)
+    del fields["order"]
+    with pytest.raises(SpectralFormatError, match="missing field 'order'") as info:
+        golden.layer_from_fields(fields)
+    assert not str(info.value).startswith(str(tmp_path))  # no file, no path prefix

@@ -4,7 +4,8 @@
                                          [--tile 64x64 | --tile fc1=60x80,fc2=84x60] [--rank 3 | --rank fc1=3,fc2=2]
                                          [--layers fc1,fc2] [--seeds 0,1,2] [--skip-bim]
 
-    python -m host.train lenet5 [--spectral-sparsity 0.75] [--out models/lenet5_spec2.npz] [--admm-iterations N]
+    python -m host.train lenet5 [--spectral-sparsity 0.75] [--out models/lenet5_spec2.npz] [--seed 0]
+                                [--admm-iterations N] [--admm-epochs N] [--rho0 R] [--rho-growth G]
                                 [--spectral-epochs N] [--retrain-epochs N] [--skip-magnitude]
 
 Progress goes to stderr, one line per epoch; the summary is one JSON document on stdout.
@@ -14,8 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 
 class InputError(Exception):
@@ -57,34 +62,37 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def _bounded(kind: type[int] | type[float], low: float | None = None, high: float | None = None, *,
+             low_open: bool = False, high_open: bool = False) -> Callable[[str], int | float]:
+    """An argparse type: `kind` (int or float, finite) within [low, high]; `low_open` / `high_open` exclude an end."""
+    what = "an integer" if kind is int else "a number"
+    if low is not None and high is not None:
+        what += f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        what += f" {'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        what += f" {'<' if high_open else '<='} {high:g}"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        inside = math.isfinite(value)
+        if low is not None:
+            inside = inside and (value > low if low_open else value >= low)
+        if high is not None:
+            inside = inside and (value < high if high_open else value <= high)
+        if not inside:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _sparsity(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+_positive_int = _bounded(int, 1)
+_positive = _bounded(float, 0, low_open=True)
+_sparsity = _bounded(float, 0, 1, high_open=True)
 
 
 def _progress(stage: str, stats: dict) -> None:
@@ -132,9 +140,20 @@ def _lenet5_spectral(args: argparse.Namespace) -> dict:
         raise InputError(str(error)) from None
     from host.train.pipeline import train_and_export
 
-    recipe = spectral.SpectralRecipe(sparsity=args.spectral_sparsity)
-    if args.admm_iterations is not None:
-        recipe = recipe.replace(admm=recipe.admm.replace(iterations=args.admm_iterations))
+    # Fail before minutes of training, not after them.
+    folder = Path(args.out).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"--out: cannot create {folder} ({error.strerror or error})") from None
+    if not os.access(folder, os.W_OK) or Path(args.out).is_dir():
+        raise InputError(f"--out: cannot write {args.out}")
+    recipe = spectral.SpectralRecipe(sparsity=args.spectral_sparsity).seeded(args.seed)
+    admm = {name: value for name, value in (("iterations", args.admm_iterations), ("rho0", args.rho0),
+                                            ("rho_growth", args.rho_growth)) if value is not None}
+    if args.admm_epochs is not None:
+        admm["w_step"] = recipe.admm.w_step.replace(epochs=args.admm_epochs)
+    recipe = recipe.replace(admm=recipe.admm.replace(**admm))
     if args.spectral_epochs is not None:
         recipe = recipe.replace(spectral=recipe.spectral.replace(epochs=args.spectral_epochs))
     if args.retrain_epochs is not None:
@@ -153,14 +172,14 @@ def main(argv: list[str] | None = None) -> int:
                                    "accuracy.")
     p.add_argument("--sparsity", type=_sparsity, default=0.9, help="fraction of each pruned layer set to zero "
                    "(default: 0.9)")
-    p.add_argument("--epochs", type=_positive, help="dense training epochs (default: the default recipe's)")
-    p.add_argument("--retrain-epochs", type=_positive, help="retraining epochs for both pruned variants "
+    p.add_argument("--epochs", type=_positive_int, help="dense training epochs (default: the default recipe's)")
+    p.add_argument("--retrain-epochs", type=_positive_int, help="retraining epochs for both pruned variants "
                    "(default: the default retraining recipe's)")
-    p.add_argument("--retrain-lr", type=_positive_float, help="retraining learning rate for both pruned variants "
+    p.add_argument("--retrain-lr", type=_positive, help="retraining learning rate for both pruned variants "
                    "(default: the default retraining recipe's)")
     p.add_argument("--tile", type=_per_layer(_tile), default=(64, 64), help="BIM tile ROWSxCOLS for every layer, "
                    "or per layer as fc1=120x80,fc2=84x120; clipped to each layer (default: 64x64)")
-    p.add_argument("--rank", type=_per_layer(_positive), default=3, help="BIM rank r, or per layer as fc1=4,fc2=3 "
+    p.add_argument("--rank", type=_per_layer(_positive_int), default=3, help="BIM rank r, or per layer as fc1=4,fc2=3 "
                    "(default: 3)")
     p.add_argument("--layers", default="fc1,fc2", help="FC layers to prune, comma-separated from fc1,fc2,fc3 "
                    "(default: fc1,fc2; fc3, the classifier, stays dense)")
@@ -178,11 +197,16 @@ def main(argv: list[str] | None = None) -> int:
                    "bins of each conv layer set to zero (default: 0.75)")
     s.add_argument("--out", default="models/lenet5_spec2.npz", help="the exported model (default: "
                    "models/lenet5_spec2.npz)")
-    s.add_argument("--admm-iterations", type=_positive, help="ADMM iterations (default: the default recipe's)")
-    s.add_argument("--spectral-epochs", type=_positive, help="dense spectral fine-tuning epochs (default: the "
-                   "default recipe's)")
-    s.add_argument("--retrain-epochs", type=_positive, help="retraining epochs after pruning (default: the default "
-                   "recipe's)")
+    s.add_argument("--seed", type=_bounded(int, 0), default=0, help="seed of every stage, dense training included "
+                   "(default: 0)")
+    s.add_argument("--admm-iterations", type=_positive_int, help="ADMM rounds (W-step, Z-step, dual update) "
+                   "(default: 8)")
+    s.add_argument("--admm-epochs", type=_positive_int, help="W-step epochs per ADMM round (default: 2)")
+    s.add_argument("--rho0", type=_positive, help="ADMM penalty weight of the first round (default: 0.02)")
+    s.add_argument("--rho-growth", type=_bounded(float, 1), help="factor on rho per round (default: 2)")
+    s.add_argument("--spectral-epochs", type=_positive_int, help="dense spectral fine-tuning epochs (default: 6)")
+    s.add_argument("--retrain-epochs", type=_positive_int, help="retraining epochs after pruning, both variants "
+                   "(default: 8)")
     s.add_argument("--skip-magnitude", action="store_true", help="skip the magnitude-pruning comparison")
     s.set_defaults(run=_lenet5_spectral)
 

@@ -8,8 +8,10 @@ partners' conjugates (`complete_half`), so the parameters at those positions get
 
 Pruning (`admm_prune`): W-step = the training loop with the penalty rho/2 ||W - Z + U||^2 over canonical bins,
 Z-step = the largest |W + U| canonical bins per layer to the target sparsity (`project`), U += W - Z; rho grows
-geometrically per iteration. Then the mask of the last Z is fixed and the model retrained ("spectral
-retraining"). `magnitude_prune` is the baseline: the same mask rule applied once to the dense spectra.
+geometrically per round and the scaled dual U is rescaled with it. Penalty and Z-step use the same norm (each
+canonical bin once, a self-conjugate bin by its real part), so the Z-step is the exact projection for it. Then
+the mask of the last Z is fixed and the model retrained ("spectral retraining"). `magnitude_prune` is the
+baseline: the same mask rule applied once to the dense spectra.
 
 The exported model (`export`) is read and run without torch by `host.train.spectral_model`.
 """
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,20 +197,32 @@ def canonical_sparsity(half: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class AdmmRecipe:
-    """ADMM pruning: iterations of `epochs_per_iteration` W-step epochs, rho = rho0 * rho_growth^iteration, and the
-    training recipe of the W-steps (its epochs field is ignored; the learning rate is constant within a W-step)."""
+    """ADMM pruning: `iterations` rounds of a W-step (the `w_step` recipe: its epochs are per round, its seed plus
+    the round number shuffles the round), a Z-step and a dual update; rho = rho0 * rho_growth ** round."""
 
     iterations: int = 8
-    epochs_per_iteration: int = 2
     rho0: float = 2e-2
     rho_growth: float = 2.0
     # SGD, not Adam: Adam normalises each parameter's step to about lr whatever rho is, so a growing rho would not
-    # tighten W towards Z (measured: the gap ||W - Z|| stalled at half of ||W|| for conv1).
-    w_step: Recipe = Recipe(optimizer="sgd", lr=1e-2, schedule="constant")
+    # tighten W towards Z (measured: the gap ||W - Z|| stalled at half of ||W|| for conv1). A constant rate, so
+    # that the penalty's pull does not fade within a round.
+    w_step: Recipe = Recipe(epochs=2, optimizer="sgd", lr=1e-2, schedule="constant")
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1:
+            raise ValueError(f"AdmmRecipe.iterations must be >= 1, got {self.iterations}")
+        if not (math.isfinite(self.rho0) and self.rho0 > 0):
+            raise ValueError(f"AdmmRecipe.rho0 must be a finite number > 0, got {self.rho0}")
+        if not (math.isfinite(self.rho_growth) and self.rho_growth >= 1):
+            raise ValueError(f"AdmmRecipe.rho_growth must be a finite number >= 1, got {self.rho_growth}")
 
     def replace(self, **changes) -> AdmmRecipe:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+    def rho(self, iteration: int) -> float:
+        """The penalty weight of round `iteration` (0-based)."""
+        return self.rho0 * self.rho_growth ** iteration
 
 
 @dataclass(frozen=True)
@@ -219,40 +235,54 @@ class SpectralRecipe:
     retrain: Recipe = Recipe(epochs=8, lr=3e-4)
     sparsity: float = 0.75
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.sparsity < 1:
+            raise ValueError(f"SpectralRecipe.sparsity must be in [0, 1), got {self.sparsity}")
+
     def replace(self, **changes) -> SpectralRecipe:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
+    def seeded(self, seed: int) -> SpectralRecipe:
+        """The same recipe with every stage's seed set to `seed` (dense training included)."""
+        return self.replace(spatial=self.spatial.replace(seed=seed), spectral=self.spectral.replace(seed=seed),
+                            admm=self.admm.replace(w_step=self.admm.w_step.replace(seed=seed)),
+                            retrain=self.retrain.replace(seed=seed))
+
+
+def _penalty(targets: dict[str, tuple[torch.Tensor, torch.Tensor]], rho: float) -> Callable[[nn.Module], torch.Tensor]:
+    """rho / 2 ||W - T||^2 over the free (canonical) parameters of each spectral layer, T = Z - U."""
+    def penalty(model: nn.Module) -> torch.Tensor:
+        total = torch.zeros(())
+        for name, layer in model.spectral_layers().items():
+            t_re, t_im = targets[name]
+            total = total + ((layer.weight_re - t_re) * layer.mask_re).pow(2).sum()
+            total = total + ((layer.weight_im - t_im) * layer.mask_im).pow(2).sum()
+        return rho / 2 * total
+    return penalty
+
 
 def admm_prune(model: SpectralLeNet5, sparsity: float, recipe: AdmmRecipe, data: Data, *,
-               progress: Progress | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
+               progress: Progress | None = None,
+               log: Callable[[str], None] | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
     """ADMM on the spectral weights of both conv layers, in place; returns the last Z (pruned halves) and, per
-    iteration, rho and ||W - Z|| / ||W|| per layer."""
+    round, rho and the relative primal residual ||W - Z|| / ||W|| per layer (`log` gets one line per round)."""
     x_train, y_train, x_test, y_test = data
     layers = model.spectral_layers()
     z = {name: project(layer.half(), sparsity) for name, layer in layers.items()}
     u = {name: np.zeros_like(h) for name, h in z.items()}
     history = []
     for iteration in range(recipe.iterations):
-        rho = recipe.rho0 * recipe.rho_growth ** iteration
+        rho = recipe.rho(iteration)
         if iteration:
-            # U is the dual scaled by 1 / rho: keep the unscaled dual when rho grows (Boyd et al. 2011, 3.4.1).
-            u = {name: value / recipe.rho_growth for name, value in u.items()}
-        # Z - U as real tensors: the penalty's target.
-        target = {name: (torch.from_numpy((z[name] - u[name]).real).float(),
-                         torch.from_numpy((z[name] - u[name]).imag).float()) for name in layers}
-
-        def penalty(m: nn.Module, target=target, rho=rho) -> torch.Tensor:
-            total = torch.zeros(())
-            for name, layer in m.spectral_layers().items():
-                t_re, t_im = target[name]
-                total = total + ((layer.weight_re - t_re) * layer.mask_re).pow(2).sum()
-                total = total + ((layer.weight_im - t_im) * layer.mask_im).pow(2).sum()
-            return rho / 2 * total
-
-        step = recipe.w_step.replace(epochs=recipe.epochs_per_iteration, seed=recipe.w_step.seed + iteration)
-        fit(model, x_train, y_train, step, penalty=penalty, eval_data=(x_test, y_test) if progress else None,
-            progress=progress, stage=f"admm {iteration + 1}")
+            # U is the dual scaled by 1 / rho: keep the unscaled dual rho U when rho grows (Boyd et al. 2011, 3.4.1).
+            u = {name: value * (recipe.rho(iteration - 1) / rho) for name, value in u.items()}
+        dtype = next(iter(layers.values())).weight_re.dtype
+        targets = {name: (torch.from_numpy((z[name] - u[name]).real).to(dtype),
+                          torch.from_numpy((z[name] - u[name]).imag).to(dtype)) for name in layers}
+        step = recipe.w_step.replace(seed=recipe.w_step.seed + iteration)
+        fit(model, x_train, y_train, step, penalty=_penalty(targets, rho),
+            eval_data=(x_test, y_test) if progress else None, progress=progress, stage=f"admm {iteration + 1}")
         gaps = {}
         for name, layer in layers.items():
             w = layer.half()
@@ -260,6 +290,9 @@ def admm_prune(model: SpectralLeNet5, sparsity: float, recipe: AdmmRecipe, data:
             u[name] = u[name] + w - z[name]
             gaps[name] = float(np.linalg.norm(w - z[name]) / max(np.linalg.norm(w), 1e-30))
         history.append({"iteration": iteration + 1, "rho": rho, "relative_gap": gaps})
+        if log is not None:
+            log(f"admm {iteration + 1}/{recipe.iterations}: rho {rho:.3g}, ||W - Z|| / ||W|| "
+                + ", ".join(f"{name} {gap:.3f}" for name, gap in gaps.items()))
     return z, history
 
 
@@ -284,7 +317,8 @@ def model_sparsity(model: SpectralLeNet5) -> dict[str, float]:
 
 
 def train_pipeline(recipe: SpectralRecipe = SpectralRecipe(), *, data: Data | None = None, cache: Path | None = None,
-                   magnitude: bool = True, progress: Progress | None = None) -> dict:
+                   magnitude: bool = True, progress: Progress | None = None,
+                   log: Callable[[str], None] | None = None) -> dict:
     """Dense spatial (cached) -> dense spectral -> ADMM + retraining (and magnitude + retraining); the models, their
     test accuracies and wall times."""
     data = _data(data)
@@ -304,7 +338,7 @@ def train_pipeline(recipe: SpectralRecipe = SpectralRecipe(), *, data: Data | No
 
     started = time.perf_counter()
     admm = copy.deepcopy(dense)
-    z, history = admm_prune(admm, recipe.sparsity, recipe.admm, data, progress=progress)
+    z, history = admm_prune(admm, recipe.sparsity, recipe.admm, data, progress=progress, log=log)
     admm_seconds = time.perf_counter() - started
     masks = hard_prune(admm, z)
     before = evaluate(admm, x_test, y_test)

@@ -9,18 +9,17 @@ calibrated out_scale, max-pooling on the integers, which commutes with the monot
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from sim.golden import spec2
-from sim.golden.npzfile import read_npz
+from sim.golden.npzfile import load_checked
 from sim.golden.spec2 import (
     SpectralFormatError,
     SpectralLayer,
-    save_spectral,
+    layer_fields,
+    layer_from_fields,
     spectral_conv_fixed,
     spectral_conv_float,
 )
@@ -115,18 +114,14 @@ def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
 
 
 def save(path: str | Path, model: SpectralLeNetModel) -> None:
-    """Write the container: each conv layer's `save_spectral` fields prefixed by "conv1/" or "conv2/", the FC
-    arrays as float32, metadata as a JSON string; one uncompressed np.savez archive."""
+    """Write the container: each conv layer's fields (`layer_fields`, as in its own file) prefixed by "conv1/" or
+    "conv2/", the FC arrays as float32, metadata as a JSON string; one uncompressed np.savez archive."""
     fields: dict[str, np.ndarray] = {"format": np.array(FORMAT), "version": np.int64(VERSION),
                                      "metadata": np.array(json.dumps(model.metadata, sort_keys=True))}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, layer in zip(CONV_NAMES, model.convs()):
-            if layer.quant is None:
-                raise ValueError(f"{name} has no quantization parameters (calibrate it first)")
-            # The layer file format is defined once, by save_spectral; the container only prefixes its fields.
-            save_spectral(Path(tmp) / f"{name}.npz", layer)
-            with np.load(Path(tmp) / f"{name}.npz", allow_pickle=False) as npz:
-                fields.update({f"{name}/{key}": npz[key] for key in npz.files})
+    for name, layer in zip(CONV_NAMES, model.convs()):
+        if layer.quant is None:
+            raise ValueError(f"{name} has no quantization parameters (calibrate it first)")
+        fields.update({f"{name}/{key}": value for key, value in layer_fields(layer).items()})
     for name in FC_FIELDS:
         fields[name] = np.asarray(model.fc[name], dtype=np.float32)
     with open(path, "wb") as f:
@@ -137,46 +132,72 @@ def _bad(field_name: str, message: str) -> SpectralFormatError:
     return SpectralFormatError(f"field '{field_name}': {message}")
 
 
-def _from_fields(raw: dict[str, np.ndarray]) -> SpectralLeNetModel:
-    for name in ("format", "version", "metadata"):
-        if name not in raw:
-            raise SpectralFormatError(f"missing field '{name}'")
-    if raw["format"].shape != () or str(raw["format"]) != FORMAT:
-        raise _bad("format", f"expected {FORMAT!r}, got {raw['format']!r}")
-    if raw["version"].shape != () or raw["version"].dtype.kind not in "iu" or int(raw["version"]) != VERSION:
-        raise _bad("version", f"unknown version {raw['version']!r} (this reader knows {VERSION})")
+def _string(raw: dict[str, np.ndarray], name: str) -> str:
+    if name not in raw:
+        raise SpectralFormatError(f"missing field '{name}'")
+    if raw[name].shape != () or raw[name].dtype.kind != "U":
+        raise _bad(name, f"expected a string scalar, got {raw[name].dtype} {raw[name].shape}")
+    return str(raw[name])
+
+
+def _conv(raw: dict[str, np.ndarray], name: str) -> SpectralLayer:
+    sub = {key.removeprefix(f"{name}/"): value for key, value in raw.items() if key.startswith(f"{name}/")}
     try:
-        metadata = json.loads(str(raw["metadata"]))
+        # The layer file's own checks, field by field, so the container can never hold a layer its file would refuse.
+        layer = layer_from_fields(sub)
+    except SpectralFormatError as error:
+        raise SpectralFormatError(f"{name}: {error}") from None
+    if layer.quant is None:
+        raise SpectralFormatError(f"{name}: missing field 'in_scale' (the fixed-point model needs the quantization "
+                                  "fields)")
+    if not layer.relu:
+        raise SpectralFormatError(f"{name}: field 'relu': must be 1 (LeNet-5 applies ReLU after each conv layer)")
+    return layer
+
+
+def _from_fields(raw: dict[str, np.ndarray]) -> SpectralLeNetModel:
+    if (text := _string(raw, "format")) != FORMAT:
+        raise _bad("format", f"expected {FORMAT!r}, got {text!r}")
+    if "version" not in raw:
+        raise SpectralFormatError("missing field 'version'")
+    version = raw["version"]
+    if version.shape != () or version.dtype.kind not in "iu" or int(version) != VERSION:
+        raise _bad("version", f"unknown version {version!r} (this reader knows {VERSION})")
+    try:
+        metadata = json.loads(_string(raw, "metadata"))
     except json.JSONDecodeError as error:
         raise _bad("metadata", f"not JSON ({error})") from None
-    convs = []
-    for name in CONV_NAMES:
-        sub = {key.removeprefix(f"{name}/"): value for key, value in raw.items() if key.startswith(f"{name}/")}
-        try:
-            # The layer file's own validation, field by field (the same checks load_spectral makes).
-            layer = spec2._from_fields(sub)
-        except SpectralFormatError as error:
-            raise SpectralFormatError(f"{name}: {error}") from None
-        if layer.quant is None:
-            raise SpectralFormatError(f"{name}: no quantization fields (the fixed-point model needs them)")
-        convs.append(layer)
+    if not isinstance(metadata, dict):
+        raise _bad("metadata", f"expected a JSON object, got {type(metadata).__name__}")
+    conv1, conv2 = (_conv(raw, name) for name in CONV_NAMES)
+    shapes = [(conv1.c_in, conv1.c_out), (conv2.c_in, conv2.c_out)]
+    if shapes != [(1, 6), (6, 16)]:
+        raise SpectralFormatError(f"conv layers must be 1 -> 6 and 6 -> 16 channels, got {shapes}")
+    # The geometry must bring a 28 x 28 image to fc1's 400 inputs (16 x 5 x 5 after the two poolings).
+    h, w = conv1.oaa.output_shape(28, 28)
+    h, w = conv2.oaa.output_shape(h // 2, w // 2)
+    if (h // 2, w // 2) != (5, 5):
+        raise SpectralFormatError(f"conv1 and conv2 (n, k, l, padding) take 28 x 28 to {h // 2} x {w // 2} after "
+                                  "pooling, fc1 needs 5 x 5")
+    # Each layer's integers were derived from its input scale: the chain must be the one inference runs.
+    if conv1.quant.in_scale != INPUT_SCALE:
+        raise _bad("conv1/in_scale", f"must be the input scale float32(1/127) = {INPUT_SCALE}, got "
+                                     f"{conv1.quant.in_scale}")
+    if conv2.quant.in_scale != conv1.quant.out_scale:
+        raise _bad("conv2/in_scale", f"must equal conv1/out_scale = {conv1.quant.out_scale}, got "
+                                     f"{conv2.quant.in_scale}")
     fc = {}
     for name in FC_FIELDS:
         if name not in raw:
             raise SpectralFormatError(f"missing field '{name}'")
         if raw[name].dtype != np.float32 or raw[name].shape != FC_SHAPES[name]:
             raise _bad(name, f"expected float32 {FC_SHAPES[name]}, got {raw[name].dtype} {raw[name].shape}")
+        if not np.isfinite(raw[name]).all():
+            raise _bad(name, "has non-finite values")
         fc[name] = raw[name]
-    shapes = [(convs[0].c_in, convs[0].c_out), (convs[1].c_in, convs[1].c_out)]
-    if shapes != [(1, 6), (6, 16)]:
-        raise SpectralFormatError(f"conv layers must be 1 -> 6 and 6 -> 16 channels, got {shapes}")
-    return SpectralLeNetModel(conv1=convs[0], conv2=convs[1], fc=fc, metadata=metadata)
+    return SpectralLeNetModel(conv1=conv1, conv2=conv2, fc=fc, metadata=metadata)
 
 
 def load(path: str | Path) -> SpectralLeNetModel:
     """Read and check a spectral LeNet-5 file; SpectralFormatError (one line, naming the field) if malformed."""
-    raw = read_npz(path, SpectralFormatError)
-    try:
-        return _from_fields(raw)
-    except SpectralFormatError as error:
-        raise SpectralFormatError(f"{path}: {error}") from None
+    return load_checked(path, SpectralFormatError, _from_fields)

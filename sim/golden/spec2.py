@@ -67,13 +67,15 @@ Bank-conflict-free order (`Schedule`): the input spectrum sits in B banks, bin i
 kernel's entries are cut into groups of P lanes with distinct banks; a group's slots are sorted by bank,
 and a short group is padded with zero entries on the lowest banks it leaves free (index = that bank
 number), so with P = B lane j always reads bank j. The stream runs kernel (o, i) row-major, group by group
-(`stream_entries`). The file (`save_spectral` / `load_spectral`) is described in docs/formats.md.
+(`stream_entries`). The file (`save_spectral` / `load_spectral`; its arrays without the file: `layer_fields` /
+`layer_from_fields`) is described in docs/formats.md.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -854,8 +856,8 @@ _REQUIRED = (*_INTS, "padding", "weight_scale", "counts", "index", "re", "im", "
 _QUANT = ("in_scale", "out_scale", "mac_shift", "out_mult", "out_shift", "bias_q")
 
 
-def save_spectral(path: str | Path, layer: SpectralLayer) -> None:
-    """Write `layer` (which must carry a schedule) as the .npz file of docs/formats.md (uncompressed)."""
+def layer_fields(layer: SpectralLayer) -> dict[str, np.ndarray]:
+    """The arrays of `layer`'s .npz file (docs/formats.md) by field name; the layer must carry a schedule."""
     sch = layer.schedule
     if sch is None:
         raise ValueError("the layer has no schedule (the file carries the conflict-free order)")
@@ -872,37 +874,45 @@ def save_spectral(path: str | Path, layer: SpectralLayer) -> None:
         fields.update({"in_scale": np.float32(q.in_scale), "out_scale": np.float32(q.out_scale),
                        "mac_shift": np.int64(q.mac_shift), "out_mult": np.int64(q.out_mult),
                        "out_shift": np.int64(q.out_shift), "bias_q": q.bias_q})
+    return fields
+
+
+def save_spectral(path: str | Path, layer: SpectralLayer) -> None:
+    """Write `layer` (which must carry a schedule) as the .npz file of docs/formats.md (uncompressed)."""
+    fields = layer_fields(layer)
     with open(path, "wb") as f:
         np.savez(f, **fields)
 
 
 def load_spectral(path: str | Path) -> SpectralLayer:
     """Read and check a sparse spectral layer file; SpectralFormatError (one line, naming the field) if malformed."""
-    return load_checked(path, SpectralFormatError, _from_fields)
+    return load_checked(path, SpectralFormatError, layer_from_fields)
 
 
-def _int_scalar(raw: dict[str, np.ndarray], name: str) -> int:
+def _int_scalar(raw: Mapping[str, np.ndarray], name: str) -> int:
     value = raw[name]
     if value.shape != () or value.dtype.kind not in "iu":
         raise _bad(name, f"expected an integer scalar, got {value.dtype} {value.shape}")
     return int(value)
 
 
-def _float_scalar(raw: dict[str, np.ndarray], name: str) -> float:
+def _float_scalar(raw: Mapping[str, np.ndarray], name: str) -> float:
     value = raw[name]
     if value.shape != () or value.dtype != np.float32:
         raise _bad(name, f"expected a float32 scalar, got {value.dtype} {value.shape}")
     return float(value)
 
 
-def _int_array(raw: dict[str, np.ndarray], name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+def _int_array(raw: Mapping[str, np.ndarray], name: str, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
     value = raw[name]
     if value.dtype != dtype or value.shape != shape:
         raise _bad(name, f"expected {np.dtype(dtype)} of shape {shape}, got {value.dtype} {value.shape}")
     return value.astype(np.int64)
 
 
-def _from_fields(raw: dict[str, np.ndarray]) -> SpectralLayer:
+def layer_from_fields(raw: Mapping[str, np.ndarray]) -> SpectralLayer:
+    """The layer held by a file's arrays (the inverse of `layer_fields`), every field checked; SpectralFormatError
+    (one line, naming the field) if one is missing or malformed."""
     for name in _REQUIRED:
         if name not in raw:
             raise SpectralFormatError(f"missing field '{name}'")
