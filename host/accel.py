@@ -1,26 +1,33 @@
-"""Conv layers on an accelerator, built from its INFO alone: region beats, layer descriptors, LOAD / RUN / READ.
+"""Layers on an accelerator, built from its INFO alone: region beats, layer descriptors, LOAD / RUN / READ.
 
-NumPy and `host.protocol` only (the beat packing is `sim.golden.spec2_stream`, the executable spec the hardware
-shares): nothing here needs Amaranth. INFO (or `manifest.json`) gives the regions, the conv engine's
-parameters and stream layouts, and the descriptor layout.
+NumPy and `host.protocol` only (the beat packing is `sim.golden.spec2_stream` and `sim.golden.fc_stream`, the
+executable specs the hardware shares): nothing here needs Amaranth. INFO (or `manifest.json`) gives the
+regions, each engine's parameters and stream layouts, and the descriptor layout.
 
-    accel = AccelInfo.from_info(dev.info())
-    program = build_conv_program(accel, [(model.conv1, True), (model.conv2, True)], (1, 28, 28))
-    load_program(dev, accel, program)
-    y, cycles = run_conv_program(dev, accel, program, x_q)
+The whole compressed LeNet-5 (`host.compress.model.CompressedLeNet5`) in one program:
 
-The engine runs "same" padding; a "valid" layer is the "same" output cropped at (k - 1) // 2 to H - k + 1 by
-W - k + 1, which the descriptor's post-stage window does. The pool flag adds a 2 x 2 max-pool after the crop.
+    packed = pack_model(dev.info(), model)      # ValueError naming what does not fit this device
+    load_packed(dev, packed)                    # every region and the program, once
+    logits, cycles = run_packed(dev, packed, x_q)   # one image (1, 28, 28) int8 codes -> (10,) int64
+
+`Packed.layers` names each layer's output (pool1, pool2, fc1, fc2, fc3: buffer, shape) for traces: RUN
+`packed.first + i` alone and READ that buffer. Conv layers alone: `build_conv_program` and `run_conv_program`.
+
+The conv engine runs "same" padding; a "valid" layer is the "same" output cropped at (k - 1) // 2 to H - k + 1
+by W - k + 1, which the descriptor's post-stage window does. The pool flag adds a 2 x 2 max-pool after the crop.
+An FC layer reads its cols activations from the source buffer and writes its rows outputs; its regions hold
+the engine's xor, bim (all planes' tiles, one canonical stream) and scale beats.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from sim.golden import fc_stream
 from sim.golden import spec2_stream as beats
 from sim.golden.spec2 import SpectralLayer
 
@@ -48,6 +55,10 @@ class AccelInfo:
     conv_params: dict[str, Any] | None
     conv_streams: dict[str, dict[str, tuple[int, int]]] | None
     max_payload: int
+    fc_params: dict[str, Any] | None = None
+    fc_streams: dict[str, dict[str, tuple[int, int]]] | None = None
+    #: The `FcFormat` fields (`sim.golden.fc_format.FIELD_NAMES`) of the models the FC engine runs.
+    fc_format: dict[str, int] | None = None
 
     @classmethod
     def from_info(cls, info: Mapping[str, Any]) -> AccelInfo:
@@ -57,6 +68,7 @@ class AccelInfo:
         regions = {r["name"]: RegionInfo(int(r["id"]), str(r["name"]), int(r["width"]), int(r["bytes"]),
                                          int(r["depth"])) for r in info["regions"]}
         conv = info.get("engines", {}).get("conv")
+        fc = info.get("engines", {}).get("fc")
         return cls(regions=regions, buffers={k: int(v) for k, v in info["buffers"].items()},
                    descriptor=beats.fields_from_json(info["descriptor"]["fields"]),
                    descriptor_width=int(info["descriptor"]["width"]),
@@ -64,7 +76,11 @@ class AccelInfo:
                    conv_params=None if conv is None else dict(conv["params"]),
                    conv_streams=None if conv is None else {name: beats.fields_from_json(fields)
                                                            for name, fields in conv["streams"].items()},
-                   max_payload=int(info["max_payload"]))
+                   max_payload=int(info["max_payload"]),
+                   fc_params=None if fc is None else dict(fc["params"]),
+                   fc_streams=None if fc is None else {name: beats.fields_from_json(fields)
+                                                       for name, fields in fc["streams"].items()},
+                   fc_format=None if fc is None else {k: int(v) for k, v in fc["format"].items()})
 
     @property
     def act_depth(self) -> int:
@@ -73,6 +89,25 @@ class AccelInfo:
     def region_bytes(self, name: str, words: Sequence[int]) -> bytes:
         """Words of region `name` in LOAD's byte format."""
         return beats.beats_to_bytes(words, self.regions[name].width)
+
+    def fc_stream_format(self) -> fc_stream.FcStreamFormat:
+        """The FC engine's beat widths (`sim.golden.fc_stream`), checked against INFO's field tables."""
+        p, streams = self.fc_params, self.fc_streams
+        if p is None or streams is None:
+            raise ValueError("the device has no FC engine")
+        fmt = fc_stream.FcStreamFormat(n_t=p["n_out"], m_t=p["m_t"], r=p["r"], n_in=p["n_in"],
+                                       max_patches=p["max_patches"], max_rows=p["max_rows"], max_cols=p["max_cols"],
+                                       max_bits=p["max_bits"], a_bits=p["a_bits"], bias_bits=p["bias_bits"],
+                                       shift_bits=p["shift_bits"])
+        # The packers follow the format's widths; INFO's tables are the hardware's: they must agree.
+        cfg = [(name, width) for name, (_, width) in sorted(streams["cfg"].items(), key=lambda f: f[1][0])]
+        if cfg != list(fmt.cfg_fields) or beats.word_bits(streams["scale"]) != fmt.scale_width:
+            raise ValueError("the FC engine's INFO cfg/scale tables do not match sim.golden.fc_stream's format")
+        for name in ("xor", "bim", "scale"):
+            if beats.word_bits(streams[name]) != self.regions[f"fc.{name}"].width:
+                raise ValueError(f"region fc.{name} is {self.regions[f'fc.{name}'].width} bits wide, the engine's "
+                                 f"{name} beat {beats.word_bits(streams[name])}")
+        return fmt
 
     def pack_descriptor(self, values: Mapping[str, int]) -> int:
         """One program word from named descriptor fields (missing fields 0); ValueError on a value too wide."""
@@ -191,6 +226,196 @@ def build_conv_program(accel: AccelInfo, layers: Sequence[tuple[SpectralLayer, b
     return ConvProgram(plans, descriptors, loads, first, in_buffer, src)
 
 
+@dataclass(frozen=True)
+class FcLayerPlan:
+    """One FC layer on the device: its descriptor fields, its fc.xor / fc.bim / fc.scale words, cols in, rows out."""
+
+    descriptor: dict[str, int]
+    xor: list[int]
+    bim: list[int]
+    scale: list[int]
+    cols: int
+    rows: int
+
+
+def _stream_layer(layer: Any) -> fc_stream.FcLayer:
+    """A `host.compress.model.FcLayer` as the engine's `sim.golden.fc_stream.FcLayer` (which passes as is)."""
+    if isinstance(layer, fc_stream.FcLayer):
+        return layer
+    return fc_stream.FcLayer(cols=layer.shape[1], xor_x=layer.x, patch_counts=layer.patch_counts,
+                             patch_positions=layer.patch_positions, p=layer.bim.p, z=layer.bim.z, a=layer.a,
+                             bias_q=layer.bias_q, shift=int(layer.shift), relu=bool(layer.relu))
+
+
+def check_fc_format(accel: AccelInfo, fmt: Any) -> None:
+    """ValueError listing what differs when a model's `FcFormat` is not the one the device's FC engine runs."""
+    if accel.fc_format is None:
+        raise ValueError("the device has no FC engine")
+    ours = {name: int(v) for name, v in fmt.fields().items()}
+    diff = [f"{k}: model {ours.get(k)} != device {v}" for k, v in accel.fc_format.items() if ours.get(k) != v]
+    if diff:
+        raise ValueError(f"the model's FC format does not match the device's FC engine ({'; '.join(diff)})")
+
+
+def _fits(accel: AccelInfo, region: str, start: int, count: int) -> None:
+    depth = accel.regions[region].depth
+    if start + count > depth:
+        raise ValueError(f"region {region} needs {start + count} words (words {start}..{start + count - 1}), "
+                         f"the device has {depth}")
+
+
+def plan_fc_layer(accel: AccelInfo, layer: Any, *, src: int, xor_start: int = 0, bim_start: int = 0,
+                  scale_start: int = 0) -> FcLayerPlan:
+    """The descriptor and fc.xor / fc.bim / fc.scale words of an FC layer (`host.compress.model.FcLayer` or
+    `sim.golden.fc_stream.FcLayer`) reading buffer `src`, its words placed at the given starts."""
+    fmt = accel.fc_stream_format()
+    if hasattr(layer, "fmt"):
+        check_fc_format(accel, layer.fmt)
+    stream_layer = _stream_layer(layer)
+    rows, cols = stream_layer.shape
+    for name, value in (("cols", cols), ("rows", rows)):
+        if value > accel.act_depth:
+            raise ValueError(f"the layer's {name} ({value}) do not fit an activation buffer of {accel.act_depth}")
+    streams = fc_stream.layer_streams(fmt, stream_layer, np.zeros(cols, dtype=np.int64))
+    for region, start, words in (("fc.xor", xor_start, streams["xor"]), ("fc.bim", bim_start, streams["bim"]),
+                                 ("fc.scale", scale_start, streams["scale"])):
+        _fits(accel, region, start, len(words))
+    cfg = fmt.unpack_cfg(streams["cfg"][0])
+    if beats.pack_fields(accel.fc_streams["cfg"], cfg) != streams["cfg"][0]:
+        raise ValueError("the FC engine's cfg beat layout disagrees with sim.golden.fc_stream's")
+    descriptor = {"kind": accel.kinds["fc"], "src": src, "x_count": cols, "out_count": rows,
+                  **{f"fc.cfg.{name}": value for name, value in cfg.items()},
+                  "fc.xor_start": xor_start, "fc.xor_count": len(streams["xor"]),
+                  "fc.bim_start": bim_start, "fc.bim_count": len(streams["bim"]),
+                  "fc.scale_start": scale_start, "fc.scale_count": len(streams["scale"])}
+    return FcLayerPlan(descriptor, streams["xor"], streams["bim"], streams["scale"], cols, rows)
+
+
+@dataclass(frozen=True)
+class LayerOut:
+    """Where one layer of a packed program leaves its output: the activation buffer and its shape there."""
+
+    name: str
+    buffer: int
+    shape: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A network laid out on one device: what to LOAD once, and how to RUN it and READ its result.
+
+    regions: region name -> its words from word 0 (the program's from `first`). program: the descriptors (RUN
+    first, len(program)). input_buffer, input_shape: where and what the input is. layers: each layer's output
+    (buffer, shape), in order; output_buffer and output_count are the last layer's. region_ids, region_widths:
+    every region of the device (activation buffers included), for LOAD.
+    """
+
+    regions: dict[str, list[int]]
+    program: list[int]
+    first: int
+    input_buffer: int
+    input_shape: tuple[int, ...]
+    layers: list[LayerOut]
+    region_ids: dict[str, int] = field(default_factory=dict)
+    region_widths: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def output_buffer(self) -> int:
+        return self.layers[-1].buffer
+
+    @property
+    def output_count(self) -> int:
+        return self.layers[-1].count
+
+    def loads(self) -> list[tuple[int, int, bytes]]:
+        """(region id, first word, LOAD bytes) of every region, program last: `Device.load`'s arguments."""
+        order = sorted(self.regions, key=lambda name: name == "program")
+        return [(self.region_ids[name], self.first if name == "program" else 0,
+                 beats.beats_to_bytes(self.regions[name], self.region_widths[name])) for name in order]
+
+
+def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_shape: tuple[int, ...], *,
+                 first: int = 0, in_buffer: int = 0) -> Packed:
+    """(name, layer, pool) steps, conv (`SpectralLayer`) or FC, chained from `in_buffer` with the buffers
+    alternating and each region's words packed from 0; ValueError (one line) naming what does not fit."""
+    if not layers:
+        raise ValueError("layers must not be empty")
+    regions: dict[str, list[int]] = {}
+    outs: list[LayerOut] = []
+    descriptors: list[int] = []
+    shape, src = tuple(in_shape), in_buffer
+
+    def at(name: str) -> int:
+        return len(regions.get(name, []))
+
+    for name, layer, pool in layers:
+        try:
+            if isinstance(layer, SpectralLayer):
+                if len(shape) != 3:
+                    raise ValueError(f"a conv layer needs a (C, H, W) input, got {shape}")
+                plan = plan_conv_layer(accel, layer, shape, src=src, pool=pool, w_start=at("conv.w"),
+                                       quant_start=at("conv.quant"))
+                words = {"conv.w": plan.w, "conv.quant": plan.quant}
+                shape = plan.out_shape
+            else:
+                count = int(np.prod(shape))
+                fc_plan = plan_fc_layer(accel, layer, src=src, xor_start=at("fc.xor"), bim_start=at("fc.bim"),
+                                        scale_start=at("fc.scale"))
+                if fc_plan.cols != count:
+                    raise ValueError(f"it reads {fc_plan.cols} activations, the layer before gives {count}")
+                plan = fc_plan
+                words = {"fc.xor": fc_plan.xor, "fc.bim": fc_plan.bim, "fc.scale": fc_plan.scale}
+                shape = (fc_plan.rows,)
+        except (ValueError, KeyError) as error:
+            raise ValueError(f"layer {name}: {error.args[0] if isinstance(error, KeyError) else error}") from None
+        for region, new in words.items():
+            regions.setdefault(region, []).extend(new)
+        descriptors.append(accel.pack_descriptor(plan.descriptor))
+        src = 1 - src
+        outs.append(LayerOut(name, src, shape))
+    _fits(accel, "program", first, len(descriptors))
+    regions["program"] = descriptors
+    return Packed(regions=regions, program=descriptors, first=first, input_buffer=in_buffer,
+                  input_shape=tuple(in_shape), layers=outs,
+                  region_ids={name: region.id for name, region in accel.regions.items()},
+                  region_widths={name: region.width for name, region in accel.regions.items()})
+
+
+def pack_model(info: Mapping[str, Any] | AccelInfo, model: Any) -> Packed:
+    """A compressed LeNet-5 (`host.compress.model.CompressedLeNet5`) as one program of five layers: conv1
+    ("same", pooled), conv2 ("valid" as a crop, pooled), fc1, fc2 (ReLU), fc3, from buffer 0 alternating.
+    ValueError, one line naming the layer and the region or buffer, when the device cannot hold it."""
+    accel = info if isinstance(info, AccelInfo) else AccelInfo.from_info(info)
+    missing = [name for name, present in (("conv", accel.conv_params), ("fc", accel.fc_params)) if present is None]
+    if missing:
+        raise ValueError(f"the device has no {' and no '.join(missing)} engine: it cannot run the whole LeNet-5")
+    check_fc_format(accel, model.fmt)
+    steps = [("pool1", model.conv1, True), ("pool2", model.conv2, True),
+             *((layer.name, layer, False) for layer in model.fc)]
+    return pack_program(accel, steps, (1, 28, 28))
+
+
+def load_packed(device: Any, packed: Packed) -> None:
+    """LOAD every region's words and the program (`device`: a `host.device.Device`)."""
+    for region_id, offset, data in packed.loads():
+        device.load(region_id, offset, data)
+
+
+def run_packed(device: Any, packed: Packed, x_q: np.ndarray) -> tuple[np.ndarray, int]:
+    """LOAD one input, RUN every layer in one RUN, READ the last output: (output int64, cycles the RUN took)."""
+    x = np.asarray(x_q)
+    if x.shape != packed.input_shape:
+        raise ValueError(f"input must have shape {packed.input_shape}, got {x.shape}")
+    device.load(packed.region_ids[("act0", "act1")[packed.input_buffer]], 0, input_bytes(x))
+    cycles = device.run(packed.first, len(packed.program))
+    last = packed.layers[-1]
+    return output_array(device.read(last.buffer, 0, last.count), last.shape), cycles
+
+
 def input_bytes(x_q: np.ndarray) -> bytes:
     """An int8 map (C, H, W) as the bytes an activation buffer holds (two's complement, memory order)."""
     x = np.asarray(x_q)
@@ -223,4 +448,5 @@ def run_conv_program(device: Any, accel: AccelInfo, program: ConvProgram, x_q: n
 
 
 __all__ = ["AccelInfo", "RegionInfo", "ConvLayerPlan", "ConvProgram", "plan_conv_layer", "build_conv_program",
-           "input_bytes", "output_array", "load_program", "run_conv_program"]
+           "FcLayerPlan", "plan_fc_layer", "check_fc_format", "LayerOut", "Packed", "pack_program", "pack_model",
+           "load_packed", "run_packed", "input_bytes", "output_array", "load_program", "run_conv_program"]

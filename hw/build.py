@@ -31,7 +31,7 @@ from amaranth.hdl import Elaboratable
 
 from boards import BOARDS, DEFAULT_BOARD, Board, UnknownBoardError, get_board
 
-from .config import AcceleratorConfig
+from .config import CONFIGS, AcceleratorConfig
 
 DESIGN_NAME = "top"
 NEXTPNR_REPORT = "nextpnr-report.json"
@@ -255,15 +255,19 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Writes into DIR the bitstream (top.bit or top.bin), report.json, manifest.json and one log "
                "per tool. Exits 1 when a tool fails or timing is not met (report.json is still written "
                "then).")
-    parser.add_argument("--board", default=DEFAULT_BOARD,
-                        help=f"board to build for: {', '.join(BOARDS)} (default: %(default)s)")
+    parser.add_argument("--board", default=None,
+                        help=f"board to build for: {', '.join(BOARDS)} (default: the config's, {DEFAULT_BOARD} for "
+                             f"the link alone)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: build/<board>/)")
     parser.add_argument("--baud", type=int, default=AcceleratorConfig.baud,
                         help="host link baud rate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: %(default)s)")
+    parser.add_argument("--config", default="link", choices=sorted(CONFIGS),
+                        help="named accelerator config (hw.config.CONFIGS; default: %(default)s, the link alone)")
     args = parser.parse_args(argv)
     try:
-        config = AcceleratorConfig(board=args.board, baud=args.baud)
+        # --board overrides the board the named config is meant for.
+        config = CONFIGS[args.config](baud=args.baud, **({"board": args.board} if args.board else {}))
     except (UnknownBoardError, ValueError) as error:
         parser.error(str(error))
 

@@ -4,10 +4,10 @@
 response's JSON is built from it at elaboration, and `hw.build` writes the same document into
 `manifest.json`, so the host never guesses.
 
-A config without engines (the default) is the link alone: INFO and ECHO. With an engine it also has the
-on-chip regions the host fills with LOAD (the layer program, two activation buffers, the engine's weight
-streams), the layer descriptor layout the sequencer runs (`hw.sequencer`), and the post stage (crop, pool).
-Named configs live in `CONFIGS`.
+A config without engines (the default) is the link alone: INFO and ECHO. With an engine (the SPEC2 conv
+engine, the FC engine, or both) it also has the on-chip regions the host fills with LOAD (the layer program,
+two activation buffers, each engine's weight streams), the layer descriptor layout the sequencer runs
+(`hw.sequencer`), and with the conv engine its post stage (crop, pool). Named configs live in `CONFIGS`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from amaranth.lib import data
 
 from boards import DEFAULT_BOARD, get_board
 from host.protocol import LEN_FIELD_MAX, LOAD_HEADER_BYTES, PROTOCOL_VERSION, sqgen_version
+from sim.golden.fc_format import DEFAULT_FC_FORMAT
 
+from .fc_engine import FcEngineParams
 from .layouts import fields_json
 from .pool import CropParams, MaxPoolParams
 from .spec2.pipeline import Spec2ConvParams
@@ -29,8 +31,9 @@ from .spec2.pipeline import Spec2ConvParams
 MIN_CYCLES_PER_BIT = 4
 
 #: Region ids (the LOAD command's first byte). Fixed, so they mean the same on every config that has the region.
-REGION_IDS = {"program": 0, "act0": 1, "act1": 2, "conv.w": 3, "conv.quant": 4}
-#: Descriptor `kind` values. FC (1) is reserved for the FC engine, which no config has yet.
+REGION_IDS = {"program": 0, "act0": 1, "act1": 2, "conv.w": 3, "conv.quant": 4, "fc.xor": 5, "fc.bim": 6,
+              "fc.scale": 7}
+#: Descriptor `kind` values; a device answers BAD_ARGUMENT for the kind of an engine it does not have.
 KINDS = {"conv": 0, "fc": 1}
 #: Largest region depth: LOAD offsets and READ offsets and lengths are u16.
 MAX_DEPTH = 1 << 16
@@ -70,8 +73,9 @@ class AcceleratorConfig:
     #: The SPEC2 conv engine, or None. It must be elaborated with "same" padding to run "valid" layers too
     #: (as crops of the "same" output), and its activations must be the buffers' int8.
     conv: Spec2ConvParams | None = None
-    #: Slot for the FC engine (`hw.fc_engine`, descriptor kind "fc"): must stay None until it is wired in.
-    fc: None = None
+    #: The FC engine (`hw.fc_engine`, descriptor kind "fc"), or None. Built with `FcEngineParams.from_format`, so
+    #: INFO can name the `FcFormat` its models must have.
+    fc: FcEngineParams | None = None
     #: Words of each activation buffer (int8): the largest map a layer reads or writes.
     act_depth: int = 4096
     #: Layer descriptors the program region holds.
@@ -79,6 +83,10 @@ class AcceleratorConfig:
     #: Words of the conv engine's kernel-group region and quantization region.
     conv_w_depth: int = 512
     conv_quant_depth: int = 32
+    #: Words of the FC engine's regions: XOR decoder beats, BIM unpacker beats, scale beats (one per row).
+    fc_xor_depth: int = 2048
+    fc_bim_depth: int = 2048
+    fc_scale_depth: int = 256
 
     def __post_init__(self) -> None:
         get_board(self.board)  # raises with the list of known boards
@@ -91,9 +99,12 @@ class AcceleratorConfig:
             raise ValueError(f"frame_timeout_ms must be in 0.01..10000, got {self.frame_timeout_ms}")
         if self.conv is not None and not isinstance(self.conv, Spec2ConvParams):
             raise ValueError(f"conv must be a Spec2ConvParams or None, got {type(self.conv).__name__}")
-        if self.fc is not None:
-            raise ValueError("fc must be None: the FC engine is not wired into the accelerator yet")
-        for name in ("act_depth", "program_depth", "conv_w_depth", "conv_quant_depth"):
+        if self.fc is not None and not isinstance(self.fc, FcEngineParams):
+            raise ValueError(f"fc must be an FcEngineParams or None, got {type(self.fc).__name__}")
+        if self.fc is not None and self.fc.seed is None:
+            raise ValueError("fc must be built with FcEngineParams.from_format (INFO names its FcFormat)")
+        for name in ("act_depth", "program_depth", "conv_w_depth", "conv_quant_depth", "fc_xor_depth",
+                     "fc_bim_depth", "fc_scale_depth"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DEPTH:
                 raise ValueError(f"{name} must be an integer in 1..{MAX_DEPTH}, got {value!r}")
@@ -107,6 +118,11 @@ class AcceleratorConfig:
                                  f"got {self.conv.padding!r}")
             if min(self.conv.max_height, self.conv.max_width) < 2:
                 raise ValueError("conv.max_height and conv.max_width must be at least 2 (the pool's window)")
+        if self.fc is not None:
+            for name in ("max_rows", "max_cols"):
+                if getattr(self.fc, name) > self.act_depth:
+                    raise ValueError(f"fc.{name} must be at most act_depth={self.act_depth} (a layer's vector sits "
+                                     f"in one activation buffer), got {getattr(self.fc, name)}")
         if self.has_engines:
             # One LOAD frame must carry at least one beat of every region, and READ's five argument bytes.
             need = LOAD_HEADER_BYTES + max(r.beat_bytes for r in self.regions)
@@ -116,21 +132,38 @@ class AcceleratorConfig:
 
     @classmethod
     def lenet5(cls, **overrides: Any) -> AcceleratorConfig:
-        """The LeNet-5 conv part: SPEC2 N=8, K=5, L=4 "same" with ReLU, P=4, B=8, up to 6 -> 16 channels on 28 x 28.
+        """The whole LeNet-5: SPEC2 N=8, K=5, L=4 "same" with ReLU, P=4, B=8, up to 6 -> 16 channels on 28 x 28,
+        and the FC engine of `DEFAULT_FC_FORMAT` for layers of up to 120 x 400.
 
         The activation buffers hold 6 x 28 x 28 (conv1's map before pooling, so a layer may also run without
-        it); the weight regions hold `models/lenet5_spec2.npz`'s layers (265 kernel groups, 22 quant beats)
-        with room for a denser retraining.
+        it). The conv regions hold `models/lenet5_spec2.npz`'s layers (265 kernel groups, 22 quant beats), the FC
+        regions `models/lenet5_full.npz`'s three 1-plane layers (1200 XOR beats, 1158 BIM beats, 214 rows), each
+        with room for a denser retraining or a second plane.
         """
         conv = Spec2ConvParams(n=8, k=5, l=4, padding="same", relu=True, p=4, b=8, max_c_in=6, max_c_out=16,
                                max_height=28, max_width=28)
-        return cls(**{"conv": conv, "act_depth": 6 * 28 * 28, "program_depth": 16, "conv_w_depth": 512,
-                      "conv_quant_depth": 32, **overrides})
+        fc = FcEngineParams.from_format(DEFAULT_FC_FORMAT, max_rows=120, max_cols=400)
+        return cls(**{"conv": conv, "fc": fc, "act_depth": 6 * 28 * 28, "program_depth": 16, "conv_w_depth": 512,
+                      "conv_quant_depth": 32, "fc_xor_depth": 2560, "fc_bim_depth": 2560, "fc_scale_depth": 256,
+                      **overrides})
+
+    @classmethod
+    def fc_only(cls, **overrides: Any) -> AcceleratorConfig:
+        """LeNet-5's FC part alone on the iCEBreaker: the FC engine of `DEFAULT_FC_FORMAT` (120 x 400 layers),
+        its input the 400 pooled conv2 codes, regions just deep enough for `models/lenet5_full.npz`'s layers.
+
+        It does not fit the UP5K yet, whatever the region depths: the engine's activation memory (7 words of
+        n_t x 8 = 512 bits, read whole each cycle) alone maps to 32 of the 30 block RAMs, and the design needs
+        about 6 200 LUTs of 5 280. The model's FC weights (about 144 kbit) would also need the SPRAMs.
+        """
+        fc = FcEngineParams.from_format(DEFAULT_FC_FORMAT, max_rows=120, max_cols=400)
+        return cls(**{"board": "icebreaker", "fc": fc, "act_depth": 400, "program_depth": 4, "fc_xor_depth": 1200,
+                      "fc_bim_depth": 1160, "fc_scale_depth": 214, **overrides})
 
     # --- engines, regions, descriptors (only meaningful with an engine) --------------------------------------
     @property
     def has_engines(self) -> bool:
-        return self.conv is not None
+        return self.conv is not None or self.fc is not None
 
     @property
     def crop(self) -> CropParams:
@@ -158,6 +191,11 @@ class AcceleratorConfig:
             out += [Region(REGION_IDS["conv.w"], "conv.w", self.conv.kernel_layout.size, self.conv_w_depth),
                     Region(REGION_IDS["conv.quant"], "conv.quant", self.conv.quant_layout.size,
                            self.conv_quant_depth)]
+        if self.fc is not None:
+            f = self.fc
+            out += [Region(REGION_IDS["fc.xor"], "fc.xor", f.xor.beat_layout.size, self.fc_xor_depth),
+                    Region(REGION_IDS["fc.bim"], "fc.bim", f.bim.beat_layout.size, self.fc_bim_depth),
+                    Region(REGION_IDS["fc.scale"], "fc.scale", f.scale_layout.size, self.fc_scale_depth)]
         return out
 
     def region(self, name: str) -> Region:
@@ -176,6 +214,9 @@ class AcceleratorConfig:
         buffer (from address 0); the layer ends when they have been written. conv.cfg: the engine's cfg beat.
         conv.w_start/w_count, conv.quant_start/quant_count: the words of its regions streamed. post: the crop
         window (top, left, height, width) of the engine's output and the pool flag (2 x 2 max-pool after it).
+        fc.cfg: the FC engine's cfg beat; fc.xor_start/xor_count, fc.bim_start/bim_count, fc.scale_start/
+        scale_count: the words of its regions streamed. Each engine's fields exist only with that engine, and
+        the conv fields keep their offsets when the FC engine is added (its fields come after them).
         """
         act = range(self.act_depth + 1)
         fields: dict[str, Any] = {"kind": 1, "src": 1, "x_count": act, "out_count": act}
@@ -188,6 +229,13 @@ class AcceleratorConfig:
             })
             hb, wb = c.max_height.bit_length(), c.max_width.bit_length()
             fields["post"] = data.StructLayout({"top": hb, "left": wb, "height": hb, "width": wb, "pool": 1})
+        if self.fc is not None:
+            fields["fc"] = data.StructLayout({
+                "cfg": self.fc.cfg_layout,
+                "xor_start": range(self.fc_xor_depth), "xor_count": range(self.fc_xor_depth + 1),
+                "bim_start": range(self.fc_bim_depth), "bim_count": range(self.fc_bim_depth + 1),
+                "scale_start": range(self.fc_scale_depth), "scale_count": range(self.fc_scale_depth + 1),
+            })
         return data.StructLayout(fields)
 
     @property
@@ -207,8 +255,9 @@ class AcceleratorConfig:
         """What the device reports about itself (INFO payload and manifest.json).
 
         With an engine it adds `regions` (id, name, beat width and bytes, depth), `buffers` (READ's buffer ids),
-        `engines` (each one's parameters and the field tables of its stream beats), `post` (crop and pool
-        parameters) and `descriptor` (its field table, size, kinds), enough to build every LOAD and RUN.
+        `engines` (each one's parameters and the field tables of its stream beats; the FC engine also its
+        `format`, the `FcFormat` fields a model file must carry), `post` (crop and pool parameters, with the
+        conv engine) and `descriptor` (its field table, size, kinds), enough to build every LOAD and RUN.
         """
         out: dict[str, Any] = {
             "sqgen": sqgen_version(),
@@ -227,9 +276,16 @@ class AcceleratorConfig:
             engines["conv"] = {"kind": KINDS["conv"], "params": c.describe(), "streams": {
                 "cfg": fields_json(c.cfg_layout), "w": fields_json(c.kernel_layout),
                 "quant": fields_json(c.quant_layout)}}
+        if self.fc is not None:
+            f = self.fc
+            engines["fc"] = {"kind": KINDS["fc"], "params": f.describe(),
+                             "format": {name: int(v) for name, v in f.fc_format.fields().items()},
+                             "streams": {"cfg": fields_json(f.cfg_layout), "scale": fields_json(f.scale_layout),
+                                         "xor": fields_json(f.xor.beat_layout), "bim": fields_json(f.bim.beat_layout)}}
         layout = self.descriptor_layout
+        post = {"post": {"crop": self.crop.describe(), "pool": self.pool.describe()}} if self.conv is not None else {}
         return {**out, "regions": [r.describe() for r in self.regions], "buffers": {"act0": 0, "act1": 1},
-                "engines": engines, "post": {"crop": self.crop.describe(), "pool": self.pool.describe()},
+                "engines": engines, **post,
                 "descriptor": {"width": layout.size, "bytes": (layout.size + 7) // 8, "kinds": KINDS,
                                "fields": fields_json(layout)}}
 
@@ -239,4 +295,4 @@ class AcceleratorConfig:
 
 
 #: Named configs (`AcceleratorConfig.<name>()` factories): "link" is the default link-only device.
-CONFIGS = {"link": AcceleratorConfig, "lenet5": AcceleratorConfig.lenet5}
+CONFIGS = {"link": AcceleratorConfig, "lenet5": AcceleratorConfig.lenet5, "fc_only": AcceleratorConfig.fc_only}

@@ -20,6 +20,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sim.golden.fc import ACT_BITS, FcLayout
+from sim.golden.fc_format import FcFormat
 from sim.golden.fc_stream import MAX_SHIFT, FcStreamFormat
 
 from .bim_unpacker import BimUnpacker, BimUnpackerParams
@@ -65,6 +66,9 @@ class FcEngineParams:
     shift_bits: int = 6
     xor_fanin: int = 16
     tree_fanin: int = 4
+    #: The `FcFormat` seed M was drawn with (`from_format` sets it), so `fc_format` can name the format; None: M
+    #: came as a matrix.
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         xor = XorDecoderParams(self.n_in, self.n_out, self.max_patches, self.m, self.xor_fanin)
@@ -77,6 +81,11 @@ class FcEngineParams:
         if self.acc_bits > MAX_ACC_BITS:
             raise ValueError(f"a_bits, bias_bits, max_cols and max_bits need a {self.acc_bits}-bit accumulator, "
                              f"at most {MAX_ACC_BITS}")
+        if self.seed is not None:
+            _check_int(self, "seed", 0, 2**63 - 1)
+            fmt = self.fc_format  # FcFormat's own checks, then M must be the seed's
+            if tuple(XorDecoderParams.from_matrix(fmt.matrix(), 1).m) != self.m:
+                raise ValueError(f"seed {self.seed} does not draw m (xor_matrix({self.n_out}, {self.n_in}, seed))")
 
     @classmethod
     def from_matrix(cls, m: Any, max_patches: int, **kwargs: Any) -> FcEngineParams:
@@ -85,6 +94,24 @@ class FcEngineParams:
         if len(shape) != 2:
             raise ValueError(f"m must be a 2-D (n_out, n_in) matrix, got shape {shape}")
         return cls(n_in=shape[1], n_out=shape[0], max_patches=max_patches, m=m, **kwargs)
+
+    @classmethod
+    def from_format(cls, fmt: FcFormat, max_rows: int, max_cols: int, **kwargs: Any) -> FcEngineParams:
+        """The engine a model compressed for `fmt` runs on: its M, patch lanes, tile, rank, a_bits and planes,
+        for layers of up to max_rows x max_cols (the engine pads them to whole tiles itself)."""
+        if not isinstance(fmt, FcFormat):
+            raise ValueError(f"fmt must be an FcFormat, got {type(fmt).__name__}")
+        return cls.from_matrix(fmt.matrix(), fmt.max_patches, r=fmt.r, m_t=fmt.m_t, max_rows=max_rows,
+                               max_cols=max_cols, max_bits=fmt.max_planes, a_bits=fmt.a_bits, seed=fmt.seed,
+                               **kwargs)
+
+    @property
+    def fc_format(self) -> FcFormat | None:
+        """The `FcFormat` of models this engine runs (max_planes = max_bits); None without a seed."""
+        if self.seed is None:
+            return None
+        return FcFormat(n_in=self.n_in, n_out=self.n_out, seed=self.seed, max_patches=self.max_patches,
+                        m_t=self.m_t, r=self.r, a_bits=self.a_bits, max_planes=self.max_bits)
 
     @property
     def n_t(self) -> int:

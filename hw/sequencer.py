@@ -1,26 +1,35 @@
 """The accelerator's memories and layer sequencer: what LOAD, RUN and READ do.
 
 `Sequencer` owns the regions of an `AcceleratorConfig` (one `Memory` each: the program of layer descriptors,
-the int8 activation buffers act0 and act1, the conv engine's kernel-group and quant streams), the conv engine
-(`Spec2Conv`) and its post stage (`Crop`, then `MaxPool2` or a bypass). `hw.top.Accelerator` hands it a
-LOAD, RUN or READ request whose payload sits in the frame buffer; the sequencer reads its arguments from
-there, checks them, does the work and answers through the frame transmitter.
+the int8 activation buffers act0 and act1, each engine's weight streams), the engines the config has, and
+the conv engine's post stage. `hw.top.Accelerator` hands it a LOAD, RUN or READ request whose payload sits in
+the frame buffer; the sequencer reads its arguments from there, checks them, does the work and answers
+through the frame transmitter.
+
+Kind "conv" (the SPEC2 engine, `Spec2Conv`, then `Crop`, then `MaxPool2` or a bypass):
 
     act[src] ─ RegionReader ─ x ─┐
     conv.w   ─ RegionReader ─ w ─ Spec2Conv ─ o ─ Crop ─┬─ MaxPool2 ─┬─ writer ─ act[1 - src]
     conv.quant ─ RegionReader ──┘   ↑ cfg      ↑ cfg    └─ (pool 0) ─┘
                                     descriptor (program[layer])
 
-A RUN fetches descriptors first..first+count-1 one after the other. For each it checks the kind and the
-ranges, starts the three streamers (x from address 0, the weight regions from the descriptor's starts),
-sends one cfg beat each to the engine, the crop and (if pooling) the pool, and writes the results to the
-other buffer from address 0. The layer is over when out_count values have been written and the crop has let
-its last sample go (a pool drops an odd last row after its final output). Layers never overlap: each one
-reads what the previous one wrote. The answer carries the cycles from the first fetch to the last layer's end.
+Kind "fc" (`FcEngine`; no post stage):
 
-The FC engine (descriptor kind "fc") plugs in as a second kind: its streamers read its own regions from
-the descriptor's ranges and its output joins the writer's input. No config has it yet, so a descriptor of
-kind "fc" is answered BAD_ARGUMENT.
+    act[src] ─ RegionReader ─ x ─────┐
+    fc.scale ─ RegionReader ─ scale ─┤
+    fc.xor   ─ RegionReader ─ xor ───┼─ FcEngine ─ o ─ writer ─ act[1 - src]
+    fc.bim   ─ RegionReader ─ bim ───┘   ↑ cfg
+
+A RUN fetches descriptors first..first+count-1 one after the other. For each it checks the kind (one of an
+engine the config has) and the ranges, starts the kind's streamers (x from address 0, the weight regions from
+the descriptor's starts), sends the kind's cfg beats (conv: the engine, the crop and, if pooling, the pool;
+fc: the engine) and writes the results to the other buffer from address 0. The layer is over when out_count
+values have been written and every cfg beat has been taken (and, for conv, the crop has let its last sample
+go: a pool drops an odd last row after its final output). Layers never overlap: each one reads what the
+previous one wrote. The answer carries the cycles from the first fetch to the last layer's end.
+
+The FC engine's bim region holds each layer's canonical stream over all its planes' tiles
+(`sim.golden.fc_stream.layer_streams`), so every region is streamed once per layer, in order.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from amaranth.lib.wiring import In, Out
 from host.protocol import LOAD_HEADER_BYTES, READ_PAYLOAD_BYTES, RUN_PAYLOAD_BYTES, Command, Status
 
 from .config import KINDS, AcceleratorConfig
+from .fc_engine import FcEngine
 from .link import Response
 from .pool import Crop, MaxPool2
 from .spec2.pipeline import Spec2Conv
@@ -82,7 +92,7 @@ class Sequencer(wiring.Component):
 
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig) or not config.has_engines:
-            raise ValueError("Sequencer needs an AcceleratorConfig with an engine (conv)")
+            raise ValueError("Sequencer needs an AcceleratorConfig with an engine (conv or fc)")
         self.config = config
         super().__init__({
             "start": In(1), "command": In(8), "length": In(16), "busy": Out(1),
@@ -93,7 +103,7 @@ class Sequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg = self.config
-        conv_p = cfg.conv
+        conv_p, fc_p = cfg.conv, cfg.fc
         regions = {r.name: r for r in cfg.regions}
         desc_layout = cfg.descriptor_layout
 
@@ -104,16 +114,19 @@ class Sequencer(wiring.Component):
             writes[name] = mems[name].write_port()
             reads[name] = mems[name].read_port()
         streamers = {}
-        for name in ("act0", "act1", "conv.w", "conv.quant"):
+        for name in (n for n in regions if n != "program"):
             region = regions[name]
             m.submodules[f"read_{name.replace('.', '_')}"] = s = streamers[name] = RegionReader(region.width,
                                                                                                region.depth)
             m.d.comb += [reads[name].addr.eq(s.addr), reads[name].en.eq(s.en), s.data.eq(reads[name].data)]
         acts = [streamers["act0"], streamers["act1"]]
 
-        m.submodules.conv = conv = Spec2Conv(conv_p)
-        m.submodules.crop = crop = Crop(cfg.crop)
-        m.submodules.pool = pool = MaxPool2(cfg.pool)
+        if conv_p is not None:
+            m.submodules.conv = conv = Spec2Conv(conv_p)
+            m.submodules.crop = crop = Crop(cfg.crop)
+            m.submodules.pool = pool = MaxPool2(cfg.pool)
+        if fc_p is not None:
+            m.submodules.fc = fc = FcEngine(fc_p)
 
         # --- command state ---------------------------------------------------------------------------------------
         command = Signal(8)
@@ -161,8 +174,15 @@ class Sequencer(wiring.Component):
         desc = Signal(desc_layout)
         running = Signal()  # a layer's datapath is live
         written = Signal(range(cfg.act_depth + 1))
-        conv_cfg_pending, crop_cfg_pending, pool_cfg_pending = Signal(), Signal(), Signal()
+        conv_cfg_pending, crop_cfg_pending, pool_cfg_pending, fc_cfg_pending = Signal(), Signal(), Signal(), Signal()
         layer_start = Signal()
+        # The descriptor's kind: only a kind of an engine this config has gets past CHECK_DESC, so with one
+        # engine the other kind's flag is a constant 0 and its logic disappears.
+        is_conv, is_fc = Signal(), Signal()
+        if conv_p is not None:
+            m.d.comb += is_conv.eq(desc.kind == KINDS["conv"])
+        if fc_p is not None:
+            m.d.comb += is_fc.eq(desc.kind == KINDS["fc"])
 
         with m.If(counting):
             m.d.sync += cycles.eq(cycles + 1)
@@ -253,21 +273,31 @@ class Sequencer(wiring.Component):
                 m.d.sync += desc.eq(reads["program"].data)
                 m.next = "CHECK_DESC"
             with m.State("CHECK_DESC"):
-                c = desc.conv
-                with m.If(desc.kind != KINDS["conv"]):
+                past = (desc.x_count > cfg.act_depth) | (desc.out_count > cfg.act_depth)
+                if conv_p is not None:
+                    c = desc.conv
+                    past |= is_conv & ((c.w_start + c.w_count > cfg.conv_w_depth)
+                                       | (c.quant_start + c.quant_count > cfg.conv_quant_depth))
+                if fc_p is not None:
+                    f = desc.fc
+                    past |= is_fc & ((f.xor_start + f.xor_count > cfg.fc_xor_depth)
+                                     | (f.bim_start + f.bim_count > cfg.fc_bim_depth)
+                                     | (f.scale_start + f.scale_count > cfg.fc_scale_depth))
+                with m.If(~is_conv & ~is_fc):
                     m.d.sync += counting.eq(0)
                     answer(Status.BAD_ARGUMENT)
-                with m.Elif((desc.x_count > cfg.act_depth) | (desc.out_count > cfg.act_depth)
-                            | (c.w_start + c.w_count > cfg.conv_w_depth)
-                            | (c.quant_start + c.quant_count > cfg.conv_quant_depth)):
+                with m.Elif(past):
                     m.d.sync += counting.eq(0)
                     answer(Status.OUT_OF_RANGE)
                 with m.Else():
                     m.d.comb += layer_start.eq(1)
                     m.next = "LAYER"
             with m.State("LAYER"):
-                done = ((written == desc.out_count) & ~crop.busy & ~crop_cfg_pending & ~conv_cfg_pending
-                        & ~pool_cfg_pending)
+                # The flags of the kind not running are 0 and its crop idle, so one condition serves both.
+                done = ((written == desc.out_count) & ~crop_cfg_pending & ~conv_cfg_pending & ~pool_cfg_pending
+                        & ~fc_cfg_pending)
+                if conv_p is not None:
+                    done &= ~crop.busy
                 with m.If(done):
                     m.d.sync += [layer.eq(layer + 1), layers_left.eq(layers_left - 1), running.eq(0)]
                     with m.If(layers_left == 1):
@@ -305,57 +335,83 @@ class Sequencer(wiring.Component):
                          port.en.eq(load_we & (region_id == region.id))]
 
         # --- a layer's datapath ---------------------------------------------------------------------------------
-        c = desc.conv
         with m.If(layer_start):
-            m.d.sync += [running.eq(1), written.eq(0), conv_cfg_pending.eq(1), crop_cfg_pending.eq(1),
-                         pool_cfg_pending.eq(desc.post.pool)]
+            m.d.sync += [running.eq(1), written.eq(0)]
         for k, reader in enumerate(acts):
             with m.If(layer_start):
                 m.d.comb += [reader.start.eq(desc.src == k), reader.base.eq(0), reader.count.eq(desc.x_count)]
-        for name, start, number in (("conv.w", c.w_start, c.w_count), ("conv.quant", c.quant_start, c.quant_count)):
-            m.d.comb += [streamers[name].start.eq(layer_start), streamers[name].base.eq(start),
-                         streamers[name].count.eq(number)]
+        weight_streams = []  # (region, descriptor start, count, kind flag, engine input)
+        if conv_p is not None:
+            c = desc.conv
+            weight_streams += [("conv.w", c.w_start, c.w_count, is_conv, conv.w),
+                               ("conv.quant", c.quant_start, c.quant_count, is_conv, conv.quant)]
+        if fc_p is not None:
+            f = desc.fc
+            weight_streams += [("fc.xor", f.xor_start, f.xor_count, is_fc, fc.xor),
+                               ("fc.bim", f.bim_start, f.bim_count, is_fc, fc.bim),
+                               ("fc.scale", f.scale_start, f.scale_count, is_fc, fc.scale)]
+        for name, start, number, kind, port in weight_streams:
+            reader = streamers[name]
+            m.d.comb += [reader.start.eq(layer_start & kind), reader.base.eq(start), reader.count.eq(number),
+                         port.valid.eq(reader.o.valid), port.payload.eq(reader.o.payload),
+                         reader.o.ready.eq(port.ready)]
 
-        # x from the source buffer (only while a layer runs: READ uses the same streamers).
+        # x from the source buffer (only while a layer runs: READ uses the same streamers), to the kind's engine.
         src_reader = [acts[0].o, acts[1].o]
+        x_valid = Mux(desc.src, src_reader[1].valid, src_reader[0].valid)
+        x_payload = Mux(desc.src, src_reader[1].payload, src_reader[0].payload)
+        x_ready = Signal()
         with m.If(running):
-            m.d.comb += [conv.x.valid.eq(Mux(desc.src, src_reader[1].valid, src_reader[0].valid)),
-                         conv.x.payload.eq(Mux(desc.src, src_reader[1].payload, src_reader[0].payload))]
+            if conv_p is not None:
+                m.d.comb += [conv.x.valid.eq(x_valid & is_conv), conv.x.payload.eq(x_payload)]
+                with m.If(is_conv):
+                    m.d.comb += x_ready.eq(conv.x.ready)
+            if fc_p is not None:
+                m.d.comb += [fc.x.valid.eq(x_valid & is_fc), fc.x.payload.eq(x_payload)]
+                with m.If(is_fc):
+                    m.d.comb += x_ready.eq(fc.x.ready)
             for k, o in enumerate(src_reader):
-                m.d.comb += o.ready.eq((desc.src == k) & conv.x.ready)
-        m.d.comb += [conv.w.valid.eq(streamers["conv.w"].o.valid), conv.w.payload.eq(streamers["conv.w"].o.payload),
-                     streamers["conv.w"].o.ready.eq(conv.w.ready),
-                     conv.quant.valid.eq(streamers["conv.quant"].o.valid),
-                     conv.quant.payload.eq(streamers["conv.quant"].o.payload),
-                     streamers["conv.quant"].o.ready.eq(conv.quant.ready)]
+                m.d.comb += o.ready.eq((desc.src == k) & x_ready)
 
-        # One cfg beat each per layer, straight from the descriptor.
-        m.d.comb += [conv.cfg.valid.eq(conv_cfg_pending), conv.cfg.payload.eq(c.cfg)]
-        with m.If(conv.cfg.valid & conv.cfg.ready):
-            m.d.sync += conv_cfg_pending.eq(0)
-        post = desc.post
-        m.d.comb += [crop.cfg.valid.eq(crop_cfg_pending),
-                     crop.cfg.payload.height.eq(c.cfg.height), crop.cfg.payload.width.eq(c.cfg.width),
-                     crop.cfg.payload.channels.eq(c.cfg.c_out), crop.cfg.payload.top.eq(post.top),
-                     crop.cfg.payload.left.eq(post.left), crop.cfg.payload.out_height.eq(post.height),
-                     crop.cfg.payload.out_width.eq(post.width)]
-        with m.If(crop.cfg.valid & crop.cfg.ready):
-            m.d.sync += crop_cfg_pending.eq(0)
-        m.d.comb += [pool.cfg.valid.eq(pool_cfg_pending), pool.cfg.payload.height.eq(post.height),
-                     pool.cfg.payload.width.eq(post.width), pool.cfg.payload.channels.eq(c.cfg.c_out)]
-        with m.If(pool.cfg.valid & pool.cfg.ready):
-            m.d.sync += pool_cfg_pending.eq(0)
-
-        wiring.connect(m, conv.o, crop.i)
         # The writer is always ready: one memory write per cycle keeps up with any producer.
         result_valid = Signal()
         result = Signal(8)
-        with m.If(post.pool):
-            m.d.comb += [pool.i.valid.eq(crop.o.valid), pool.i.payload.eq(crop.o.payload),
-                         crop.o.ready.eq(pool.i.ready), pool.o.ready.eq(1),
-                         result_valid.eq(pool.o.valid), result.eq(pool.o.payload)]
-        with m.Else():
-            m.d.comb += [crop.o.ready.eq(1), result_valid.eq(crop.o.valid), result.eq(crop.o.payload)]
+        if conv_p is not None:
+            with m.If(layer_start & is_conv):
+                m.d.sync += [conv_cfg_pending.eq(1), crop_cfg_pending.eq(1), pool_cfg_pending.eq(desc.post.pool)]
+            # One cfg beat each per layer, straight from the descriptor.
+            m.d.comb += [conv.cfg.valid.eq(conv_cfg_pending), conv.cfg.payload.eq(c.cfg)]
+            with m.If(conv.cfg.valid & conv.cfg.ready):
+                m.d.sync += conv_cfg_pending.eq(0)
+            post = desc.post
+            m.d.comb += [crop.cfg.valid.eq(crop_cfg_pending),
+                         crop.cfg.payload.height.eq(c.cfg.height), crop.cfg.payload.width.eq(c.cfg.width),
+                         crop.cfg.payload.channels.eq(c.cfg.c_out), crop.cfg.payload.top.eq(post.top),
+                         crop.cfg.payload.left.eq(post.left), crop.cfg.payload.out_height.eq(post.height),
+                         crop.cfg.payload.out_width.eq(post.width)]
+            with m.If(crop.cfg.valid & crop.cfg.ready):
+                m.d.sync += crop_cfg_pending.eq(0)
+            m.d.comb += [pool.cfg.valid.eq(pool_cfg_pending), pool.cfg.payload.height.eq(post.height),
+                         pool.cfg.payload.width.eq(post.width), pool.cfg.payload.channels.eq(c.cfg.c_out)]
+            with m.If(pool.cfg.valid & pool.cfg.ready):
+                m.d.sync += pool_cfg_pending.eq(0)
+
+            wiring.connect(m, conv.o, crop.i)
+            with m.If(post.pool):
+                m.d.comb += [pool.i.valid.eq(crop.o.valid), pool.i.payload.eq(crop.o.payload),
+                             crop.o.ready.eq(pool.i.ready), pool.o.ready.eq(1),
+                             result_valid.eq(pool.o.valid), result.eq(pool.o.payload)]
+            with m.Else():
+                m.d.comb += [crop.o.ready.eq(1), result_valid.eq(crop.o.valid), result.eq(crop.o.payload)]
+        if fc_p is not None:
+            with m.If(layer_start & is_fc):
+                m.d.sync += fc_cfg_pending.eq(1)
+            m.d.comb += [fc.cfg.valid.eq(fc_cfg_pending), fc.cfg.payload.eq(desc.fc.cfg), fc.o.ready.eq(1)]
+            with m.If(fc.cfg.valid & fc.cfg.ready):
+                m.d.sync += fc_cfg_pending.eq(0)
+            # The engines run one layer at a time, so only the running kind's engine has output to give.
+            with m.If(is_fc):
+                m.d.comb += [result_valid.eq(fc.o.valid), result.eq(fc.o.payload)]
         layer_we = running & result_valid & (written < cfg.act_depth)
         with m.If(running & result_valid):
             m.d.sync += written.eq(written + 1)

@@ -1,6 +1,6 @@
 """The virtual board: the accelerator's RTL simulated under Icarus, served on a TCP socket.
 
-    python -m sim.server [--port N] [--board NAME] [--idle-timeout S]
+    python -m sim.server [--port N] [--config NAME] [--board NAME] [--idle-timeout S]
 
 Prints `listening on 127.0.0.1:PORT` as its first line on stdout (progress goes to stderr), serves one
 client speaking the link protocol, and exits when that client disconnects or nothing happens for
@@ -10,6 +10,9 @@ The UART PHY is bypassed: the socket's bytes drive the `Accelerator`'s byte stre
 its own benches). The simulator runs `sim.tb.board_bridge`, which connects back to this process on a
 private loopback port; this process relays bytes between that connection and the client, so it can
 announce its port before the simulator has started.
+
+`--config` picks a named config of `hw.config.CONFIGS` (default `link`, the link alone); `--config lenet5`
+serves the whole LeNet-5 accelerator. `--board` and `--max-payload` override what the config says.
 """
 
 from __future__ import annotations
@@ -84,17 +87,20 @@ def _relay(client: socket.socket, board: socket.socket, idle_timeout: float) -> 
             return f"idle for {idle_timeout:g} s"
 
 
-def serve(port: int, board: str, idle_timeout: float, stats_path: Path | None = None,
-          max_payload: int | None = None) -> int:
-    """Build the simulation, announce the port, serve one client; returns the process exit code."""
-    from hw.config import AcceleratorConfig
+def serve(port: int, board: str | None, idle_timeout: float, stats_path: Path | None = None,
+          max_payload: int | None = None, config_name: str = "link") -> int:
+    """Build the simulation of config `config_name`, announce the port, serve one client; returns the exit code."""
+    from hw.config import CONFIGS
     from hw.top import Accelerator
     from sim import runner
 
-    config = AcceleratorConfig(board=board, **({"max_payload": max_payload} if max_payload else {}))
+    overrides = {**({"board": board} if board else {}), **({"max_payload": max_payload} if max_payload else {})}
+    config = CONFIGS[config_name](**overrides)
     started = time.monotonic()
-    sim = runner.build(Accelerator(config), "accelerator")
-    log(f"simulation of {board} ready in {time.monotonic() - started:.1f} s ({sim.directory})")
+    # The link-only build keeps its old name (and cache directory); other configs get their own.
+    sim = runner.build(Accelerator(config), "accelerator" if config_name == "link" else f"accelerator_{config_name}")
+    log(f"simulation of {config_name} on {config.board} ready in {time.monotonic() - started:.1f} s "
+        f"({sim.directory})")
 
     public = _listen(port)
     bridge = _listen(0)
@@ -146,13 +152,19 @@ def serve(port: int, board: str, idle_timeout: float, stats_path: Path | None = 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hw.config import CONFIGS
+
     parser = argparse.ArgumentParser(
         prog="python -m sim.server",
         description="Serve the accelerator's RTL simulation as a virtual board on 127.0.0.1 (one client).",
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: 0, any free port)")
-    parser.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(BOARDS),
-                        help=f"board whose configuration is simulated (default: {DEFAULT_BOARD})")
+    parser.add_argument("--config", default="link", choices=sorted(CONFIGS),
+                        help="named accelerator config (hw.config.CONFIGS) to simulate (default: %(default)s, the "
+                             "link alone; lenet5: the whole accelerator)")
+    parser.add_argument("--board", default=None, choices=sorted(BOARDS),
+                        help=f"board whose clock and link settings are simulated (default: the config's, "
+                             f"{DEFAULT_BOARD} for the link alone)")
     parser.add_argument("--idle-timeout", type=float, default=300.0, metavar="S",
                         help="exit after S seconds without a client or without traffic (default: 300)")
     parser.add_argument("--max-payload", type=int, default=None, metavar="BYTES",
@@ -164,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--port must be in 0..65535, got {args.port}")
     if args.idle_timeout <= 0:
         parser.error(f"--idle-timeout must be positive, got {args.idle_timeout}")
-    return serve(args.port, args.board, args.idle_timeout, args.stats, args.max_payload)
+    return serve(args.port, args.board, args.idle_timeout, args.stats, args.max_payload, args.config)
 
 
 if __name__ == "__main__":

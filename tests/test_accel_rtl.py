@@ -75,7 +75,9 @@ def test_info_describes_regions_and_descriptor():
     assert {name: (r.id, r.width, r.bytes, r.depth) for name, r in accel.regions.items()} == {
         "program": (0, config.descriptor_layout.size, (config.descriptor_layout.size + 7) // 8, 16),
         "act0": (1, 8, 1, 6 * 28 * 28), "act1": (2, 8, 1, 6 * 28 * 28),
-        "conv.w": (3, config.conv.kernel_layout.size, 20, 512), "conv.quant": (4, config.conv.quant_layout.size, 8, 32)}
+        "conv.w": (3, config.conv.kernel_layout.size, 20, 512), "conv.quant": (4, config.conv.quant_layout.size, 8, 32),
+        "fc.xor": (5, config.fc.xor.beat_layout.size, 5, 2560), "fc.bim": (6, config.fc.bim.beat_layout.size, 9, 2560),
+        "fc.scale": (7, config.fc.scale_layout.size, 12, 256)}
     assert accel.descriptor == layout_fields(config.descriptor_layout)
     assert accel.conv_params == config.conv.describe()
     assert accel.conv_streams["w"] == layout_fields(config.conv.kernel_layout)
@@ -93,11 +95,15 @@ def test_descriptor_packing_matches_amaranth_layout():
     values = {"kind": 0, "src": 1, "x_count": 1176, "out_count": 400,
               "conv": {"cfg": {"height": 14, "width": 14, "c_in": 6, "c_out": 16, "mac_shift": 13},
                        "w_start": 15, "w_count": 250, "quant_start": 6, "quant_count": 16},
-              "post": {"top": 2, "left": 2, "height": 10, "width": 10, "pool": 1}}
+              "post": {"top": 2, "left": 2, "height": 10, "width": 10, "pool": 1},
+              "fc": {"cfg": {"rows": 84, "cols": 120, "bits": 1, "shift": 17, "relu": 1}, "xor_start": 938,
+                     "xor_count": 198, "bim_start": 898, "bim_count": 194, "scale_start": 120, "scale_count": 84}}
     flat = {"kind": 0, "src": 1, "x_count": 1176, "out_count": 400, "conv.cfg.height": 14, "conv.cfg.width": 14,
             "conv.cfg.c_in": 6, "conv.cfg.c_out": 16, "conv.cfg.mac_shift": 13, "conv.w_start": 15,
             "conv.w_count": 250, "conv.quant_start": 6, "conv.quant_count": 16, "post.top": 2, "post.left": 2,
-            "post.height": 10, "post.width": 10, "post.pool": 1}
+            "post.height": 10, "post.width": 10, "post.pool": 1, "fc.cfg.rows": 84, "fc.cfg.cols": 120,
+            "fc.cfg.bits": 1, "fc.cfg.shift": 17, "fc.cfg.relu": 1, "fc.xor_start": 938, "fc.xor_count": 198,
+            "fc.bim_start": 898, "fc.bim_count": 194, "fc.scale_start": 120, "fc.scale_count": 84}
     assert accel.pack_descriptor(flat) == pack(config.descriptor_layout, values)
     with pytest.raises(ValueError, match="x_count=9999 does not fit 13 bits"):
         accel.pack_descriptor({**flat, "x_count": 9999})
@@ -151,7 +157,7 @@ def test_plan_rejects_what_does_not_fit():
 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"conv": "big"}, "conv must be a Spec2ConvParams"),
-    ({"fc": object()}, "fc must be None"),
+    ({"fc": object()}, "fc must be an FcEngineParams or None"),
     ({"act_depth": 0}, "act_depth must be an integer in 1..65536"),
     ({"program_depth": 1 << 17}, "program_depth must be"),
     ({"conv_w_depth": 2.5}, "conv_w_depth must be"),
@@ -288,7 +294,8 @@ def test_tiny_two_layers_and_errors(tmp_path: Path):
 
 @pytest.mark.slow
 def test_lenet_conv_part_and_errors(tmp_path: Path):
-    config = AcceleratorConfig.lenet5()
+    # The conv engine alone: the conversation checks that an FC descriptor is refused on a device without one.
+    config = AcceleratorConfig.lenet5(fc=None)
     cycles, model = converse(config, lenet_layers(), (1, 28, 28), "accel_lenet", tmp_path)
     assert abs(cycles[0] - cycles[1]) <= 0.02 * cycles[0]
     assert model // 2 <= cycles[0] <= 2 * model
