@@ -20,10 +20,11 @@ from amaranth.lib import data
 
 from boards import DEFAULT_BOARD, get_board
 from host.protocol import LEN_FIELD_MAX, LOAD_HEADER_BYTES, PROTOCOL_VERSION, sqgen_version
-from sim.golden.fc_format import DEFAULT_FC_FORMAT
+from sim.golden.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT
 
 from .fc_engine import FcEngineParams
 from .layouts import fields_json
+from .memory import SPRAM_DEPTH, SpramParams
 from .pool import CropParams, MaxPoolParams
 from .spec2.pipeline import Spec2ConvParams
 
@@ -87,6 +88,9 @@ class AcceleratorConfig:
     fc_xor_depth: int = 2048
     fc_bim_depth: int = 2048
     fc_scale_depth: int = 256
+    #: Regions held in single-port SPRAM (`hw.memory.SpramMemory`: SB_SPRAM256KA lanes on iCE40, a behavioural
+    #: model of them in simulation, a `Memory` on other FPGAs) instead of a `Memory`. Not part of INFO.
+    spram_regions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         get_board(self.board)  # raises with the list of known boards
@@ -129,6 +133,25 @@ class AcceleratorConfig:
             if self.max_payload < need:
                 raise ValueError(f"max_payload must be at least {need} (a LOAD of one beat of the widest region), "
                                  f"got {self.max_payload}")
+        self._check_spram_regions()
+
+    def _check_spram_regions(self) -> None:
+        names = self.spram_regions
+        if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names) or len(set(names)) < len(names):
+            raise ValueError(f"spram_regions must be a tuple of distinct region names, got {names!r}")
+        regions = {r.name: r for r in self.regions}
+        lanes = 0
+        for name in names:
+            if name not in regions:
+                raise ValueError(f"spram_regions: no region {name!r}; this config has {sorted(regions)}")
+            if regions[name].depth > SPRAM_DEPTH:
+                raise ValueError(f"spram_regions: region {name!r} has {regions[name].depth} words, an SPRAM "
+                                 f"{SPRAM_DEPTH}")
+            lanes += SpramParams(regions[name].width, regions[name].depth).lanes
+        board = get_board(self.board)
+        if board.family == "ice40" and lanes > board.budget.get("ICESTORM_SPRAM", 0):
+            raise ValueError(f"spram_regions need {lanes} SPRAM cells (one per 16 bits of a word), {board.name} "
+                             f"has {board.budget.get('ICESTORM_SPRAM', 0)}")
 
     @classmethod
     def lenet5(cls, **overrides: Any) -> AcceleratorConfig:
@@ -149,16 +172,21 @@ class AcceleratorConfig:
 
     @classmethod
     def fc_only(cls, **overrides: Any) -> AcceleratorConfig:
-        """LeNet-5's FC part alone on the iCEBreaker: the FC engine of `DEFAULT_FC_FORMAT` (120 x 400 layers),
-        its input the 400 pooled conv2 codes, regions just deep enough for `models/lenet5_full.npz`'s layers.
+        """LeNet-5's FC part alone on the iCEBreaker: the FC engine of `FC16_FORMAT` for layers of up to 120 x 400,
+        running `models/lenet5_fc16.npz`'s fc1 -> fc2 -> fc3 (LeNet-5 compressed for that format) on the 400 pooled
+        conv2 codes.
 
-        It does not fit the UP5K yet, whatever the region depths: the engine's activation memory (7 words of
-        n_t x 8 = 512 bits, read whole each cycle) alone maps to 32 of the 30 block RAMs, and the design needs
-        about 6 200 LUTs of 5 280. The model's FC weights (about 144 kbit) would also need the SPRAMs.
+        What fits the UP5K (5 280 LCs, 30 EBR, 4 SPRAM): `FC16_FORMAT`'s 16-wide slices (the default's 64-wide
+        activation word alone took 32 EBR), one plane (48-bit scale beats), x written lane by lane
+        (`FcEngineParams.x_lane_writes`), fc.xor (14 bits, 4 196 words used) and fc.bim (23 bits, 4 166 words) in
+        SPRAM (1 + 2 lanes, 8 192 words each: room for a model twice as dense), the other regions just deep enough
+        (214 scale rows, 3 descriptors). `python -m hw.build --config fc_only` (nextpnr seed 1): 4 766 LCs (90 %),
+        25 EBR, 3 SPRAM, 1 DSP, Fmax 20.9 MHz against the 12 MHz clock (seeds 2, 3: 21.2, 21.1 MHz).
         """
-        fc = FcEngineParams.from_format(DEFAULT_FC_FORMAT, max_rows=120, max_cols=400)
-        return cls(**{"board": "icebreaker", "fc": fc, "act_depth": 400, "program_depth": 4, "fc_xor_depth": 1200,
-                      "fc_bim_depth": 1160, "fc_scale_depth": 214, **overrides})
+        fc = FcEngineParams.from_format(FC16_FORMAT, max_rows=120, max_cols=400, x_lane_writes=True)
+        return cls(**{"board": "icebreaker", "fc": fc, "act_depth": 400, "program_depth": 3, "fc_xor_depth": 8192,
+                      "fc_bim_depth": 8192, "fc_scale_depth": 214, "spram_regions": ("fc.xor", "fc.bim"),
+                      **overrides})
 
     # --- engines, regions, descriptors (only meaningful with an engine) --------------------------------------
     @property

@@ -49,7 +49,12 @@ class FcEngineParams:
     width n_t. r, m_t: BIM rank and tile height. max_rows, max_cols, max_bits: the largest layer (rows, cols
     and planes q); the actual sizes are run-time `cfg` values. a_bits: unsigned per-row, per-plane scale a;
     bias_bits: signed bias_q; shift_bits: the run-time shift field (0..min(62, 2^shift_bits - 1)).
-    tree_fanin: terms one pipeline stage of the adder tree sums.
+    tree_fanin: terms one pipeline stage of the adder tree sums. x_lane_writes: how x reaches its memory (below);
+    it changes neither the streams nor the timing, only the logic (not part of `describe`).
+
+    x_lane_writes False: each n_t-value word is gathered in a register and written whole, zeros past cols. True:
+    each value goes straight into its byte lane (one write enable per lane) and lanes past cols in a layer's last
+    column tile are masked where the terms are formed, which saves the n_t x 8-bit register and its muxes.
     """
 
     n_in: int
@@ -69,6 +74,7 @@ class FcEngineParams:
     #: The `FcFormat` seed M was drawn with (`from_format` sets it), so `fc_format` can name the format; None: M
     #: came as a matrix.
     seed: int | None = None
+    x_lane_writes: bool = False
 
     def __post_init__(self) -> None:
         xor = XorDecoderParams(self.n_in, self.n_out, self.max_patches, self.m, self.xor_fanin)
@@ -78,6 +84,9 @@ class FcEngineParams:
                                 ("max_cols", 1, None), ("max_bits", 1, 8), ("a_bits", 1, 32), ("bias_bits", 2, 62),
                                 ("shift_bits", 1, 6), ("tree_fanin", 2, None)):
             _check_int(self, name, low, high)
+        if not isinstance(self.x_lane_writes, (bool, np.bool_)):
+            raise ValueError(f"x_lane_writes must be a bool, got {self.x_lane_writes!r}")
+        object.__setattr__(self, "x_lane_writes", bool(self.x_lane_writes))
         if self.acc_bits > MAX_ACC_BITS:
             raise ValueError(f"a_bits, bias_bits, max_cols and max_bits need a {self.acc_bits}-bit accumulator, "
                              f"at most {MAX_ACC_BITS}")
@@ -267,12 +276,14 @@ class FcEngine(wiring.Component):
 
         # x as raw words of n_t bytes: element j of column tile b at bits [8j, 8j + 8).
         m.submodules.x_mem = x_mem = Memory(shape=unsigned(n_t * w), depth=p.x_depth, init=[])
-        x_write, x_read = x_mem.write_port(), x_mem.read_port()
+        x_write, x_read = x_mem.write_port(granularity=w if p.x_lane_writes else None), x_mem.read_port()
         m.submodules.a_mem = a_mem = Memory(shape=p.scale_layout["a"].shape, depth=p.max_rows, init=[])
         a_write, a_read = a_mem.write_port(), a_mem.read_port()
         m.submodules.acc_mem = acc_mem = Memory(shape=signed(p.acc_bits), depth=p.max_rows, init=[])
         acc_write = acc_mem.write_port()
-        acc_read = acc_mem.read_port(transparent_for=(acc_write,))
+        # Only at m_t = 1 can a row's read share an edge with its previous update's write (class docstring); from
+        # m_t = 2 on, updates of a row are at least two cycles apart and a plain read port sees every write.
+        acc_read = acc_mem.read_port(transparent_for=(acc_write,) if m_t == 1 else ())
 
         cfg = Signal(p.cfg_layout)
         loading = Signal()
@@ -283,16 +294,26 @@ class FcEngine(wiring.Component):
         x_count = Signal(range(p.max_cols + 1))
         x_pos = Signal(range(n_t))
         x_addr = Signal(range(p.x_depth))
-        x_word = Signal(n_t * w, reset_less=True)
         x_take = Signal()
         m.d.comb += [self.x.ready.eq(loading & (x_count != cfg.cols)), x_take.eq(self.x.valid & self.x.ready)]
-        # A word's first value clears the rest, so a partial last tile holds zeros past cols.
-        word_next = Cat(Mux(x_pos == j, self.x.payload.as_unsigned(), Mux(x_pos == 0, 0, x_word.word_select(j, w)))
-                        for j in range(n_t))
         word_end = (x_pos == n_t - 1) | (x_count == cfg.cols - 1)
-        m.d.comb += [x_write.en.eq(x_take & word_end), x_write.addr.eq(x_addr), x_write.data.eq(word_next)]
+        # Lanes of the last column tile that hold activations (0..x_last); with lane writes the rest are stale.
+        x_last = Signal(range(n_t))
+        if p.x_lane_writes:
+            m.d.comb += [x_write.en.eq(Cat((x_pos == j) & x_take for j in range(n_t))), x_write.addr.eq(x_addr),
+                         x_write.data.eq(Cat(self.x.payload for _ in range(n_t)))]
+            with m.If(x_take & (x_count == cfg.cols - 1)):
+                m.d.sync += x_last.eq(x_pos)
+        else:
+            # A word's first value clears the rest, so a partial last tile holds zeros past cols.
+            x_word = Signal(n_t * w, reset_less=True)
+            word_next = Cat(Mux(x_pos == j, self.x.payload.as_unsigned(), Mux(x_pos == 0, 0, x_word.word_select(j, w)))
+                            for j in range(n_t))
+            m.d.comb += [x_write.en.eq(x_take & word_end), x_write.addr.eq(x_addr), x_write.data.eq(word_next)]
+            with m.If(x_take):
+                m.d.sync += x_word.eq(word_next)
         with m.If(x_take):
-            m.d.sync += [x_count.eq(x_count + 1), x_word.eq(word_next), x_pos.eq(x_pos + 1)]
+            m.d.sync += [x_count.eq(x_count + 1), x_pos.eq(x_pos + 1)]
             with m.If(word_end):
                 m.d.sync += [x_pos.eq(0), x_addr.eq(x_addr + 1)]
 
@@ -340,7 +361,11 @@ class FcEngine(wiring.Component):
         s1_row = Signal.like(row, reset_less=True)
         s1_ok = Signal(reset_less=True)
         s1_plane = Signal.like(plane, reset_less=True)
-        m.d.sync += [s1_valid.eq(slice_take), s1_sign.eq(decoder.o.payload), s1_mask.eq(unpacker.o.payload.row),
+        mask_row = unpacker.o.payload.row
+        if p.x_lane_writes:
+            # The mask may keep padding columns (a tile's P Z covers all n_t); their x lanes hold stale values.
+            mask_row = Cat(mask_row[j] & (~last_col | (x_last >= j)) for j in range(n_t))
+        m.d.sync += [s1_valid.eq(slice_take), s1_sign.eq(decoder.o.payload), s1_mask.eq(mask_row),
                      s1_row.eq(row), s1_ok.eq(row < cfg.rows), s1_plane.eq(plane)]
 
         terms = []

@@ -1,10 +1,10 @@
 """The accelerator's memories and layer sequencer: what LOAD, RUN and READ do.
 
-`Sequencer` owns the regions of an `AcceleratorConfig` (one `Memory` each: the program of layer descriptors,
-the int8 activation buffers act0 and act1, each engine's weight streams), the engines the config has, and
-the conv engine's post stage. `hw.top.Accelerator` hands it a LOAD, RUN or READ request whose payload sits in
-the frame buffer; the sequencer reads its arguments from there, checks them, does the work and answers
-through the frame transmitter.
+`Sequencer` owns the regions of an `AcceleratorConfig` (one `Memory` each, or an `hw.memory.SpramMemory` for the
+config's `spram_regions`: the program of layer descriptors, the int8 activation buffers act0 and act1, each
+engine's weight streams), the engines the config has, and the conv engine's post stage. `hw.top.Accelerator`
+hands it a LOAD, RUN or READ request whose payload sits in the frame buffer; the sequencer reads its arguments
+from there, checks them, does the work and answers through the frame transmitter.
 
 Kind "conv" (the SPEC2 engine, `Spec2Conv`, then `Crop`, then `MaxPool2` or a bypass):
 
@@ -44,6 +44,7 @@ from host.protocol import LOAD_HEADER_BYTES, READ_PAYLOAD_BYTES, RUN_PAYLOAD_BYT
 from .config import KINDS, AcceleratorConfig
 from .fc_engine import FcEngine
 from .link import Response
+from .memory import SpramMemory, SpramParams
 from .pool import Crop, MaxPool2
 from .spec2.pipeline import Spec2Conv
 
@@ -107,12 +108,16 @@ class Sequencer(wiring.Component):
         regions = {r.name: r for r in cfg.regions}
         desc_layout = cfg.descriptor_layout
 
-        mems, writes, reads = {}, {}, {}
+        writes, reads = {}, {}
         for name, region in regions.items():
             key = name.replace(".", "_")
-            m.submodules[f"region_{key}"] = mems[name] = Memory(shape=region.width, depth=region.depth, init=[])
-            writes[name] = mems[name].write_port()
-            reads[name] = mems[name].read_port()
+            if name in cfg.spram_regions:
+                # Same ports, one single-port RAM: LOAD's writes and the streamer's reads never share a cycle.
+                m.submodules[f"region_{key}"] = spram = SpramMemory(SpramParams(region.width, region.depth))
+                writes[name], reads[name] = spram.write, spram.read
+            else:
+                m.submodules[f"region_{key}"] = mem = Memory(shape=region.width, depth=region.depth, init=[])
+                writes[name], reads[name] = mem.write_port(), mem.read_port()
         streamers = {}
         for name in (n for n in regions if n != "program"):
             region = regions[name]

@@ -5,8 +5,8 @@ golden outputs from `fc_fixed` on the original planes and mask) in one RUN and t
 intermediate read back, plus every error the FC regions and descriptors add, with the device checked usable
 afterwards. The slow case is the whole compressed LeNet-5 of `models/lenet5_full.npz` on
 `AcceleratorConfig.lenet5()` with MNIST test images, compared bit for bit with `host.compress.model`'s golden
-path, and its cycles per image split conv / FC. The virtual board served with `--config fc_only` runs the
-model's FC part through `host.device` and the `host.accel` helpers.
+path, and its cycles per image split conv / FC. The virtual board served with `--config fc_only` runs the FC
+part of LeNet-5 compressed for that config's format through `host.device` and the `host.accel` helpers.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ from hw.top import Accelerator
 from sim import runner
 from sim.golden.bim import tiles_to_mask
 from sim.golden.fc import fc_accumulate, fc_fixed
-from sim.golden.fc_format import DEFAULT_FC_FORMAT, FcFormat
+from sim.golden.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT, FcFormat
 from sim.golden.fc_stream import FcLayer, xor_targets
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "lenet5_full.npz"
+#: LeNet-5 compressed for `FC16_FORMAT`, the format of `AcceleratorConfig.fc_only()`.
+MODEL_FC16 = MODEL.with_name("lenet5_fc16.npz")
 
 TINY_FORMAT = FcFormat(n_in=3, n_out=8, seed=1, max_patches=2, m_t=4, r=2, a_bits=8, max_planes=2)
 TINY_FC = AcceleratorConfig(fc=FcEngineParams.from_format(TINY_FORMAT, max_rows=12, max_cols=20), act_depth=24,
@@ -307,8 +309,9 @@ def test_lenet5_whole_model_on_mnist(tmp_path: Path):
 
 
 def test_virtual_board_fc_only_runs_lenet5_fc_part():
-    """`python -m sim.server --config fc_only` served, driven by `host.device` and `host.accel`: the model's three
-    FC layers on golden conv features of two MNIST images, in one RUN each."""
+    """`python -m sim.server --config fc_only` served, driven by `host.device` and `host.accel`: the three FC layers
+    of LeNet-5 compressed for fc_only's format (`models/lenet5_fc16.npz`) on golden conv features of two MNIST
+    images, in one RUN each."""
     from conftest import start_virtual_board
 
     from host.accel import load_packed, run_packed
@@ -316,7 +319,7 @@ def test_virtual_board_fc_only_runs_lenet5_fc_part():
     from host.train.data import load_mnist
     from host.train.spectral_model import quantize_input
 
-    model = load_model(MODEL)
+    model = load_model(MODEL_FC16, expected=FC16_FORMAT)
     features = conv_features(model.convs(), quantize_input(load_mnist()[2][:2])).reshape(2, -1)
     expected = fc_forward(model.fc, features)[-1]
     board = start_virtual_board("--config", "fc_only")

@@ -248,3 +248,22 @@ def test_ice40_synthesis_maps_multipliers_to_dsps():
     board = get_board("icebreaker")
     plan = board.make_platform().prepare(Multiplier(), name="top", **hwbuild.SYNTH_OVERRIDES["ice40"])
     assert "synth_ice40 -dsp -top top" in plan.files["top.ys"]
+
+
+@pytest.mark.slow
+def test_fc_only_builds_on_icebreaker(tmp_path, capsys):
+    """`python -m hw.build --config fc_only`: the FC-only accelerator fits the iCE40UP5K (its weight regions in
+    SPRAM) and meets the board's 12 MHz."""
+    assert hwbuild.main(["--config", "fc_only", "--board", "icebreaker", "--out", str(tmp_path)]) == 0
+    assert "timing met" in capsys.readouterr().out
+    config = AcceleratorConfig.fc_only()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["timing_met"] is True and report["target_mhz"] == 12.0
+    assert all(fmax >= 12.0 for fmax in report["fmax_mhz"].values())
+    used = {name: use["used"] for name, use in report["resources"].items()}
+    assert all(use["used"] <= use["available"] for use in report["resources"].values())
+    assert used["ICESTORM_SPRAM"] == 3  # fc.xor in one 16-bit lane, fc.bim in two
+    assert used["ICESTORM_DSP"] >= 1  # the per-row scale multiply
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest == {**config.describe(), "bitstream": hwbuild.BITSTREAM["ice40"]}
+    print(f"fc_only on icebreaker: {used}, Fmax {report['fmax_mhz']} MHz, {report['build_seconds']} s")
