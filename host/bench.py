@@ -447,8 +447,13 @@ def _seed_list(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["e2e"]:  # its own options and help: host.bench_e2e
+        from host.bench_e2e import main as bench_e2e_main
+        return bench_e2e_main(given[1:])
     parser = argparse.ArgumentParser(prog="python -m host.bench", description="sqgen compression benchmarks (JSON).")
     sub = parser.add_subparsers(dest="name", required=True)
+    sub.add_parser("e2e", help="the compressed LeNet-5 end to end: size, accuracy, cycles, Fmax, images/s (JSON)")
     xor = sub.add_parser("xor", help="XOR-gate format: stored bits per weight, bound, encoder time",
                          description="Stored bits per weight of the XOR-gate format on a random matrix, per "
                                      "sparsity and bit count, with every kept bit checked after a file round trip.")

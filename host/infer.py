@@ -1,26 +1,38 @@
-"""Run the accelerator's LeNet-5 (`models/lenet5_full.npz`) on a backend: today the NumPy golden models.
+"""Run the accelerator's LeNet-5 (`models/lenet5_full.npz`) on a backend chosen by URL.
 
     from host.infer import load_model, open_backend
-    session = open_backend("golden", load_model("models/lenet5_full.npz"))
-    result = session.run(images)                 # result.logits (N, 10) int8, result.predictions (N,)
-    trace = session.run(images, trace=True).layers   # conv1, pool1, conv2, pool2, fc1, fc2, fc3
+    with open_backend("tcp://127.0.0.1:4567", load_model("models/lenet5_full.npz")) as session:
+        result = session.run(images)                 # result.logits (N, 10) int8, result.predictions (N,)
+        trace = session.run(images, trace=True).layers   # conv1, pool1, conv2, pool2, fc1, fc2, fc3
+        session.cycles                               # the device's RUN cycles, one per image run so far
+
+Backends: `golden` (the NumPy golden models end to end), `tcp://HOST:PORT` (the virtual board of
+`python -m sim.server --config lenet5`) and `serial://DEVICE[?baud=N]` (a board). All three take the same
+input and give the same integers.
 
 Input: (N, 1, 28, 28) float images in [0, 1] (quantized here as the model's input_scale says), or int8 codes
-(N, 1, 28, 28) or one (1, 28, 28) image, passed as they are. Every backend implements `Backend.run_layers`;
-`golden` computes each layer with the bit-exact golden model (spectral fixed-point conv, integer max-pool,
-`sim.golden.fc.fc_fixed`). A hardware backend (tcp:// virtual board, serial:// board) will implement the same
-protocol; until it exists, `open_backend` raises NotImplementedError naming the scheme.
+(N, 1, 28, 28) or one (1, 28, 28) image, passed as they are. `golden` computes each layer with the bit-exact
+golden model (spectral fixed-point conv, integer max-pool, `sim.golden.fc.fc_fixed`).
+
+A device backend (`DeviceBackend`) reads INFO on open and refuses, before sending anything, a model the device
+cannot run (`ConfigMismatch`, one line saying what differs); it LOADs the weights and the program once, then per
+image LOADs the input into the source buffer, RUNs the whole program and READs the logits. With `trace` it RUNs
+the layers one by one and READs each output; the unpooled conv1 and conv2 come from two extra descriptors (the
+same conv layers with the pool off, appended to the program). A command the device refuses raises
+`host.device.DeviceError` and leaves the session usable: every image reloads its input.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import numpy as np
 
+from host.accel import AccelInfo, Packed, input_bytes, load_packed, output_array, pack_model
 from host.compress.model import (
     CompressedLeNet5,
     FcFormatMismatch,
@@ -31,23 +43,46 @@ from host.compress.model import (
 from host.compress.model import load_model as _load_model
 from sim.golden.fc_format import DEFAULT_FC_FORMAT, FcFormat
 from sim.golden.spec2 import spectral_conv_fixed
+from sim.golden.spec2_stream import unpack_fields
 
-__all__ = ["LAYERS", "Backend", "GoldenBackend", "RunResult", "Session", "compare_traces", "load_model",
-           "open_backend", "FcFormatMismatch", "ModelFormatError", "BACKENDS"]
+__all__ = ["LAYERS", "BACKENDS", "Backend", "GoldenBackend", "DeviceBackend", "DevicePlan", "TraceStep",
+           "RunResult", "Session", "ConfigMismatch", "SessionOrderError", "compare_traces", "load_model",
+           "open_backend", "plan_device", "dense_weights", "FcFormatMismatch", "ModelFormatError"]
 
 #: Every layer output a trace holds, in order.
 LAYERS = ("conv1", "pool1", "conv2", "pool2", "fc1", "fc2", "fc3")
 IMAGE_SHAPE = (1, 28, 28)
-#: URL schemes `open_backend` knows: golden runs now; the others are the hardware backends still to come.
+#: URL schemes `open_backend` knows.
 BACKENDS = ("golden", "tcp", "serial")
 #: Images per golden conv call: bounds the int64 intermediates of the fixed-point model.
 BATCH = 250
+#: Seconds to wait for one answer: a RUN on the virtual board simulates some 50 000 cycles at a few thousand
+#: cycles per second, on a board it takes milliseconds.
+DEFAULT_TIMEOUT = {"tcp": 600.0, "serial": 10.0}
+#: The pooled conv layers a trace also needs unpooled: (pooled layer, unpooled layer).
+UNPOOLED = {"pool1": "conv1", "pool2": "conv2"}
+
+
+class ConfigMismatch(ValueError):
+    """The model cannot run on this device (its INFO says otherwise); the one-line message says what differs."""
+
+
+class SessionOrderError(RuntimeError):
+    """A command out of order: running before the weights are loaded, or after the session is closed."""
 
 
 def load_model(path: str | Path, expected: FcFormat | None = DEFAULT_FC_FORMAT) -> CompressedLeNet5:
     """Read and check a model file (`host.compress.model.load_model`): ModelFormatError naming the field, or
     FcFormatMismatch when the file was compressed for another FC engine than `expected` (None: any)."""
     return _load_model(path, expected)
+
+
+def dense_weights(model: CompressedLeNet5) -> dict[str, int]:
+    """Weights each layer applies per image, counted dense (conv C_out C_in K^2, FC rows cols), and their "all"."""
+    out = {f"conv{i}": conv.c_out * conv.c_in * conv.oaa.k ** 2 for i, conv in enumerate(model.convs(), start=1)}
+    out.update({layer.name: layer.shape[0] * layer.shape[1] for layer in model.fc})
+    out["all"] = sum(out.values())
+    return out
 
 
 def as_codes(x: np.ndarray, input_scale: float) -> np.ndarray:
@@ -74,13 +109,13 @@ def as_codes(x: np.ndarray, input_scale: float) -> np.ndarray:
 
 @dataclass
 class RunResult:
-    """What `Session.run` returns: int8 logits (N, 10), predictions (N,), every layer when traced, and what a
-    hardware backend can add (cycles per image; agreement with the golden model)."""
+    """What `Session.run` returns: int8 logits (N, 10), predictions (N,), every layer when traced, and on a
+    device the cycles each image's RUN took (N,)."""
 
     logits: np.ndarray
     predictions: np.ndarray
     layers: dict[str, np.ndarray] | None = None
-    extra: dict = field(default_factory=dict)
+    cycles: np.ndarray | None = None
 
 
 class Backend(Protocol):
@@ -88,8 +123,9 @@ class Backend(Protocol):
 
     name: str
 
-    def run_layers(self, codes: np.ndarray, trace: bool) -> dict[str, np.ndarray]:
-        """int64 codes (N, 1, 28, 28) -> {"fc3": logits} and, with trace, every layer of LAYERS (integer codes)."""
+    def run_layers(self, codes: np.ndarray, trace: bool) -> tuple[dict[str, np.ndarray], list[int] | None]:
+        """int64 codes (N, 1, 28, 28) -> ({"fc3": logits} and, with trace, every layer of LAYERS as integer
+        codes; the device cycles per image, or None)."""
         ...
 
     def close(self) -> None:
@@ -105,7 +141,7 @@ class GoldenBackend:
     def __init__(self, model: CompressedLeNet5):
         self.model = model
 
-    def run_layers(self, codes: np.ndarray, trace: bool) -> dict[str, np.ndarray]:
+    def run_layers(self, codes: np.ndarray, trace: bool) -> tuple[dict[str, np.ndarray], None]:
         """Every layer's int64 output codes for int64 codes (N, 1, 28, 28); only fc3 unless `trace`."""
         parts: dict[str, list[np.ndarray]] = {name: [] for name in LAYERS}
         for start in range(0, len(codes), BATCH):
@@ -124,26 +160,182 @@ class GoldenBackend:
                 parts[name].append(out[name])
         empty = {"fc3": np.zeros((0, 10), dtype=np.int64)}
         return {name: np.concatenate(v) if v else empty.get(name, np.zeros(0, dtype=np.int64))
-                for name, v in parts.items() if trace or name == "fc3"}
+                for name, v in parts.items() if trace or name == "fc3"}, None
 
     def close(self) -> None:
         """Nothing to release."""
 
 
+# --- the device backend ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    """One RUN of a traced image: descriptor `word` alone, then READ `layer`'s output (`shape`) from `buffer`.
+    `counted`: the descriptor belongs to the inference program, so its cycles are the image's."""
+
+    layer: str
+    word: int
+    buffer: int
+    shape: tuple[int, ...]
+    counted: bool
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """The model laid out on one device: `packed` (`host.accel.pack_model`: regions, program, output buffers),
+    the extra descriptors traces need (program words from `trace_first`), and the trace's RUN/READ steps.
+    `trace_problem` says why the device cannot trace (None when it can)."""
+
+    accel: AccelInfo
+    packed: Packed
+    trace_words: tuple[int, ...]
+    trace_first: int
+    trace: tuple[TraceStep, ...]
+    trace_problem: str | None = None
+
+
+def _unpooled_word(accel: AccelInfo, word: int, pooled_shape: tuple[int, ...], layer: str) -> tuple[int, tuple]:
+    """The descriptor `word` of a pooled conv layer with the pool off: same weights, source and window; the output
+    is the cropped map. ValueError when that map does not fit an activation buffer."""
+    fields = unpack_fields(accel.descriptor, word)
+    shape = (int(pooled_shape[0]), fields["post.height"], fields["post.width"])
+    count = int(np.prod(shape))
+    if count > accel.act_depth:
+        raise ValueError(f"a trace needs {layer}'s unpooled output ({count} values) in one activation buffer, the "
+                         f"device's hold {accel.act_depth}")
+    return accel.pack_descriptor({**fields, "post.pool": 0, "out_count": count}), shape
+
+
+def plan_device(info: Mapping[str, Any], model: CompressedLeNet5) -> DevicePlan:
+    """Lay `model` out on the device INFO describes; ConfigMismatch (one line) when the device cannot run it."""
+    try:
+        accel = AccelInfo.from_info(info)
+        packed = pack_model(accel, model)
+    except (ValueError, KeyError) as error:
+        raise ConfigMismatch(f"model file for another configuration: {error}") from None
+    trace_first = packed.first + len(packed.program)
+    words: list[int] = []
+    steps: list[TraceStep] = []
+    problem = None
+    for i, out in enumerate(packed.layers):
+        if out.name in UNPOOLED and problem is None:
+            try:
+                word, shape = _unpooled_word(accel, packed.program[i], out.shape, UNPOOLED[out.name])
+                steps.append(TraceStep(UNPOOLED[out.name], trace_first + len(words), out.buffer, shape, False))
+                words.append(word)
+            except ValueError as error:
+                problem = str(error)
+        steps.append(TraceStep(out.name, packed.first + i, out.buffer, tuple(out.shape), True))
+    depth = accel.regions["program"].depth
+    if problem is None and trace_first + len(words) > depth:
+        problem = (f"a trace needs {trace_first + len(words)} program words (the {len(words)} unpooled conv layers "
+                   f"after the program), the device holds {depth}")
+    if [s.layer for s in steps] != list(LAYERS) and problem is None:
+        problem = f"the packed program's layers {[s.layer for s in steps]} are not {list(LAYERS)}"
+    return DevicePlan(accel, packed, tuple(words), trace_first, tuple(steps), problem)
+
+
+class DeviceBackend:
+    """The model on an sqgen device (`host.device.Device`, or anything with its info/load/run/read): checks the
+    model against INFO, LOADs weights and program once (`load`), then runs images; keeps the device's cycles."""
+
+    def __init__(self, device: Any, model: CompressedLeNet5, *, name: str = "device", load: bool = True):
+        self.device = device
+        self.model = model
+        self.name = name
+        self.info = device.info()
+        self.plan = plan_device(self.info, model)
+        self.loaded = False
+        self.closed = False
+        if load:
+            self.load()
+
+    def load(self) -> None:
+        """LOAD every weight region and the program (and the trace's extra descriptors)."""
+        self._check_open()
+        self.loaded = False  # a LOAD refused half way leaves the device with part of the model
+        load_packed(self.device, self.plan.packed)
+        if self.plan.trace_words:
+            program = self.plan.accel.regions["program"]
+            self.device.load(program.id, self.plan.trace_first,
+                             self.plan.accel.region_bytes("program", self.plan.trace_words))
+        self.loaded = True
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SessionOrderError(f"the session on {self.name} is closed")
+
+    def run_layers(self, codes: np.ndarray, trace: bool) -> tuple[dict[str, np.ndarray], list[int]]:
+        """Each image: LOAD it, RUN (the whole program, or layer by layer with `trace`), READ; int64 outputs."""
+        self._check_open()
+        if not self.loaded:
+            raise SessionOrderError(f"run before load: {self.name} holds no weights for this session yet "
+                                    "(call load() first)")
+        if trace and self.plan.trace_problem:
+            raise ConfigMismatch(f"cannot trace on {self.name}: {self.plan.trace_problem}")
+        codes = np.asarray(codes)
+        packed = self.plan.packed
+        if codes.ndim != 4 or codes.shape[1:] != packed.input_shape:
+            raise ValueError(f"codes must have shape (N, {', '.join(map(str, packed.input_shape))}), got {codes.shape}")
+        names = LAYERS if trace else ("fc3",)
+        outs: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        cycles = []
+        in_region = self.plan.accel.regions[("act0", "act1")[packed.input_buffer]].id
+        for x in codes:
+            data = input_bytes(x)  # checks the int8 range before anything is sent
+            self.device.load(in_region, 0, data)
+            if trace:
+                total = 0
+                for step in self.plan.trace:
+                    spent = self.device.run(step.word, 1)
+                    total += spent if step.counted else 0
+                    outs[step.layer].append(self._read(step.buffer, step.shape))
+                cycles.append(total)
+            else:
+                cycles.append(self.device.run(packed.first, len(packed.program)))
+                last = packed.layers[-1]
+                outs["fc3"].append(self._read(last.buffer, last.shape))
+        return {name: np.stack(v) if v else np.zeros((0, *self._shape(name)), dtype=np.int64)
+                for name, v in outs.items()}, cycles
+
+    def _read(self, buffer: int, shape: tuple[int, ...]) -> np.ndarray:
+        return output_array(self.device.read(buffer, 0, int(np.prod(shape))), shape)
+
+    def _shape(self, layer: str) -> tuple[int, ...]:
+        return next(step.shape for step in self.plan.trace if step.layer == layer)
+
+    def close(self) -> None:
+        """Close the device connection (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self.device.close()
+
+
 class Session:
-    """A model on a backend: `run` checks and quantizes the input and returns logits and predictions."""
+    """A model on a backend: `run` checks and quantizes the input and returns logits and predictions; `cycles`
+    holds the device's RUN cycles of every image run so far (empty on the golden backend)."""
 
     def __init__(self, backend: Backend, model: CompressedLeNet5):
         self.backend = backend
         self.model = model
+        self.cycles: list[int] = []
+
+    @property
+    def cycles_per_image(self) -> float | None:
+        """Mean RUN cycles per image over the images run so far; None before any (or on golden)."""
+        return float(np.mean(self.cycles)) if self.cycles else None
 
     def run(self, x: np.ndarray, trace: bool = False) -> RunResult:
         """Images (module docstring) -> RunResult with int8 logits (N, 10) and predictions; every layer if trace."""
         codes = as_codes(x, self.model.input_scale)
-        layers = self.backend.run_layers(codes, trace)
+        layers, cycles = self.backend.run_layers(codes, trace)
+        if cycles is not None:
+            self.cycles.extend(cycles)
         logits = layers["fc3"].astype(np.int8)
         return RunResult(logits=logits, predictions=logits.argmax(axis=1),
-                         layers={k: layers[k] for k in LAYERS} if trace else None)
+                         layers={k: layers[k] for k in LAYERS} if trace else None,
+                         cycles=None if cycles is None else np.asarray(cycles, dtype=np.int64))
 
     def close(self) -> None:
         """Close the backend."""
@@ -156,16 +348,28 @@ class Session:
         self.close()
 
 
-def open_backend(url: str, model: CompressedLeNet5) -> Session:
-    """A Session on the backend `url` names: "golden" (or "golden://"); "tcp://HOST:PORT" and "serial://DEVICE"
-    raise NotImplementedError until the FC engine is on the board; anything else ValueError."""
+def backend_scheme(url: str) -> str:
+    """The scheme of a backend URL: golden, tcp or serial; ValueError for anything else."""
     scheme = urlparse(url).scheme or url.rstrip(":/")
+    if scheme not in BACKENDS:
+        raise ValueError(f"unknown backend {url!r}: expected golden, tcp://HOST:PORT or serial://DEVICE[?baud=N]")
+    return scheme
+
+
+def open_backend(url: str, model: CompressedLeNet5, timeout: float | None = None) -> Session:
+    """A Session on the backend `url` names: "golden" (or "golden://"), "tcp://HOST:PORT" or "serial://DEVICE";
+    a device backend checks the model against INFO and loads it (`timeout`: seconds per answer)."""
+    scheme = backend_scheme(url)
     if scheme == "golden":
         return Session(GoldenBackend(model), model)
-    if scheme in ("tcp", "serial"):
-        raise NotImplementedError(f"backend {scheme}:// is not implemented yet: the accelerator does not run the "
-                                  "LeNet-5 layers yet (use --backend golden)")
-    raise ValueError(f"unknown backend {url!r}: expected golden, tcp://HOST:PORT or serial://DEVICE[?baud=N]")
+    from host.device import Device  # the golden backend needs no transport
+
+    device = Device.open(url, DEFAULT_TIMEOUT[scheme] if timeout is None else timeout)
+    try:
+        return Session(DeviceBackend(device, model, name=url), model)
+    except BaseException:
+        device.close()
+        raise
 
 
 def compare_traces(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict | None:

@@ -1,76 +1,88 @@
-"""`make demo`: build the default bitstream, then talk to the virtual board through the host driver.
+"""`make demo`: build the default bitstream, then classify MNIST test images on the virtual board.
 
-    python -m sim.demo [--board NAME] [--skip-build]
+    python -m sim.demo [--board NAME] [--count N] [--skip-build]
 
-Builds the default board's bitstream and prints its report, starts the virtual board (the same
-accelerator in RTL simulation), asks it for INFO, makes an ECHO round trip, and stops it.
+Builds the default board's bitstream (`python -m hw.build`: the link top) and prints its report, starts the
+virtual board of the whole LeNet-5 accelerator (`python -m sim.server --config lenet5`, its RTL under Icarus
+Verilog), classifies the first N MNIST test images through it with `python -m host run` (predictions, accuracy,
+agreement with the golden backend, cycles per image, weight bandwidth), and stops the board whatever happens.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 from boards import BOARDS, DEFAULT_BOARD
+
+MODEL = Path(__file__).resolve().parent.parent / "models" / "lenet5_full.npz"
+#: Seconds the virtual board waits for its client (it builds the simulation first) or for traffic.
+IDLE_TIMEOUT = 300
 
 
 def step(message: str) -> None:
     print(f"\n== {message}", flush=True)
 
 
+def start_board(board: str, config: str = "lenet5") -> tuple[subprocess.Popen, str | None]:
+    """Start `python -m sim.server --config CONFIG`; (the process, its tcp:// URL or None if it did not start)."""
+    server = subprocess.Popen([sys.executable, "-m", "sim.server", "--config", config, "--board", board,
+                               "--port", "0", "--idle-timeout", str(IDLE_TIMEOUT)], stdout=subprocess.PIPE, text=True)
+    line = server.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        return server, None
+    return server, "tcp://" + line.removeprefix("listening on ")
+
+
+def stop_board(server: subprocess.Popen) -> None:
+    """Wait for the board to leave after its client did; kill it if it does not."""
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sim.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--board", default=DEFAULT_BOARD, choices=sorted(BOARDS),
                         help=f"board to build for and to simulate (default: {DEFAULT_BOARD})")
+    parser.add_argument("--count", type=int, default=4,
+                        help="MNIST test images to classify on the virtual board, about 25 s each (default: 4)")
     parser.add_argument("--skip-build", action="store_true", help="do not build the bitstream")
     args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error(f"--count must be at least 1, got {args.count}")
 
-    from host.device import Device
-    from hw.build import BuildError, build, format_report
-    from hw.config import AcceleratorConfig
-
-    config = AcceleratorConfig(board=args.board)
     if not args.skip_build:
-        step(f"building the {args.board} bitstream (first run compiles the YoWASP tools: about a minute)")
-        try:
-            result = build(config)
-        except BuildError as exc:
-            print(f"build failed: {exc}", file=sys.stderr)
+        step(f"building the default {args.board} bitstream (python -m hw.build: the link top; the first run "
+             "compiles the YoWASP tools, about a minute)")
+        if subprocess.run([sys.executable, "-m", "hw.build", "--board", args.board]).returncode:
+            print("the build failed", file=sys.stderr)
             return 1
-        print(format_report(result.report))
-        print(f"bitstream: {result.bitstream}")
 
-    step("starting the virtual board (the accelerator's RTL under Icarus Verilog)")
-    server = subprocess.Popen([sys.executable, "-m", "sim.server", "--port", "0", "--board", args.board,
-                               "--idle-timeout", "60"], stdout=subprocess.PIPE, text=True)
+    step("starting the virtual board: the whole LeNet-5 accelerator's RTL under Icarus Verilog "
+         "(python -m sim.server --config lenet5)")
+    server, url = start_board(args.board)
     try:
-        line = server.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            print(f"the virtual board did not start: {line!r}", file=sys.stderr)
+        if url is None:
+            print("the virtual board did not start", file=sys.stderr)
             return 1
-        url = "tcp://" + line.removeprefix("listening on ")
-        print(f"virtual board at {url}")
-        with Device.open(url, timeout=30) as dev:
-            step("INFO")
-            print(json.dumps(dev.info(), indent=2, sort_keys=True))
-            step("ECHO round trip")
-            message = b"sqgen says hello through the frame layer " + bytes(range(16))
-            started = time.monotonic()
-            back = dev.echo(message)
-            print(f"sent {len(message)} bytes, got {len(back)} back in {time.monotonic() - started:.2f} s: "
-                  f"{'equal' if back == message else 'DIFFERENT'}")
-            if back != message:
-                return 1
+        print(f"virtual board at {url}", flush=True)
+        step(f"classifying {args.count} MNIST test images through it (python -m host run; the weights are "
+             "loaded once, then each image is LOADed, RUN and its logits READ)")
+        run = subprocess.run([sys.executable, "-m", "host", "run", "--model", str(MODEL), "--backend", url,
+                              "--count", str(args.count)])
         step("stopping the virtual board")
-        server.wait(timeout=60)
-        print("done")
-        return 0
+        stop_board(server)
+        print("done" if run.returncode == 0 else "the run failed")
+        return run.returncode
     finally:
         if server.poll() is None:
             server.kill()
+            server.wait()
 
 
 if __name__ == "__main__":
