@@ -53,6 +53,16 @@ VERSION_FLAGS: dict[str, str | None] = {
 #: Amaranth build overrides per family. Without `-dsp`, synth_ice40 maps multipliers to logic cells and
 #: never uses the UP5K's SB_MAC16 blocks.
 SYNTH_OVERRIDES: dict[str, dict[str, str]] = {"ice40": {"synth_opts": "-dsp"}}
+#: LUT mapping by the classic `abc` instead of `abc9`, per family: synthesis runs up to the LUT mapping, `abc`
+#: maps the logic to LUT4s, synthesis resumes at cell mapping. Yosys 0.67 to 0.70's abc9 mis-maps the SPEC2 FFT's
+#: pipeline (two flip-flops end up driving one output bit; flattened, it trips an assert in ABC_OPS_REINTEGRATE),
+#: so designs holding an FFT are mapped this way on ECP5.
+ABC_LUT_MAPPING: dict[str, dict[str, str]] = {
+    "ecp5": {"synth_opts": "-run begin:map_luts",
+             "script_after_synth": "techmap -map +/lattice/latches_map.v; abc -lut 4; clean; "
+                                   "synth_ecp5 -run map_cells:"},
+}
+LUT_MAPPERS = ("abc9", "abc")
 STAGE_NAMES = {
     "yosys": "synthesis", "nextpnr": "place & route", "icepack": "bitstream", "ecppack": "bitstream",
 }
@@ -162,14 +172,22 @@ def _run_stage(argv: list[str], log: Path) -> None:
         raise BuildError(f"{Path(argv[0]).name} exited with {returncode}; log: {log}\n{tail}")
 
 
+def synth_script(family: str, top: str, lut_mapper: str = "abc9") -> str:
+    """The yosys commands synthesising module `top` for `family` with `lut_mapper` (no I/O, for a block alone)."""
+    opts = ABC_LUT_MAPPING[family] if lut_mapper == "abc" else {}
+    return "; ".join(filter(None, (f"synth_{family} -top {top} {opts.get('synth_opts', '')}".rstrip(),
+                                   opts.get("script_after_synth"))))
+
+
 def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int = 1,
           progress: Callable[[str], None] = _stderr, design: Elaboratable | None = None,
-          synth_opts: str = "") -> BuildResult:
+          synth_opts: str = "", lut_mapper: str | None = None) -> BuildResult:
     """Build `hw.top.BoardTop(config)` into `out_dir` (default `build/<board>/`) and write its reports.
 
     `design` replaces the accelerator with another top for `config.board` (e.g. one block characterised
-    alone). `synth_opts` are added to the family's synthesis options. Raises BuildError when a tool is missing
-    or fails; TimingError, after writing report.json, when timing fails.
+    alone). `synth_opts` are added to the family's synthesis options. `lut_mapper` is "abc9" or "abc"
+    (`ABC_LUT_MAPPING`); None picks "abc" for an accelerator with the SPEC2 conv engine on ECP5, else "abc9".
+    Raises BuildError when a tool is missing or fails; TimingError, after writing report.json, when timing fails.
     """
     from .top import BoardTop  # late, so the report helpers here import without the whole design
 
@@ -185,9 +203,18 @@ def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int =
     stages = 1 + len(platform.required_tools)  # elaboration, then one stage per tool
     start = time.monotonic()
     progress(f"[1/{stages}] elaborate ...")
+    if lut_mapper is None:
+        lut_mapper = "abc" if design is None and config.conv is not None and board.family in ABC_LUT_MAPPING \
+            else "abc9"
+    if lut_mapper not in LUT_MAPPERS:
+        raise ValueError(f"lut_mapper must be one of {', '.join(LUT_MAPPERS)}, got {lut_mapper!r}")
+    if lut_mapper == "abc" and board.family not in ABC_LUT_MAPPING:
+        raise ValueError(f"lut_mapper 'abc' is available for {', '.join(ABC_LUT_MAPPING)}, not {board.family}")
     overrides = dict(SYNTH_OVERRIDES.get(board.family, {}))
-    if synth_opts:
-        overrides["synth_opts"] = f"{overrides.get('synth_opts', '')} {synth_opts}".strip()
+    extra = {"synth_opts": synth_opts, **(ABC_LUT_MAPPING[board.family] if lut_mapper == "abc" else {})}
+    for key, value in extra.items():
+        if value:
+            overrides[key] = f"{overrides.get(key, '')} {value}".strip()
     plan = platform.prepare(design if design is not None else BoardTop(config), name=DESIGN_NAME, **overrides)
     plan.extract(out_dir)
     # Amaranth's own commands as argv lists naming the tool (not its path): what its build script runs.
@@ -216,6 +243,7 @@ def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int =
         "board": board.name, "device": board.device, "package": board.package, "seed": seed,
         **parse_nextpnr_report(nextpnr_report, board),
         "build_seconds": build_seconds,
+        "lut_mapper": lut_mapper,
         "tools": {tool: tool_version(tool, path) for tool, path in tools.items()},
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -162,8 +162,8 @@ class Spec2Block:
     params: dict[str, Any]
     #: None: synthesise the block alone too; else why not (recorded in the report instead of cell counts).
     alone_unavailable: str | None = None
-    #: Extra synthesis options for this block (passed to `hw.build.build` and to the alone synthesis).
-    synth_opts: str = ""
+    #: LUT mapper for its builds and its alone synthesis (`hw.build.ABC_LUT_MAPPING`).
+    lut_mapper: str = "abc9"
 
 
 def _default_fft_params() -> FftParams:
@@ -202,10 +202,9 @@ def spec2_block(key: str, *, mac_p: int = 4, mac_b: int = 8, oaa_max: int = 28, 
         from hw.spec2.pipeline import Spec2Conv, Spec2ConvParams
 
         cp = Spec2ConvParams(p=mac_p, b=mac_b, **CONV_SIZE)
-        # The whole layer trips an internal assert in yosys's abc9 (ABC_OPS_REINTEGRATE) under synth_ecp5;
-        # the classic abc mapping synthesises it.
+        # yosys's abc9 mis-maps the layer's FFT pipeline on ECP5 (see hw.build.ABC_LUT_MAPPING).
         return Spec2Block("conv", "spec2_conv", lambda: Spec2Conv(cp), ("cfg", "x", "w", "quant"), ("o",),
-                          cp.describe(), synth_opts="-noabc9")
+                          cp.describe(), lut_mapper="abc")
     raise ValueError(f"unknown SPEC2 block {key!r}: one of {', '.join(SPEC2_BLOCKS)}")
 
 
@@ -245,12 +244,12 @@ def yosys_cell_counts(log: str, top: str) -> dict[str, int]:
 
 
 def _synthesise_alone(block: wiring.Component, name: str, stem: str, board: Board, yosys: str,
-                      out_dir: Path, synth_opts: str = "") -> dict[str, int]:
+                      out_dir: Path, lut_mapper: str = "abc9") -> dict[str, int]:
     """LUT4s and flip-flops of `block` by itself, after the family's yosys synthesis (no harness)."""
     from amaranth.back import rtlil
 
     (out_dir / f"{stem}.il").write_text(rtlil.convert(block, name=name))
-    script = f"read_rtlil {stem}.il; synth_{board.family} -top {name} {synth_opts}".rstrip()
+    script = f"read_rtlil {stem}.il; {hwbuild.synth_script(board.family, name, lut_mapper)}"
     hwbuild._run_stage([yosys, "-q", "-l", f"{stem}.rpt", "-p", script], out_dir / f"yosys-{stem}.log")
     return yosys_cell_counts((out_dir / f"{stem}.rpt").read_text(), name)
 
@@ -384,11 +383,11 @@ def characterise_spec2(block: Spec2Block | str, board_name: str, out_dir: Path |
     (out_dir / RESULT_FILE).unlink(missing_ok=True)
     report: dict[str, Any] = {"block": block.name, "board": board.name, "device": board.device,
                               "package": board.package, "seed": seed, "params": block.params,
-                              "synth_opts": block.synth_opts}
+                              "lut_mapper": block.lut_mapper}
     harness = spec2_harness(block, board.uart_resource)
     try:
         built = hwbuild.build(AcceleratorConfig(board=board.name), out_dir, seed=seed, progress=progress,
-                              design=harness, synth_opts=block.synth_opts).report
+                              design=harness, lut_mapper=block.lut_mapper).report
     except hwbuild.TimingError as error:  # a block slower than the board clock is still characterised
         built = error.result.report
     except hwbuild.BuildError as error:
@@ -427,7 +426,7 @@ def characterise_spec2(block: Spec2Block | str, board_name: str, out_dir: Path |
         progress(f"[+] synthesis of the {block.name.replace('_', ' ')} alone (yosys) ...")
         try:
             report["alone_cells"] = _synthesise_alone(block.make(), block.name, block.key, board,
-                                                      hwbuild.find_tool("yosys"), out_dir, block.synth_opts)
+                                                      hwbuild.find_tool("yosys"), out_dir, block.lut_mapper)
             report["alone_synthesis"] = "ok"
         except hwbuild.BuildError as error:
             log = "".join(path.read_text(errors="replace") for path in
