@@ -86,7 +86,7 @@ def golden_accuracy(model: Any) -> dict:
             "images_per_s": round(len(x) / seconds, 1)}
 
 
-def simulate_one(model: Any, board: str | None) -> dict:
+def simulate_one(model: Any) -> dict:
     """One MNIST image through the virtual board: its cycles, the INFO it described, bit-exactness, wall clock."""
     from host.infer import open_backend
     from host.train.data import load_mnist
@@ -94,7 +94,7 @@ def simulate_one(model: Any, board: str | None) -> dict:
 
     x = load_mnist()[2][:1]
     expected = open_backend("golden", model).run(x).logits
-    server, url = start_board(board or "ulx3s-85f")
+    server, url = start_board("lenet5")
     try:
         if url is None:
             raise RuntimeError("the virtual board did not start")
@@ -146,7 +146,7 @@ def bench_e2e(model_path: Path, report: Path | None, sim: bool) -> dict:
 
     cycles = None
     if sim:
-        run = simulate_one(model, info["board"])
+        run = simulate_one(model)
         if run["info"] != info:
             raise RuntimeError("the virtual board describes another configuration than hw.config's lenet5")
         cycles = run["cycles"]

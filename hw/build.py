@@ -31,7 +31,7 @@ from amaranth.hdl import Elaboratable
 
 from boards import BOARDS, DEFAULT_BOARD, Board, UnknownBoardError, get_board
 
-from .config import CONFIGS, AcceleratorConfig
+from .config import CONFIGS, DEFAULT_CONFIG, AcceleratorConfig
 
 DESIGN_NAME = "top"
 NEXTPNR_REPORT = "nextpnr-report.json"
@@ -284,14 +284,16 @@ def main(argv: list[str] | None = None) -> int:
                "per tool. Exits 1 when a tool fails or timing is not met (report.json is still written "
                "then).")
     parser.add_argument("--board", default=None,
-                        help=f"board to build for: {', '.join(BOARDS)} (default: the config's, {DEFAULT_BOARD} for "
-                             f"the link alone)")
+                        help=f"board to build for: {', '.join(BOARDS)} (default: the config's own; "
+                             f"{DEFAULT_BOARD} for {DEFAULT_CONFIG} and link, icebreaker for fc_only)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: build/<board>/)")
     parser.add_argument("--baud", type=int, default=AcceleratorConfig.baud,
                         help="host link baud rate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: %(default)s)")
-    parser.add_argument("--config", default="link", choices=sorted(CONFIGS),
-                        help="named accelerator config (hw.config.CONFIGS; default: %(default)s, the link alone)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, choices=sorted(CONFIGS),
+                        help="named accelerator config (hw.config.CONFIGS): lenet5, the whole LeNet-5 (conv and FC "
+                             "engines); fc_only, the FC engine alone (fits the iCE40UP5K); link, the host link alone "
+                             "(default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         # --board overrides the board the named config is meant for.

@@ -324,3 +324,5 @@ class AcceleratorConfig:
 
 #: Named configs (`AcceleratorConfig.<name>()` factories): "link" is the default link-only device.
 CONFIGS = {"link": AcceleratorConfig, "lenet5": AcceleratorConfig.lenet5, "fc_only": AcceleratorConfig.fc_only}
+#: What `python -m hw.build` builds with no arguments: the whole LeNet-5 on the ULX3S-85F.
+DEFAULT_CONFIG = "lenet5"

@@ -12,7 +12,7 @@ import pytest
 
 from boards import BOARDS, get_board
 from hw import build as hwbuild
-from hw.config import AcceleratorConfig
+from hw.config import CONFIGS, DEFAULT_CONFIG, AcceleratorConfig
 
 # Trimmed from what nextpnr-ice40 0.11 writes with `--report` (critical_paths left out; not read).
 ICE40_REPORT = {
@@ -267,3 +267,24 @@ def test_fc_only_builds_on_icebreaker(tmp_path, capsys):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest == {**config.describe(), "bitstream": hwbuild.BITSTREAM["ice40"]}
     print(f"fc_only on icebreaker: {used}, Fmax {report['fmax_mhz']} MHz, {report['build_seconds']} s")
+
+
+@pytest.mark.slow
+def test_default_build_is_the_whole_lenet5(tmp_path, capsys):
+    """`python -m hw.build` with no arguments: the whole LeNet-5 accelerator (conv and FC engines) on the
+    ULX3S-85F, mapped with the classic abc (the FFT defeats abc9), timing met at the board's 25 MHz."""
+    assert hwbuild.main(["--out", str(tmp_path)]) == 0
+    assert "timing met" in capsys.readouterr().out
+    config = CONFIGS[DEFAULT_CONFIG]()
+    assert config.board == "ulx3s-85f" and config.conv is not None and config.fc is not None
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["timing_met"] is True and report["lut_mapper"] == "abc"
+    assert all(fmax >= report["target_mhz"] for fmax in report["fmax_mhz"].values())
+    used = {name: use["used"] for name, use in report["resources"].items()}
+    assert all(use["used"] <= use["available"] for use in report["resources"].values())
+    # The spectral MAC's P lanes take four real products each; the requantizers and the FC scale add more.
+    assert used["MULT18X18D"] > 4 * config.conv.p
+    assert used["DP16KD"] > 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest == {**config.describe(), "bitstream": hwbuild.BITSTREAM["ecp5"]}
+    assert set(manifest["engines"]) == {"conv", "fc"}
