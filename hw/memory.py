@@ -1,4 +1,7 @@
-"""A region memory in the iCE40UP5K's single-port SPRAM, behind the two ports of an Amaranth `Memory`.
+"""Region memories: `SpramMemory` (a region in the iCE40UP5K's SPRAM) and `RegionReader` (a region as a stream).
+
+`SpramMemory` puts a region memory in the iCE40UP5K's single-port SPRAM, behind the two ports of an Amaranth
+`Memory`.
 
 A LOAD-able region (`hw.sequencer`) is written only by LOAD and read only by its streamer, never both in one
 cycle, so one single-port RAM with an address mux serves both ports. `SpramMemory` offers exactly the ports the
@@ -21,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth import ClockSignal, Const, Instance, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
@@ -144,3 +147,34 @@ class SpramMemory(wiring.Component):
 
 
 __all__ = ["SPRAM_DEPTH", "SPRAM_WIDTH", "SpramLaneModel", "SpramMemory", "SpramParams", "is_ice40"]
+
+
+class RegionReader(wiring.Component):
+    """Streams `count` words of a memory from address `base`, one per cycle, through a synchronous read port.
+
+    The read port is enabled only when the output register is free or being emptied, so the data holds under
+    backpressure. `start` is a one-cycle pulse with `base` and `count` valid; `busy` is high until the last
+    word has been handed over.
+    """
+
+    def __init__(self, width: int, depth: int):
+        self.depth = depth
+        super().__init__({
+            "start": In(1), "base": In(range(depth)), "count": In(range(depth + 1)), "busy": Out(1),
+            "addr": Out(range(depth)), "en": Out(1), "data": In(width),
+            "o": Out(stream.Signature(width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        left = Signal(range(self.depth + 1))
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += [self.en.eq(advance), self.o.payload.eq(self.data), self.busy.eq((left != 0) | self.o.valid)]
+        with m.If(self.start):
+            m.d.sync += [left.eq(self.count), self.addr.eq(self.base)]
+        with m.Elif(advance):
+            m.d.sync += self.o.valid.eq(left != 0)
+            with m.If(left != 0):
+                m.d.sync += [self.addr.eq(self.addr + 1), left.eq(left - 1)]
+        return m
+

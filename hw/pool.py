@@ -21,6 +21,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .params import check_ints
+
+#: Largest map side, channel count or sample width the post stage accepts.
+MAX_SIZE = 1 << 16
+
 
 @dataclass(frozen=True)
 class MaxPoolParams:
@@ -32,10 +37,8 @@ class MaxPoolParams:
     bits: int = 8
 
     def __post_init__(self) -> None:
-        for name, low in (("max_height", 2), ("max_width", 2), ("max_channels", 1), ("bits", 2)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 1 << 16:
-                raise ValueError(f"{name} must be an integer in {low}..{1 << 16}, got {value!r}")
+        check_ints(self, [("max_height", 2, MAX_SIZE), ("max_width", 2, MAX_SIZE), ("max_channels", 1, MAX_SIZE),
+                          ("bits", 2, MAX_SIZE)])
 
     @property
     def cfg_layout(self) -> data.StructLayout:
@@ -126,10 +129,7 @@ class CropParams:
     bits: int = 8
 
     def __post_init__(self) -> None:
-        for name, low in (("max_height", 1), ("max_width", 1), ("max_channels", 1), ("bits", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 1 << 16:
-                raise ValueError(f"{name} must be an integer in {low}..{1 << 16}, got {value!r}")
+        check_ints(self, [(name, 1, MAX_SIZE) for name in ("max_height", "max_width", "max_channels", "bits")])
 
     @property
     def cfg_layout(self) -> data.StructLayout:

@@ -44,42 +44,12 @@ from host.protocol import LOAD_HEADER_BYTES, READ_PAYLOAD_BYTES, RUN_PAYLOAD_BYT
 from .config import KINDS, AcceleratorConfig
 from .fc_engine import FcEngine
 from .link import Response
-from .memory import SpramMemory, SpramParams
+from .memory import RegionReader, SpramMemory, SpramParams
 from .pool import Crop, MaxPool2
 from .spec2.pipeline import Spec2Conv
 
 #: Bytes of the RUN answer: the cycle count, u32 little-endian.
 CYCLE_BYTES = 4
-
-
-class RegionReader(wiring.Component):
-    """Streams `count` words of a memory from address `base`, one per cycle, through a synchronous read port.
-
-    The read port is enabled only when the output register is free or being emptied, so the data holds under
-    backpressure. `start` is a one-cycle pulse with `base` and `count` valid; `busy` is high until the last
-    word has been handed over.
-    """
-
-    def __init__(self, width: int, depth: int):
-        self.depth = depth
-        super().__init__({
-            "start": In(1), "base": In(range(depth)), "count": In(range(depth + 1)), "busy": Out(1),
-            "addr": Out(range(depth)), "en": Out(1), "data": In(width),
-            "o": Out(stream.Signature(width)),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        left = Signal(range(self.depth + 1))
-        advance = ~self.o.valid | self.o.ready
-        m.d.comb += [self.en.eq(advance), self.o.payload.eq(self.data), self.busy.eq((left != 0) | self.o.valid)]
-        with m.If(self.start):
-            m.d.sync += [left.eq(self.count), self.addr.eq(self.base)]
-        with m.Elif(advance):
-            m.d.sync += self.o.valid.eq(left != 0)
-            with m.If(left != 0):
-                m.d.sync += [self.addr.eq(self.addr + 1), left.eq(left - 1)]
-        return m
 
 
 class Sequencer(wiring.Component):

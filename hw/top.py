@@ -25,43 +25,11 @@ from host.protocol import Command, Status
 
 from .config import AcceleratorConfig
 from .link import FrameError, FrameReceiver, FrameTransmitter, UartRx, UartTx
+from .memory import RegionReader
 from .sequencer import Sequencer
 
 #: Bytes the UART receiver can absorb while the device is busy answering (the host waits for each answer).
 UART_RX_FIFO_DEPTH = 16
-
-
-class MemoryReader(wiring.Component):
-    """Streams `count` bytes of a memory starting at address 0, through a synchronous read port.
-
-    The read port is only enabled when the output register is free or being emptied, so the data
-    stays put under backpressure and the stream runs at one byte per cycle otherwise.
-    """
-
-    def __init__(self, depth: int):
-        self.depth = depth
-        super().__init__({
-            "start": In(1),  # pulse: begin streaming `count` bytes
-            "count": In(range(depth + 1)),
-            "busy": Out(1),
-            "addr": Out(range(depth)),
-            "en": Out(1),
-            "data": In(8),
-            "o": Out(stream.Signature(8)),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        left = Signal(range(self.depth + 1))
-        advance = ~self.o.valid | self.o.ready
-        m.d.comb += [self.en.eq(advance), self.o.payload.eq(self.data), self.busy.eq((left != 0) | self.o.valid)]
-        with m.If(self.start):
-            m.d.sync += [left.eq(self.count), self.addr.eq(0)]
-        with m.Elif(advance):
-            m.d.sync += self.o.valid.eq(left != 0)
-            with m.If(left != 0):
-                m.d.sync += [self.addr.eq(self.addr + 1), left.eq(left - 1)]
-        return m
 
 
 class Accelerator(wiring.Component):
@@ -91,7 +59,7 @@ class Accelerator(wiring.Component):
         readers = {}
         ports = {}
         for name, (mem, depth) in sources.items():
-            m.submodules[f"{name}_reader"] = reader = readers[name] = MemoryReader(depth)
+            m.submodules[f"{name}_reader"] = reader = readers[name] = RegionReader(8, depth)
             port = ports[name] = mem.read_port()
             m.d.comb += [port.addr.eq(reader.addr), port.en.eq(reader.en), reader.data.eq(port.data)]
 

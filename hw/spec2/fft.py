@@ -40,7 +40,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..params import require_params
+from ..params import is_int, require_params
 
 MIN_N, MAX_N = 4, 64
 #: `FftParams.twiddle_mult`: "logic" shift-and-add networks (no DSP), "dsp" `*` by a constant (Yosys: DSP blocks).
@@ -52,10 +52,6 @@ Complex = tuple[Value, Value]
 def complex_layout(width: int) -> data.StructLayout:
     """A complex sample: `re` in the low `width` bits, `im` above, both signed."""
     return data.StructLayout({"re": signed(width), "im": signed(width)})
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -81,7 +77,7 @@ class FftParams:
 
     def __post_init__(self) -> None:
         for name in ("n", "data_bits", "twiddle_bits", "act_bits", "in_shift"):
-            if not _is_int(getattr(self, name)):
+            if not is_int(getattr(self, name)):
                 raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
         if not MIN_N <= self.n <= MAX_N or self.n & (self.n - 1):
             raise ValueError(f"n must be a power of two in {MIN_N}..{MAX_N}, got {self.n}")
@@ -95,7 +91,7 @@ class FftParams:
             raise ValueError(f"in_shift must be in 0..{self.data_bits - self.act_bits}, got {self.in_shift}")
         stages = 2 * self.log2n
         shifts = (0,) * stages if self.fwd_shifts is None else self.fwd_shifts
-        if not isinstance(shifts, tuple) or any(not _is_int(s) or s not in (0, 1) for s in shifts):
+        if not isinstance(shifts, tuple) or any(not is_int(s) or s not in (0, 1) for s in shifts):
             raise ValueError(f"fwd_shifts must be a tuple of 0s and 1s, got {self.fwd_shifts!r}")
         if len(shifts) != stages:
             raise ValueError(f"fwd_shifts must have {stages} entries for n={self.n}, got {len(shifts)}")

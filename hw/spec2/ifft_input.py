@@ -16,16 +16,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..params import require_params
+from ..params import is_int, require_params
 from .fft import complex_layout
 from .spectral_mac import canonical_bins
 
 # mac_shift is a run-time input of this width: the golden model allows 0..62.
 SHIFT_BITS = 6
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -42,7 +38,7 @@ class IfftInputParams:
 
     def __post_init__(self) -> None:
         for name in ("n", "acc_bits", "data_bits"):
-            if not _is_int(getattr(self, name)):
+            if not is_int(getattr(self, name)):
                 raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
         if not 4 <= self.n <= 256 or self.n & (self.n - 1):
             raise ValueError(f"n must be a power of two in 4..256, got {self.n}")

@@ -35,16 +35,12 @@ from sim.golden import spec2_stream as beats
 from sim.golden.spec2 import OaaParams, Spec2Fixed, SpectralLayer
 
 from ..layouts import layout_fields
-from ..params import require_params
+from ..params import is_int, require_params
 from .fft import Fft2d, FftParams, Ifft2d
 from .ifft_input import SHIFT_BITS, IfftInput, IfftInputParams
 from .overlap_add import OverlapAdd, OverlapAddParams
 from .spectral_mac import SpectralMac, SpectralMacParams, canonical_bins
 from .tiler import Tiler, TilerParams
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,7 @@ class Spec2ConvParams:
     def __post_init__(self) -> None:
         for name in ("n", "k", "l", "p", "b", "max_c_in", "max_c_out", "max_height", "max_width"):
             value = getattr(self, name)
-            if not _is_int(value):
+            if not is_int(value):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
             object.__setattr__(self, name, int(value))
         if not isinstance(self.relu, bool):
@@ -94,7 +90,7 @@ class Spec2ConvParams:
         canon = len(canonical_bins(self.n))
         if self.max_groups is None:
             object.__setattr__(self, "max_groups", self.max_c_in * canon)
-        if not _is_int(self.max_groups) or self.max_groups < 1:
+        if not is_int(self.max_groups) or self.max_groups < 1:
             raise ValueError(f"max_groups must be a positive integer, got {self.max_groups!r}")
         object.__setattr__(self, "max_groups", int(self.max_groups))
         self.mac  # noqa: B018 (p and b are checked there, the errors naming them)

@@ -10,18 +10,13 @@ kernel-size parameter.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from amaranth import Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..params import require_params
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+from ..params import is_int, require_params
 
 
 @dataclass(frozen=True)
@@ -40,7 +35,7 @@ class TilerParams:
 
     def __post_init__(self) -> None:
         for name in ("n", "l", "act_bits", "max_height", "max_width"):
-            if not _is_int(getattr(self, name)):
+            if not is_int(getattr(self, name)):
                 raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
         if not 4 <= self.n <= 256 or self.n & (self.n - 1):
             raise ValueError(f"n must be a power of two in 4..256, got {self.n}")
