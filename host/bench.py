@@ -507,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     spec2.add_argument("--no-build", action="store_true",
                        help="skip the builds: DSPs counted from the design, no Fmax or GOP/s")
     spec2.add_argument("--no-sim", action="store_true", help="skip the RTL simulations (cycle model only)")
+    spec2.add_argument("--whole-layer", action="store_true",
+                       help="build Spec2Conv as one layer (its real Fmax, about 20 min) instead of stage by stage")
     spec2.add_argument("--layers", nargs="+", metavar="NAME", help="only these layers (default: all)")
     admm = sub.add_parser("admm", help="LeNet-5 spectral pruning: ADMM vs magnitude, retrained; golden accuracy",
                           description="Train LeNet-5 with SPEC2 spectral conv layers, prune them by ADMM and by "
@@ -539,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.p < 1 or b < args.p or b & (b - 1) or b > 40:
             parser.error(f"--p must be >= 1 and --b a power of two in P..40, got P={args.p}, B={b}")
         result = bench_spec2(args.p, b, args.sparsity, args.seed, args.board, not args.no_build, not args.no_sim,
-                             args.layers)
+                             args.layers, args.whole_layer)
         print(json.dumps(result, indent=2))
         return 0
     if args.name == "bim":

@@ -107,19 +107,27 @@ def _characterised(key: str, board: str, **kwargs: Any) -> dict[str, Any]:
             "build_seconds": round(time.perf_counter() - started, 1)}
 
 
-def hardware(p: int, b: int, board: str, build: bool) -> dict[str, Any]:
-    """DSPs, Fmax and logic of Spec2Conv (P lanes; its stages built one by one) and of the baseline
-    (M = 4 P) built for `board`."""
+def hardware(p: int, b: int, board: str, build: bool, whole_layer: bool = False) -> dict[str, Any]:
+    """DSPs, Fmax and logic of Spec2Conv (P lanes) and of the baseline (M = 4 P) built for `board`.
+
+    Spec2Conv is built stage by stage (DSPs summed, the lowest Fmax: minutes), or with `whole_layer` as one
+    layer (`hw.characterise --block conv`: about 20 minutes on 2 cores), which is the Fmax it really reaches.
+    """
     if not build:
         # Without builds the DSPs are counted from the design: 4 per MAC lane and 2 for the requantizer's
         # 20 x 16 multiply (the FFT twiddles are shift-add); the baseline M + 2 likewise. No Fmax.
         return {"measured": False, "spec2": {"dsp": 4 * p + 2, "fmax_mhz": None},
                 "baseline": {"dsp": 4 * p + 2, "fmax_mhz": None, "m": 4 * p}}
-    stages = {key: _characterised(key, board, mac_p=p, mac_b=b) for key in SPEC2_STAGES}
-    spec2 = {"dsp": sum(stage["dsp"] for stage in stages.values()),
-             "fmax_mhz": min(stage["fmax_mhz"] for stage in stages.values()),
-             "luts": sum(stage["resources"].get("TRELLIS_COMB", 0) for stage in stages.values()),
-             "stages": stages}
+    if whole_layer:
+        conv = _characterised("conv", board, mac_p=p, mac_b=b)
+        spec2 = {"dsp": conv["dsp"], "fmax_mhz": conv["fmax_mhz"],
+                 "luts": conv["resources"].get("TRELLIS_COMB", 0), "whole_layer": conv}
+    else:
+        stages = {key: _characterised(key, board, mac_p=p, mac_b=b) for key in SPEC2_STAGES}
+        spec2 = {"dsp": sum(stage["dsp"] for stage in stages.values()),
+                 "fmax_mhz": min(stage["fmax_mhz"] for stage in stages.values()),
+                 "luts": sum(stage["resources"].get("TRELLIS_COMB", 0) for stage in stages.values()),
+                 "stages": stages}
     baseline = _characterised("baseline", board, baseline_m=4 * p)
     baseline["luts"] = baseline["resources"].get("TRELLIS_COMB", 0)
     return {"measured": True, "board": board, "spec2": spec2, "baseline": {**baseline, "m": 4 * p}}
@@ -173,9 +181,9 @@ def bench_layer(spec: LayerSpec, p: int, b: int, sparsity: float, seed: int, hw:
 
 
 def bench_spec2(p: int, b: int, sparsity: float, seed: int, board: str, build: bool, simulate: bool,
-                layers: list[str] | None = None) -> dict[str, Any]:
+                layers: list[str] | None = None, whole_layer: bool = False) -> dict[str, Any]:
     """The whole benchmark as one JSON-able dict."""
-    hw = hardware(p, b, board, build)
+    hw = hardware(p, b, board, build, whole_layer)
     chosen = [spec for spec in LAYERS if layers is None or spec.name in layers]
     with tempfile.TemporaryDirectory(prefix="spec2-bench-") as tmp:
         rows = [bench_layer(spec, p, b, sparsity, seed, hw, simulate, Path(tmp)) for spec in chosen]

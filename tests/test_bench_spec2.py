@@ -48,3 +48,29 @@ def test_cli_prints_json(capsys):
     assert bench.main(["spec2", "--no-build", "--no-sim", "--layers", "lenet_conv2"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert [row["layer"] for row in result["layers"]] == ["lenet_conv2"] and "target_ratio" not in result
+
+
+def test_whole_layer_figures_replace_the_stages(monkeypatch):
+    """With --whole-layer the Spec2Conv DSPs and Fmax are the one-layer build's, not the stages' sum and minimum."""
+    from host import bench_spec2 as module
+
+    built = []
+
+    def fake(key, board, **kwargs):
+        built.append(key)
+        fmax = {"conv": 40.0, "baseline": 60.0}.get(key, 50.0 + len(built))
+        return {"dsp": 18 if key in ("conv", "baseline") else 4, "fmax_mhz": fmax, "params": {},
+                "resources": {"TRELLIS_COMB": 1000}}
+
+    monkeypatch.setattr(module, "_characterised", fake)
+    whole = module.hardware(4, 8, "ulx3s-85f", build=True, whole_layer=True)
+    assert built == ["conv", "baseline"]
+    assert (whole["spec2"]["dsp"], whole["spec2"]["fmax_mhz"]) == (18, 40.0)
+    built.clear()
+    stages = module.hardware(4, 8, "ulx3s-85f", build=True)
+    assert built[-1] == "baseline" and "conv" not in built
+    assert stages["spec2"]["dsp"] == 4 * len(module.SPEC2_STAGES)
+    assert stages["spec2"]["fmax_mhz"] == min(50.0 + i for i in range(1, len(module.SPEC2_STAGES) + 1))
+    row = module.bench_layer(module.LAYERS[-1], 4, 8, 0.75, 0, whole, simulate=False, workdir=None)
+    assert row["spec2"]["single"]["gops"] == pytest.approx(row["spec2"]["single"]["ops_per_cycle"] * 40.0 / 1e3,
+                                                          rel=1e-3)
