@@ -381,13 +381,15 @@ def characterise_spec2(block: Spec2Block | str, board_name: str, out_dir: Path |
     out_dir = _out_dir(out_dir, f"{board.name}-{block.key}")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / RESULT_FILE).unlink(missing_ok=True)
+    # The classic abc mapping exists to work around abc9 on the families that need it; elsewhere abc9 maps.
+    mapper = block.lut_mapper if board.family in hwbuild.ABC_LUT_MAPPING else "abc9"
     report: dict[str, Any] = {"block": block.name, "board": board.name, "device": board.device,
                               "package": board.package, "seed": seed, "params": block.params,
-                              "lut_mapper": block.lut_mapper}
+                              "lut_mapper": mapper}
     harness = spec2_harness(block, board.uart_resource)
     try:
         built = hwbuild.build(AcceleratorConfig(board=board.name), out_dir, seed=seed, progress=progress,
-                              design=harness, lut_mapper=block.lut_mapper).report
+                              design=harness, lut_mapper=mapper).report
     except hwbuild.TimingError as error:  # a block slower than the board clock is still characterised
         built = error.result.report
     except hwbuild.BuildError as error:
@@ -426,7 +428,7 @@ def characterise_spec2(block: Spec2Block | str, board_name: str, out_dir: Path |
         progress(f"[+] synthesis of the {block.name.replace('_', ' ')} alone (yosys) ...")
         try:
             report["alone_cells"] = _synthesise_alone(block.make(), block.name, block.key, board,
-                                                      hwbuild.find_tool("yosys"), out_dir, block.lut_mapper)
+                                                      hwbuild.find_tool("yosys"), out_dir, mapper)
             report["alone_synthesis"] = "ok"
         except hwbuild.BuildError as error:
             log = "".join(path.read_text(errors="replace") for path in
