@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hw.baseline.conv import BaselineConv, BaselineConvParams
+from hw.spec2.pipeline import pack
 from sim import runner
 from sim.golden.baseline import baseline_conv_fixed, conv2d_int
 from sim.golden.spec2 import OaaParams, conv2d_float, round_shift
@@ -61,13 +62,6 @@ def test_golden_requantizes_like_spec2():
         conv2d_int(x, wt, "full")
 
 
-def pack(layout, **values: int) -> int:
-    word = 0
-    for name, field in layout:
-        word |= (int(values[name]) & ((1 << field.width) - 1)) << field.offset
-    return word
-
-
 def layer_streams(params: BaselineConvParams, runs: int, rng: np.random.Generator) -> dict:
     """`runs` random layers of this shape (weights, quant and map each time) and their golden outputs."""
     quant, weights, acts, expected = [], [], [], []
@@ -83,7 +77,7 @@ def layer_streams(params: BaselineConvParams, runs: int, rng: np.random.Generato
         limit = 1 << (params.acc_bits + params.mult_bits - 2)
         bias = rng.integers(-limit, limit, size=params.c_out) >> rng.integers(0, 20)
         y = baseline_conv_fixed(x, wt, params.padding, mult, shift, bias, params.relu)
-        quant += [pack(params.quant_layout, out_mult=mult, out_shift=shift, bias=b) for b in bias]
+        quant += [pack(params.quant_layout, dict(out_mult=mult, out_shift=shift, bias=b)) for b in bias]
         weights += [int(v) & ((1 << params.weight_bits) - 1) for v in wt.reshape(-1)]
         acts += [int(v) & ((1 << params.act_bits) - 1) for v in x.reshape(-1)]
         expected += [int(v) & ((1 << params.out_bits) - 1) for v in y.reshape(-1)]

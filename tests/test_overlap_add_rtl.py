@@ -15,16 +15,9 @@ import numpy as np
 import pytest
 
 from hw.spec2.overlap_add import SHIFT_BITS, OverlapAdd, OverlapAddParams
+from hw.spec2.pipeline import pack
 from sim import runner
 from sim.golden.spec2 import QuantParams, Spec2Fixed, crop, overlap_add, requantize
-
-
-def pack(layout, **values: int) -> int:
-    """A struct beat as an integer, fields where the Amaranth layout puts them (two's complement)."""
-    word = 0
-    for name, field in layout:
-        word |= (int(values[name]) & ((1 << field.width) - 1)) << field.offset
-    return word
 
 
 def golden_map(params: OverlapAddParams, tiles: np.ndarray, h: int, w: int, mult: int, shift: int,
@@ -51,7 +44,7 @@ def random_maps(params: OverlapAddParams, sizes: list[tuple[int, int]], rng: np.
         # The edges: no shift (everything saturates), the widest bias, shifts past the product's width.
         shift, bias = [(shift, bias), (0, bias), (shift, bias_limit), (63, -bias_limit)][index % 4]
         out = golden_map(params, tiles, h, w, mult, shift, bias)
-        cfg.append(pack(params.cfg_layout, height=h, width=w, out_mult=mult, out_shift=shift, bias=bias))
+        cfg.append(pack(params.cfg_layout, dict(height=h, width=w, out_mult=mult, out_shift=shift, bias=bias)))
         values += [int(v) & ((1 << params.in_bits) - 1) for v in tiles.reshape(-1)]
         expected += [int(v) & ((1 << params.out_bits) - 1) for v in out.reshape(-1)]
     return {"inputs": {"cfg": [f"{c:x}" for c in cfg], "i": [f"{v:x}" for v in values]},

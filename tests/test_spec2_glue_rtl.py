@@ -18,18 +18,11 @@ import pytest
 
 from host.compress.spectral import calibrate, compress_spatial
 from hw.spec2.ifft_input import SHIFT_BITS, IfftInput, IfftInputParams
+from hw.spec2.pipeline import pack
 from hw.spec2.spectral_mac import canonical_bins
 from hw.spec2.tiler import Tiler, TilerParams
 from sim import runner
 from sim.golden.spec2 import OaaParams, Spec2Fixed, ifft_input, spectral_conv_fixed_stages, tile_input
-
-
-def pack(layout, **values: int) -> int:
-    """A struct beat as an integer, fields where the Amaranth layout puts them (two's complement)."""
-    word = 0
-    for name, field in layout:
-        word |= (int(values[name]) & ((1 << field.width) - 1)) << field.offset
-    return word
 
 
 def _hex(words: list[int]) -> list[str]:
@@ -62,7 +55,7 @@ def _layer_stages(oaa: OaaParams, c_in: int, c_out: int, hw: tuple[int, int], sp
 
 def _tiler_streams(params: TilerParams, maps: list[np.ndarray], tiles: list[np.ndarray]) -> tuple[dict, list[int]]:
     mask = (1 << params.act_bits) - 1
-    cfg = [pack(params.cfg_layout, height=x.shape[0], width=x.shape[1]) for x in maps]
+    cfg = [pack(params.cfg_layout, dict(height=x.shape[0], width=x.shape[1])) for x in maps]
     values = [int(v) & mask for x in maps for v in x.ravel()]
     expected = [int(v) & mask for t in tiles for v in t.ravel()]  # (T_r, T_c, n, n): tile raster, row-major
     return {"cfg": cfg, "i": values}, expected
@@ -147,7 +140,7 @@ def _ifft_streams(params: IfftInputParams, acc_r: np.ndarray, acc_i: np.ndarray,
     n = params.n
     acc_r, acc_i = acc_r.reshape(-1, params.bins), acc_i.reshape(-1, params.bins)
     canon = canonical_bins(n)
-    beats = [pack(params.in_layout, re=r[k], im=i[k], last=j == len(canon) - 1)
+    beats = [pack(params.in_layout, dict(re=r[k], im=i[k], last=j == len(canon) - 1))
              for r, i in zip(acc_r, acc_i) for j, k in enumerate(canon)]
     yr, yi = ifft_input(acc_r.reshape(-1, n, n // 2 + 1), acc_i.reshape(-1, n, n // 2 + 1), mac_shift, spec)
     bits, mask = params.data_bits, (1 << params.data_bits) - 1

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth.lib import data
 
 from host.compress.spectral import calibrate, compress_spatial, schedule_stats
+from hw.spec2.pipeline import pack
 from hw.spec2.spectral_mac import SpectralMac, SpectralMacParams, canonical_bins
 from sim import runner
 from sim.golden.spec2 import OaaParams, Spec2Fixed, canonical_mask, spectral_conv_fixed_stages, stream_entries
@@ -25,20 +25,6 @@ SPEC = Spec2Fixed()
 OAA = OaaParams(n=8, k=3, l=6, padding="same")
 MAX_C_IN = 32
 LANES = [2, 4, 8]
-
-
-def pack(layout: data.StructLayout, values: dict) -> int:
-    """A StructLayout value as an integer; nested dicts / lists for struct and array fields."""
-    word = 0
-    for name, field in layout:
-        value = values[name]
-        if isinstance(field.shape, data.ArrayLayout):
-            elem = field.shape.elem_shape
-            inner = sum(pack(elem, v) << (j * elem.size) for j, v in enumerate(value))
-            word |= inner << field.offset
-        else:
-            word |= (int(value) & ((1 << field.width) - 1)) << field.offset
-    return word
 
 
 def make_layer(c_out: int, c_in: int, p: int, hw: int, seed: int):
