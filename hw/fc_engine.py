@@ -25,7 +25,7 @@ from sim.golden.fc_stream import MAX_SHIFT, FcStreamFormat
 
 from .bim_unpacker import BimUnpacker, BimUnpackerParams
 from .params import require_params
-from .xor_decoder import XorDecoder, XorDecoderParams
+from .xor_decoder import XorDecoder, XorDecoderParams, matrix_shape
 
 #: Largest accumulator the golden model's int64 arithmetic represents exactly, with room for the rounding.
 MAX_ACC_BITS = 63
@@ -99,10 +99,8 @@ class FcEngineParams:
     @classmethod
     def from_matrix(cls, m: Any, max_patches: int, **kwargs: Any) -> FcEngineParams:
         """Parameters for an (n_out, n_in) 0/1 XOR matrix `m`, sizes taken from its shape."""
-        shape = np.shape(m)
-        if len(shape) != 2:
-            raise ValueError(f"m must be a 2-D (n_out, n_in) matrix, got shape {shape}")
-        return cls(n_in=shape[1], n_out=shape[0], max_patches=max_patches, m=m, **kwargs)
+        n_out, n_in = matrix_shape(m)
+        return cls(n_in=n_in, n_out=n_out, max_patches=max_patches, m=m, **kwargs)
 
     @classmethod
     def from_format(cls, fmt: FcFormat, max_rows: int, max_cols: int, **kwargs: Any) -> FcEngineParams:

@@ -14,7 +14,7 @@ sample per cycle and holds its output under backpressure.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
@@ -28,27 +28,41 @@ MAX_SIZE = 1 << 16
 
 
 @dataclass(frozen=True)
-class MaxPoolParams:
-    """Largest map the block pools (max_height x max_width, max_channels) and the sample width."""
+class _MapStageParams:
+    """Largest map a post stage takes (max_height x max_width, max_channels) and the sample width."""
 
     max_height: int = 28
     max_width: int = 28
     max_channels: int = 64
     bits: int = 8
+    #: Smallest map side and sample width the stage accepts.
+    MIN_SIDE: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
-        check_ints(self, [("max_height", 2, MAX_SIZE), ("max_width", 2, MAX_SIZE), ("max_channels", 1, MAX_SIZE),
-                          ("bits", 2, MAX_SIZE)])
+        low = self.MIN_SIDE
+        check_ints(self, [("max_height", low, MAX_SIZE), ("max_width", low, MAX_SIZE), ("max_channels", 1, MAX_SIZE),
+                          ("bits", low, MAX_SIZE)])
 
-    @property
-    def cfg_layout(self) -> data.StructLayout:
-        """One beat per layer, fields from the LSB."""
-        return data.StructLayout({"height": self.max_height.bit_length(), "width": self.max_width.bit_length(),
-                                  "channels": self.max_channels.bit_length()})
+    def map_fields(self) -> dict[str, int]:
+        """The cfg beat's map fields (height, width, channels) and their widths."""
+        return {"height": self.max_height.bit_length(), "width": self.max_width.bit_length(),
+                "channels": self.max_channels.bit_length()}
 
     def describe(self) -> dict[str, Any]:
         return {"max_height": self.max_height, "max_width": self.max_width, "max_channels": self.max_channels,
                 "bits": self.bits}
+
+
+@dataclass(frozen=True)
+class MaxPoolParams(_MapStageParams):
+    """Largest map the block pools (max_height x max_width, max_channels) and the sample width."""
+
+    MIN_SIDE: ClassVar[int] = 2  # a 2 x 2 window
+
+    @property
+    def cfg_layout(self) -> data.StructLayout:
+        """One beat per layer, fields from the LSB."""
+        return data.StructLayout(self.map_fields())
 
 
 class MaxPool2(wiring.Component):
@@ -120,27 +134,14 @@ class MaxPool2(wiring.Component):
 
 
 @dataclass(frozen=True)
-class CropParams:
+class CropParams(_MapStageParams):
     """Largest map the block crops (max_height x max_width, max_channels) and the sample width."""
-
-    max_height: int = 28
-    max_width: int = 28
-    max_channels: int = 64
-    bits: int = 8
-
-    def __post_init__(self) -> None:
-        check_ints(self, [(name, 1, MAX_SIZE) for name in ("max_height", "max_width", "max_channels", "bits")])
 
     @property
     def cfg_layout(self) -> data.StructLayout:
         """One beat per layer, fields from the LSB: the map's size, then the window's corner and size."""
         h, w = self.max_height.bit_length(), self.max_width.bit_length()
-        return data.StructLayout({"height": h, "width": w, "channels": self.max_channels.bit_length(),
-                                  "top": h, "left": w, "out_height": h, "out_width": w})
-
-    def describe(self) -> dict[str, Any]:
-        return {"max_height": self.max_height, "max_width": self.max_width, "max_channels": self.max_channels,
-                "bits": self.bits}
+        return data.StructLayout({**self.map_fields(), "top": h, "left": w, "out_height": h, "out_width": w})
 
 
 class Crop(wiring.Component):

@@ -56,6 +56,14 @@ def _row_masks(m: Any, n_out: int, n_in: int) -> tuple[int, ...]:
     return tuple(sum(int(v) << i for i, v in enumerate(row)) for row in array)
 
 
+def matrix_shape(m: Any) -> tuple[int, int]:
+    """(n_out, n_in) of an XOR matrix given as a 2-D array; ValueError naming `m` otherwise."""
+    shape = np.shape(m)
+    if len(shape) != 2:
+        raise ValueError(f"m must be a 2-D (n_out, n_in) matrix, got shape {shape}")
+    return shape[0], shape[1]
+
+
 @dataclass(frozen=True)
 class XorDecoderParams:
     """Structural parameters of one `XorDecoder`; validated on construction, hashable.
@@ -92,10 +100,8 @@ class XorDecoderParams:
     @classmethod
     def from_matrix(cls, m: Any, max_patches: int, **kwargs: Any) -> XorDecoderParams:
         """Parameters for an (n_out, n_in) 0/1 matrix `m`, sizes taken from its shape."""
-        shape = np.shape(m)
-        if len(shape) != 2:
-            raise ValueError(f"m must be a 2-D (n_out, n_in) matrix, got shape {shape}")
-        return cls(n_in=shape[1], n_out=shape[0], max_patches=max_patches, m=m, **kwargs)
+        n_out, n_in = matrix_shape(m)
+        return cls(n_in=n_in, n_out=n_out, max_patches=max_patches, m=m, **kwargs)
 
     @property
     def matrix(self) -> np.ndarray:
