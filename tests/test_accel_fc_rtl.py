@@ -216,19 +216,42 @@ def converse(config: AcceleratorConfig, script: Script, name: str, workdir: Path
     return {k: int.from_bytes(bytes.fromhex(v), "little") for k, v in json.loads(report.read_text()).items()}
 
 
-def test_tiny_fc_only_layers_and_errors(tmp_path: Path):
-    config, mp = TINY_FC, TINY_FC.max_payload
+@dataclasses.dataclass
+class TinyFcRun:
+    """A tiny FC device's conversation so far (INFO, every LOAD, inference "x0"), and what a test goes on with."""
+
+    accel: AccelInfo
+    layers: list
+    packed: Packed
+    x0: np.ndarray
+    x1: np.ndarray
+    slices: int
+    budget: int
+    rng: np.random.Generator
+    script: Script
+
+
+def start_tiny_fc(config: AcceleratorConfig, layer_seed: int, input_seed: int) -> TinyFcRun:
+    """Three random FC layers packed for `config`, two random inputs, and the script up to the first inference."""
     accel = AccelInfo.from_info(config.describe())
-    layers = tiny_fc_layers(seed=7)
+    layers = tiny_fc_layers(seed=layer_seed)
     packed = pack_program(accel, [(name, layer, False) for name, layer, _, _ in layers], (20,))
-    rng = np.random.default_rng(8)
+    rng = np.random.default_rng(input_seed)
     x0, x1 = rng.integers(-128, 128, size=20), rng.integers(-128, 128, size=20)
     slices = sum(layer.bits * layer.slices_per_plane for _, layer, _, _ in layers)
     budget = 20 * (slices + 200)
     script = Script()
     script.expect(Command.INFO, b"", answer=config.info_json())
-    add_loads(script, accel, packed, mp)
-    add_inference(script, accel, packed, x0, golden_fc(layers, x0), mp, budget, "x0")
+    add_loads(script, accel, packed, config.max_payload)
+    add_inference(script, accel, packed, x0, golden_fc(layers, x0), config.max_payload, budget, "x0")
+    return TinyFcRun(accel, layers, packed, x0, x1, slices, budget, rng, script)
+
+
+def test_tiny_fc_only_layers_and_errors(tmp_path: Path):
+    config, mp = TINY_FC, TINY_FC.max_payload
+    run = start_tiny_fc(config, layer_seed=7, input_seed=8)
+    accel, layers, packed, x0, x1 = run.accel, run.layers, run.packed, run.x0, run.x1
+    slices, budget, rng, script = run.slices, run.budget, run.rng, run.script
 
     # The FC regions' errors, each refused with nothing written; the rejected LOADs aim at words the run uses.
     regions = accel.regions

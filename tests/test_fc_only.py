@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_accel_fc_rtl import TINY_FC, add_inference, add_loads, converse, golden_fc, tiny_fc_layers
-from test_accel_rtl import Script
+from test_accel_fc_rtl import TINY_FC, add_inference, converse, golden_fc, start_tiny_fc
 from test_fc_engine_rtl import CASES, check_compute_rate, make_layer, run_case, small_params
 
 from boards import get_board
@@ -107,17 +106,9 @@ def test_tiny_fc_with_spram_regions(tmp_path: Path):
     writes nothing; a second input on the same weights."""
     config, mp = TINY_SPRAM, TINY_SPRAM.max_payload
     assert config.info_json() == TINY_FC.info_json()  # where a region lives is not the host's business
-    accel = AccelInfo.from_info(config.describe())
-    layers = tiny_fc_layers(seed=11)
-    packed = pack_program(accel, [(name, layer, False) for name, layer, _, _ in layers], (20,))
-    rng = np.random.default_rng(12)
-    x0, x1 = rng.integers(-128, 128, size=20), rng.integers(-128, 128, size=20)
-    slices = sum(layer.bits * layer.slices_per_plane for _, layer, _, _ in layers)
-    budget = 20 * (slices + 200)
-    script = Script()
-    script.expect(Command.INFO, b"", answer=config.info_json())
-    add_loads(script, accel, packed, mp)
-    add_inference(script, accel, packed, x0, golden_fc(layers, x0), mp, budget, "x0")
+    run = start_tiny_fc(config, layer_seed=11, input_seed=12)
+    accel, layers, packed, x1, slices, budget, rng, script = (run.accel, run.layers, run.packed, run.x1, run.slices,
+                                                              run.budget, run.rng, run.script)
     xor = accel.regions["fc.xor"]
     junk = bytes(rng.integers(0, 256, size=4 * xor.bytes, dtype=np.uint8))
     script.expect(Command.LOAD, bytes([xor.id]) + (xor.depth - 3).to_bytes(2, "little") + junk, Status.OUT_OF_RANGE)
