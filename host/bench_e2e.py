@@ -90,24 +90,17 @@ def simulate_one(model: Any) -> dict:
     """One MNIST image through the virtual board: its cycles, the INFO it described, bit-exactness, wall clock."""
     from host.infer import open_backend
     from host.train.data import load_mnist
-    from sim.demo import start_board, stop_board
+    from sim.server import start
 
     x = load_mnist()[2][:1]
     expected = open_backend("golden", model).run(x).logits
-    server, url = start_board("lenet5")
-    try:
-        if url is None:
-            raise RuntimeError("the virtual board did not start")
-        with open_backend(url, model) as session:
+    with start("--config", "lenet5") as board:
+        with open_backend(board.url, model) as session:
             started = time.monotonic()
             result = session.run(x)
             seconds = time.monotonic() - started
             info = session.backend.info
-        stop_board(server)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        board.stop()
     return {"cycles": int(result.cycles[0]), "bit_exact": bool(np.array_equal(result.logits, expected)),
             "seconds": round(seconds, 1), "info": info}
 

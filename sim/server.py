@@ -1,18 +1,27 @@
-"""The virtual board: the accelerator's RTL simulated under Icarus, served on a TCP socket.
+"""The virtual board: the accelerator's RTL simulated, served on a TCP socket.
 
-    python -m sim.server [--port N] [--config NAME] [--board NAME] [--idle-timeout S]
+    python -m sim.server [--port N] [--config NAME] [--board NAME] [--sim icarus|verilator] [--idle-timeout S]
 
-Prints `listening on 127.0.0.1:PORT` as its first line on stdout (progress goes to stderr), serves one
-client speaking the link protocol, and exits when that client disconnects or nothing happens for
-`--idle-timeout` seconds. Only the loopback interface is used.
+Prints `listening on 127.0.0.1:PORT` as its first line on stdout once the simulation is compiled (progress
+goes to stderr), serves one client speaking the link protocol, and exits when that client disconnects or
+nothing happens for `--idle-timeout` seconds. Only the loopback interface is used; a port already in use is
+reported before anything is compiled.
 
 The UART PHY is bypassed: the socket's bytes drive the `Accelerator`'s byte streams directly (the PHY has
-its own benches). The simulator runs `sim.tb.board_bridge`, which connects back to this process on a
-private loopback port; this process relays bytes between that connection and the client, so it can
-announce its port before the simulator has started.
+its own benches). The simulator connects back to this process on a private loopback port and this process
+relays bytes between that connection and the client, so it can announce its port before the simulator has
+started. Two simulators serve the same bytes:
+
+* `verilator` (the default): `sim/board_harness.cpp` around the Verilated accelerator, one executable with
+  no Python in the loop, compiled once per design (minutes for the whole LeNet-5, then cached).
+* `icarus`: the cocotb module `sim.tb.board_bridge` under Icarus Verilog (4-state, slow, compiles in seconds).
+
+Both stop the clock while the device is idle (its `busy` output low, nothing to send, no input waiting), so
+an idle board costs no CPU; while it is busy every cycle is simulated, and the frame timeout counts cycles.
 
 `--config` picks a named config of `hw.config.CONFIGS` (default `link`, the link alone); `--config lenet5`
 serves the whole LeNet-5 accelerator. `--board` and `--max-payload` override what the config says.
+`start()` runs the server as a subprocess for tests, the demo and the benchmarks.
 """
 
 from __future__ import annotations
@@ -21,10 +30,14 @@ import argparse
 import json
 import selectors
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from boards import BOARDS, DEFAULT_BOARD
@@ -78,46 +91,79 @@ def _relay(client: socket.socket, board: socket.socket, idle_timeout: float) -> 
     while True:
         events = selector.select(timeout=1.0)
         for key, _ in events:
-            data = key.fileobj.recv(65536)
+            try:
+                data = key.fileobj.recv(65536)
+            except ConnectionError:
+                data = b""
             if not data:
                 return "client disconnected" if key.fileobj is client else "simulator closed the link"
-            key.data.sendall(data)
+            try:
+                key.data.sendall(data)
+            except ConnectionError:
+                return "client disconnected" if key.data is client else "simulator closed the link"
             last = time.monotonic()
         if time.monotonic() - last > idle_timeout:
             return f"idle for {idle_timeout:g} s"
 
 
+def _simulator_thread(sim: str, accelerator, name: str, bridge_port: int, stats_file: Path,
+                      failure: list[BaseException]) -> threading.Thread:
+    """Compile (cached) and start the simulation in a thread; an exception lands in `failure`."""
+    from sim import runner
+
+    started = time.monotonic()
+    if sim == "verilator":
+        board = runner.build_board(accelerator, name, progress=log)
+        log(f"simulation ready in {time.monotonic() - started:.1f} s ({board.executable})")
+
+        def simulate() -> None:
+            try:
+                done = subprocess.run([str(board.executable), str(bridge_port), str(stats_file)])
+                if done.returncode:
+                    raise RuntimeError(f"the Verilator board exited with status {done.returncode}")
+            except BaseException as exc:  # reported by the main thread
+                failure.append(exc)
+    else:
+        build = runner.build(accelerator, name, simulator="icarus")
+        log(f"simulation ready in {time.monotonic() - started:.1f} s ({build.directory})")
+
+        def simulate() -> None:
+            try:
+                runner.run(build, "sim.tb.board_bridge", {"bridge_port": bridge_port, "stats_file": str(stats_file)},
+                           log_file=build.directory / "server.log")
+            except BaseException as exc:  # reported by the main thread
+                failure.append(exc)
+
+    return threading.Thread(target=simulate, daemon=True)
+
+
 def serve(port: int, board: str | None, idle_timeout: float, stats_path: Path | None = None,
-          max_payload: int | None = None, config_name: str = "link") -> int:
+          max_payload: int | None = None, config_name: str = "link", sim: str | None = None) -> int:
     """Build the simulation of config `config_name`, announce the port, serve one client; returns the exit code."""
     from hw.config import CONFIGS
     from hw.top import Accelerator
     from sim import runner
 
+    sim = sim or runner.choose(runner.WHOLE)
+    try:
+        public = _listen(port)
+    except OSError as exc:
+        log(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}; pick another --port (0: any free port)")
+        return 1
     overrides = {**({"board": board} if board else {}), **({"max_payload": max_payload} if max_payload else {})}
     config = CONFIGS[config_name](**overrides)
-    started = time.monotonic()
-    # The link-only build keeps its old name (and cache directory); other configs get their own.
-    sim = runner.build(Accelerator(config), "accelerator" if config_name == "link" else f"accelerator_{config_name}")
-    log(f"simulation of {config_name} on {config.board} ready in {time.monotonic() - started:.1f} s "
-        f"({sim.directory})")
-
-    public = _listen(port)
+    log(f"building the simulation of {config_name} on {config.board} with {sim}")
     bridge = _listen(0)
-    print(f"listening on 127.0.0.1:{public.getsockname()[1]}", flush=True)
-
     stats_file = stats_path or Path(tempfile.mkstemp(prefix="sqgen-sim-stats-", suffix=".json")[1])
     failure: list[BaseException] = []
-
-    def simulate() -> None:
-        try:
-            runner.run(sim, "sim.tb.board_bridge",
-                       {"bridge_port": bridge.getsockname()[1], "stats_file": str(stats_file)},
-                       log_file=sim.directory / "server.log")
-        except BaseException as exc:  # reported by the main thread
-            failure.append(exc)
-
-    simulator = threading.Thread(target=simulate, daemon=True)
+    # The link-only build keeps its old name (and cache directory); other configs get their own.
+    name = "accelerator" if config_name == "link" else f"accelerator_{config_name}"
+    try:
+        simulator = _simulator_thread(sim, Accelerator(config), name, bridge.getsockname()[1], stats_file, failure)
+    except (runner.SimulatorMissing, RuntimeError) as exc:
+        log(str(exc))
+        return 1
+    print(f"listening on 127.0.0.1:{public.getsockname()[1]}", flush=True)
     simulator.start()
     deadline = time.monotonic() + idle_timeout
     client = None
@@ -144,15 +190,57 @@ def serve(port: int, board: str | None, idle_timeout: float, stats_path: Path | 
         return 1
     if stats_file.exists() and stats_file.stat().st_size:
         stats = json.loads(stats_file.read_text())
-        rate = stats["cycles"] / stats["seconds"] if stats["seconds"] else 0.0
-        log(f"simulated {stats['cycles']} cycles in {stats['seconds']:.1f} s ({rate:,.0f} cycles/s)")
+        busy = stats.get("sim_seconds", stats["seconds"])
+        rate = stats["cycles"] / busy if busy else 0.0
+        log(f"simulated {stats['cycles']} cycles in {busy:.2f} s of simulation ({rate:,.0f} cycles/s)")
     if stats_path is None:
         stats_file.unlink(missing_ok=True)
     return 0
 
 
+@dataclass
+class VirtualBoard:
+    """A running `python -m sim.server` subprocess and the URL it serves."""
+
+    url: str
+    process: subprocess.Popen
+
+    def stop(self, timeout: float = 30) -> None:
+        """Wait for the server to leave after its client did; kill it if it does not."""
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextmanager
+def start(*args: str, idle_timeout: float = 300, quiet: bool = True) -> Iterator[VirtualBoard]:
+    """Run `python -m sim.server --port 0 ARGS...` until the block ends; yields it once it listens.
+
+    Raises RuntimeError with the server's messages if it does not come up. `quiet` hides its progress
+    (stderr) unless it fails.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sim.server", "--port", "0", "--idle-timeout", str(idle_timeout), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE if quiet else None, text=True,
+    )
+    try:
+        line = process.stdout.readline().strip()
+        if not line.startswith("listening on 127.0.0.1:"):
+            process.kill()
+            errors = process.stderr.read() if quiet else ""
+            raise RuntimeError(f"the virtual board did not start: {line!r}\n{errors}")
+        yield VirtualBoard(url="tcp://" + line.removeprefix("listening on "), process=process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     from hw.config import CONFIGS
+    from sim import runner
 
     parser = argparse.ArgumentParser(
         prog="python -m sim.server",
@@ -165,18 +253,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--board", default=None, choices=sorted(BOARDS),
                         help=f"board whose clock and link settings are simulated (default: the config's, "
                              f"{DEFAULT_BOARD} for the link alone)")
+    parser.add_argument("--sim", default=None, choices=runner.SIMULATORS,
+                        help=f"simulator (default: ${runner.SIM_ENV}, else {runner.WHOLE}: fast, compiles once per "
+                             "design; icarus: 4-state, compiles in seconds, runs ~50x slower)")
     parser.add_argument("--idle-timeout", type=float, default=300.0, metavar="S",
                         help="exit after S seconds without a client or without traffic (default: 300)")
     parser.add_argument("--max-payload", type=int, default=None, metavar="BYTES",
                         help="override the configuration's maximum request payload")
     parser.add_argument("--stats", type=Path, default=None, metavar="FILE",
-                        help="write {cycles, seconds} of the simulation as JSON when done")
+                        help="write {cycles, seconds, sim_seconds} of the simulation as JSON when done")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be in 0..65535, got {args.port}")
     if args.idle_timeout <= 0:
         parser.error(f"--idle-timeout must be positive, got {args.idle_timeout}")
-    return serve(args.port, args.board, args.idle_timeout, args.stats, args.max_payload, args.config)
+    try:
+        sim = args.sim or runner.choose(runner.WHOLE)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return serve(args.port, args.board, args.idle_timeout, args.stats, args.max_payload, args.config, sim)
 
 
 if __name__ == "__main__":

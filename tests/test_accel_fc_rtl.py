@@ -335,18 +335,16 @@ def test_virtual_board_fc_only_runs_lenet5_fc_part():
     """`python -m sim.server --config fc_only` served, driven by `host.device` and `host.accel`: the three FC layers
     of LeNet-5 compressed for fc_only's format (`models/lenet5_fc16.npz`) on golden conv features of two MNIST
     images, in one RUN each."""
-    from conftest import start_virtual_board
-
     from host.accel import load_packed, run_packed
     from host.device import Device
     from host.train.data import load_mnist
     from host.train.spectral_model import quantize_input
+    from sim.server import start as start_virtual_board
 
     model = load_model(MODEL_FC16, expected=FC16_FORMAT)
     features = conv_features(model.convs(), quantize_input(load_mnist()[2][:2])).reshape(2, -1)
     expected = fc_forward(model.fc, features)[-1]
-    board = start_virtual_board("--config", "fc_only")
-    try:
+    with start_virtual_board("--config", "fc_only", idle_timeout=120) as board:
         with Device.open(board.url, timeout=120) as dev:
             info = dev.info()
             assert info == AcceleratorConfig.fc_only().describe()
@@ -357,6 +355,3 @@ def test_virtual_board_fc_only_runs_lenet5_fc_part():
                 logits, cycles = run_packed(dev, packed, x)
                 assert np.array_equal(logits, y) and cycles > 0
         assert board.process.wait(timeout=60) == 0
-    finally:
-        if board.process.poll() is None:
-            board.process.kill()

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import start_virtual_board
 
 from host.compress.model import save_model
 from host.compress.spectral import schedule_layer
@@ -32,6 +31,7 @@ from host.infer import (
 )
 from host.protocol import Status
 from host.train.data import load_mnist
+from sim.server import start
 
 pytestmark = pytest.mark.slow
 
@@ -54,11 +54,8 @@ def images():
 
 @pytest.fixture
 def lenet5_board():
-    board = start_virtual_board("--config", "lenet5", "--idle-timeout", "300")
-    yield board
-    if board.process.poll() is None:
-        board.process.kill()
-    board.process.wait()
+    with start("--config", "lenet5") as board:
+        yield board
 
 
 class SmallBuffers:

@@ -1,11 +1,12 @@
-"""The virtual board's simulator side: the `Accelerator`'s byte streams bridged to a TCP socket.
+"""The virtual board's simulator side under cocotb (Icarus): the `Accelerator`'s byte streams bridged to a socket.
 
-`sim.server` runs this cocotb module with parameters `bridge_port` (where to connect) and `stats_file`
-(where to write the simulated cycle count at the end). Bytes from the socket go in on `rx`; bytes out of
-`tx` go back to the socket. The bridge spins the clock cycle by cycle while anything is in flight; once
-the design has been quiet for a while it parks the streams (`rx` idle, `tx` not ready, which valid/ready
-allows) and waits on the socket, advancing simulated time only in coarse steps so a device that is
-still computing is not frozen.
+`sim.server --sim icarus` runs this cocotb module with parameters `bridge_port` (where to connect) and
+`stats_file` (where to write the simulated cycle count at the end). Bytes from the socket go in on `rx`;
+bytes out of `tx` go back to the socket. The bridge steps the clock cycle by cycle only while bytes move.
+While the device computes with nothing to send it waits in the simulator for `tx.valid` to rise or `busy`
+to fall (`tx` not ready meanwhile, which valid/ready allows), and while the device is idle it blocks on the
+socket with the clock stopped: nothing in an idle device counts time. `sim/board_harness.cpp` does the same
+under Verilator, with no Python in the loop.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import time
 from collections import deque
 
 import cocotb
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge
+from cocotb.utils import get_sim_time
 
-from sim.tb.common import bench_params, start_clock_and_reset
+from sim.tb.common import CLOCK_PERIOD_NS, bench_params, start_clock_and_reset
 
-QUIET_CYCLES = 256  #: cycles without traffic before the bridge parks and waits on the socket
-PARK_CYCLES = 1024  #: simulated cycles advanced per wait while parked
-PARK_WAIT_S = 0.02  #: how long one parked wait blocks on the socket
+#: Simulated cycles a computing device runs between looks at the socket (the host may have gone).
+COMPUTE_SLICE = 4096
 
 
 @cocotb.test()
@@ -39,16 +40,19 @@ async def serve(dut):
     clk = dut.clk
     pending: deque[int] = deque()
     outgoing = bytearray()
-    cycles = 0
-    quiet = 0
     started = time.monotonic()
+    waited = 0.0
+    start_time = get_sim_time("ns")
     open_ = True
 
-    def poll(timeout: float) -> bool:
+    def poll(timeout: float | None) -> bool:
         """Move socket input to `pending`; False once the peer has closed."""
         readable, _, _ = select.select([conn], [], [], timeout)
         if readable:
-            data = conn.recv(65536)
+            try:
+                data = conn.recv(65536)
+            except ConnectionError:
+                return False
             if not data:
                 return False
             pending.extend(data)
@@ -56,22 +60,27 @@ async def serve(dut):
 
     while open_:  # once the host has gone there is nobody to answer
         if outgoing:
-            conn.sendall(outgoing)
+            try:
+                conn.sendall(outgoing)
+            except ConnectionError:
+                break  # the host left mid-answer
             outgoing.clear()
-        if not pending and quiet >= QUIET_CYCLES:
-            # Parked: streams idle, wait for the host, let simulated time pass coarsely.
+        if not pending and not dut.busy.value and not dut.tx__valid.value:
+            # Idle: the clock stops until the host sends something.
             dut.rx__valid.value = 0
             dut.tx__ready.value = 0
-            open_ = poll(PARK_WAIT_S)
-            if not pending:
-                await ClockCycles(clk, PARK_CYCLES)
-                cycles += PARK_CYCLES
-                if dut.tx__valid.value:
-                    quiet = 0
-                continue
-            quiet = 0
-        elif cycles % 64 == 0:
+            blocked = time.monotonic()
+            open_ = poll(None)
+            waited += time.monotonic() - blocked
+            continue
+        if not pending and not dut.tx__valid.value:
+            # Computing: let the simulator run until there is something to send or the device is done.
+            dut.rx__valid.value = 0
+            dut.tx__ready.value = 0
+            await First(RisingEdge(dut.tx__valid), FallingEdge(dut.busy), ClockCycles(clk, COMPUTE_SLICE))
+            await RisingEdge(clk)
             open_ = poll(0)
+            continue
 
         dut.tx__ready.value = 1
         if pending:
@@ -80,17 +89,16 @@ async def serve(dut):
         else:
             dut.rx__valid.value = 0
         await RisingEdge(clk)
-        cycles += 1
-        busy = False
         if pending and dut.rx__ready.value:
             pending.popleft()
-            busy = True
         if dut.tx__valid.value:
             outgoing.append(int(dut.tx__payload.value))
-            busy = True
-        quiet = 0 if busy else quiet + 1
+        if not pending:
+            open_ = poll(0)
 
     conn.close()
     if params.get("stats_file"):
+        cycles = round((get_sim_time("ns") - start_time) / CLOCK_PERIOD_NS)
+        seconds = time.monotonic() - started
         with open(params["stats_file"], "w") as f:
-            json.dump({"cycles": cycles, "seconds": time.monotonic() - started}, f)
+            json.dump({"cycles": cycles, "seconds": seconds, "sim_seconds": seconds - waited}, f)

@@ -1,0 +1,223 @@
+// The virtual board under Verilator: the Accelerator's byte streams bridged to a TCP socket, no Python in
+// the loop.
+//
+//     board PORT [STATS_FILE]
+//
+// Connects to 127.0.0.1:PORT (sim.server's private bridge port), resets the design, then moves bytes:
+// socket -> `rx` (one byte per cycle while the device takes them), `tx` -> socket (`tx` always ready). The
+// clock runs while the device is busy (a frame half received, a request being served, an answer being
+// sent) or input is waiting; when the device is idle and no byte is waiting, the harness blocks on the
+// socket and the clock stops, since nothing in an idle device counts time. A stalled device keeps the
+// clock running, so its frame timeout means what it means on a board: that many cycles without a byte.
+// Writes {"cycles", "seconds", "sim_seconds"} to STATS_FILE at the end (sim_seconds: time not spent
+// waiting for the host).
+//
+// The top module is compiled with `--prefix Vboard`; its ports are the Accelerator's: clk, rst,
+// rx__valid/ready/payload, tx__valid/ready/payload, busy.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "Vboard.h"
+#include "verilated.h"
+
+// Verilator escapes a double underscore in a port name as `___05F`: Amaranth's `rx__valid` is `rx___05Fvalid`.
+#define RX__VALID rx___05Fvalid
+#define RX__READY rx___05Fready
+#define RX__PAYLOAD rx___05Fpayload
+#define TX__VALID tx___05Fvalid
+#define TX__READY tx___05Fready
+#define TX__PAYLOAD tx___05Fpayload
+
+namespace {
+
+// Cycles between looks at the socket while no input is waiting (the device computing, or the rest of a
+// frame still in flight): a syscall per few hundred cycles costs little next to the model, and a host byte
+// waits at most that long, far inside any frame timeout.
+constexpr uint64_t POLL_INTERVAL = 256;
+constexpr size_t READ_CHUNK = 65536;
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+[[noreturn]] void fail(const char* what) {
+    std::fprintf(stderr, "board: %s: %s\n", what, std::strerror(errno));
+    std::exit(1);
+}
+
+int connect_loopback(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) fail("socket");
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) < 0) fail("connect");
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+class Bridge {
+  public:
+    Bridge(int fd, Vboard& top) : fd_(fd), top_(top) {}
+
+    // Reads what the socket holds into `pending_`, waiting up to `timeout_ms` (-1: forever); false once
+    // the host has gone.
+    bool receive(int timeout_ms) {
+        pollfd p{fd_, POLLIN, 0};
+        int ready = poll(&p, 1, timeout_ms);
+        if (ready < 0) {
+            if (errno == EINTR) return true;
+            fail("poll");
+        }
+        if (ready == 0) return true;
+        uint8_t buffer[READ_CHUNK];
+        ssize_t got = recv(fd_, buffer, sizeof buffer, 0);
+        if (got < 0) {
+            if (errno == EINTR || errno == EAGAIN) return true;
+            if (errno == ECONNRESET) return false;
+            fail("recv");
+        }
+        if (got == 0) return false;
+        pending_.insert(pending_.end(), buffer, buffer + got);
+        return true;
+    }
+
+    bool flush() {
+        size_t sent = 0;
+        while (sent < outgoing_.size()) {
+            ssize_t n = send(fd_, outgoing_.data() + sent, outgoing_.size() - sent, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                return false;  // the host left mid-answer: nobody to answer
+            }
+            sent += static_cast<size_t>(n);
+        }
+        outgoing_.clear();
+        return true;
+    }
+
+    // One clock cycle: present a waiting byte on rx, take what tx offers, sample both handshakes before
+    // the edge (where the flip-flops see them).
+    void step() {
+        top_.RX__VALID = !pending_.empty();
+        top_.RX__PAYLOAD = pending_.empty() ? 0 : pending_.front();
+        top_.TX__READY = 1;
+        top_.clk = 0;
+        top_.eval();
+        bool took = top_.RX__VALID && top_.RX__READY;
+        bool gave = top_.TX__VALID;
+        uint8_t byte = top_.TX__PAYLOAD;
+        top_.clk = 1;
+        top_.eval();
+        if (took) pending_.pop_front();
+        if (gave) outgoing_.push_back(byte);
+        sent_this_cycle_ = gave;
+        ++cycles_;
+    }
+
+    void reset() {
+        top_.RX__VALID = 0;
+        top_.TX__READY = 0;
+        top_.rst = 1;
+        for (int i = 0; i < 2; ++i) {
+            top_.clk = 0;
+            top_.eval();
+            top_.clk = 1;
+            top_.eval();
+        }
+        top_.rst = 0;
+    }
+
+    // Runs until the host leaves; returns the seconds spent simulating (not waiting for the host).
+    double serve() {
+        double simulating = 0.0;
+        uint64_t since_poll = 0;
+        for (;;) {
+            // Settle the outputs for the inputs of an idle cycle to see whether the device is idle.
+            top_.RX__VALID = 0;
+            top_.TX__READY = 1;
+            top_.clk = 0;
+            top_.eval();
+            if (pending_.empty() && !top_.busy && !top_.TX__VALID) {
+                if (!outgoing_.empty() && !flush()) return simulating;
+                if (!receive(-1)) return simulating;
+                continue;
+            }
+            auto burst = Clock::now();
+            // Simulate until idle again, looking at the socket now and then.
+            while (!pending_.empty() || top_.busy || top_.TX__VALID) {
+                step();
+                if (!sent_this_cycle_ && !outgoing_.empty() && !flush()) return simulating + seconds_since(burst);
+                if (pending_.empty() && ++since_poll >= POLL_INTERVAL) {
+                    since_poll = 0;
+                    if (!receive(0)) return simulating + seconds_since(burst);
+                }
+                top_.RX__VALID = 0;
+                top_.clk = 0;
+                top_.eval();
+            }
+            simulating += seconds_since(burst);
+        }
+    }
+
+    uint64_t cycles() const { return cycles_; }
+
+  private:
+    int fd_;
+    Vboard& top_;
+    std::deque<uint8_t> pending_;
+    std::vector<uint8_t> outgoing_;
+    uint64_t cycles_ = 0;
+    bool sent_this_cycle_ = false;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2 || argc > 3) {
+        std::fprintf(stderr, "usage: %s PORT [STATS_FILE]\n", argv[0]);
+        return 2;
+    }
+    const int port = std::atoi(argv[1]);
+    if (port <= 0 || port > 65535) {
+        std::fprintf(stderr, "board: PORT must be in 1..65535, got %s\n", argv[1]);
+        return 2;
+    }
+    auto context = std::make_unique<VerilatedContext>();
+    context->commandArgs(1, argv);
+    auto top = std::make_unique<Vboard>(context.get());
+    const int fd = connect_loopback(port);
+    const auto started = Clock::now();
+    Bridge bridge(fd, *top);
+    bridge.reset();
+    const double simulating = bridge.serve();
+    close(fd);
+    top->final();
+    if (argc == 3) {
+        FILE* stats = std::fopen(argv[2], "w");
+        if (stats == nullptr) fail("stats file");
+        std::fprintf(stats, "{\"cycles\": %llu, \"seconds\": %.6f, \"sim_seconds\": %.6f}\n",
+                     static_cast<unsigned long long>(bridge.cycles()), seconds_since(started), simulating);
+        std::fclose(stats);
+    }
+    return 0;
+}
