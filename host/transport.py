@@ -45,9 +45,11 @@ class Transport(ABC):
         self.close()
 
 
-class TcpTransport(Transport):
-    def __init__(self, host: str, port: int, connect_timeout: float = 10.0):
-        self.sock = socket.create_connection((host, port), timeout=connect_timeout)
+class SocketTransport(Transport):
+    """A connected stream socket (a simulated board's link, or a TCP connection)."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def write(self, data: bytes) -> None:
@@ -65,6 +67,11 @@ class TcpTransport(Transport):
 
     def close(self) -> None:
         self.sock.close()
+
+
+class TcpTransport(SocketTransport):
+    def __init__(self, host: str, port: int, connect_timeout: float = 10.0):
+        super().__init__(socket.create_connection((host, port), timeout=connect_timeout))
 
 
 class SerialTransport(Transport):

@@ -1,7 +1,7 @@
 // The virtual board under Verilator: the Accelerator's byte streams bridged to a TCP socket, no Python in
 // the loop.
 //
-//     board PORT [STATS_FILE]
+//     board PORT [STATS_FILE [SEED]]
 //
 // Connects to 127.0.0.1:PORT (sim.server's private bridge port), resets the design, then moves bytes:
 // socket -> `rx` (one byte per cycle while the device takes them), `tx` -> socket (`tx` always ready). The
@@ -10,7 +10,8 @@
 // socket and the clock stops, since nothing in an idle device counts time. A stalled device keeps the
 // clock running, so its frame timeout means what it means on a board: that many cycles without a byte.
 // Writes {"cycles", "seconds", "sim_seconds"} to STATS_FILE at the end (sim_seconds: time not spent
-// waiting for the host).
+// waiting for the host). With SEED the link stutters as the cocotb benches' drivers do: a random idle
+// cycle before each input byte (probability 0.3, repeated) and `tx` not ready at random (probability 0.4).
 //
 // The top module is compiled with `--prefix Vboard`; its ports are the Accelerator's: clk, rst,
 // rx__valid/ready/payload, tx__valid/ready/payload, busy.
@@ -30,6 +31,8 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <optional>
+#include <random>
 #include <vector>
 
 #include "Vboard.h"
@@ -77,7 +80,9 @@ int connect_loopback(int port) {
 
 class Bridge {
   public:
-    Bridge(int fd, Vboard& top) : fd_(fd), top_(top) {}
+    Bridge(int fd, Vboard& top, std::optional<uint32_t> seed) : fd_(fd), top_(top), stress_(seed.has_value()) {
+        if (seed) rng_.seed(*seed);
+    }
 
     // Reads what the socket holds into `pending_`, waiting up to `timeout_ms` (-1: forever); false once
     // the host has gone.
@@ -115,20 +120,24 @@ class Bridge {
         return true;
     }
 
-    // One clock cycle: present a waiting byte on rx, take what tx offers, sample both handshakes before
-    // the edge (where the flip-flops see them).
+    // One clock cycle: offer a waiting byte on rx (held until taken), take what tx offers, sample both
+    // handshakes before the edge (where the flip-flops see them).
     void step() {
-        top_.RX__VALID = !pending_.empty();
-        top_.RX__PAYLOAD = pending_.empty() ? 0 : pending_.front();
-        top_.TX__READY = 1;
+        if (!offering_ && !pending_.empty()) offering_ = !stress_ || !coin(GAP_PROBABILITY);
+        top_.RX__VALID = offering_;
+        top_.RX__PAYLOAD = offering_ ? pending_.front() : 0;
+        top_.TX__READY = !stress_ || !coin(STALL_PROBABILITY);
         top_.clk = 0;
         top_.eval();
-        bool took = top_.RX__VALID && top_.RX__READY;
-        bool gave = top_.TX__VALID;
-        uint8_t byte = top_.TX__PAYLOAD;
+        const bool took = offering_ && top_.RX__READY;
+        const bool gave = top_.TX__VALID && top_.TX__READY;
+        const uint8_t byte = top_.TX__PAYLOAD;
         top_.clk = 1;
         top_.eval();
-        if (took) pending_.pop_front();
+        if (took) {
+            pending_.pop_front();
+            offering_ = false;
+        }
         if (gave) outgoing_.push_back(byte);
         sent_this_cycle_ = gave;
         ++cycles_;
@@ -182,8 +191,16 @@ class Bridge {
     uint64_t cycles() const { return cycles_; }
 
   private:
+    static constexpr double GAP_PROBABILITY = 0.3;
+    static constexpr double STALL_PROBABILITY = 0.4;
+
+    bool coin(double probability) { return std::uniform_real_distribution<double>(0.0, 1.0)(rng_) < probability; }
+
     int fd_;
     Vboard& top_;
+    bool stress_;
+    std::mt19937 rng_;
+    bool offering_ = false;
     std::deque<uint8_t> pending_;
     std::vector<uint8_t> outgoing_;
     uint64_t cycles_ = 0;
@@ -193,8 +210,8 @@ class Bridge {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 2 || argc > 3) {
-        std::fprintf(stderr, "usage: %s PORT [STATS_FILE]\n", argv[0]);
+    if (argc < 2 || argc > 4) {
+        std::fprintf(stderr, "usage: %s PORT [STATS_FILE [SEED]]\n", argv[0]);
         return 2;
     }
     const int port = std::atoi(argv[1]);
@@ -207,12 +224,14 @@ int main(int argc, char** argv) {
     auto top = std::make_unique<Vboard>(context.get());
     const int fd = connect_loopback(port);
     const auto started = Clock::now();
-    Bridge bridge(fd, *top);
+    std::optional<uint32_t> seed;
+    if (argc == 4) seed = static_cast<uint32_t>(std::strtoul(argv[3], nullptr, 10));
+    Bridge bridge(fd, *top, seed);
     bridge.reset();
     const double simulating = bridge.serve();
     close(fd);
     top->final();
-    if (argc == 3) {
+    if (argc >= 3) {
         FILE* stats = std::fopen(argv[2], "w");
         if (stats == nullptr) fail("stats file");
         std::fprintf(stats, "{\"cycles\": %llu, \"seconds\": %.6f, \"sim_seconds\": %.6f}\n",

@@ -8,16 +8,9 @@ nothing happens for `--idle-timeout` seconds. Only the loopback interface is use
 reported before anything is compiled.
 
 The UART PHY is bypassed: the socket's bytes drive the `Accelerator`'s byte streams directly (the PHY has
-its own benches). The simulator connects back to this process on a private loopback port and this process
-relays bytes between that connection and the client, so it can announce its port before the simulator has
-started. Two simulators serve the same bytes:
-
-* `verilator` (the default): `sim/board_harness.cpp` around the Verilated accelerator, one executable with
-  no Python in the loop, compiled once per design (minutes for the whole LeNet-5, then cached).
-* `icarus`: the cocotb module `sim.tb.board_bridge` under Icarus Verilog (4-state, slow, compiles in seconds).
-
-Both stop the clock while the device is idle (its `busy` output low, nothing to send, no input waiting), so
-an idle board costs no CPU; while it is busy every cycle is simulated, and the frame timeout counts cycles.
+its own benches). `sim.board.simulate` runs the simulation (Verilator by default, a C++ harness with no
+Python in the loop; `--sim icarus` the cocotb bridge under Icarus) and this process relays bytes between the
+client and it. An idle board stops its clock and uses no CPU.
 
 `--config` picks a named config of `hw.config.CONFIGS` (default `link`, the link alone); `--config lenet5`
 serves the whole LeNet-5 accelerator. `--board` and `--max-payload` override what the config says.
@@ -32,8 +25,6 @@ import selectors
 import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,22 +57,6 @@ def _accept(sock: socket.socket, deadline: float, what: str) -> socket.socket:
     return conn
 
 
-def _accept_simulator(bridge: socket.socket, simulator: threading.Thread,
-                      patience: float = 120.0) -> socket.socket | None:
-    """The simulator's connection, or None if the simulator ended (or never came) first."""
-    bridge.settimeout(0.5)
-    deadline = time.monotonic() + patience
-    while simulator.is_alive() and time.monotonic() < deadline:
-        try:
-            conn, _ = bridge.accept()
-        except TimeoutError:
-            continue
-        conn.settimeout(None)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn
-    return None
-
-
 def _relay(client: socket.socket, board: socket.socket, idle_timeout: float) -> str:
     """Copy bytes both ways until one side closes or nothing moves for `idle_timeout` seconds."""
     selector = selectors.DefaultSelector()
@@ -106,43 +81,12 @@ def _relay(client: socket.socket, board: socket.socket, idle_timeout: float) -> 
             return f"idle for {idle_timeout:g} s"
 
 
-def _simulator_thread(sim: str, accelerator, name: str, bridge_port: int, stats_file: Path,
-                      failure: list[BaseException]) -> threading.Thread:
-    """Compile (cached) and start the simulation in a thread; an exception lands in `failure`."""
-    from sim import runner
-
-    started = time.monotonic()
-    if sim == "verilator":
-        board = runner.build_board(accelerator, name, progress=log)
-        log(f"simulation ready in {time.monotonic() - started:.1f} s ({board.executable})")
-
-        def simulate() -> None:
-            try:
-                done = subprocess.run([str(board.executable), str(bridge_port), str(stats_file)])
-                if done.returncode:
-                    raise RuntimeError(f"the Verilator board exited with status {done.returncode}")
-            except BaseException as exc:  # reported by the main thread
-                failure.append(exc)
-    else:
-        build = runner.build(accelerator, name, simulator="icarus")
-        log(f"simulation ready in {time.monotonic() - started:.1f} s ({build.directory})")
-
-        def simulate() -> None:
-            try:
-                runner.run(build, "sim.tb.board_bridge", {"bridge_port": bridge_port, "stats_file": str(stats_file)},
-                           log_file=build.directory / "server.log")
-            except BaseException as exc:  # reported by the main thread
-                failure.append(exc)
-
-    return threading.Thread(target=simulate, daemon=True)
-
-
 def serve(port: int, board: str | None, idle_timeout: float, stats_path: Path | None = None,
           max_payload: int | None = None, config_name: str = "link", sim: str | None = None) -> int:
     """Build the simulation of config `config_name`, announce the port, serve one client; returns the exit code."""
     from hw.config import CONFIGS
-    from hw.top import Accelerator
     from sim import runner
+    from sim.board import BoardFailed, simulate
 
     sim = sim or runner.choose(runner.WHOLE)
     try:
@@ -153,48 +97,31 @@ def serve(port: int, board: str | None, idle_timeout: float, stats_path: Path | 
     overrides = {**({"board": board} if board else {}), **({"max_payload": max_payload} if max_payload else {})}
     config = CONFIGS[config_name](**overrides)
     log(f"building the simulation of {config_name} on {config.board} with {sim}")
-    bridge = _listen(0)
-    stats_file = stats_path or Path(tempfile.mkstemp(prefix="sqgen-sim-stats-", suffix=".json")[1])
-    failure: list[BaseException] = []
-    # The link-only build keeps its old name (and cache directory); other configs get their own.
-    name = "accelerator" if config_name == "link" else f"accelerator_{config_name}"
+    started = time.monotonic()
     try:
-        simulator = _simulator_thread(sim, Accelerator(config), name, bridge.getsockname()[1], stats_file, failure)
-    except (runner.SimulatorMissing, RuntimeError) as exc:
+        with simulate(config, simulator=sim, progress=log) as device:
+            log(f"simulation running after {time.monotonic() - started:.1f} s")
+            print(f"listening on 127.0.0.1:{public.getsockname()[1]}", flush=True)
+            try:
+                client = _accept(public, time.monotonic() + idle_timeout, "client")
+            except TimeoutError as exc:
+                log(str(exc))
+                return 0
+            finally:
+                public.close()
+            log("client connected")
+            log(f"stopping: {_relay(client, device.transport.sock, idle_timeout)}")
+            client.close()
+    except (BoardFailed, runner.SimulatorMissing, RuntimeError) as exc:
         log(str(exc))
         return 1
-    print(f"listening on 127.0.0.1:{public.getsockname()[1]}", flush=True)
-    simulator.start()
-    deadline = time.monotonic() + idle_timeout
-    client = None
-    try:
-        client = _accept(public, deadline, "client")
-        log("client connected")
-    except TimeoutError as exc:
-        log(str(exc))
-    finally:
-        public.close()
-    # Closing the simulator's connection is what ends the simulation, so it is accepted even when no
-    # client came.
-    board_link = _accept_simulator(bridge, simulator)
-    if board_link is None:
-        log(f"simulation failed to start: {failure[0] if failure else 'no connection'}")
-        return 1
-    if client is not None:
-        log(f"stopping: {_relay(client, board_link, idle_timeout)}")
-        client.close()
-    board_link.close()
-    simulator.join(timeout=30)
-    if failure:
-        log(f"simulation failed: {failure[0]}")
-        return 1
-    if stats_file.exists() and stats_file.stat().st_size:
-        stats = json.loads(stats_file.read_text())
+    stats = device.stats
+    if stats:
         busy = stats.get("sim_seconds", stats["seconds"])
         rate = stats["cycles"] / busy if busy else 0.0
         log(f"simulated {stats['cycles']} cycles in {busy:.2f} s of simulation ({rate:,.0f} cycles/s)")
-    if stats_path is None:
-        stats_file.unlink(missing_ok=True)
+        if stats_path is not None:
+            stats_path.write_text(json.dumps(stats) + "\n")
     return 0
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_accel_rtl import Script
+from test_accel_rtl import Script, play
 
 from host.accel import AccelInfo, Packed, input_bytes, pack_model, pack_program, plan_fc_layer
 from host.compress.model import conv_features, fc_forward, load_model
@@ -28,7 +28,6 @@ from hw.config import CONFIGS, REGION_IDS, AcceleratorConfig
 from hw.fc_engine import FcEngineParams
 from hw.layouts import layout_fields
 from hw.spec2.pipeline import pack
-from hw.top import Accelerator
 from sim import runner
 from sim.golden.bim import tiles_to_mask
 from sim.golden.fc import fc_accumulate, fc_fixed
@@ -208,14 +207,6 @@ def add_inference(script: Script, accel: AccelInfo, packed: Packed, x: np.ndarra
         add_read(script, out.buffer, input_bytes(y), max_payload)
 
 
-def converse(config: AcceleratorConfig, script: Script, name: str, workdir: Path) -> dict[str, int]:
-    """Run `script` on the RTL; the named RUNs' cycle counts."""
-    data, report = workdir / f"{name}.json", workdir / f"{name}-report.json"
-    data.write_text(json.dumps({"steps": script.steps, "report": str(report)}))
-    runner.run(runner.build(Accelerator(config), name), "sim.tb.accel_bench", {"data": str(data)})
-    return {k: int.from_bytes(bytes.fromhex(v), "little") for k, v in json.loads(report.read_text()).items()}
-
-
 @dataclasses.dataclass
 class TinyFcRun:
     """A tiny FC device's conversation so far (INFO, every LOAD, inference "x0"), and what a test goes on with."""
@@ -247,7 +238,7 @@ def start_tiny_fc(config: AcceleratorConfig, layer_seed: int, input_seed: int) -
     return TinyFcRun(accel, layers, packed, x0, x1, slices, budget, rng, script)
 
 
-def test_tiny_fc_only_layers_and_errors(tmp_path: Path):
+def test_tiny_fc_only_layers_and_errors():
     config, mp = TINY_FC, TINY_FC.max_payload
     run = start_tiny_fc(config, layer_seed=7, input_seed=8)
     accel, layers, packed, x0, x1 = run.accel, run.layers, run.packed, run.x0, run.x1
@@ -296,7 +287,7 @@ def test_tiny_fc_only_layers_and_errors(tmp_path: Path):
     script.expect(Command.LOAD, bytes([regions["program"].id, n - 1, 0]) + accel.region_bytes(
         "program", packed.program[-1:]))
     add_inference(script, accel, packed, x1, golden_fc(layers, x1), mp, budget, "x1")
-    cycles = converse(config, script, "accel_fc_tiny", tmp_path)
+    cycles = play(config, script, runner.BENCH)
     assert cycles["x0"] == cycles["x1"]  # the sequencer feeds the engine at full rate whatever the data
     per_layer = [cycles[f"x0.{out.name}"] for out in packed.layers]
     assert cycles["x0"] >= slices and abs(sum(per_layer) - cycles["x0"]) <= 10
@@ -304,7 +295,7 @@ def test_tiny_fc_only_layers_and_errors(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_lenet5_whole_model_on_mnist(tmp_path: Path):
+def test_lenet5_whole_model_on_mnist():
     from host.train.data import load_mnist
     from host.train.spectral_model import quantize_input
 
@@ -322,7 +313,7 @@ def test_lenet5_whole_model_on_mnist(tmp_path: Path):
         pool2 = conv_features(model.convs(), image[None])[0]
         outs = [pool1, pool2, *(y[0] for y in fc_forward(model.fc, pool2[None]))]
         add_inference(script, accel, packed, image, outs, mp, 2_000_000, f"image{i}")
-    cycles = converse(config, script, "accel_lenet5_full", tmp_path)
+    cycles = play(config, script, runner.WHOLE)
     for i in range(len(images)):
         layer = {out.name: cycles[f"image{i}.{out.name}"] for out in packed.layers}
         conv, fc = layer["pool1"] + layer["pool2"], layer["fc1"] + layer["fc2"] + layer["fc3"]

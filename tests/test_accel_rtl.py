@@ -26,8 +26,9 @@ from host.train.spectral_model import max_pool
 from hw.config import CONFIGS, AcceleratorConfig
 from hw.layouts import layout_fields
 from hw.spec2.pipeline import Spec2ConvParams, cycle_model, encode, pack
-from hw.top import Accelerator
 from sim import runner
+from sim.board import play as board_play
+from sim.board import simulate
 from sim.golden.spec2 import OaaParams, SpectralLayer, spectral_conv_fixed
 from sim.golden.spec2_stream import beats_to_bytes
 
@@ -186,7 +187,7 @@ def test_payload_builders_split_frames():
 
 
 class Script:
-    """Steps for `sim.tb.accel_bench`: requests with the exact answer (or status and length) expected."""
+    """Steps for `sim.board.play`: requests with the exact answer (or status and length) expected."""
 
     def __init__(self) -> None:
         self.steps: list[dict] = []
@@ -274,29 +275,33 @@ def conversation(config: AcceleratorConfig, layers: list[tuple[SpectralLayer, bo
     return script, model
 
 
+def play(config: AcceleratorConfig, script: Script, simulator: str) -> dict[str, int]:
+    """Play `script` on the simulated board of `config`, its link stuttering at random; the named RUNs' cycles."""
+    with simulate(config, simulator=runner.choose(simulator), stress=5) as board:
+        named = board_play(board.transport, script.steps)
+    return {name: int.from_bytes(payload, "little") for name, payload in named.items()}
+
+
 def converse(config: AcceleratorConfig, layers: list[tuple[SpectralLayer, bool]], in_shape: tuple[int, int, int],
-             name: str, workdir: Path) -> tuple[list[int], int]:
+             simulator: str) -> tuple[list[int], int]:
     """Run the conversation on the RTL; returns both RUNs' cycle counts and the cycle model's estimate."""
     script, model = conversation(config, layers, in_shape, seed=5)
-    data, report = workdir / f"{name}.json", workdir / f"{name}-report.json"
-    data.write_text(json.dumps({"steps": script.steps, "report": str(report)}))
-    runner.run(runner.build(Accelerator(config), name), "sim.tb.accel_bench", {"data": str(data)})
-    answers = json.loads(report.read_text())
-    return [int.from_bytes(bytes.fromhex(answers[k]), "little") for k in ("run0", "run1")], model
+    cycles = play(config, script, simulator)
+    return [cycles["run0"], cycles["run1"]], model
 
 
-def test_tiny_two_layers_and_errors(tmp_path: Path):
-    cycles, model = converse(TINY, tiny_layers(), (2, 8, 8), "accel_tiny", tmp_path)
+def test_tiny_two_layers_and_errors():
+    cycles, model = converse(TINY, tiny_layers(), (2, 8, 8), runner.BENCH)
     # Both runs do the same work; the cycle model (no gaps: the sequencer feeds at full rate) bounds it.
     assert abs(cycles[0] - cycles[1]) <= 0.02 * cycles[0]
     assert model // 2 <= cycles[0] <= 2 * model
 
 
 @pytest.mark.slow
-def test_lenet_conv_part_and_errors(tmp_path: Path):
+def test_lenet_conv_part_and_errors():
     # The conv engine alone: the conversation checks that an FC descriptor is refused on a device without one.
     config = AcceleratorConfig.lenet5(fc=None)
-    cycles, model = converse(config, lenet_layers(), (1, 28, 28), "accel_lenet", tmp_path)
+    cycles, model = converse(config, lenet_layers(), (1, 28, 28), runner.WHOLE)
     assert abs(cycles[0] - cycles[1]) <= 0.02 * cycles[0]
     assert model // 2 <= cycles[0] <= 2 * model
     print(f"LeNet-5 conv part: {cycles} cycles per image (model {model})")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_accel_fc_rtl import TINY_FC, add_inference, converse, golden_fc, start_tiny_fc
+from test_accel_fc_rtl import TINY_FC, add_inference, golden_fc, start_tiny_fc
+from test_accel_rtl import play
 from test_fc_engine_rtl import CASES, check_compute_rate, make_layer, run_case, small_params
 
 from boards import get_board
@@ -101,7 +102,7 @@ TINY_SPRAM = dataclasses.replace(TINY_FC, fc=dataclasses.replace(TINY_FC.fc, x_l
                                  spram_regions=("fc.xor", "fc.bim", "fc.scale", "act0"))
 
 
-def test_tiny_fc_with_spram_regions(tmp_path: Path):
+def test_tiny_fc_with_spram_regions():
     """Three layers in one RUN and one by one, every output read back; a LOAD refused past an SPRAM region's end
     writes nothing; a second input on the same weights."""
     config, mp = TINY_SPRAM, TINY_SPRAM.max_payload
@@ -114,7 +115,7 @@ def test_tiny_fc_with_spram_regions(tmp_path: Path):
     script.expect(Command.LOAD, bytes([xor.id]) + (xor.depth - 3).to_bytes(2, "little") + junk, Status.OUT_OF_RANGE)
     script.expect(Command.LOAD, bytes([xor.id, 0, 0]) + junk[:xor.bytes + 1], Status.BAD_ARGUMENT)
     add_inference(script, accel, packed, x1, golden_fc(layers, x1), mp, budget, "x1")
-    cycles = converse(config, script, "accel_fc_spram", tmp_path)
+    cycles = play(config, script, runner.BENCH)
     assert cycles["x0"] == cycles["x1"] >= slices
 
 

@@ -1,7 +1,8 @@
 """The virtual board's simulator side under cocotb (Icarus): the `Accelerator`'s byte streams bridged to a socket.
 
 `sim.server --sim icarus` runs this cocotb module with parameters `bridge_port` (where to connect) and
-`stats_file` (where to write the simulated cycle count at the end). Bytes from the socket go in on `rx`;
+`stats_file` (where to write the simulated cycle count at the end), and optionally `stress` (a seed: random
+input gaps and output backpressure, as `sim/board_harness.cpp` does with one). Bytes from the socket go in on `rx`;
 bytes out of `tx` go back to the socket. The bridge steps the clock cycle by cycle only while bytes move.
 While the device computes with nothing to send it waits in the simulator for `tx.valid` to rise or `busy`
 to fall (`tx` not ready meanwhile, which valid/ready allows), and while the device is idle it blocks on the
@@ -12,6 +13,7 @@ under Verilator, with no Python in the loop.
 from __future__ import annotations
 
 import json
+import random
 import select
 import socket
 import time
@@ -25,6 +27,9 @@ from sim.tb.common import CLOCK_PERIOD_NS, bench_params, start_clock_and_reset
 
 #: Simulated cycles a computing device runs between looks at the socket (the host may have gone).
 COMPUTE_SLICE = 4096
+#: With `stress`: the chance of an idle cycle before each input byte (repeated), and of `tx` not ready.
+GAP_PROBABILITY = 0.3
+STALL_PROBABILITY = 0.4
 
 
 @cocotb.test()
@@ -38,6 +43,9 @@ async def serve(dut):
     await start_clock_and_reset(dut)
 
     clk = dut.clk
+    stress = params.get("stress")
+    rng = random.Random(stress)
+    offering = False
     pending: deque[int] = deque()
     outgoing = bytearray()
     started = time.monotonic()
@@ -59,7 +67,7 @@ async def serve(dut):
         return True
 
     while open_:  # once the host has gone there is nobody to answer
-        if outgoing:
+        if outgoing and (not dut.tx__valid.value or len(outgoing) >= 4096):
             try:
                 conn.sendall(outgoing)
             except ConnectionError:
@@ -82,16 +90,18 @@ async def serve(dut):
             open_ = poll(0)
             continue
 
-        dut.tx__ready.value = 1
-        if pending:
-            dut.rx__valid.value = 1
+        if not offering and pending:
+            offering = stress is None or rng.random() >= GAP_PROBABILITY
+        ready = stress is None or rng.random() >= STALL_PROBABILITY
+        dut.tx__ready.value = int(ready)
+        dut.rx__valid.value = int(offering)
+        if offering:
             dut.rx__payload.value = pending[0]
-        else:
-            dut.rx__valid.value = 0
         await RisingEdge(clk)
-        if pending and dut.rx__ready.value:
+        if offering and dut.rx__ready.value:
             pending.popleft()
-        if dut.tx__valid.value:
+            offering = False
+        if ready and dut.tx__valid.value:
             outgoing.append(int(dut.tx__payload.value))
         if not pending:
             open_ = poll(0)
