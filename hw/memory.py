@@ -152,9 +152,10 @@ __all__ = ["SPRAM_DEPTH", "SPRAM_WIDTH", "SpramLaneModel", "SpramMemory", "Spram
 class RegionReader(wiring.Component):
     """Streams `count` words of a memory from address `base`, one per cycle, through a synchronous read port.
 
-    The read port is enabled only when the output register is free or being emptied, so the data holds under
-    backpressure. `start` is a one-cycle pulse with `base` and `count` valid; `busy` is high until the last
-    word has been handed over.
+    The read port is enabled only to fetch a word of the range into a free (or emptying) output register, so
+    the data holds under backpressure and no read is ever addressed past the range (the address runs one past
+    the last word once it has been fetched). `start` is a one-cycle pulse with `base` and `count` valid;
+    `busy` is high until the last word has been handed over.
     """
 
     def __init__(self, width: int, depth: int):
@@ -169,7 +170,8 @@ class RegionReader(wiring.Component):
         m = Module()
         left = Signal(range(self.depth + 1))
         advance = ~self.o.valid | self.o.ready
-        m.d.comb += [self.en.eq(advance), self.o.payload.eq(self.data), self.busy.eq((left != 0) | self.o.valid)]
+        m.d.comb += [self.en.eq(advance & (left != 0)), self.o.payload.eq(self.data),
+                     self.busy.eq((left != 0) | self.o.valid)]
         with m.If(self.start):
             m.d.sync += [left.eq(self.count), self.addr.eq(self.base)]
         with m.Elif(advance):

@@ -1,9 +1,13 @@
-"""Benchmarks that print JSON.
+"""Benchmarks of the simulated board that print JSON.
 
-    python -m sim.bench link [--size BYTES] [--count N]
+    python -m sim.bench link [--size BYTES] [--count N] [--sim icarus|verilator|both]
+    python -m sim.bench board [--config lenet5] [--images N] [--sim icarus|verilator|both] [--fresh]
 
-`link`: ECHO throughput through the virtual board (host driver -> TCP -> RTL under Icarus and back), in
-payload bytes per second each way, and the simulator's speed in simulated clock cycles per second.
+`link`: ECHO throughput through the virtual board (`python -m sim.server`: host driver -> TCP -> RTL and
+back), in payload bytes per second each way, and the simulator's speed in simulated clock cycles per second.
+`board`: MNIST images through a whole accelerator's simulated board (`sim.board.simulate`, no server): the
+compile time (`--fresh`: into an empty build folder, so nothing comes from the cache), the weights' load
+time, seconds per image, and simulated cycles per second while simulating, per simulator.
 """
 
 from __future__ import annotations
@@ -17,14 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
+MODEL = Path(__file__).resolve().parent.parent / "models" / "lenet5_full.npz"
 
-def bench_link(size: int | None, count: int) -> dict:
+
+def bench_link(size: int | None, count: int, simulator: str) -> dict:
     from host.device import Device
 
     with tempfile.TemporaryDirectory() as tmp:
         stats_path = Path(tmp) / "stats.json"
-        server = subprocess.Popen([sys.executable, "-m", "sim.server", "--port", "0", "--stats", str(stats_path)],
-                                  stdout=subprocess.PIPE, text=True)
+        server = subprocess.Popen([sys.executable, "-m", "sim.server", "--port", "0", "--stats", str(stats_path),
+                                   "--sim", simulator], stdout=subprocess.PIPE, text=True)
         try:
             line = server.stdout.readline().strip()
             if not line.startswith("listening on "):
@@ -46,27 +52,99 @@ def bench_link(size: int | None, count: int) -> dict:
         stats = json.loads(stats_path.read_text())
     return {
         "benchmark": "link",
+        "simulator": simulator,
         "payload_bytes": size,
         "echoes": count,
         "echo_payload_bytes_per_s": round(size * count / seconds, 1),
         "echo_round_trips_per_s": round(count / seconds, 2),
         "simulated_cycles": stats["cycles"],
-        "simulated_cycles_per_s": round(stats["cycles"] / stats["seconds"], 1),
+        "simulated_cycles_per_s": round(stats["cycles"] / stats.get("sim_seconds", stats["seconds"]), 1),
+    }
+
+
+def bench_board(config_name: str, images: int, simulator: str, fresh: bool) -> dict:
+    """The `board` benchmark on one simulator."""
+    import os
+
+    import numpy as np
+
+    from host.device import Device
+    from host.infer import DeviceBackend, Session, load_model, open_backend
+    from host.train.data import load_mnist
+    from hw.config import CONFIGS
+    from sim.board import simulate
+
+    model = load_model(MODEL)
+    x = load_mnist()[2][:images]
+    expected = open_backend("golden", model).run(x).logits
+    config = CONFIGS[config_name]()
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = os.environ.get("SQGEN_BUILD_DIR")
+        if fresh:
+            os.environ["SQGEN_BUILD_DIR"] = tmp
+        started = time.monotonic()
+        try:
+            with simulate(config, simulator=simulator) as board:
+                ready = time.monotonic() - started
+                device = Device(board.transport, timeout=3600)
+                loading = time.monotonic()
+                session = Session(DeviceBackend(device, model, name=f"{simulator} board"), model)
+                loaded = time.monotonic() - loading
+                first = time.monotonic()
+                result = session.run(x)
+                seconds = time.monotonic() - first
+        finally:
+            if fresh and saved is None:
+                del os.environ["SQGEN_BUILD_DIR"]
+            elif fresh:
+                os.environ["SQGEN_BUILD_DIR"] = saved
+    stats = board.stats
+    return {
+        "benchmark": "board",
+        "simulator": simulator,
+        "config": config_name,
+        "compile_s": round(board.compile_seconds if simulator == "verilator" else ready, 1),
+        "from_cache": not fresh and board.compile_seconds == 0.0 and simulator == "verilator",
+        "weights_load_s": round(loaded, 2),
+        "images": images,
+        "cycles_per_image": int(np.mean(result.cycles)),
+        "seconds_per_image": round(seconds / images, 3),
+        "bit_exact": bool(np.array_equal(result.logits, expected)),
+        "simulated_cycles": stats.get("cycles"),
+        "simulated_cycles_per_s": round(stats["cycles"] / stats["sim_seconds"]) if stats.get("sim_seconds") else None,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sim.bench", description="sqgen benchmarks (JSON output).")
+    from sim import runner
+
+    parser = argparse.ArgumentParser(prog="python -m sim.bench",
+                                     description="Benchmarks of the simulated board (JSON output).")
     sub = parser.add_subparsers(dest="name", required=True)
+    simulators = [*runner.SIMULATORS, "both"]
     link = sub.add_parser("link", help="virtual-board ECHO throughput and simulator speed")
     link.add_argument("--size", type=int, default=None, help="payload bytes per echo (default: the maximum)")
     link.add_argument("--count", type=int, default=50, help="echoes to time (default: 50)")
+    link.add_argument("--sim", default="both", choices=simulators, help="simulator(s) (default: %(default)s)")
+    board = sub.add_parser("board", help="MNIST images through a whole accelerator's simulated board")
+    board.add_argument("--config", default="lenet5", choices=["lenet5"], help="named config (default: %(default)s)")
+    board.add_argument("--images", type=int, default=20, help="MNIST test images (default: %(default)s)")
+    board.add_argument("--sim", default="both", choices=simulators, help="simulator(s) (default: %(default)s)")
+    board.add_argument("--icarus-images", type=int, default=1, metavar="N",
+                       help="images on Icarus, which runs ~100x slower (default: %(default)s)")
+    board.add_argument("--fresh", action="store_true", help="compile into an empty build folder (time the compile)")
     args = parser.parse_args(argv)
-    if args.count < 1:
-        parser.error(f"--count must be at least 1, got {args.count}")
-    print(json.dumps(bench_link(args.size, args.count), indent=2))
+    for name in ("count", "images", "icarus_images"):
+        if getattr(args, name, 1) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    chosen = runner.SIMULATORS if args.sim == "both" else (args.sim,)
+    if args.name == "link":
+        results = [bench_link(args.size, args.count, simulator) for simulator in chosen]
+    else:
+        results = [bench_board(args.config, args.icarus_images if simulator == "icarus" else args.images,
+                               simulator, args.fresh) for simulator in chosen]
+    print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
