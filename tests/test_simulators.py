@@ -62,3 +62,19 @@ def test_verilator_found_without_settings(monkeypatch):
     assert Path(settings["VERILATOR_ROOT"], "include", "verilated.mk").is_file()
     assert shutil.which("verilator_bin") == str(Path(settings["VERILATOR_ROOT"], "bin", "verilator_bin"))
     assert "CFG_CXXFLAGS_PCH_I=-include" in settings["MAKEFLAGS"]
+
+
+def test_simulated_boards_answer_alike_under_stress():
+    """The tiny conv accelerator's whole conversation (LOADs, RUNs, READs, every error status) through the
+    Verilator harness and the cocotb bridge, both stuttering: every answer as scripted, the same cycle counts."""
+    from test_accel_rtl import TINY, conversation, tiny_layers
+
+    from sim.board import play, simulate
+
+    script, _ = conversation(TINY, tiny_layers(), (2, 8, 8), seed=5)
+    cycles = {}
+    for simulator in runner.SIMULATORS:
+        with simulate(TINY, simulator=simulator, stress=11) as board:
+            cycles[simulator] = play(board.transport, script.steps)
+        assert board.stats["cycles"] > 0
+    assert cycles["icarus"] == cycles["verilator"] and set(cycles["icarus"]) == {"run0", "run1"}
