@@ -52,9 +52,13 @@ iverilog:
 demo: $(SETUP_MNIST) iverilog
 	$(PY) -m sim.demo
 
+# Two workers, tests handed out one at a time, longest first (tests/conftest.py): the bitstream builds start
+# at once and everything else fills in around them.
+PYTEST_PARALLEL := -n 2 --maxschedchunk 1 --durations 20
+
 test: $(SETUP_TRAIN) iverilog
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-quick: $(SETUP_TRAIN) iverilog
 	$(PY) -m pytest -m "not slow"

@@ -14,6 +14,18 @@ settings.register_profile("sqgen", deadline=None)
 settings.load_profile("sqgen")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Longest first: `make test` hands tests to its workers one at a time (`--maxschedchunk 1`), so the long
+    ones start first and the short ones fill in around them. A slow test may say how long it takes, as
+    `@pytest.mark.slow(seconds=N)` (default 60)."""
+
+    def expected_seconds(item) -> float:
+        marker = item.get_closest_marker("slow")
+        return 0.0 if marker is None else float(marker.kwargs.get("seconds", 60))
+
+    items.sort(key=expected_seconds, reverse=True)  # stable: the rest keep their order
+
+
 @pytest.fixture
 def virtual_board() -> Iterator[VirtualBoard]:
     """The link-only virtual board (the default simulator: $SQGEN_SIM, else Verilator)."""
