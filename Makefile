@@ -49,7 +49,7 @@ iverilog:
 		exit 1; \
 	fi
 
-demo: $(SETUP_MNIST) iverilog
+demo: $(SETUP_MNIST)
 	$(PY) -m sim.demo
 
 # Two workers, tests handed out one at a time, longest first (tests/conftest.py): the bitstream builds start
@@ -61,10 +61,11 @@ test: $(SETUP_TRAIN) iverilog
 	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-quick: $(SETUP_TRAIN) iverilog
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n 2 -m "not slow"
 
 bench: $(SETUP_TRAIN) iverilog
 	$(PY) -m sim.bench link
+	$(PY) -m sim.bench board
 	$(PY) -m host.bench xor --quick
 	$(PY) -m host.bench bim --quick
 	$(PY) -m host.bench e2e

@@ -15,10 +15,11 @@ from sim.golden.spec2 import SpectralLayer, spectral_conv_fixed
 
 def simulate_layers(params: Spec2ConvParams, layers: list[tuple[SpectralLayer, np.ndarray]], name: str,
                     workdir: Path, *, testcase: str | None = None, gap_probability: float = 0.3,
-                    ready_probability: float = 0.6) -> dict[str, list[int]]:
+                    ready_probability: float = 0.6, simulator: str | None = None) -> dict[str, list[int]]:
     """Stream the layers (each with its input) back to back through the RTL; raise `runner.SimulationFailed`
     unless every output equals the golden model's; return the full-rate run's handshake cycles per port
-    (only when `testcase` is None or "full_rate")."""
+    (only when `testcase` is None or "full_rate"). A whole layer runs long: Verilator unless $SQGEN_SIM or
+    `simulator` says otherwise."""
     inputs: dict[str, list[int]] = {"cfg": [], "x": [], "w": [], "quant": []}
     expected: list[int] = []
     compute = 0
@@ -35,7 +36,8 @@ def simulate_layers(params: Spec2ConvParams, layers: list[tuple[SpectralLayer, n
         "inputs": {port: [f"{b:x}" for b in beats] for port, beats in inputs.items()},
         "expected": [f"{b:x}" for b in expected], "compute_cycles": compute,
         "gap_probability": gap_probability, "ready_probability": ready_probability, "report": str(report)}))
-    runner.run(runner.build(Spec2Conv(params), name), "sim.tb.stream_bench", {"data": str(data)}, testcase=testcase)
+    sim = runner.build(Spec2Conv(params), name, simulator=simulator or runner.choose(runner.WHOLE))
+    runner.run(sim, "sim.tb.stream_bench", {"data": str(data)}, testcase=testcase)
     return json.loads(report.read_text()) if testcase in (None, "full_rate") else {}
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from host.compress.spectral import calibrate, compress_spatial
 from hw.spec2.pipeline import Spec2ConvParams, cycle_model, decode_output, encode
+from sim import runner
 from sim.golden.spec2 import SpectralLayer, spectral_conv_fixed
 from sim.spec2_run import simulate_layers, span
 
@@ -52,7 +53,7 @@ def test_vgg_like_layer(tmp_path: Path):
 
 def test_valid_padding_odd_map(tmp_path: Path):
     layers = [make_layer(VALID, 3, 5, (13, 11), seed=4), make_layer(VALID, 4, 2, (7, 16), seed=5)]
-    simulate_layers(VALID, layers, "spec2_conv_valid", tmp_path)
+    simulate_layers(VALID, layers, "spec2_conv_valid", tmp_path, simulator=runner.choose(runner.BENCH))  # small
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
