@@ -1,6 +1,6 @@
 """Layers on an accelerator, built from its INFO alone: region beats, layer descriptors, LOAD / RUN / READ.
 
-NumPy and `host.protocol` only (the beat packing is `sim.golden.spec2_stream` and `sim.golden.fc_stream`, the
+NumPy and `hw.spec.protocol` only (the beat packing is `hw.spec.spec2_stream` and `hw.spec.fc_stream`, the
 executable specs the hardware shares): nothing here needs Amaranth. INFO (or `manifest.json`) gives the
 regions, each engine's parameters and stream layouts, and the descriptor layout.
 
@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from sim.golden import fc_stream
-from sim.golden import spec2_stream as beats
-from sim.golden.spec2 import SpectralLayer
+from hw.spec import fc_stream
+from hw.spec import spec2_stream as beats
+from hw.spec.spec2 import SpectralLayer
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class AccelInfo:
     max_payload: int
     fc_params: dict[str, Any] | None = None
     fc_streams: dict[str, dict[str, tuple[int, int]]] | None = None
-    #: The `FcFormat` fields (`sim.golden.fc_format.FIELD_NAMES`) of the models the FC engine runs.
+    #: The `FcFormat` fields (`hw.spec.fc_format.FIELD_NAMES`) of the models the FC engine runs.
     fc_format: dict[str, int] | None = None
 
     @classmethod
@@ -91,7 +91,7 @@ class AccelInfo:
         return beats.beats_to_bytes(words, self.regions[name].width)
 
     def fc_stream_format(self) -> fc_stream.FcStreamFormat:
-        """The FC engine's beat widths (`sim.golden.fc_stream`), checked against INFO's field tables."""
+        """The FC engine's beat widths (`hw.spec.fc_stream`), checked against INFO's field tables."""
         p, streams = self.fc_params, self.fc_streams
         if p is None or streams is None:
             raise ValueError("the device has no FC engine")
@@ -102,7 +102,7 @@ class AccelInfo:
         # The packers follow the format's widths; INFO's tables are the hardware's: they must agree.
         cfg = [(name, width) for name, (_, width) in sorted(streams["cfg"].items(), key=lambda f: f[1][0])]
         if cfg != list(fmt.cfg_fields) or beats.word_bits(streams["scale"]) != fmt.scale_width:
-            raise ValueError("the FC engine's INFO cfg/scale tables do not match sim.golden.fc_stream's format")
+            raise ValueError("the FC engine's INFO cfg/scale tables do not match hw.spec.fc_stream's format")
         for name in ("xor", "bim", "scale"):
             if beats.word_bits(streams[name]) != self.regions[f"fc.{name}"].width:
                 raise ValueError(f"region fc.{name} is {self.regions[f'fc.{name}'].width} bits wide, the engine's "
@@ -239,7 +239,7 @@ class FcLayerPlan:
 
 
 def _stream_layer(layer: Any) -> fc_stream.FcLayer:
-    """A `host.compress.model.FcLayer` as the engine's `sim.golden.fc_stream.FcLayer` (which passes as is)."""
+    """A `host.compress.model.FcLayer` as the engine's `hw.spec.fc_stream.FcLayer` (which passes as is)."""
     if isinstance(layer, fc_stream.FcLayer):
         return layer
     return fc_stream.FcLayer(cols=layer.shape[1], xor_x=layer.x, patch_counts=layer.patch_counts,
@@ -267,7 +267,7 @@ def _fits(accel: AccelInfo, region: str, start: int, count: int) -> None:
 def plan_fc_layer(accel: AccelInfo, layer: Any, *, src: int, xor_start: int = 0, bim_start: int = 0,
                   scale_start: int = 0) -> FcLayerPlan:
     """The descriptor and fc.xor / fc.bim / fc.scale words of an FC layer (`host.compress.model.FcLayer` or
-    `sim.golden.fc_stream.FcLayer`) reading buffer `src`, its words placed at the given starts."""
+    `hw.spec.fc_stream.FcLayer`) reading buffer `src`, its words placed at the given starts."""
     fmt = accel.fc_stream_format()
     if hasattr(layer, "fmt"):
         check_fc_format(accel, layer.fmt)
@@ -282,7 +282,7 @@ def plan_fc_layer(accel: AccelInfo, layer: Any, *, src: int, xor_start: int = 0,
         _fits(accel, region, start, len(words))
     cfg = fmt.unpack_cfg(streams["cfg"][0])
     if beats.pack_fields(accel.fc_streams["cfg"], cfg) != streams["cfg"][0]:
-        raise ValueError("the FC engine's cfg beat layout disagrees with sim.golden.fc_stream's")
+        raise ValueError("the FC engine's cfg beat layout disagrees with hw.spec.fc_stream's")
     descriptor = {"kind": accel.kinds["fc"], "src": src, "x_count": cols, "out_count": rows,
                   **{f"fc.cfg.{name}": value for name, value in cfg.items()},
                   "fc.xor_start": xor_start, "fc.xor_count": len(streams["xor"]),

@@ -57,7 +57,7 @@ def _entropy(p: float) -> float:
 def bench_point(weights: np.ndarray, sparsity: float, bits: int, n_out: int, max_patches: int, seed: int) -> dict:
     """Compress `weights` under a random mask of `sparsity` with q = `bits`; the figures of one point."""
     from host.compress.xor import bcq_quantize, encode_xor
-    from sim.golden.xor import bcq_dequantize, load_xor, save_xor
+    from hw.spec.xor import bcq_dequantize, load_xor, save_xor
 
     rng = np.random.default_rng([seed, round(sparsity * 1e6)])
     mask = rng.random(weights.shape) >= sparsity
@@ -159,7 +159,7 @@ def bench_xor(shape: tuple[int, int], sparsities: list[float], bits: list[int], 
 def bench_decoder(boards: list[str], n_in: int = 24, n_out: int = 200, max_patches: int = 2) -> list[dict]:
     """Decoded weights per second (n_out x Fmax) of the XOR decoder built alone for each board."""
     from hw import characterise  # the hardware flow, only when asked for
-    from sim.golden.xor import xor_matrix
+    from hw.spec.xor import xor_matrix
 
     params = characterise.XorDecoderParams.from_matrix(xor_matrix(n_out, n_in, 1), max_patches)
     rows = []
@@ -209,7 +209,7 @@ def mask_encodings(mask: np.ndarray) -> dict:
 
 def _bim_configs(shape: tuple[int, int], tiles, ranks, max_bits: float) -> list[tuple[tuple[int, int], int, float]]:
     """(tile, rank, index bits per weight) for every swept configuration cheaper than max_bits."""
-    from sim.golden.bim import tile_grid
+    from hw.spec.bim import tile_grid
 
     configs = []
     for tile in tiles:
@@ -306,7 +306,7 @@ def bench_bim_lenet(sparsities: list[float], tiles, ranks, max_bits: float, seed
     except Exception as error:  # torch missing, or host.train not there at all
         return {"skipped": f"cannot import host.train.lenet.trained_fc_weights: {type(error).__name__}: {error}"}
     from host.compress.bim import kept_magnitude, magnitude_mask
-    from sim.golden.bim import tile_grid
+    from hw.spec.bim import tile_grid
 
     started = time.perf_counter()
     try:

@@ -2,7 +2,7 @@
 
 Per layer (LeNet-5 conv1 and conv2, a VGG-like 64 -> 64 layer at 56 x 56, and the same VGG layer on a 12 x 12
 map): spatial-equivalent operations 2 H_out W_out K^2 C_in C_out, the sparse spectral layer's lane utilisation,
-cycles of `Spec2Conv` from its cycle model (`hw.spec2.pipeline.cycle_model`), checked against the RTL
+cycles of `Spec2Conv` from its cycle model (`hw.spectral.pipeline.cycle_model`), checked against the RTL
 simulation (bit-exact outputs, full rate) on every layer but the full-size VGG one, and cycles of the dense
 baseline (`hw.baseline.conv`, one output per ceil(C_in K^2 / M) cycles, as its bench checks). DSPs and Fmax
 come from ECP5-85F builds (`hw.characterise`): Spec2Conv's stages one by one (DSPs summed, Fmax the lowest),
@@ -68,7 +68,7 @@ def _progress(message: str) -> None:
 def make_layer(spec: LayerSpec, p: int, b: int, sparsity: float, seed: int) -> tuple[Any, list[np.ndarray]]:
     """A random spatial layer pruned to `sparsity` in the spectral domain, scheduled and calibrated; its inputs."""
     from host.compress.spectral import calibrate, compress_spatial
-    from sim.golden.spec2 import OaaParams
+    from hw.spec.spec2 import OaaParams
 
     rng = np.random.default_rng([seed, spec.c_in, spec.c_out, spec.height])
     oaa = OaaParams(8, spec.k, spec.l, spec.padding)
@@ -81,7 +81,7 @@ def make_layer(spec: LayerSpec, p: int, b: int, sparsity: float, seed: int) -> t
 
 def conv_params(spec: LayerSpec, p: int, b: int) -> Any:
     """The smallest `Spec2ConvParams` that runs `spec`."""
-    from hw.spec2.pipeline import Spec2ConvParams
+    from hw.spectral.pipeline import Spec2ConvParams
 
     return Spec2ConvParams(k=spec.k, l=spec.l, padding=spec.padding, relu=spec.relu, p=p, b=b,
                            max_c_in=spec.c_in, max_c_out=spec.c_out, max_height=spec.height, max_width=spec.width)
@@ -144,7 +144,7 @@ def bench_layer(spec: LayerSpec, p: int, b: int, sparsity: float, seed: int, hw:
                 simulate: bool, workdir: Path) -> dict[str, Any]:
     """One layer's figures: operations, utilisation, Spec2Conv and baseline cycles and rates, their ratio."""
     from host.compress.spectral import schedule_stats
-    from hw.spec2.pipeline import cycle_model
+    from hw.spectral.pipeline import cycle_model
 
     layer, inputs = make_layer(spec, p, b, sparsity, seed)
     params = conv_params(spec, p, b)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .protocol import (
+from hw.spec.protocol import (
     CRC_BYTES,
     HEADER_BYTES,
     LOAD_HEADER_BYTES,
@@ -27,6 +27,7 @@ from .protocol import (
     decode_frame,
     encode_request,
 )
+
 from .transport import Transport, open_transport
 
 #: Bytes of noise tolerated before a response's sync byte (a board that was mid-answer when we attached).

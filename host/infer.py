@@ -12,7 +12,7 @@ input and give the same integers.
 
 Input: (N, 1, 28, 28) float images in [0, 1] (quantized here as the model's input_scale says), or int8 codes
 (N, 1, 28, 28) or one (1, 28, 28) image, passed as they are. `golden` computes each layer with the bit-exact
-golden model (spectral fixed-point conv, integer max-pool, `sim.golden.fc.fc_fixed`).
+golden model (spectral fixed-point conv, integer max-pool, `hw.spec.fc.fc_fixed`).
 
 A device backend (`DeviceBackend`) reads INFO on open and refuses, before sending anything, a model the device
 cannot run (`ConfigMismatch`, one line saying what differs); it LOADs the weights and the program once, then per
@@ -41,9 +41,9 @@ from host.compress.model import (
     quantize_input,
 )
 from host.compress.model import load_model as _load_model
-from sim.golden.fc_format import DEFAULT_FC_FORMAT, FcFormat
-from sim.golden.spec2 import spectral_conv_fixed
-from sim.golden.spec2_stream import unpack_fields
+from hw.spec.fc_format import DEFAULT_FC_FORMAT, FcFormat
+from hw.spec.spec2 import spectral_conv_fixed
+from hw.spec.spec2_stream import unpack_fields
 
 __all__ = ["LAYERS", "BACKENDS", "Backend", "GoldenBackend", "DeviceBackend", "DevicePlan", "TraceStep",
            "RunResult", "Session", "ConfigMismatch", "SessionOrderError", "compare_traces", "load_model",

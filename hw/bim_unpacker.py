@@ -6,7 +6,7 @@ Z[k, j] with P m_t × r and Z r × n_t, so a tile's index costs r·(m_t + n_t) b
 and a packed stream of the kept values into the dense row, zeros at pruned positions. Chained, kept
 weights travel packed while the compute sees dense rows.
 
-The beat streams' executable spec is `sim/golden/bim_stream.py`.
+The beat streams' executable spec is `hw/spec/bim_stream.py`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from amaranth import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import require_params
+from .spec.params import require_params
 
 
 def _check_positive(owner: Any, names: tuple[str, ...]) -> None:
@@ -43,7 +43,7 @@ class BimUnpackerParams:
 
     m_t does not shape the hardware (tiles are delimited by the beats' `first`/`last` tags); it is the
     format's tile height, kept here so a configuration says which format it unpacks. As in the format
-    (`sim.golden.bim.BimParams`), r may exceed min(m_t, n_t); with r > m_t a tile costs r input beats.
+    (`hw.spec.bim.BimParams`), r may exceed min(m_t, n_t); with r > m_t a tile costs r input beats.
     """
 
     m_t: int
@@ -98,7 +98,7 @@ class BimUnpacker(wiring.Component):
     Z is double-buffered. `has_z` beats write the shadow Z; a beat with `has_p` and `first` makes the
     shadow the tile's Z (before its own P row is applied; its own `z`, if any, goes to the new shadow, i.e.
     belongs to the tile after). So a tile's Z rows ride on the previous tile's P beats: the canonical stream
-    (`sim.golden.bim_stream.tiles_to_beats`) is r Z-only beats for tile 0, then per tile m_t P beats, the
+    (`hw.spec.bim_stream.tiles_to_beats`) is r Z-only beats for tile 0, then per tile m_t P beats, the
     first min(m_t, r) of them also carrying the next tile's Z rows, plus r - m_t Z-only beats when r > m_t.
     T tiles take r + T·m_t + (T - 1)·max(0, r - m_t) beats for T·m_t rows: with m_t >= r, one mask row per
     cycle sustained across tiles, after the r beats that load the first tile's Z.
@@ -223,7 +223,7 @@ class SparseExpander(wiring.Component):
     The values form one continuous stream: each row takes the next popcount(row) values, in position
     order, and beats straddle rows. A row with `last` ends a group (a tile): the rest of the beat holding
     its final value is padding and dropped, so each group's values start on a beat boundary
-    (`sim.golden.bim_stream.pack_values`).
+    (`hw.spec.bim_stream.pack_values`).
 
     Output `o`, `params.dense_layout`: element j of `row` is the value of index prefix(j) (the number of
     kept positions before j) among the row's values when bit j is set, else 0; `last` copied.

@@ -41,9 +41,9 @@ from . import build as hwbuild
 from .baseline.conv import BaselineConv, BaselineConvParams
 from .bim_unpacker import BimUnpacker, BimUnpackerParams
 from .config import AcceleratorConfig
-from .spec2.fft import Fft2d, FftParams, Ifft2d
-from .spec2.overlap_add import OverlapAdd, OverlapAddParams
-from .spec2.spectral_mac import SpectralMac, SpectralMacParams
+from .spectral.fft import Fft2d, FftParams, Ifft2d
+from .spectral.overlap_add import OverlapAdd, OverlapAddParams
+from .spectral.spectral_mac import SpectralMac, SpectralMacParams
 from .xor_decoder import XorDecoder, XorDecoderParams
 
 RESULT_FILE = "characterisation.json"
@@ -167,7 +167,7 @@ class Spec2Block:
 
 
 def _default_fft_params() -> FftParams:
-    from sim.golden.spec2 import Spec2Fixed
+    from hw.spec.spec2 import Spec2Fixed
     return FftParams.from_spec(Spec2Fixed(), 8)
 
 
@@ -199,7 +199,7 @@ def spec2_block(key: str, *, mac_p: int = 4, mac_b: int = 8, oaa_max: int = 28, 
                           {k: getattr(bp, k) for k in ("c_in", "c_out", "height", "width", "m", "k", "padding",
                                                        "act_bits", "weight_bits", "mult_bits", "out_bits")})
     if key == "conv":
-        from hw.spec2.pipeline import Spec2Conv, Spec2ConvParams
+        from hw.spectral.pipeline import Spec2Conv, Spec2ConvParams
 
         cp = Spec2ConvParams(p=mac_p, b=mac_b, **CONV_SIZE)
         # yosys's abc9 mis-maps the layer's FFT pipeline on ECP5 (see hw.build.ABC_LUT_MAPPING).

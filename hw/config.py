@@ -19,14 +19,14 @@ from typing import Any
 from amaranth.lib import data
 
 from boards import DEFAULT_BOARD, get_board
-from host.protocol import LEN_FIELD_MAX, LOAD_HEADER_BYTES, PROTOCOL_VERSION, sqgen_version
-from sim.golden.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT
+from hw.spec.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT
+from hw.spec.protocol import LEN_FIELD_MAX, LOAD_HEADER_BYTES, PROTOCOL_VERSION, sqgen_version
 
 from .fc_engine import FcEngineParams
 from .layouts import fields_json
 from .memory import SPRAM_DEPTH, SpramParams
 from .pool import CropParams, MaxPoolParams
-from .spec2.pipeline import Spec2ConvParams
+from .spectral.pipeline import Spec2ConvParams
 
 #: A UART bit must last at least this many clock cycles for the receiver's mid-bit sampling to work.
 MIN_CYCLES_PER_BIT = 4

@@ -1,9 +1,9 @@
 """Sparse-quantized fully connected engine: XOR-coded weight bits and BIM masks decoded on the fly.
 
-The layer it computes is `sim.golden.fc.fc_fixed`, on weights stored tile-major (`sim.golden.fc`): bit-plane
+The layer it computes is `hw.spec.fc.fc_fixed`, on weights stored tile-major (`hw.spec.fc`): bit-plane
 slices come from an `XorDecoder` and mask rows from a `BimUnpacker`, one of each per cycle, each covering the
 same n_t weights of one row of the matrix against one tile of n_t activations. The beat formats' executable
-spec is `sim/golden/fc_stream.py`.
+spec is `hw/spec/fc_stream.py`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sim.golden.fc import ACT_BITS, FcLayout
-from sim.golden.fc_format import FcFormat
-from sim.golden.fc_stream import MAX_SHIFT, FcStreamFormat
+from hw.spec.fc import ACT_BITS, FcLayout
+from hw.spec.fc_format import FcFormat
+from hw.spec.fc_stream import MAX_SHIFT, FcStreamFormat
 
 from .bim_unpacker import BimUnpacker, BimUnpackerParams
-from .params import require_params
+from .spec.params import require_params
 from .xor_decoder import XorDecoder, XorDecoderParams, matrix_shape
 
 #: Largest accumulator the golden model's int64 arithmetic represents exactly, with room for the rounding.
@@ -138,7 +138,7 @@ class FcEngineParams:
 
     @property
     def stream_format(self) -> FcStreamFormat:
-        """The beat widths, for `sim.golden.fc_stream`."""
+        """The beat widths, for `hw.spec.fc_stream`."""
         return FcStreamFormat(n_t=self.n_t, m_t=self.m_t, r=self.r, n_in=self.n_in, max_patches=self.max_patches,
                               max_rows=self.max_rows, max_cols=self.max_cols, max_bits=self.max_bits,
                               a_bits=self.a_bits, bias_bits=self.bias_bits, shift_bits=self.shift_bits)
@@ -210,7 +210,7 @@ class FcEngineParams:
 class FcEngine(wiring.Component):
     """One fully connected layer at a time: y = clamp(rs(Σ_i a_i Σ_c mask (±x) + bias_q, shift)), int8.
 
-    Streams (`amaranth.lib.stream`, valid/ready; payload fields from the LSB, `sim/golden/fc_stream.py`):
+    Streams (`amaranth.lib.stream`, valid/ready; payload fields from the LSB, `hw/spec/fc_stream.py`):
 
     * `cfg`, `params.cfg_layout`: one beat per layer: rows (1..max_rows), cols (1..max_cols), bits (planes q,
       1..max_bits), shift (0..`params.max_shift`), relu. Other values are outside the format (`pack_cfg`

@@ -1,4 +1,4 @@
-"""The host link: a UART PHY (8N1) and the frame layer of `host.protocol`.
+"""The host link: a UART PHY (8N1) and the frame layer of `hw.spec.protocol`.
 
 Byte streams everywhere: `UartRx` produces one, `UartTx` consumes one, so the frame layer can be driven
 by the UART on a board or straight from a socket in the virtual board. The frame layer is two blocks:
@@ -22,14 +22,14 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from host.protocol import CRC_INIT, LEN_FIELD_MAX, SYNC_REQUEST, SYNC_RESPONSE, crc16
+from hw.spec.protocol import CRC_INIT, LEN_FIELD_MAX, SYNC_REQUEST, SYNC_RESPONSE, crc16
 
 
 def _crc16_byte_matrix() -> list[tuple[list[int], list[int]]]:
     """For each bit of the updated CRC: which bits of the old CRC and of the byte it is the XOR of.
 
     The CRC update is linear over GF(2), so it is fully described by its action on unit vectors,
-    taken here from `host.protocol.crc16` itself rather than written out a second time.
+    taken here from `hw.spec.protocol.crc16` itself rather than written out a second time.
     """
     columns = [crc16(b"\x00", crc=1 << i) for i in range(16)]
     byte_columns = [crc16(bytes([1 << i]), crc=0) for i in range(8)]

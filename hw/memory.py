@@ -28,7 +28,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
-from .params import require_params
+from .spec.params import require_params
 
 #: Bits of one SPRAM word (SB_SPRAM256KA DATAIN/DATAOUT).
 SPRAM_WIDTH = 16

@@ -21,7 +21,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .params import check_ints
+from .spec.params import check_ints
 
 #: Largest map side, channel count or sample width the post stage accepts.
 MAX_SIZE = 1 << 16

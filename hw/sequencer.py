@@ -29,7 +29,7 @@ go: a pool drops an odd last row after its final output). Layers never overlap: 
 previous one wrote. The answer carries the cycles from the first fetch to the last layer's end.
 
 The FC engine's bim region holds each layer's canonical stream over all its planes' tiles
-(`sim.golden.fc_stream.layer_streams`), so every region is streamed once per layer, in order.
+(`hw.spec.fc_stream.layer_streams`), so every region is streamed once per layer, in order.
 """
 
 from __future__ import annotations
@@ -39,14 +39,14 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from host.protocol import LOAD_HEADER_BYTES, READ_PAYLOAD_BYTES, RUN_PAYLOAD_BYTES, Command, Status
+from hw.spec.protocol import LOAD_HEADER_BYTES, READ_PAYLOAD_BYTES, RUN_PAYLOAD_BYTES, Command, Status
 
 from .config import KINDS, AcceleratorConfig
 from .fc_engine import FcEngine
 from .link import Response
 from .memory import RegionReader, SpramMemory, SpramParams
 from .pool import Crop, MaxPool2
-from .spec2.pipeline import Spec2Conv
+from .spectral.pipeline import Spec2Conv
 
 #: Bytes of the RUN answer: the cycle count, u32 little-endian.
 CYCLE_BYTES = 4

@@ -5,7 +5,7 @@ dispatch and frame transmitter; it is what the virtual board simulates. `UartAcc
 PHY in front of it (serial lines as ports, for pin-level benches), and `BoardTop` binds that to a board's
 pins; it is what `hw.build` turns into a bitstream.
 
-Commands (constants in `host.protocol`):
+Commands (constants in `hw.spec.protocol`):
 
 * INFO answers `config.info_json()`, held in a ROM written at elaboration.
 * ECHO answers the request's payload, read back from the payload buffer.
@@ -21,7 +21,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from boards import get_board
-from host.protocol import Command, Status
+from hw.spec.protocol import Command, Status
 
 from .config import AcceleratorConfig
 from .link import FrameError, FrameReceiver, FrameTransmitter, UartRx, UartTx

@@ -18,7 +18,7 @@ from amaranth import Cat, Module, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import require_params
+from .spec.params import require_params
 
 
 def _gf2_rank(rows: Sequence[int]) -> int:
@@ -164,7 +164,7 @@ class XorDecoder(wiring.Component):
 
     A slice is one or more beats; all but the final one have `last` = 0 and are continuation beats whose
     `x` is ignored and whose valid positions add to the slice's patch list. The canonical stream
-    (`sim.golden.xor_stream.slices_to_beats`) fills every beat but the final one with max_patches
+    (`hw.spec.xor_stream.slices_to_beats`) fills every beat but the final one with max_patches
     positions, so a slice with k patches takes max(1, ceil(k / max_patches)) beats; the hardware accepts any
     split, including beats with count 0. Each valid position p flips output bit p (a position listed twice
     flips it twice); positions >= n_out match no bit and change nothing.

@@ -147,7 +147,7 @@ def play(transport: SocketTransport, steps: list[dict], timeout: float = 600.0) 
     count), and optionally `"name"`. Answers must follow each other with no stray byte between them: every
     answer starts exactly where the previous one ended. Raises AssertionError naming the step.
     """
-    from host.protocol import CRC_BYTES, HEADER_BYTES, SYNC_RESPONSE, decode_frame
+    from hw.spec.protocol import CRC_BYTES, HEADER_BYTES, SYNC_RESPONSE, decode_frame
 
     named: dict[str, bytes] = {}
     for number, step in enumerate(steps):

@@ -1,4 +1,4 @@
-"""Run layers through the `Spec2Conv` RTL simulation: the streams `hw.spec2.pipeline.encode` makes, the outputs
+"""Run layers through the `Spec2Conv` RTL simulation: the streams `hw.spectral.pipeline.encode` makes, the outputs
 `spectral_conv_fixed` expects, the generic stream bench. Shared by the tests and `python -m host.bench spec2`."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.spec2.pipeline import Spec2Conv, Spec2ConvParams, cycle_model, encode
+from hw.spec.spec2 import SpectralLayer, spectral_conv_fixed
+from hw.spectral.pipeline import Spec2Conv, Spec2ConvParams, cycle_model, encode
 from sim import runner
-from sim.golden.spec2 import SpectralLayer, spectral_conv_fixed
 
 
 def simulate_layers(params: Spec2ConvParams, layers: list[tuple[SpectralLayer, np.ndarray]], name: str,

@@ -1,6 +1,6 @@
 """The FC engine inside the accelerator: host packing from INFO, and whole programs through the RTL's byte streams.
 
-The quick RTL case is a tiny FC-only device running three random FC layers (`sim.golden.fc_stream` layers,
+The quick RTL case is a tiny FC-only device running three random FC layers (`hw.spec.fc_stream` layers,
 golden outputs from `fc_fixed` on the original planes and mask) in one RUN and then one by one, every
 intermediate read back, plus every error the FC regions and descriptors add, with the device checked usable
 afterwards. The slow case is the whole compressed LeNet-5 of `models/lenet5_full.npz` on
@@ -23,16 +23,16 @@ from host.accel import AccelInfo, Packed, input_bytes, pack_model, pack_program,
 from host.compress.model import conv_features, fc_forward, load_model
 from host.compress.xor import encode_slices
 from host.device import load_payloads, read_payloads, run_payload
-from host.protocol import Command, Status
 from hw.config import CONFIGS, REGION_IDS, AcceleratorConfig
 from hw.fc_engine import FcEngineParams
 from hw.layouts import layout_fields
-from hw.spec2.pipeline import pack
+from hw.spec.bim import tiles_to_mask
+from hw.spec.fc import fc_accumulate, fc_fixed
+from hw.spec.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT, FcFormat
+from hw.spec.fc_stream import FcLayer, xor_targets
+from hw.spec.protocol import Command, Status
+from hw.spectral.pipeline import pack
 from sim import runner
-from sim.golden.bim import tiles_to_mask
-from sim.golden.fc import fc_accumulate, fc_fixed
-from sim.golden.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT, FcFormat
-from sim.golden.fc_stream import FcLayer, xor_targets
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "lenet5_full.npz"
 #: LeNet-5 compressed for `FC16_FORMAT`, the format of `AcceleratorConfig.fc_only()`.

@@ -1,7 +1,7 @@
 """The accelerator's regions, sequencer and LOAD / RUN / READ: host packing and the RTL under cocotb.
 
 The host side (`host.accel`) builds every beat and descriptor from the INFO document alone; the tests check it
-against the hardware's own layouts and `hw.spec2.pipeline.encode`. The RTL tests script a whole conversation
+against the hardware's own layouts and `hw.spectral.pipeline.encode`. The RTL tests script a whole conversation
 with the byte-stream `Accelerator` (random gaps on rx, backpressure on tx): load two conv layers and an input,
 run both in one RUN, read the output and compare it with the golden model bit for bit, then every error
 status, then a second input on the same weights.
@@ -20,17 +20,17 @@ import pytest
 from host.accel import AccelInfo, build_conv_program, input_bytes, plan_conv_layer
 from host.compress.spectral import calibrate, compress_spatial
 from host.device import load_payloads, read_payloads, run_payload
-from host.protocol import Command, Status, encode_request, encode_response
 from host.train.spectral_model import load as load_model
 from host.train.spectral_model import max_pool
 from hw.config import CONFIGS, AcceleratorConfig
 from hw.layouts import layout_fields
-from hw.spec2.pipeline import Spec2ConvParams, cycle_model, encode, pack
+from hw.spec.protocol import Command, Status, encode_request, encode_response
+from hw.spec.spec2 import OaaParams, SpectralLayer, spectral_conv_fixed
+from hw.spec.spec2_stream import beats_to_bytes
+from hw.spectral.pipeline import Spec2ConvParams, cycle_model, encode, pack
 from sim import runner
 from sim.board import play as board_play
 from sim.board import simulate
-from sim.golden.spec2 import OaaParams, SpectralLayer, spectral_conv_fixed
-from sim.golden.spec2_stream import beats_to_bytes
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "lenet5_spec2.npz"
 

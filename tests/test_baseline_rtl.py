@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from hw.baseline.conv import BaselineConv, BaselineConvParams
-from hw.spec2.pipeline import pack
+from hw.spec.baseline import baseline_conv_fixed, conv2d_int
+from hw.spec.spec2 import OaaParams, conv2d_float, round_shift
+from hw.spectral.pipeline import pack
 from sim import runner
-from sim.golden.baseline import baseline_conv_fixed, conv2d_int
-from sim.golden.spec2 import OaaParams, conv2d_float, round_shift
 
 
 def loop_conv(x: np.ndarray, w: np.ndarray, padding: str) -> np.ndarray:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from host.compress import bim
 from host.compress.__main__ import main
 from host.compress.bim import SPARSITY_TOLERANCE, factorize, kept_magnitude, magnitude_mask
-from sim.golden.bim import BimMask, tile_grid, tiles_to_mask
+from hw.spec.bim import BimMask, tile_grid, tiles_to_mask
 
 
 def _weights(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:

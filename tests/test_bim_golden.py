@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.golden import bim as golden
-from sim.golden.bim import (
+from hw.spec import bim as golden
+from hw.spec.bim import (
     BimFormatError,
     BimMask,
     BimParams,

@@ -24,9 +24,8 @@ from boards import get_board
 from host.compress.bim import factorize
 from hw import characterise
 from hw.bim_unpacker import BimUnpacker, BimUnpackerParams, SparseExpander, SparseExpanderParams, mask_row_layout
-from sim import runner
-from sim.golden.bim import boolean_product, from_tiles
-from sim.golden.bim_stream import (
+from hw.spec.bim import boolean_product, from_tiles
+from hw.spec.bim_stream import (
     ExpanderFormat,
     UnpackerBeatFormat,
     expand,
@@ -38,6 +37,7 @@ from sim.golden.bim_stream import (
     tiles_to_beats,
     unpack_beats,
 )
+from sim import runner
 
 # (m_t, n_t, r, value_width, values_per_beat, sparsity, weight shape)
 CASES = [
@@ -193,7 +193,7 @@ def test_unpacker_feeds_expander(tmp_path: Path):
 
 @pytest.mark.parametrize("m_t, n_t, r", [(8, 8, 2), (16, 32, 4), (64, 64, 8), (5, 7, 3), (1, 1, 1), (9, 3, 3)])
 def test_unpacker_layout_matches_stream_spec(m_t, n_t, r):
-    """The RTL's StructLayout packs the fields exactly where `sim.golden.bim_stream` puts them."""
+    """The RTL's StructLayout packs the fields exactly where `hw.spec.bim_stream` puts them."""
     layout = BimUnpackerParams(m_t, n_t, r).beat_layout
     fmt = UnpackerBeatFormat(n_t, r)
     fields = {name: (field.offset, Shape.cast(field.shape).width) for name, field in layout}

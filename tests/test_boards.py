@@ -3,8 +3,8 @@
 import pytest
 
 from boards import BOARDS, DEFAULT_BOARD, UnknownBoardError, get_board
-from host.protocol import LEN_FIELD_MAX
 from hw.config import MIN_CYCLES_PER_BIT, AcceleratorConfig
+from hw.spec.protocol import LEN_FIELD_MAX
 
 
 def test_registry_lookup():

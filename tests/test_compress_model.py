@@ -22,9 +22,9 @@ from host.compress.model import (
     save_model,
 )
 from host.compress.xor import bcq_quantize
-from sim.golden.bim import BimMask, BimParams
-from sim.golden.fc_format import DEFAULT_FC_FORMAT, FcFormat
-from sim.golden.xor import decode_slices
+from hw.spec.bim import BimMask, BimParams
+from hw.spec.fc_format import DEFAULT_FC_FORMAT, FcFormat
+from hw.spec.xor import decode_slices
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "lenet5_full.npz"
 SPECTRAL = MODEL.with_name("lenet5_spec2.npz")

@@ -12,9 +12,9 @@ import pytest
 
 from host.compress.spectral import calibrate, compress_spatial
 from hw.pool import Crop, CropParams
-from hw.spec2.pipeline import pack
+from hw.spec.spec2 import OaaParams, spectral_conv_fixed
+from hw.spectral.pipeline import pack
 from sim import runner
-from sim.golden.spec2 import OaaParams, spectral_conv_fixed
 
 # (channels, height, width, top, left, out_height, out_width): LeNet's conv2 crop, the whole map, one sample,
 # a window touching the bottom-right corner, a window cut at the map's edge, single-row and single-column maps.

@@ -29,8 +29,8 @@ from host.infer import (
     load_model,
     open_backend,
 )
-from host.protocol import Status
 from host.train.data import load_mnist
+from hw.spec.protocol import Status
 from sim.server import start
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The sparse-quantized FC engine in RTL against `sim.golden.fc.fc_fixed`, bit-exact, under cocotb.
+"""The sparse-quantized FC engine in RTL against `hw.spec.fc.fc_fixed`, bit-exact, under cocotb.
 
 Each case runs several layers back to back through one engine, every stream with random gaps and the output
 with random backpressure, then again at full rate, where each layer's compute phase must take one slice per
@@ -20,11 +20,11 @@ import pytest
 from host.compress.bim import factorize
 from host.compress.xor import encode_slices
 from hw.fc_engine import FcEngine, FcEngineParams
+from hw.spec.bim import tiles_to_mask
+from hw.spec.fc import fc_accumulate, fc_fixed
+from hw.spec.fc_stream import FcLayer, layer_streams, output_beats, xor_targets
+from hw.spec.xor import xor_matrix
 from sim import runner
-from sim.golden.bim import tiles_to_mask
-from sim.golden.fc import fc_accumulate, fc_fixed
-from sim.golden.fc_stream import FcLayer, layer_streams, output_beats, xor_targets
-from sim.golden.xor import xor_matrix
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,7 @@ def test_params_derived_widths():
 
 
 def test_layouts_match_stream_format():
-    """The engine's StructLayouts put every field where `sim.golden.fc_stream` packs it."""
+    """The engine's StructLayouts put every field where `hw.spec.fc_stream` packs it."""
     p = toy(max_rows=100, max_cols=300, max_bits=3, a_bits=5, bias_bits=20, shift_bits=5)
     fmt = p.stream_format
     offset = 0

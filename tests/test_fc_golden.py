@@ -1,5 +1,5 @@
 """The FC layer's golden model against loop oracles, its tile-major layout against a direct construction, and
-the FC engine's stream spec (`sim.golden.fc_stream`) by round trips."""
+the FC engine's stream spec (`hw.spec.fc_stream`) by round trips."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from host.compress.xor import encode_slices
-from sim.golden.bim import tiles_to_mask
-from sim.golden.bim_stream import UnpackerBeatFormat, bits_to_int, tiles_to_beats, unpack_beats
-from sim.golden.fc import FcLayout, fc_accumulate, fc_fixed, round_shift
-from sim.golden.fc_stream import (
+from hw.spec.bim import tiles_to_mask
+from hw.spec.bim_stream import UnpackerBeatFormat, bits_to_int, tiles_to_beats, unpack_beats
+from hw.spec.fc import FcLayout, fc_accumulate, fc_fixed, round_shift
+from hw.spec.fc_stream import (
     FcLayer,
     FcStreamFormat,
     layer_streams,
@@ -18,8 +18,8 @@ from sim.golden.fc_stream import (
     tile_major_mask_rows,
     xor_targets,
 )
-from sim.golden.xor import decode_slices, xor_matrix
-from sim.golden.xor_stream import BeatFormat
+from hw.spec.xor import decode_slices, xor_matrix
+from hw.spec.xor_stream import BeatFormat
 
 
 def loop_fc(x, planes, mask, a, bias, shift: int, relu: bool, out_bits: int = 8) -> list[int]:

@@ -22,13 +22,13 @@ from test_fc_engine_rtl import CASES, check_compute_rate, make_layer, run_case, 
 from boards import get_board
 from host.accel import AccelInfo, pack_model, pack_program
 from host.compress.model import load_model
-from host.protocol import Command, Status
 from hw.config import AcceleratorConfig
 from hw.fc_engine import FcEngineParams
 from hw.memory import SpramMemory, SpramParams
+from hw.spec.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT
+from hw.spec.protocol import Command, Status
+from hw.spec.xor import xor_matrix
 from sim import runner
-from sim.golden.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT
-from sim.golden.xor import xor_matrix
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "lenet5_fc16.npz"
 

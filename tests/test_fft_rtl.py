@@ -22,7 +22,8 @@ from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hw.spec2.fft import (
+from hw.spec.spec2 import Spec2Fixed, fft2_fixed, fft_fixed, ifft2_fixed, ifft_input, round_shift, twiddles
+from hw.spectral.fft import (
     Fft1d,
     Fft2d,
     FftParams,
@@ -34,7 +35,6 @@ from hw.spec2.fft import (
     shift_add,
 )
 from sim import runner
-from sim.golden.spec2 import Spec2Fixed, fft2_fixed, fft_fixed, ifft2_fixed, ifft_input, round_shift, twiddles
 
 SEED = 5
 

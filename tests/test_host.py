@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from host.device import Device, DeviceError
-from host.protocol import Command, Status, encode_request, encode_response
 from host.transport import Transport, open_transport
+from hw.spec.protocol import Command, Status, encode_request, encode_response
 
 
 class ScriptedTransport(Transport):

@@ -31,11 +31,11 @@ from host.infer import (
     open_backend,
     plan_device,
 )
-from host.protocol import Status
 from host.train.data import load_mnist
 from hw.config import AcceleratorConfig
-from sim.golden.spec2 import spectral_conv_fixed
-from sim.golden.spec2_stream import unpack_fields
+from hw.spec.protocol import Status
+from hw.spec.spec2 import spectral_conv_fixed
+from hw.spec.spec2_stream import unpack_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "lenet5_full.npz"

@@ -10,7 +10,7 @@ import pytest
 
 from host.train.spectral_model import max_pool
 from hw.pool import MaxPool2, MaxPoolParams
-from hw.spec2.pipeline import pack
+from hw.spectral.pipeline import pack
 from sim import runner
 
 

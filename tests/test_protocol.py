@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from host import protocol
-from host.protocol import (
+from hw.spec import protocol
+from hw.spec.link import LinkModel
+from hw.spec.protocol import (
     SYNC_REQUEST,
     SYNC_RESPONSE,
     Command,
@@ -21,7 +22,6 @@ from host.protocol import (
     encode_response,
     split_frames,
 )
-from sim.golden.link import LinkModel
 
 
 def test_crc_known_answers():

@@ -17,8 +17,8 @@ import pytest
 from test_fc_engine_rtl import CASES, case_streams, make_layer, small_params
 
 from hw.fc_engine import FcEngine
+from hw.spec.xor import xor_matrix
 from sim import runner
-from sim.golden.xor import xor_matrix
 
 
 def test_fc_engine_bench_identical_on_icarus_and_verilator(tmp_path: Path):

@@ -1,4 +1,4 @@
-"""The whole SPEC2 layer (`hw.spec2.pipeline.Spec2Conv`) in RTL against `spectral_conv_fixed`, bit-exact.
+"""The whole SPEC2 layer (`hw.spectral.pipeline.Spec2Conv`) in RTL against `spectral_conv_fixed`, bit-exact.
 
 Random calibrated layers at 75 % spectral sparsity under cocotb, with random input gaps on all four input
 streams and random output backpressure: the LeNet-5 layers back to back in one run (1 -> 6 at 28 x 28,
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from host.compress.spectral import calibrate, compress_spatial
-from hw.spec2.pipeline import Spec2ConvParams, cycle_model, decode_output, encode
+from hw.spec.spec2 import SpectralLayer, spectral_conv_fixed
+from hw.spectral.pipeline import Spec2ConvParams, cycle_model, decode_output, encode
 from sim import runner
-from sim.golden.spec2 import SpectralLayer, spectral_conv_fixed
 from sim.spec2_run import simulate_layers, span
 
 LENET = Spec2ConvParams(k=5, l=4, relu=True, max_c_in=6, max_c_out=16, max_height=28, max_width=28)

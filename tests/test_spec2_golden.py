@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from host.compress.spectral import calibrate, compress_spatial, layer_from_half
-from sim.golden.spec2 import (
+from hw.spec.spec2 import (
     OaaParams,
     QuantParams,
     Spec2Fixed,

@@ -22,8 +22,8 @@ from host.compress.spectral import (
     schedule_layer,
     schedule_stats,
 )
-from sim.golden import spec2 as golden
-from sim.golden.spec2 import (
+from hw.spec import spec2 as golden
+from hw.spec.spec2 import (
     OaaParams,
     Schedule,
     SpectralFormatError,

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from host.compress.spectral import calibrate, compress_spatial, schedule_stats
-from hw.spec2.pipeline import pack
-from hw.spec2.spectral_mac import SpectralMac, SpectralMacParams, canonical_bins
+from hw.spec.spec2 import OaaParams, Spec2Fixed, canonical_mask, spectral_conv_fixed_stages, stream_entries
+from hw.spectral.pipeline import pack
+from hw.spectral.spectral_mac import SpectralMac, SpectralMacParams, canonical_bins
 from sim import runner
-from sim.golden.spec2 import OaaParams, Spec2Fixed, canonical_mask, spectral_conv_fixed_stages, stream_entries
 
 SPEC = Spec2Fixed()
 OAA = OaaParams(n=8, k=3, l=6, padding="same")

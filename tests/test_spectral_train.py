@@ -12,7 +12,7 @@ import pytest
 
 from host.train import spectral_model
 from host.train.data import load_mnist
-from sim.golden.spec2 import (
+from hw.spec.spec2 import (
     OaaParams,
     canonical_mask,
     complete_half,
@@ -89,7 +89,7 @@ def test_layer_initialised_from_spatial_kernels_is_that_conv(sp):
 def test_layer_matches_exported_golden_layer(sp):
     # The float golden operator of a layer made by the encoder differs from torch only by int16 weight rounding.
     from host.compress.spectral import layer_from_half
-    from sim.golden.spec2 import spectral_conv_float
+    from hw.spec.spec2 import spectral_conv_float
 
     rng = np.random.default_rng(3)
     oaa = OaaParams(8, 5, 4, "valid")

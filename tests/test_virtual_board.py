@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 from host.device import Device
-from host.protocol import Command, Status, encode_request, encode_response
 from hw.config import AcceleratorConfig
-from sim.golden.link import LinkModel
+from hw.spec.link import LinkModel
+from hw.spec.protocol import Command, Status, encode_request, encode_response
 
 
 def test_info_and_200_random_echoes(virtual_board):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from host.compress import __main__ as cli
 from host.compress.xor import bcq_quantize, choose_n_in, compress_xor, encode_slices
-from sim.golden.xor import (
+from hw.spec.xor import (
     bcq_dequantize,
     care_slices,
     decode_slices,

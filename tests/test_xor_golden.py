@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.golden import xor as golden
-from sim.golden.xor import (
+from hw.spec import xor as golden
+from hw.spec.xor import (
     XorFormatError,
     XorParams,
     XorWeights,

@@ -20,10 +20,10 @@ from boards import get_board
 from host.compress.xor import encode_slices
 from hw import characterise
 from hw.characterise import XorDecoderHarness
+from hw.spec.xor import decode_slices, xor_matrix
+from hw.spec.xor_stream import BeatFormat, bits_to_int, expected_words, scramble_ignored, slices_to_beats
 from hw.xor_decoder import XorDecoder, XorDecoderParams
 from sim import runner
-from sim.golden.xor import decode_slices, xor_matrix
-from sim.golden.xor_stream import BeatFormat, bits_to_int, expected_words, scramble_ignored, slices_to_beats
 
 # (n_in, n_out, max_patches, encoder slices): the paper's toy, FleXOR-like ratios, and a wide one.
 CASES = [(3, 4, 1, 400), (16, 128, 4, 200), (24, 200, 2, 150), (64, 512, 3, 60)]
@@ -131,7 +131,7 @@ def test_decoder_matches_golden_model(tmp_path: Path, n_in, n_out, max_patches, 
 
 @pytest.mark.parametrize("n_in, n_out, max_patches", [(3, 4, 1), (24, 200, 2), (5, 9, 4), (64, 512, 3)])
 def test_beat_layout_matches_stream_spec(n_in, n_out, max_patches):
-    """The RTL's StructLayout packs the fields exactly where `sim.golden.xor_stream` puts them."""
+    """The RTL's StructLayout packs the fields exactly where `hw.spec.xor_stream` puts them."""
     m = xor_matrix(n_out, n_in, 1)
     layout = XorDecoderParams.from_matrix(m, max_patches).beat_layout
     fmt = BeatFormat(n_in, n_out, max_patches)

@@ -1,1 +1,1 @@
-"""Encoders producing sqgen's compressed weight formats from float weights (decoding lives in sim.golden)."""
+"""Encoders producing sqgen's compressed weight formats from float weights (decoding lives in hw.spec)."""

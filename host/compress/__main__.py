@@ -79,7 +79,7 @@ def _n_in(text: str) -> int | None:
 
 def _xor(args: argparse.Namespace) -> int:
     from host.compress.xor import compress_xor
-    from sim.golden.xor import save_xor
+    from hw.spec.xor import save_xor
 
     weights = _weights(args.weights)
     mask = _mask(args.mask, weights.shape)
@@ -109,7 +109,7 @@ def _xor(args: argparse.Namespace) -> int:
 
 
 def _xor_decode(args: argparse.Namespace) -> int:
-    from sim.golden.xor import XorFormatError, load_xor
+    from hw.spec.xor import XorFormatError, load_xor
 
     try:
         encoded = load_xor(args.file)
@@ -197,7 +197,7 @@ def _bim(args: argparse.Namespace) -> int:
 
 
 def _bim_decode(args: argparse.Namespace) -> int:
-    from sim.golden.bim import BimFormatError, BimMask
+    from hw.spec.bim import BimFormatError, BimMask
 
     try:
         factored = BimMask.load(args.file)
@@ -231,8 +231,8 @@ def _model(args: argparse.Namespace) -> int:
 
     from host.compress.model import compress_model, save_model
     from host.train import spectral_model
-    from sim.golden.fc_format import DEFAULT_FC_FORMAT
-    from sim.golden.spec2 import SpectralFormatError
+    from hw.spec.fc_format import DEFAULT_FC_FORMAT
+    from hw.spec.spec2 import SpectralFormatError
 
     sparsity = _fc_sparsity(args.fc_sparsity)
     epochs = _positive(args.finetune_epochs, "--finetune-epochs", 0)

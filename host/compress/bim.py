@@ -1,6 +1,6 @@
 """Factorizer of the binary-index-matrix mask format: binary P, Z per tile whose Boolean product keeps the most |W|.
 
-The format's math (tiles, Boolean product, file) lives in `sim.golden.bim`; this module only produces it.
+The format's math (tiles, Boolean product, file) lives in `hw.spec.bim`; this module only produces it.
 The goal: a mask of sparsity s, within SPARSITY_TOLERANCE = 0.005 (absolute) over the real, unpadded matrix,
 keeping as much sum |W| as possible. Three steps, each vectorized over every tile at once:
 
@@ -47,7 +47,7 @@ import time
 
 import numpy as np
 
-from sim.golden.bim import BimMask, BimParams, tile_grid, tiles_to_mask, to_tiles
+from hw.spec.bim import BimMask, BimParams, tile_grid, tiles_to_mask, to_tiles
 
 SPARSITY_TOLERANCE = 0.005
 NMF_ITERS = 60

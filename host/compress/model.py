@@ -1,7 +1,7 @@
 """The accelerator's LeNet-5 (docs/formats.md, "Compressed LeNet-5"): compression, file I/O, golden FC path. NumPy only.
 
 The spectral LeNet-5 (`host.train.spectral_model`) keeps its two fixed-point spectral conv layers; each FC layer
-becomes what the FC engine runs (`sim.golden.fc`):
+becomes what the FC engine runs (`hw.spec.fc`):
 
 1. a keep mask: a BIM factorization (`host.compress.bim.factorize`) of the layer's matrix in tiles of
    m_t x n_out (`FcFormat`). The BIM file orders tiles row-major and rows within a tile, which is exactly
@@ -15,7 +15,7 @@ becomes what the FC engine runs (`sim.golden.fc`):
    <= 31 that fits, bias_q = round(bias / s_y 2^shift).
 
 Every layer's file fields reuse the XOR and BIM files' encodings (by writing those formats and taking their
-fields), and the conv layers are stored with `sim.golden.spec2.save_spectral`'s fields, so one definition of
+fields), and the conv layers are stored with `hw.spec.spec2.save_spectral`'s fields, so one definition of
 each encoding and its checks serves every file.
 """
 
@@ -35,12 +35,12 @@ import numpy as np
 
 from host.compress.bim import factorize
 from host.compress.xor import bcq_quantize, encode_slices
-from sim.golden.bim import BimFormatError, BimMask, boolean_product, from_tiles, to_tiles
-from sim.golden.fc import ACT_BITS, fc_fixed
-from sim.golden.fc_format import DEFAULT_FC_FORMAT, FIELD_NAMES, MAX_SHIFT, FcFormat
-from sim.golden.npzfile import read_npz
-from sim.golden.spec2 import SpectralFormatError, SpectralLayer, load_spectral, save_spectral, spectral_conv_fixed
-from sim.golden.xor import (
+from hw.spec.bim import BimFormatError, BimMask, boolean_product, from_tiles, to_tiles
+from hw.spec.fc import ACT_BITS, fc_fixed
+from hw.spec.fc_format import DEFAULT_FC_FORMAT, FIELD_NAMES, MAX_SHIFT, FcFormat
+from hw.spec.npzfile import read_npz
+from hw.spec.spec2 import SpectralFormatError, SpectralLayer, load_spectral, save_spectral, spectral_conv_fixed
+from hw.spec.xor import (
     XorFormatError,
     XorWeights,
     bcq_dequantize,
@@ -92,9 +92,9 @@ class FcLayer:
     """One compressed FC layer (checked on construction; errors name the field as `name/field`).
 
     bim: the keep mask of the (rows, cols) matrix in tiles of fmt.m_t x fmt.n_out. x, patch_counts,
-    patch_positions: the XOR slices of the tile-major planes, plane after plane (`sim.golden.xor` layout).
+    patch_positions: the XOR slices of the tile-major planes, plane after plane (`hw.spec.xor` layout).
     alpha (rows, bits) float32 and bias (rows,) float32: the float layer the integers stand for. a (rows, bits)
-    and bias_q (rows,) int64, shift, relu: `sim.golden.fc.fc_fixed`'s parameters. in_scale, out_scale: s_x, s_y.
+    and bias_q (rows,) int64, shift, relu: `hw.spec.fc.fc_fixed`'s parameters. in_scale, out_scale: s_x, s_y.
     """
 
     name: str
@@ -220,7 +220,7 @@ def _validate_fc(layer: FcLayer) -> None:
     if (layer.a < 0).any() or (layer.a > fmt.a_max).any():
         raise _bad(f"{n}/a", f"entries must be in 0..{fmt.a_max} (a_bits={fmt.a_bits}), got "
                              f"{int(layer.a.min())}..{int(layer.a.max())}")
-    # The accumulator and bias stay well inside int64 for |bias_q| < 2^48 (`sim.golden.fc.fc_fixed` sums in int64).
+    # The accumulator and bias stay well inside int64 for |bias_q| < 2^48 (`hw.spec.fc.fc_fixed` sums in int64).
     if (np.abs(layer.bias_q) >= 1 << 48).any():
         raise _bad(f"{n}/bias_q", "entries must be within +-2^48")
     if isinstance(layer.shift, (bool, np.bool_)) or not isinstance(layer.shift, (int, np.integer)) \

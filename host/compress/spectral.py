@@ -2,7 +2,7 @@
 bank-conflict-free `SpectralLayer`, and its fixed-point calibration.
 
 The format's math (canonical bins, the operator, the fixed-point model, the file) lives in
-`sim.golden.spec2`; this module only produces it.
+`hw.spec.spec2`; this module only produces it.
 
 Pruning keeps the largest canonical bins by complex magnitude. Each canonical bin stands for itself and,
 off the self-conjugate ones, its conjugate partner, so keeping or dropping it keeps or drops the Hermitian
@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from sim.golden.spec2 import (
+from hw.spec.spec2 import (
     OaaParams,
     Schedule,
     Spec2Fixed,

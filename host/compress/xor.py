@@ -1,6 +1,6 @@
 """Encoder of the XOR-gate weight format: binary-coding quantization, the GF(2) slice solver, choice of n_in.
 
-The format's math (M, slice layout, decode, file) lives in `sim.golden.xor`; this module only produces it.
+The format's math (M, slice layout, decode, file) lives in `hw.spec.xor`; this module only produces it.
 
 Solver. Per slice, the care rows of M with their target bits form the system M_care x = t over GF(2).
 All slices of a batch are solved at once by elimination on bit-packed rows (uint64 words: bits 0..n_in-1
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.golden.xor import (
+from hw.spec.xor import (
     XorParams,
     XorWeights,
     bcq_dequantize,

@@ -1,6 +1,6 @@
 """The exported spectral LeNet-5 (docs/formats.md, "Spectral LeNet-5 model"): file I/O and inference. NumPy only.
 
-The conv layers run through the golden models of `sim.golden.spec2`: `predict_fixed` with the bit-exact
+The conv layers run through the golden models of `hw.spec.spec2`: `predict_fixed` with the bit-exact
 fixed-point layers (int8 activations: the image quantized by INPUT_SCALE, each conv layer's output in its
 calibrated out_scale, max-pooling on the integers, which commutes with the monotone quantization), and
 `predict_float` with the float operator. The FC layers are float32 in both.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.golden.npzfile import load_checked
-from sim.golden.spec2 import (
+from hw.spec.npzfile import load_checked
+from hw.spec.spec2 import (
     SpectralFormatError,
     SpectralLayer,
     layer_fields,

@@ -1,7 +1,7 @@
 """Dense spatial convolution engine with M multipliers: the baseline SPEC2 is compared with on equal DSPs.
 
 Integer cross-correlation (stride 1, "same" or "valid", exact accumulation) followed by SPEC2's output stage
-(`hw.spec2.overlap_add.requant_stages`); golden model `sim.golden.baseline.baseline_conv_fixed`.
+(`hw.spectral.overlap_add.requant_stages`); golden model `hw.spec.baseline.baseline_conv_fixed`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.spec2.overlap_add import SHIFT_BITS, _check_int, requant_stages
-from sim.golden.spec2 import PADDINGS
+from hw.spec.spec2 import PADDINGS
+from hw.spectral.overlap_add import SHIFT_BITS, _check_int, requant_stages
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""FC engine bench: every output of `hw.fc_engine.FcEngine` equals `sim.golden.fc.fc_fixed`, and the compute
+"""FC engine bench: every output of `hw.fc_engine.FcEngine` equals `hw.spec.fc.fc_fixed`, and the compute
 phase takes one slice per cycle.
 
 The stimulus is the generic multi-stream one (`sim.tb.common.run_streams`, parameters as in

@@ -1,4 +1,4 @@
-"""Frame layer bench: the byte-stream `Accelerator` answers exactly as `sim.golden.link.LinkModel` says.
+"""Frame layer bench: the byte-stream `Accelerator` answers exactly as `hw.spec.link.LinkModel` says.
 
 Requests go in with random inter-byte gaps, responses come out under random backpressure. Parameters:
 `max_payload`, `timeout_cycles`, `info` (hex of the INFO payload), `frames` (how many random frames).
@@ -11,8 +11,8 @@ import random
 import cocotb
 from cocotb.triggers import ClockCycles
 
-from host.protocol import Command, Status, encode_request, encode_response
-from sim.golden.link import LinkModel
+from hw.spec.link import LinkModel
+from hw.spec.protocol import Command, Status, encode_request, encode_response
 from sim.tb.common import StreamDriver, StreamSink, bench_params, bench_rng, start_clock_and_reset
 
 

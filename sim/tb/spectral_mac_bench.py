@@ -1,4 +1,4 @@
-"""Spectral MAC bench: every output beat of `hw.spec2.spectral_mac.SpectralMac` equals the golden `acc` stage.
+"""Spectral MAC bench: every output beat of `hw.spectral.spectral_mac.SpectralMac` equals the golden `acc` stage.
 
 Parameters: `data`, the path of a JSON file holding `p`, `acc_bits`, `gap_probability`, `ready_probability`,
 `report` (a path the full-rate test writes its cycle count and lane utilisation to) and two cases, `random`

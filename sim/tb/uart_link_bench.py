@@ -14,8 +14,8 @@ import random
 import cocotb
 from cocotb.triggers import Timer
 
-from host.protocol import SYNC_REQUEST, Command, encode_request
-from sim.golden.link import LinkModel
+from hw.spec.link import LinkModel
+from hw.spec.protocol import SYNC_REQUEST, Command, encode_request
 from sim.tb.common import bench_params, bench_rng, start_clock_and_reset
 from sim.tb.uart_bench import MAX_BAUD_ERROR, UartModel, wait_until
 

@@ -55,7 +55,7 @@ class XorParams:
     """Parameters of one XOR-encoded matrix.
 
     n_in, n_out: stored and decoded bits per slice (1 <= n_in < n_out). bits: bit-planes q (1..8).
-    max_patches: patch positions one decoder beat carries (`sim.golden.xor_stream`); a slice with more
+    max_patches: patch positions one decoder beat carries (`hw.spec.xor_stream`); a slice with more
     patches spans several beats, so it limits the decoding rate, not what the format can store.
     seed: the seed `xor_matrix` drew M from (the file stores M itself).
     """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.golden.spec2 import PADDINGS, QuantParams, Spec2Fixed, requantize
+from hw.spec.spec2 import PADDINGS, QuantParams, Spec2Fixed, requantize
 
 
 def conv2d_int(x: np.ndarray, w: np.ndarray, padding: str) -> np.ndarray:

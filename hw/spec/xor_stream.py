@@ -11,7 +11,7 @@ A slice with k patches is max(1, ceil(k / max_patches)) beats: every beat but th
 max_patches positions, the final one the rest (possibly none) with `last` set. Fields the decoder ignores
 (x of continuation beats, position elements at or above `count`) are written as 0 by `slices_to_beats`;
 `scramble_ignored` fills them with noise to show they are ignored. The output is one n_out-bit word per
-slice, bit j = y[j], with y from `sim.golden.xor.decode_slices`.
+slice, bit j = y[j], with y from `hw.spec.xor.decode_slices`.
 """
 
 from __future__ import annotations
@@ -121,6 +121,6 @@ def scramble_ignored(beats: list[int], fmt: BeatFormat, rng: random.Random) -> l
 def expected_words(m: np.ndarray, x: np.ndarray, patch_counts: np.ndarray,
                    patch_positions: np.ndarray) -> list[int]:
     """The decoder's output words: `decode_slices` per slice, bit j of the word = y[j]."""
-    from sim.golden.xor import decode_slices
+    from hw.spec.xor import decode_slices
 
     return [bits_to_int(y) for y in decode_slices(m, x, patch_counts, patch_positions)]

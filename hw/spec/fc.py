@@ -1,15 +1,15 @@
 """The sparse-quantized fully connected layer as the accelerator computes it: the executable spec.
 
 A layer maps int8 activation codes x (cols) to int8 codes y (rows). Its weights are binary-coded
-(`sim.golden.xor`: w[r, c] = sum_i alpha[r, i] b_i[r, c], b_i in {-1, +1}, plane bit 1 = +1) and pruned by
-a keep mask (`sim.golden.bim`). In fixed point alpha becomes the unsigned integer `a` (rows, q), the layer's
+(`hw.spec.xor`: w[r, c] = sum_i alpha[r, i] b_i[r, c], b_i in {-1, +1}, plane bit 1 = +1) and pruned by
+a keep mask (`hw.spec.bim`). In fixed point alpha becomes the unsigned integer `a` (rows, q), the layer's
 whole rescaling folded in, and the bias `bias_q` (rows) is in the same units:
 
     acc[r] = sum_i a[r, i] * sum_c mask[r, c] * (2 b_i[r, c] - 1) * x[c]
     y[r]   = clamp(round_shift(acc[r] + bias_q[r], shift), -2^(out_bits-1), 2^(out_bits-1) - 1)
     y[r]   = max(y[r], 0)                                         with ReLU
 
-round_shift is round-half-up, `(v + 2^(s-1)) >> s` (as in `sim.golden.spec2`). Every term is an integer,
+round_shift is round-half-up, `(v + 2^(s-1)) >> s` (as in `hw.spec.spec2`). Every term is an integer,
 so the order the hardware sums them in does not matter.
 
 The accelerator's layout. The hardware reads one mask row of a BIM tile (n_t bits) and one XOR slice
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.golden.bim import from_tiles, tile_grid, to_tiles
+from hw.spec.bim import from_tiles, tile_grid, to_tiles
 
 #: Activation codes in and out are int8.
 ACT_BITS = 8

@@ -1,7 +1,7 @@
 """Executable spec of the `hw.fc_engine.FcEngine` streams, in plain NumPy/Python.
 
 A layer (`FcLayer`) is its weights compressed as the engine consumes them: the bit-planes of the tile-major
-matrix (`sim.golden.fc`) XOR-encoded slice by slice with n_out = n_t, the keep mask as BIM factors of the
+matrix (`hw.spec.fc`) XOR-encoded slice by slice with n_out = n_t, the keep mask as BIM factors of the
 same tiles, and the fixed-point constants a, bias_q, shift, relu. Beats, fields from the LSB (the offsets
 Amaranth gives the engine's StructLayouts; `FcStreamFormat` holds the widths):
 
@@ -22,10 +22,10 @@ with zeros to whole tiles of n_t.
                                         are ignored (`pack_scale` writes 0)
     bias   bias_bits                    bias_q[row], two's complement
 
-`xor`: the XOR decoder's input beats (`sim.golden.xor_stream`) of the q planes of the tile-major matrix,
+`xor`: the XOR decoder's input beats (`hw.spec.xor_stream`) of the q planes of the tile-major matrix,
 plane after plane: q · T_r · T_c · m_t slices of n_t bits, slice k of a plane = tile-major row k.
 
-`bim`: the BIM unpacker's input beats (`sim.golden.bim_stream`) of the mask's tiles in row-major tile
+`bim`: the BIM unpacker's input beats (`hw.spec.bim_stream`) of the mask's tiles in row-major tile
 order, the whole tile list once per plane. `layer_streams` writes the canonical stream of the q · T_r · T_c
 tiles in sequence, so the first tile's Z rows of plane i + 1 ride on the last tile's P beats of plane i; q
 canonical streams of one plane each, concatenated, are equally valid (only r Z-only beats slower per plane).
@@ -44,11 +44,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.golden.bim import boolean_product, tiles_to_mask
-from sim.golden.bim_stream import tiles_to_beats
-from sim.golden.fc import ACT_BITS, FcLayout, fc_fixed
-from sim.golden.xor import decode_slices
-from sim.golden.xor_stream import slices_to_beats
+from hw.spec.bim import boolean_product, tiles_to_mask
+from hw.spec.bim_stream import tiles_to_beats
+from hw.spec.fc import ACT_BITS, FcLayout, fc_fixed
+from hw.spec.xor import decode_slices
+from hw.spec.xor_stream import slices_to_beats
 
 #: The golden model's shift range ends here (`fc_fixed`).
 MAX_SHIFT = 62

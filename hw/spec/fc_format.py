@@ -1,9 +1,9 @@
 """The FC engine's fixed format: the parameters baked into the hardware that every compressed FC layer must share.
 
-An FC layer on the accelerator is a BIM keep mask (`sim.golden.bim`, tiles of m_t x n_t with n_t = n_out, rank
-r) and binary-coded weights whose bit-planes are XOR-encoded (`sim.golden.xor`, the fixed matrix M =
-`xor_matrix(n_out, n_in, seed)`), both of the tile-major matrix of `sim.golden.fc.FcLayout`, and the integer
-requantization of `sim.golden.fc.fc_fixed` with unsigned a_bits-wide scales `a`. M's XOR trees, the adder
+An FC layer on the accelerator is a BIM keep mask (`hw.spec.bim`, tiles of m_t x n_t with n_t = n_out, rank
+r) and binary-coded weights whose bit-planes are XOR-encoded (`hw.spec.xor`, the fixed matrix M =
+`xor_matrix(n_out, n_in, seed)`), both of the tile-major matrix of `hw.spec.fc.FcLayout`, and the integer
+requantization of `hw.spec.fc.fc_fixed` with unsigned a_bits-wide scales `a`. M's XOR trees, the adder
 tree (n_out wide), the P buffer (m_t x r bits), the patch lanes and the `a` multipliers are sized at
 elaboration, so a model file is only good for the format it was compressed for: `FcFormat` is that format,
 `DEFAULT_FC_FORMAT` the one sqgen builds, `FC16_FORMAT` the narrower one of the iCEBreaker's FC-only build, and
@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from sim.golden.bim import BimParams
-from sim.golden.fc import FcLayout
-from sim.golden.xor import XorParams, xor_matrix
+from hw.spec.bim import BimParams
+from hw.spec.fc import FcLayout
+from hw.spec.xor import XorParams, xor_matrix
 
 #: The adder tree sums n_out signed activations per cycle; wider trees cost more than they save (see DEFAULT).
 MAX_N_OUT = 64
-#: `a` must fit unsigned a_bits, and the requantization shift is at most this (`sim.golden.fc.fc_fixed` allows 62).
+#: `a` must fit unsigned a_bits, and the requantization shift is at most this (`hw.spec.fc.fc_fixed` allows 62).
 MAX_SHIFT = 31
 
 
@@ -72,7 +72,7 @@ class FcFormat:
 
     @property
     def layout(self) -> FcLayout:
-        """The tile-major layout of `sim.golden.fc`."""
+        """The tile-major layout of `hw.spec.fc`."""
         return FcLayout(self.m_t, self.n_out)
 
     @property

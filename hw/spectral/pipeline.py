@@ -1,6 +1,6 @@
 """SPEC2 spectral convolution layer: `Spec2Conv` chains the stages into one streaming block.
 
-Dataflow of one layer (the operator and its fixed point are `sim.golden.spec2.spectral_conv_fixed`):
+Dataflow of one layer (the operator and its fixed point are `hw.spec.spec2.spectral_conv_fixed`):
 
     x ─ Tiler ─ Fft2d ─ tag (bin, tile, channel) ─┐
                                                   SpectralMac ─ IfftInput ─ Ifft2d ─ OverlapAdd ─ o
@@ -31,11 +31,11 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from sim.golden import spec2_stream as beats
-from sim.golden.spec2 import OaaParams, Spec2Fixed, SpectralLayer
+from hw.spec import spec2_stream as beats
+from hw.spec.spec2 import OaaParams, Spec2Fixed, SpectralLayer
 
 from ..layouts import layout_fields
-from ..params import is_int, require_params
+from ..spec.params import is_int, require_params
 from .fft import Fft2d, FftParams, Ifft2d
 from .ifft_input import SHIFT_BITS, IfftInput, IfftInputParams
 from .overlap_add import OverlapAdd, OverlapAddParams

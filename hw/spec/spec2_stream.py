@@ -4,7 +4,7 @@ A field table maps a dotted field name to (offset, width) from the word's LSB: `
 makes one from an Amaranth layout, and the device's INFO publishes the same tables, so the host packs
 beats without importing the hardware. Pure Python and NumPy.
 
-Streams (`hw.spec2.pipeline.Spec2Conv` documents their meaning):
+Streams (`hw.spectral.pipeline.Spec2Conv` documents their meaning):
 
 * cfg: one beat per layer, fields height, width, c_in, c_out, mac_shift.
 * x: the input map channel by channel, raster order, each value as act_bits two's complement.

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.golden.bim import boolean_product
+from hw.spec.bim import boolean_product
 
 
 def bits_to_int(bits: np.ndarray) -> int:

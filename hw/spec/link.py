@@ -13,7 +13,7 @@ This is the executable spec the frame-layer RTL is checked against, byte for byt
 
 from __future__ import annotations
 
-from host.protocol import SYNC_REQUEST, Command, Status, crc16, encode_response
+from .protocol import SYNC_REQUEST, Command, Status, crc16, encode_response
 
 
 class LinkModel:
