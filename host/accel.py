@@ -1,8 +1,8 @@
 """Layers on an accelerator, built from its INFO alone: region beats, layer descriptors, LOAD / RUN / READ.
 
-NumPy and `hw.spec.protocol` only (the beat packing is `hw.spec.spec2_stream` and `hw.spec.fc_stream`, the
-executable specs the hardware shares): nothing here needs Amaranth. INFO (or `manifest.json`) gives the
-regions, each engine's parameters and stream layouts, and the descriptor layout.
+NumPy and `hw.spec.protocol` only (the beat packing is `hw.spec.fields` with `hw.spec.spectral.stream` and
+`hw.spec.fc_stream`, the executable specs the hardware shares): nothing here needs Amaranth. INFO (or
+`manifest.json`) gives the regions, each engine's parameters and stream layouts, and the descriptor layout.
 
 The whole compressed LeNet-5 (`host.compress.model.CompressedLeNet5`) in one program:
 
@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from hw.spec import fc_stream
-from hw.spec import spec2_stream as beats
-from hw.spec.spec2 import SpectralLayer
+from hw.spec.fields import beats_to_bytes, fields_from_json, pack_fields, unpack_fields, word_bits
+from hw.spec.spectral.layer import SpectralLayer
+from hw.spec.spectral.stream import cfg_beat, kernel_beats, quant_beats
 
 
 @dataclass(frozen=True)
@@ -70,15 +71,15 @@ class AccelInfo:
         conv = info.get("engines", {}).get("conv")
         fc = info.get("engines", {}).get("fc")
         return cls(regions=regions, buffers={k: int(v) for k, v in info["buffers"].items()},
-                   descriptor=beats.fields_from_json(info["descriptor"]["fields"]),
+                   descriptor=fields_from_json(info["descriptor"]["fields"]),
                    descriptor_width=int(info["descriptor"]["width"]),
                    kinds={k: int(v) for k, v in info["descriptor"]["kinds"].items()},
                    conv_params=None if conv is None else dict(conv["params"]),
-                   conv_streams=None if conv is None else {name: beats.fields_from_json(fields)
+                   conv_streams=None if conv is None else {name: fields_from_json(fields)
                                                            for name, fields in conv["streams"].items()},
                    max_payload=int(info["max_payload"]),
                    fc_params=None if fc is None else dict(fc["params"]),
-                   fc_streams=None if fc is None else {name: beats.fields_from_json(fields)
+                   fc_streams=None if fc is None else {name: fields_from_json(fields)
                                                        for name, fields in fc["streams"].items()},
                    fc_format=None if fc is None else {k: int(v) for k, v in fc["format"].items()})
 
@@ -88,7 +89,7 @@ class AccelInfo:
 
     def region_bytes(self, name: str, words: Sequence[int]) -> bytes:
         """Words of region `name` in LOAD's byte format."""
-        return beats.beats_to_bytes(words, self.regions[name].width)
+        return beats_to_bytes(words, self.regions[name].width)
 
     def fc_stream_format(self) -> fc_stream.FcStreamFormat:
         """The FC engine's beat widths (`hw.spec.fc_stream`), checked against INFO's field tables."""
@@ -101,12 +102,12 @@ class AccelInfo:
                                        shift_bits=p["shift_bits"])
         # The packers follow the format's widths; INFO's tables are the hardware's: they must agree.
         cfg = [(name, width) for name, (_, width) in sorted(streams["cfg"].items(), key=lambda f: f[1][0])]
-        if cfg != list(fmt.cfg_fields) or beats.word_bits(streams["scale"]) != fmt.scale_width:
+        if cfg != list(fmt.cfg_fields) or word_bits(streams["scale"]) != fmt.scale_width:
             raise ValueError("the FC engine's INFO cfg/scale tables do not match hw.spec.fc_stream's format")
         for name in ("xor", "bim", "scale"):
-            if beats.word_bits(streams[name]) != self.regions[f"fc.{name}"].width:
+            if word_bits(streams[name]) != self.regions[f"fc.{name}"].width:
                 raise ValueError(f"region fc.{name} is {self.regions[f'fc.{name}'].width} bits wide, the engine's "
-                                 f"{name} beat {beats.word_bits(streams[name])}")
+                                 f"{name} beat {word_bits(streams[name])}")
         return fmt
 
     def pack_descriptor(self, values: Mapping[str, int]) -> int:
@@ -114,7 +115,7 @@ class AccelInfo:
         for name, value in values.items():
             if name in self.descriptor and not 0 <= int(value) < 1 << self.descriptor[name][1]:
                 raise ValueError(f"descriptor field {name}={value} does not fit {self.descriptor[name][1]} bits")
-        return beats.pack_fields(self.descriptor, values)
+        return pack_fields(self.descriptor, values)
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,8 @@ def plan_conv_layer(accel: AccelInfo, layer: SpectralLayer, in_shape: tuple[int,
     if pool and min(out_h, out_w) < 1:
         raise ValueError(f"a {h_out} x {w_out} map is too small to pool")
     streams = accel.conv_streams
-    w_words = beats.kernel_beats(streams["w"], layer, p["p"])
-    q_words = beats.quant_beats(streams["quant"], layer)
+    w_words = kernel_beats(streams["w"], layer, p["p"])
+    q_words = quant_beats(streams["quant"], layer)
     for region, start, words in (("conv.w", w_start, w_words), ("conv.quant", quant_start, q_words)):
         if start + len(words) > accel.regions[region].depth:
             raise ValueError(f"{region} words {start}..{start + len(words) - 1} run past its depth "
@@ -176,7 +177,7 @@ def plan_conv_layer(accel: AccelInfo, layer: SpectralLayer, in_shape: tuple[int,
         if value > accel.act_depth:
             raise ValueError(f"the layer's {name} ({value} values) does not fit an activation buffer of "
                              f"{accel.act_depth}")
-    cfg = beats.unpack_fields(streams["cfg"], beats.cfg_beat(streams["cfg"], layer, h, w))
+    cfg = unpack_fields(streams["cfg"], cfg_beat(streams["cfg"], layer, h, w))
     descriptor = {"kind": accel.kinds["conv"], "src": src, "x_count": x_count, "out_count": out_count,
                   **{f"conv.cfg.{name}": value for name, value in cfg.items()},
                   "conv.w_start": w_start, "conv.w_count": len(w_words),
@@ -281,7 +282,7 @@ def plan_fc_layer(accel: AccelInfo, layer: Any, *, src: int, xor_start: int = 0,
                                  ("fc.scale", scale_start, streams["scale"])):
         _fits(accel, region, start, len(words))
     cfg = fmt.unpack_cfg(streams["cfg"][0])
-    if beats.pack_fields(accel.fc_streams["cfg"], cfg) != streams["cfg"][0]:
+    if pack_fields(accel.fc_streams["cfg"], cfg) != streams["cfg"][0]:
         raise ValueError("the FC engine's cfg beat layout disagrees with hw.spec.fc_stream's")
     descriptor = {"kind": accel.kinds["fc"], "src": src, "x_count": cols, "out_count": rows,
                   **{f"fc.cfg.{name}": value for name, value in cfg.items()},
@@ -335,7 +336,7 @@ class Packed:
         """(region id, first word, LOAD bytes) of every region, program last: `Device.load`'s arguments."""
         order = sorted(self.regions, key=lambda name: name == "program")
         return [(self.region_ids[name], self.first if name == "program" else 0,
-                 beats.beats_to_bytes(self.regions[name], self.region_widths[name])) for name in order]
+                 beats_to_bytes(self.regions[name], self.region_widths[name])) for name in order]
 
 
 def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_shape: tuple[int, ...], *,

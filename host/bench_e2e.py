@@ -40,7 +40,7 @@ def model_size(model: Any, info: dict) -> dict:
     from host.accel import AccelInfo, pack_model
     from host.compress.model import size_report
     from host.infer import dense_weights
-    from hw.spec.spec2_stream import unpack_fields
+    from hw.spec.fields import unpack_fields
 
     accel = AccelInfo.from_info(info)
     packed = pack_model(accel, model)

@@ -68,7 +68,7 @@ def _progress(message: str) -> None:
 def make_layer(spec: LayerSpec, p: int, b: int, sparsity: float, seed: int) -> tuple[Any, list[np.ndarray]]:
     """A random spatial layer pruned to `sparsity` in the spectral domain, scheduled and calibrated; its inputs."""
     from host.compress.spectral import calibrate, compress_spatial
-    from hw.spec.spec2 import OaaParams
+    from hw.spec.spectral.geometry import OaaParams
 
     rng = np.random.default_rng([seed, spec.c_in, spec.c_out, spec.height])
     oaa = OaaParams(8, spec.k, spec.l, spec.padding)

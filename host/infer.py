@@ -42,8 +42,8 @@ from host.compress.model import (
 )
 from host.compress.model import load_model as _load_model
 from hw.spec.fc_format import DEFAULT_FC_FORMAT, FcFormat
-from hw.spec.spec2 import spectral_conv_fixed
-from hw.spec.spec2_stream import unpack_fields
+from hw.spec.fields import unpack_fields
+from hw.spec.spectral.fixed import spectral_conv_fixed
 
 __all__ = ["LAYERS", "BACKENDS", "Backend", "GoldenBackend", "DeviceBackend", "DevicePlan", "TraceStep",
            "RunResult", "Session", "ConfigMismatch", "SessionOrderError", "compare_traces", "load_model",

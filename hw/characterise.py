@@ -167,7 +167,7 @@ class Spec2Block:
 
 
 def _default_fft_params() -> FftParams:
-    from hw.spec.spec2 import Spec2Fixed
+    from hw.spec.spectral.fixed import Spec2Fixed
     return FftParams.from_spec(Spec2Fixed(), 8)
 
 

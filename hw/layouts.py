@@ -1,4 +1,4 @@
-"""Amaranth data layouts as flat field tables, the form INFO publishes and `hw.spec.spec2_stream` packs.
+"""Amaranth data layouts as flat field tables, the form INFO publishes and `hw.spec.fields` packs.
 
 A field table maps a dotted name ("group.lanes.0.index") to (offset, width), offsets from the word's LSB.
 Nested structs join their names with dots, arrays use the element number as the name part.

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.spec.spec2 import SpectralLayer, spectral_conv_fixed
+from hw.spec.spectral.fixed import spectral_conv_fixed
+from hw.spec.spectral.layer import SpectralLayer
 from hw.spectral.pipeline import Spec2Conv, Spec2ConvParams, cycle_model, encode
 from sim import runner
 

@@ -24,9 +24,11 @@ from host.train.spectral_model import load as load_model
 from host.train.spectral_model import max_pool
 from hw.config import CONFIGS, AcceleratorConfig
 from hw.layouts import layout_fields
+from hw.spec.fields import beats_to_bytes
 from hw.spec.protocol import Command, Status, encode_request, encode_response
-from hw.spec.spec2 import OaaParams, SpectralLayer, spectral_conv_fixed
-from hw.spec.spec2_stream import beats_to_bytes
+from hw.spec.spectral.fixed import spectral_conv_fixed
+from hw.spec.spectral.geometry import OaaParams
+from hw.spec.spectral.layer import SpectralLayer
 from hw.spectral.pipeline import Spec2ConvParams, cycle_model, encode, pack
 from sim import runner
 from sim.board import play as board_play

@@ -11,7 +11,9 @@ import pytest
 
 from hw.baseline.conv import BaselineConv, BaselineConvParams
 from hw.spec.baseline import baseline_conv_fixed, conv2d_int
-from hw.spec.spec2 import OaaParams, conv2d_float, round_shift
+from hw.spec.spectral.fixed import round_shift
+from hw.spec.spectral.geometry import OaaParams
+from hw.spec.spectral.operator import conv2d_float
 from hw.spectral.pipeline import pack
 from sim import runner
 

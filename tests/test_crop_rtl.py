@@ -12,7 +12,8 @@ import pytest
 
 from host.compress.spectral import calibrate, compress_spatial
 from hw.pool import Crop, CropParams
-from hw.spec.spec2 import OaaParams, spectral_conv_fixed
+from hw.spec.spectral.fixed import spectral_conv_fixed
+from hw.spec.spectral.geometry import OaaParams
 from hw.spectral.pipeline import pack
 from sim import runner
 

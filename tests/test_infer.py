@@ -33,9 +33,9 @@ from host.infer import (
 )
 from host.train.data import load_mnist
 from hw.config import AcceleratorConfig
+from hw.spec.fields import unpack_fields
 from hw.spec.protocol import Status
-from hw.spec.spec2 import spectral_conv_fixed
-from hw.spec.spec2_stream import unpack_fields
+from hw.spec.spectral.fixed import spectral_conv_fixed
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "lenet5_full.npz"

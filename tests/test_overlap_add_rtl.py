@@ -1,4 +1,4 @@
-"""SPEC2 overlap-add + output stage in RTL against `hw.spec.spec2`, bit-exact, under cocotb.
+"""SPEC2 overlap-add + output stage in RTL against `hw.spec.spectral`, bit-exact, under cocotb.
 
 Each case streams several maps of random IFFT-output tiles (full signed in_bits range) through one
 `OverlapAdd`, each with its own size and requantization constants (shifts from 0, saturating everything, to
@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hw.spec.spec2 import QuantParams, Spec2Fixed, crop, overlap_add, requantize
+from hw.spec.spectral.fixed import Spec2Fixed, requantize
+from hw.spec.spectral.layer import QuantParams
+from hw.spec.spectral.operator import crop, overlap_add
 from hw.spectral.overlap_add import SHIFT_BITS, OverlapAdd, OverlapAddParams
 from hw.spectral.pipeline import pack
 from sim import runner

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from host.compress.spectral import calibrate, compress_spatial
-from hw.spec.spec2 import SpectralLayer, spectral_conv_fixed
+from hw.spec.spectral.fixed import spectral_conv_fixed
+from hw.spec.spectral.layer import SpectralLayer
 from hw.spectral.pipeline import Spec2ConvParams, cycle_model, decode_output, encode
 from sim import runner
 from sim.spec2_run import simulate_layers, span

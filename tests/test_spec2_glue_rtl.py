@@ -1,4 +1,4 @@
-"""The SPEC2 glue blocks in RTL against `hw.spec.spec2`, bit-exact under cocotb (random input gaps, random
+"""The SPEC2 glue blocks in RTL against `hw.spec.spectral`, bit-exact under cocotb (random input gaps, random
 backpressure, a full-rate throughput run):
 
 * `Tiler`: maps in, the golden's `tile_input` tiles out (the `tiles` stage of `spectral_conv_fixed_stages`,
@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 from host.compress.spectral import calibrate, compress_spatial
-from hw.spec.spec2 import OaaParams, Spec2Fixed, ifft_input, spectral_conv_fixed_stages, tile_input
+from hw.spec.spectral.fixed import Spec2Fixed, ifft_input, spectral_conv_fixed_stages
+from hw.spec.spectral.geometry import OaaParams
+from hw.spec.spectral.operator import tile_input
 from hw.spectral.ifft_input import SHIFT_BITS, IfftInput, IfftInputParams
 from hw.spectral.pipeline import pack
 from hw.spectral.spectral_mac import canonical_bins

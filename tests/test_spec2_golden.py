@@ -12,37 +12,35 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from host.compress.spectral import calibrate, compress_spatial, layer_from_half
-from hw.spec.spec2 import (
-    OaaParams,
-    QuantParams,
+from hw.spec.spectral.fixed import (
     Spec2Fixed,
     bit_reverse,
-    canonical_mask,
     canvas_scale,
-    complete_half,
-    conv2d_float,
     fft2_fixed,
     fft_bounds,
     fft_fixed,
-    half_to_full,
     ifft2_fixed,
     ifft_input,
-    kernel_spectrum,
     layer_sqnr,
-    overlap_add,
     quant_params,
     requantize,
     round_shift,
-    self_conjugate_mask,
     spectral_conv_fixed,
     spectral_conv_fixed_stages,
-    spectral_conv_float,
     spectral_mac,
     sqnr_db,
-    stream_entries,
-    tile_input,
     twiddles,
 )
+from hw.spec.spectral.geometry import (
+    OaaParams,
+    canonical_mask,
+    complete_half,
+    half_to_full,
+    kernel_spectrum,
+    self_conjugate_mask,
+)
+from hw.spec.spectral.layer import QuantParams, stream_entries
+from hw.spec.spectral.operator import conv2d_float, overlap_add, spectral_conv_float, tile_input
 
 SPEC = Spec2Fixed()
 

@@ -22,23 +22,12 @@ from host.compress.spectral import (
     schedule_layer,
     schedule_stats,
 )
-from hw.spec import spec2 as golden
-from hw.spec.spec2 import (
-    OaaParams,
-    Schedule,
-    SpectralFormatError,
-    SpectralLayer,
-    canonical_mask,
-    check_schedule,
-    half_to_full,
-    kernel_spectrum,
-    load_spectral,
-    save_spectral,
-    self_conjugate_mask,
-    spectral_conv_fixed,
-    spectral_conv_float,
-    stream_entries,
-)
+from hw.spec.spectral import file as golden
+from hw.spec.spectral.file import load_spectral, save_spectral
+from hw.spec.spectral.fixed import spectral_conv_fixed
+from hw.spec.spectral.geometry import OaaParams, canonical_mask, half_to_full, kernel_spectrum, self_conjugate_mask
+from hw.spec.spectral.layer import Schedule, SpectralFormatError, SpectralLayer, check_schedule, stream_entries
+from hw.spec.spectral.operator import spectral_conv_float
 
 CANONICAL = int(canonical_mask(8).sum())  # 34
 

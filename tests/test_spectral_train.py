@@ -12,14 +12,8 @@ import pytest
 
 from host.train import spectral_model
 from host.train.data import load_mnist
-from hw.spec.spec2 import (
-    OaaParams,
-    canonical_mask,
-    complete_half,
-    half_to_full,
-    oaa_conv_float,
-    self_conjugate_mask,
-)
+from hw.spec.spectral.geometry import OaaParams, canonical_mask, complete_half, half_to_full, self_conjugate_mask
+from hw.spec.spectral.operator import oaa_conv_float
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "lenet5_spec2.npz"
 NO_TORCH = "torch is not installed (the train extra): pip install 'sqgen[train]'"
@@ -89,7 +83,7 @@ def test_layer_initialised_from_spatial_kernels_is_that_conv(sp):
 def test_layer_matches_exported_golden_layer(sp):
     # The float golden operator of a layer made by the encoder differs from torch only by int16 weight rounding.
     from host.compress.spectral import layer_from_half
-    from hw.spec.spec2 import spectral_conv_float
+    from hw.spec.spectral.operator import spectral_conv_float
 
     rng = np.random.default_rng(3)
     oaa = OaaParams(8, 5, 4, "valid")

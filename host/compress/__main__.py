@@ -232,7 +232,7 @@ def _model(args: argparse.Namespace) -> int:
     from host.compress.model import compress_model, save_model
     from host.train import spectral_model
     from hw.spec.fc_format import DEFAULT_FC_FORMAT
-    from hw.spec.spec2 import SpectralFormatError
+    from hw.spec.spectral.layer import SpectralFormatError
 
     sparsity = _fc_sparsity(args.fc_sparsity)
     epochs = _positive(args.finetune_epochs, "--finetune-epochs", 0)

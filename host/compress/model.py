@@ -15,7 +15,7 @@ becomes what the FC engine runs (`hw.spec.fc`):
    <= 31 that fits, bias_q = round(bias / s_y 2^shift).
 
 Every layer's file fields reuse the XOR and BIM files' encodings (by writing those formats and taking their
-fields), and the conv layers are stored with `hw.spec.spec2.save_spectral`'s fields, so one definition of
+fields), and the conv layers are stored with `hw.spec.spectral.file.save_spectral`'s fields, so one definition of
 each encoding and its checks serves every file.
 """
 
@@ -39,7 +39,9 @@ from hw.spec.bim import BimFormatError, BimMask, boolean_product, from_tiles, to
 from hw.spec.fc import ACT_BITS, fc_fixed
 from hw.spec.fc_format import DEFAULT_FC_FORMAT, FIELD_NAMES, MAX_SHIFT, FcFormat
 from hw.spec.npzfile import read_npz
-from hw.spec.spec2 import SpectralFormatError, SpectralLayer, load_spectral, save_spectral, spectral_conv_fixed
+from hw.spec.spectral.file import load_spectral, save_spectral
+from hw.spec.spectral.fixed import spectral_conv_fixed
+from hw.spec.spectral.layer import SpectralFormatError, SpectralLayer
 from hw.spec.xor import (
     XorFormatError,
     XorWeights,

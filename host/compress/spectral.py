@@ -2,7 +2,7 @@
 bank-conflict-free `SpectralLayer`, and its fixed-point calibration.
 
 The format's math (canonical bins, the operator, the fixed-point model, the file) lives in
-`hw.spec.spec2`; this module only produces it.
+`hw.spec.spectral`; this module only produces it.
 
 Pruning keeps the largest canonical bins by complex magnitude. Each canonical bin stands for itself and,
 off the self-conjugate ones, its conjugate partner, so keeping or dropping it keeps or drops the Hermitian
@@ -23,21 +23,10 @@ from typing import Literal
 
 import numpy as np
 
-from hw.spec.spec2 import (
-    OaaParams,
-    Schedule,
-    Spec2Fixed,
-    SpectralLayer,
-    canonical_mask,
-    fft2_fixed,
-    kernel_spectrum,
-    quant_params,
-    round_shift,
-    self_conjugate_mask,
-    spectral_conv_float,
-    spectral_mac,
-    tile_input,
-)
+from hw.spec.spectral.fixed import Spec2Fixed, fft2_fixed, quant_params, round_shift, spectral_mac
+from hw.spec.spectral.geometry import OaaParams, canonical_mask, kernel_spectrum, self_conjugate_mask
+from hw.spec.spectral.layer import Schedule, SpectralLayer
+from hw.spec.spectral.operator import spectral_conv_float, tile_input
 
 
 def prune_mask(half: np.ndarray, sparsity: float = 0.75, scope: Literal["layer", "kernel"] = "layer") -> np.ndarray:

@@ -1,7 +1,7 @@
 """Spectral LeNet-5: a torch layer computing the SPEC2 golden operator, ADMM spectral pruning, retraining, export.
 
 `SpectralConv2d` holds the real and imaginary parts of the rfft2 half spectrum (C_out, C_in, n, n/2 + 1) and
-computes `hw.spec.spec2.spectral_conv_float`: tiles, rfft2, multiply-accumulate over input channels,
+computes `hw.spec.spectral.operator.spectral_conv_float`: tiles, rfft2, multiply-accumulate over input channels,
 irfft2, overlap-add, crop, bias. Only canonical bins are free parameters: the forward pass reads the real
 part of the four self-conjugate bins and fills the non-canonical bins of columns 0 and n/2 with their
 partners' conjugates (`complete_half`), so the parameters at those positions get no gradient and are kept 0.
@@ -36,7 +36,7 @@ except ImportError:
     raise ImportError("torch is needed for training: pip install 'sqgen[train]'") from None
 
 from host.compress.spectral import calibrate, layer_from_half, prune_mask
-from hw.spec.spec2 import OaaParams, canonical_mask, kernel_spectrum, self_conjugate_mask
+from hw.spec.spectral.geometry import OaaParams, canonical_mask, kernel_spectrum, self_conjugate_mask
 
 from . import spectral_model
 from .lenet import (

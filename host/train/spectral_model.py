@@ -1,6 +1,6 @@
 """The exported spectral LeNet-5 (docs/formats.md, "Spectral LeNet-5 model"): file I/O and inference. NumPy only.
 
-The conv layers run through the golden models of `hw.spec.spec2`: `predict_fixed` with the bit-exact
+The conv layers run through the golden models of `hw.spec.spectral`: `predict_fixed` with the bit-exact
 fixed-point layers (int8 activations: the image quantized by INPUT_SCALE, each conv layer's output in its
 calibrated out_scale, max-pooling on the integers, which commutes with the monotone quantization), and
 `predict_float` with the float operator. The FC layers are float32 in both.
@@ -15,14 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from hw.spec.npzfile import load_checked
-from hw.spec.spec2 import (
-    SpectralFormatError,
-    SpectralLayer,
-    layer_fields,
-    layer_from_fields,
-    spectral_conv_fixed,
-    spectral_conv_float,
-)
+from hw.spec.spectral.file import layer_fields, layer_from_fields
+from hw.spec.spectral.fixed import spectral_conv_fixed
+from hw.spec.spectral.layer import SpectralFormatError, SpectralLayer
+from hw.spec.spectral.operator import spectral_conv_float
 
 FORMAT = "sqgen-lenet5-spec2"
 VERSION = 1

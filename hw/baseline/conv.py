@@ -13,7 +13,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.spec.spec2 import PADDINGS
+from hw.spec.spectral.geometry import PADDINGS
 from hw.spectral.overlap_add import SHIFT_BITS, _check_int, requant_stages
 
 

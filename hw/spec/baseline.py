@@ -1,5 +1,5 @@
 """Golden model of the dense baseline convolution (`hw.baseline.conv`): exact integer cross-correlation
-(torch.nn.Conv2d's definition, stride 1, "same" or "valid"), then SPEC2's output stage (`spec2.requantize`).
+(torch.nn.Conv2d's definition, stride 1, "same" or "valid"), then SPEC2's output stage (`spectral.fixed.requantize`).
 
 y[o, r, c] = sum_{i,u,v} w[o, i, u, v] x[i, r + u - p, c + v - p], zero outside the map; p = (K - 1) // 2
 for "same" (an even K's extra pad at the bottom/right, as torch), p = 0 for "valid" (H_out = H - K + 1).
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hw.spec.spec2 import PADDINGS, QuantParams, Spec2Fixed, requantize
+from hw.spec.spectral.fixed import Spec2Fixed, requantize
+from hw.spec.spectral.geometry import PADDINGS
+from hw.spec.spectral.layer import QuantParams
 
 
 def conv2d_int(x: np.ndarray, w: np.ndarray, padding: str) -> np.ndarray:

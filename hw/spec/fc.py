@@ -9,7 +9,7 @@ whole rescaling folded in, and the bias `bias_q` (rows) is in the same units:
     y[r]   = clamp(round_shift(acc[r] + bias_q[r], shift), -2^(out_bits-1), 2^(out_bits-1) - 1)
     y[r]   = max(y[r], 0)                                         with ReLU
 
-round_shift is round-half-up, `(v + 2^(s-1)) >> s` (as in `hw.spec.spec2`). Every term is an integer,
+round_shift is round-half-up, `(v + 2^(s-1)) >> s` (as in `hw.spec.spectral.fixed`). Every term is an integer,
 so the order the hardware sums them in does not matter.
 
 The accelerator's layout. The hardware reads one mask row of a BIM tile (n_t bits) and one XOR slice

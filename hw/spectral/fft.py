@@ -1,4 +1,4 @@
-"""Streaming fixed-point FFTs for SPEC2, bit-exact with `hw.spec.spec2` (`fft_fixed`, `fft2_fixed`, `ifft2_fixed`).
+"""Streaming fixed-point FFTs for SPEC2, bit-exact with `hw.spec.spectral.fixed` (fft_fixed, fft2_fixed, ifft2_fixed).
 
 Every block is built from four stream stages, each a small pipeline that holds still under backpressure:
 
@@ -101,7 +101,7 @@ class FftParams:
 
     @classmethod
     def from_spec(cls, spec: Any, n: int = 8, twiddle_mult: str = "logic") -> FftParams:
-        """The parameters a `hw.spec.spec2.Spec2Fixed` gives size n (its plan raises if it could overflow)."""
+        """The parameters a `hw.spec.spectral.fixed.Spec2Fixed` gives size n (its plan raises if it could overflow)."""
         return cls(n=n, data_bits=spec.data_bits, twiddle_bits=spec.twiddle_bits, act_bits=spec.act_bits,
                    in_shift=spec.input_shift(n), fwd_shifts=tuple(spec.forward_shifts(n)), twiddle_mult=twiddle_mult)
 

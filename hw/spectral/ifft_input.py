@@ -1,6 +1,6 @@
 """SPEC2 IFFT input stage: the MAC's canonical accumulators in, the `Ifft2d`'s half spectrum out.
 
-Implements `hw.spec.spec2.ifft_input` for one output channel at a time: Y = clamp(rs(acc, mac_shift)) to
+Implements `hw.spec.spectral.fixed.ifft_input` for one output channel at a time: Y = clamp(rs(acc, mac_shift)) to
 signed data_bits - 1 per component (round half up), then the non-canonical bins of columns 0 and n/2 (rows
 n/2 + 1..n - 1) are the conjugates of their partners (rows n - k1). The golden model does not force the four
 self-conjugate bins real, and neither does this block: it passes them through as it does every bin.
@@ -49,7 +49,7 @@ class IfftInputParams:
 
     @classmethod
     def from_spec(cls, spec: Any, n: int = 8) -> IfftInputParams:
-        """The parameters of a `hw.spec.spec2.Spec2Fixed` at FFT size n."""
+        """The parameters of a `hw.spec.spectral.fixed.Spec2Fixed` at FFT size n."""
         return cls(n=n, acc_bits=spec.acc_bits, data_bits=spec.data_bits)
 
     @property

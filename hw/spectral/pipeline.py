@@ -1,6 +1,6 @@
 """SPEC2 spectral convolution layer: `Spec2Conv` chains the stages into one streaming block.
 
-Dataflow of one layer (the operator and its fixed point are `hw.spec.spec2.spectral_conv_fixed`):
+Dataflow of one layer (the operator and its fixed point are `hw.spec.spectral.fixed.spectral_conv_fixed`):
 
     x ─ Tiler ─ Fft2d ─ tag (bin, tile, channel) ─┐
                                                   SpectralMac ─ IfftInput ─ Ifft2d ─ OverlapAdd ─ o
@@ -31,8 +31,10 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.spec import spec2_stream as beats
-from hw.spec.spec2 import OaaParams, Spec2Fixed, SpectralLayer
+from hw.spec.spectral import stream as beats
+from hw.spec.spectral.fixed import Spec2Fixed
+from hw.spec.spectral.geometry import OaaParams
+from hw.spec.spectral.layer import SpectralLayer
 
 from ..layouts import layout_fields
 from ..spec.params import is_int, require_params

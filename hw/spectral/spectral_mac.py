@@ -1,6 +1,6 @@
 """SPEC2 sparse spectral MAC: P lanes multiply scheduled kernel nonzeros with a banked input spectrum.
 
-The math is `hw.spec.spec2.spectral_mac` (exact accumulators, the `acc` stage of
+The math is `hw.spec.spectral.fixed.spectral_mac` (exact accumulators, the `acc` stage of
 `spectral_conv_fixed_stages`); the entry order is the bank-conflict-free `Schedule` of docs/formats.md
 (`stream_entries`): groups of P entries with distinct banks, bank = bin index mod B, sorted by bank, padding
 entries of value 0 whose index is their bank. Every group is taken in one cycle, never stalling on banks.
@@ -23,7 +23,7 @@ from ..spec.params import require_params
 
 def canonical_bins(n: int) -> list[int]:
     """Linear half-spectrum indices k1 (n/2 + 1) + k2 of the canonical bins, ascending (34 at n = 8):
-    columns 1..n/2-1 whole, columns 0 and n/2 rows 0..n/2 only (as `hw.spec.spec2.canonical_mask`)."""
+    columns 1..n/2-1 whole, columns 0 and n/2 rows 0..n/2 only (as `hw.spec.spectral.geometry.canonical_mask`)."""
     cols = n // 2 + 1
     return [k1 * cols + k2 for k1 in range(n) for k2 in range(cols) if 0 < k2 < n // 2 or k1 <= n // 2]
 

@@ -1,6 +1,6 @@
 """SPEC2 tiler: one input channel's feature map in raster order in, the `Fft2d`'s zero-padded tiles out.
 
-Implements step 1 of `hw.spec.spec2` (`tile_input`, the `tiles` stage of `spectral_conv_fixed_stages`):
+Implements step 1 of `hw.spec.spectral` (`tile_input`, the `tiles` stage of `spectral_conv_fixed_stages`):
 the map is cut into ceil(H / L) x ceil(W / L) tiles of L x L starting at x[0, 0], zero past the map's edge,
 each zero-padded to N x N. The golden model does not pad the input for "same": both paddings tile the map
 as it is and differ only in the crop after overlap-add (`OverlapAdd`), so this block has no padding or
