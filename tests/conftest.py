@@ -16,12 +16,13 @@ settings.load_profile("sqgen")
 
 def pytest_collection_modifyitems(config, items):
     """Longest first: `make test` hands tests to its workers one at a time (`--maxschedchunk 1`), so the long
-    ones start first and the short ones fill in around them. A slow test may say how long it takes, as
-    `@pytest.mark.slow(seconds=N)` (default 60)."""
+    ones start first and the short ones fill in around them. A test states its expected run time with
+    `@pytest.mark.cost(seconds=N)`; an unmarked slow test counts 60 s, any other nothing."""
 
     def expected_seconds(item) -> float:
-        marker = item.get_closest_marker("slow")
-        return 0.0 if marker is None else float(marker.kwargs.get("seconds", 60))
+        if (cost := item.get_closest_marker("cost")) is not None:
+            return float(cost.kwargs["seconds"])
+        return 60.0 if item.get_closest_marker("slow") is not None else 0.0
 
     items.sort(key=expected_seconds, reverse=True)  # stable: the rest keep their order
 

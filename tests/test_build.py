@@ -278,7 +278,8 @@ def test_ice40_synthesis_maps_multipliers_to_dsps():
     assert "synth_ice40 -dsp -top top" in plan.files["top.ys"]
 
 
-@pytest.mark.slow(seconds=70)
+@pytest.mark.slow
+@pytest.mark.cost(seconds=70)
 def test_fc_only_builds_on_icebreaker(tmp_path, capsys):
     """`python -m hw.build --config fc_only`: the FC-only accelerator fits the iCE40UP5K (its weight regions in
     SPRAM) and meets the board's 12 MHz."""
@@ -297,7 +298,8 @@ def test_fc_only_builds_on_icebreaker(tmp_path, capsys):
     print(f"fc_only on icebreaker: {used}, Fmax {report['fmax_mhz']} MHz, {report['build_seconds']} s")
 
 
-@pytest.mark.slow(seconds=600)
+@pytest.mark.slow
+@pytest.mark.cost(seconds=600)
 def test_default_build_is_the_whole_lenet5(tmp_path, capsys):
     """`python -m hw.build` with no arguments: the whole LeNet-5 accelerator (conv and FC engines) on the
     ULX3S-85F, mapped with the classic abc (the FFT defeats abc9), timing met at the board's 25 MHz."""

@@ -21,6 +21,7 @@ from hw.spec.xor import xor_matrix
 from sim import runner
 
 
+@pytest.mark.cost(seconds=15)
 def test_fc_engine_bench_identical_on_icarus_and_verilator(tmp_path: Path):
     n_out, n_in, kwargs, specs = CASES["mt2-r3-fanin2"]
     rng = np.random.default_rng(1)
@@ -64,6 +65,7 @@ def test_verilator_found_without_settings(monkeypatch):
     assert "CFG_CXXFLAGS_PCH_I=-include" in settings["MAKEFLAGS"]
 
 
+@pytest.mark.cost(seconds=30)
 def test_simulated_boards_answer_alike_under_stress():
     """The tiny conv accelerator's whole conversation (LOADs, RUNs, READs, every error status) through the
     Verilator harness and the cocotb bridge, both stuttering: every answer as scripted, the same cycle counts."""

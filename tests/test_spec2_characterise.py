@@ -53,7 +53,8 @@ def test_nextpnr_error_line():
     assert characterise.nextpnr_error("a\nlast\n") == "last"
 
 
-@pytest.mark.slow(seconds=100)
+@pytest.mark.slow
+@pytest.mark.cost(seconds=100)
 @pytest.mark.parametrize("key", ["fft2d", "mac", "baseline"])
 def test_characterise_spec2_ulx3s(tmp_path: Path, key):
     """fft2d, the spectral MAC and the dense baseline on the ULX3S: timing met at the 25 MHz board clock,

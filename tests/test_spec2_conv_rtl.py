@@ -36,6 +36,7 @@ def make_layer(params: Spec2ConvParams, c_in: int, c_out: int, hw: tuple[int, in
     return layer, rng.integers(-128, 128, size=(c_in, *hw))
 
 
+@pytest.mark.cost(seconds=35)
 def test_lenet_layers_back_to_back(tmp_path: Path):
     conv1 = make_layer(LENET, 1, 6, (28, 28), seed=1)
     conv2 = make_layer(LENET, 6, 16, (14, 14), seed=2)
@@ -45,6 +46,7 @@ def test_lenet_layers_back_to_back(tmp_path: Path):
     assert model[0]["single"] + model[1]["compute"] <= span(cycles) <= model[0]["single"] + model[1]["single"]
 
 
+@pytest.mark.cost(seconds=45)
 def test_vgg_like_layer(tmp_path: Path):
     layer, x = make_layer(VGG, 64, 64, (12, 12), seed=3)
     cycles = simulate_layers(VGG, [(layer, x)], "spec2_conv_vgg", tmp_path)
@@ -52,6 +54,7 @@ def test_vgg_like_layer(tmp_path: Path):
     assert span(cycles) == pytest.approx(model["single"], rel=0.01)
 
 
+@pytest.mark.cost(seconds=20)
 def test_valid_padding_odd_map(tmp_path: Path):
     layers = [make_layer(VALID, 3, 5, (13, 11), seed=4), make_layer(VALID, 4, 2, (7, 16), seed=5)]
     simulate_layers(VALID, layers, "spec2_conv_valid", tmp_path, simulator=runner.choose(runner.BENCH))  # small

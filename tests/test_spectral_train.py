@@ -288,6 +288,7 @@ BLOCK_TORCH = (
 )
 
 
+@pytest.mark.cost(seconds=15)
 def test_committed_model_reproduces_its_accuracy_without_torch():
     # What a fresh clone without torch can check: the stored golden accuracies, exactly (the golden models are
     # deterministic), the size and the sparsity.
@@ -311,6 +312,7 @@ def test_committed_model_reproduces_its_accuracy_without_torch():
     assert MODEL.stat().st_size < 1_000_000
 
 
+@pytest.mark.cost(seconds=20)
 def test_committed_model_agrees_with_torch_but_for_near_ties(sp, mnist):
     # The exported weights loaded back into the torch model: the float golden operator must agree on every test
     # image, the fixed-point one on all but a few whose top two torch logits nearly tie.
@@ -372,6 +374,7 @@ def test_cli_checks_the_output_before_training(sp, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"error: --out: cannot write {tmp_path}"
 
 
+@pytest.mark.cost(seconds=25)
 def test_train_and_export_end_to_end_on_a_small_recipe(sp, mnist, tmp_path):
     from host.train.pipeline import train_and_export
 
