@@ -1,1 +1,2 @@
-"""Host side of sqgen: protocol, transports, device driver, compressors and the CLI."""
+"""Host side of sqgen: transports, device driver, the LeNet-5 model files (`lenet5`), MNIST (`mnist`), compressors,
+training and the CLI."""

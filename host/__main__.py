@@ -120,7 +120,7 @@ def _run(args) -> int:
     import numpy as np
 
     from host.infer import backend_scheme, compare_traces, dense_weights, load_model, open_backend
-    from host.train.data import load_mnist
+    from host.mnist import load_mnist
 
     scheme = backend_scheme(args.backend)
     if args.report and scheme == "golden":
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="classify MNIST test images with the accelerator's LeNet-5 on a backend",
                          description="Run the compressed LeNet-5 on the first COUNT images of the MNIST test split "
-                                     "(host.train.data) on a backend and print accuracy, agreement with the golden "
+                                     "(host.mnist) on a backend and print accuracy, agreement with the golden "
                                      "backend, cycles per image and the effective weight bandwidth. Decoded weights "
                                      "per image: the weights the layers apply to one image counted dense (conv "
                                      "C_out*C_in*K^2, FC rows*cols). Effective weight bandwidth: decoded weights per "

@@ -4,7 +4,7 @@ NumPy and `hw.spec.protocol` only (the beat packing is `hw.spec.fields` with `hw
 `hw.spec.fc_stream`, the executable specs the hardware shares): nothing here needs Amaranth. INFO (or
 `manifest.json`) gives the regions, each engine's parameters and stream layouts, and the descriptor layout.
 
-The whole compressed LeNet-5 (`host.compress.model.CompressedLeNet5`) in one program:
+The whole compressed LeNet-5 (`host.lenet5.compressed.CompressedLeNet5`) in one program:
 
     packed = pack_model(dev.info(), model)      # ValueError naming what does not fit this device
     load_packed(dev, packed)                    # every region and the program, once
@@ -239,15 +239,6 @@ class FcLayerPlan:
     rows: int
 
 
-def _stream_layer(layer: Any) -> fc_stream.FcLayer:
-    """A `host.compress.model.FcLayer` as the engine's `hw.spec.fc_stream.FcLayer` (which passes as is)."""
-    if isinstance(layer, fc_stream.FcLayer):
-        return layer
-    return fc_stream.FcLayer(cols=layer.shape[1], xor_x=layer.x, patch_counts=layer.patch_counts,
-                             patch_positions=layer.patch_positions, p=layer.bim.p, z=layer.bim.z, a=layer.a,
-                             bias_q=layer.bias_q, shift=int(layer.shift), relu=bool(layer.relu))
-
-
 def check_fc_format(accel: AccelInfo, fmt: Any) -> None:
     """ValueError listing what differs when a model's `FcFormat` is not the one the device's FC engine runs."""
     if accel.fc_format is None:
@@ -267,12 +258,12 @@ def _fits(accel: AccelInfo, region: str, start: int, count: int) -> None:
 
 def plan_fc_layer(accel: AccelInfo, layer: Any, *, src: int, xor_start: int = 0, bim_start: int = 0,
                   scale_start: int = 0) -> FcLayerPlan:
-    """The descriptor and fc.xor / fc.bim / fc.scale words of an FC layer (`host.compress.model.FcLayer` or
-    `hw.spec.fc_stream.FcLayer`) reading buffer `src`, its words placed at the given starts."""
+    """The descriptor and fc.xor / fc.bim / fc.scale words of an FC layer (`hw.spec.fc_stream.FcLayer` or
+    `host.lenet5.compressed.CompressedFcLayer`) reading buffer `src`, its words placed at the given starts."""
     fmt = accel.fc_stream_format()
     if hasattr(layer, "fmt"):
         check_fc_format(accel, layer.fmt)
-    stream_layer = _stream_layer(layer)
+    stream_layer = layer if isinstance(layer, fc_stream.FcLayer) else layer.engine_layer()
     rows, cols = stream_layer.shape
     for name, value in (("cols", cols), ("rows", rows)):
         if value > accel.act_depth:
@@ -387,7 +378,7 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
 
 
 def pack_model(info: Mapping[str, Any] | AccelInfo, model: Any) -> Packed:
-    """A compressed LeNet-5 (`host.compress.model.CompressedLeNet5`) as one program of five layers: conv1
+    """A compressed LeNet-5 (`host.lenet5.compressed.CompressedLeNet5`) as one program of five layers: conv1
     ("same", pooled), conv2 ("valid" as a crop, pooled), fc1, fc2 (ReLU), fc3, from buffer 0 alternating.
     ValueError, one line naming the layer and the region or buffer, when the device cannot hold it."""
     accel = info if isinstance(info, AccelInfo) else AccelInfo.from_info(info)

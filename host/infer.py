@@ -33,16 +33,12 @@ from urllib.parse import urlparse
 import numpy as np
 
 from host.accel import AccelInfo, Packed, input_bytes, load_packed, output_array, pack_model
-from host.compress.model import (
-    CompressedLeNet5,
-    FcFormatMismatch,
-    ModelFormatError,
-    max_pool,
-    quantize_input,
-)
-from host.compress.model import load_model as _load_model
+from host.lenet5.compressed import CompressedLeNet5, FcFormatMismatch, ModelFormatError
+from host.lenet5.compressed import load_model as _load_model
+from host.lenet5.net import BATCH, IMAGE_SHAPE, quantize_input
 from hw.spec.fc_format import DEFAULT_FC_FORMAT, FcFormat
 from hw.spec.fields import unpack_fields
+from hw.spec.pool import max_pool
 from hw.spec.spectral.fixed import spectral_conv_fixed
 
 __all__ = ["LAYERS", "BACKENDS", "Backend", "GoldenBackend", "DeviceBackend", "DevicePlan", "TraceStep",
@@ -51,11 +47,8 @@ __all__ = ["LAYERS", "BACKENDS", "Backend", "GoldenBackend", "DeviceBackend", "D
 
 #: Every layer output a trace holds, in order.
 LAYERS = ("conv1", "pool1", "conv2", "pool2", "fc1", "fc2", "fc3")
-IMAGE_SHAPE = (1, 28, 28)
 #: URL schemes `open_backend` knows.
 BACKENDS = ("golden", "tcp", "serial")
-#: Images per golden conv call: bounds the int64 intermediates of the fixed-point model.
-BATCH = 250
 #: Seconds to wait for one answer: a RUN on the virtual board simulates some 50 000 cycles at a few thousand
 #: cycles per second, on a board it takes milliseconds.
 DEFAULT_TIMEOUT = {"tcp": 600.0, "serial": 10.0}
@@ -72,7 +65,7 @@ class SessionOrderError(RuntimeError):
 
 
 def load_model(path: str | Path, expected: FcFormat | None = DEFAULT_FC_FORMAT) -> CompressedLeNet5:
-    """Read and check a model file (`host.compress.model.load_model`): ModelFormatError naming the field, or
+    """Read and check a model file (`host.lenet5.compressed.load_model`): ModelFormatError naming the field, or
     FcFormatMismatch when the file was compressed for another FC engine than `expected` (None: any)."""
     return _load_model(path, expected)
 

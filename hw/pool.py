@@ -4,7 +4,7 @@
 `MaxPool2` takes one `cfg` beat per layer (height, width, channels) and then the layer's maps channel by
 channel, each in raster order, one signed sample per beat (the order `Spec2Conv` writes them). It emits
 each channel's (height // 2) x (width // 2) maxima in raster order. An odd last row or column is read and
-dropped, as torch's `max_pool2d` does. The golden model is `host.train.spectral_model.max_pool`.
+dropped, as torch's `max_pool2d` does. The golden model is `hw.spec.pool.max_pool`.
 
 One line buffer of width // 2 entries holds the maxima of the pairs of an even row; the odd row finishes
 them. A sample is taken whenever the output register is free or being emptied, so the block runs at one

@@ -4,7 +4,7 @@ The quick RTL case is a tiny FC-only device running three random FC layers (`hw.
 golden outputs from `fc_fixed` on the original planes and mask) in one RUN and then one by one, every
 intermediate read back, plus every error the FC regions and descriptors add, with the device checked usable
 afterwards. The slow case is the whole compressed LeNet-5 of `models/lenet5_full.npz` on
-`AcceleratorConfig.lenet5()` with MNIST test images, compared bit for bit with `host.compress.model`'s golden
+`AcceleratorConfig.lenet5()` with MNIST test images, compared bit for bit with `host.lenet5.compressed`'s golden
 path, and its cycles per image split conv / FC. The virtual board served with `--config fc_only` runs the FC
 part of LeNet-5 compressed for that config's format through `host.device` and the `host.accel` helpers.
 """
@@ -20,9 +20,9 @@ import pytest
 from test_accel_rtl import Script, play
 
 from host.accel import AccelInfo, Packed, input_bytes, pack_model, pack_program, plan_fc_layer
-from host.compress.model import conv_features, fc_forward, load_model
 from host.compress.xor import encode_slices
 from host.device import load_payloads, read_payloads, run_payload
+from host.lenet5.compressed import conv_features, fc_forward, load_model
 from hw.config import CONFIGS, REGION_IDS, AcceleratorConfig
 from hw.fc_engine import FcEngineParams
 from hw.layouts import layout_fields
@@ -296,8 +296,8 @@ def test_tiny_fc_only_layers_and_errors():
 
 @pytest.mark.slow
 def test_lenet5_whole_model_on_mnist():
-    from host.train.data import load_mnist
-    from host.train.spectral_model import quantize_input
+    from host.lenet5.net import quantize_input
+    from host.mnist import load_mnist
 
     config, mp = AcceleratorConfig.lenet5(), AcceleratorConfig.lenet5().max_payload
     accel = AccelInfo.from_info(json.loads(config.info_json()))
@@ -328,8 +328,8 @@ def test_virtual_board_fc_only_runs_lenet5_fc_part():
     images, in one RUN each."""
     from host.accel import load_packed, run_packed
     from host.device import Device
-    from host.train.data import load_mnist
-    from host.train.spectral_model import quantize_input
+    from host.lenet5.net import quantize_input
+    from host.mnist import load_mnist
     from sim.server import start as start_virtual_board
 
     model = load_model(MODEL_FC16, expected=FC16_FORMAT)

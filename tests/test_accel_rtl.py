@@ -20,11 +20,11 @@ import pytest
 from host.accel import AccelInfo, build_conv_program, input_bytes, plan_conv_layer
 from host.compress.spectral import calibrate, compress_spatial
 from host.device import load_payloads, read_payloads, run_payload
-from host.train.spectral_model import load as load_model
-from host.train.spectral_model import max_pool
+from host.lenet5.spectral import load as load_model
 from hw.config import CONFIGS, AcceleratorConfig
 from hw.layouts import layout_fields
 from hw.spec.fields import beats_to_bytes
+from hw.spec.pool import max_pool
 from hw.spec.protocol import Command, Status, encode_request, encode_response
 from hw.spec.spectral.fixed import spectral_conv_fixed
 from hw.spec.spectral.geometry import OaaParams

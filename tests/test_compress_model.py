@@ -8,20 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host.compress.model import (
-    FC_NAMES,
-    FcFormatMismatch,
-    ModelFormatError,
-    compress_fc_stack,
-    encode_planes,
-    factor_mask,
-    keep_every_row,
-    load_model,
-    model_fields,
-    requantize,
-    save_model,
-)
+from host.compress.model import compress_fc_stack, encode_planes, factor_mask, keep_every_row, requantize
 from host.compress.xor import bcq_quantize
+from host.lenet5.compressed import FcFormatMismatch, ModelFormatError, load_model, model_fields, save_model
+from host.lenet5.net import FC_NAMES
 from hw.spec.bim import BimMask, BimParams
 from hw.spec.fc_format import DEFAULT_FC_FORMAT, FcFormat
 from hw.spec.xor import decode_slices
@@ -38,7 +28,7 @@ def model():
 @pytest.fixture(scope="module")
 def small_stack():
     """fc1..fc3 of the spectral model compressed on random conv codes (no MNIST, no conv: quick)."""
-    from host.train import spectral_model
+    from host.lenet5 import spectral as spectral_model
 
     spectral = spectral_model.load(SPECTRAL)
     weights = [(spectral.fc[f"{n}.weight"], spectral.fc[f"{n}.bias"]) for n in FC_NAMES]
@@ -202,7 +192,7 @@ def test_a_file_for_another_fc_format_is_rejected(model, tmp_path):
 
 def test_finetune_keeps_masks_and_learns():
     pytest.importorskip("torch", reason="FC fine-tuning needs torch (the train extra)")
-    from host.train.fc_finetune import finetune_fc
+    from host.compress.finetune import finetune_fc
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 20)).astype(np.float32)

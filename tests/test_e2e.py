@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host.compress.model import save_model
 from host.compress.spectral import schedule_layer
 from host.device import Device, DeviceError
 from host.infer import (
@@ -29,7 +28,8 @@ from host.infer import (
     load_model,
     open_backend,
 )
-from host.train.data import load_mnist
+from host.lenet5.compressed import save_model
+from host.mnist import load_mnist
 from hw.spec.protocol import Status
 from sim.server import start
 

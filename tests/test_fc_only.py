@@ -21,7 +21,7 @@ from test_fc_engine_rtl import CASES, check_compute_rate, make_layer, run_case, 
 
 from boards import get_board
 from host.accel import AccelInfo, pack_model, pack_program
-from host.compress.model import load_model
+from host.lenet5.compressed import load_model
 from hw.config import AcceleratorConfig
 from hw.fc_engine import FcEngineParams
 from hw.memory import SpramMemory, SpramParams

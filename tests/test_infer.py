@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host.compress.model import fc_forward, max_pool, save_model
 from host.compress.spectral import schedule_layer
 from host.device import DeviceError
 from host.infer import (
@@ -31,9 +30,11 @@ from host.infer import (
     open_backend,
     plan_device,
 )
-from host.train.data import load_mnist
+from host.lenet5.compressed import fc_forward, save_model
+from host.mnist import load_mnist
 from hw.config import AcceleratorConfig
 from hw.spec.fields import unpack_fields
+from hw.spec.pool import max_pool
 from hw.spec.protocol import Status
 from hw.spec.spectral.fixed import spectral_conv_fixed
 
@@ -73,7 +74,7 @@ def test_trace_shapes_and_consistency(model, traced):
 
 
 def test_int8_codes_and_single_images(model, test_split, traced):
-    from host.compress.model import quantize_input
+    from host.lenet5.net import quantize_input
 
     codes = quantize_input(test_split[0][:12]).astype(np.int8)
     with open_backend("golden://", model) as session:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host.train.spectral_model import max_pool
 from hw.pool import MaxPool2, MaxPoolParams
+from hw.spec.pool import max_pool
 from hw.spectral.pipeline import pack
 from sim import runner
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host.train import spectral_model
-from host.train.data import load_mnist
+from host.lenet5 import spectral as spectral_model
+from host.mnist import load_mnist
 from hw.spec.spectral.geometry import OaaParams, canonical_mask, complete_half, half_to_full, self_conjugate_mask
 from hw.spec.spectral.operator import oaa_conv_float
 
@@ -294,8 +294,8 @@ def test_committed_model_reproduces_its_accuracy_without_torch():
     # deterministic), the size and the sparsity.
     code = BLOCK_TORCH + (
         "import json\n"
-        "from host.train import spectral_model as m\n"
-        "from host.train.data import load_mnist\n"
+        "from host.lenet5 import spectral as m\n"
+        "from host.mnist import load_mnist\n"
         f"model = m.load({str(MODEL)!r})\n"
         "_, _, x, y = load_mnist()\n"
         "print(json.dumps({'fixed': m.accuracy(m.predict_fixed(model, x), y),\n"

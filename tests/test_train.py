@@ -1,4 +1,4 @@
-"""host.train: the bundled MNIST split (NumPy only), LeNet-5 training, retraining under masks, the pruning CLI."""
+"""host.mnist (the bundled MNIST split, NumPy only); host.train: LeNet-5 training, retraining under masks, CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from host.train.data import N_TEST, N_TRAIN, load_mnist, split_indices
+from host.mnist import N_TEST, N_TRAIN, load_mnist, split_indices
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_mnist_split_fixed_and_disjoint(mnist):
 
 
 def test_data_module_does_not_import_torch():
-    code = "import sys, host.train.data as d; d.load_mnist(); print('torch' in sys.modules)"
+    code = "import sys, host.mnist as d; d.load_mnist(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -229,8 +229,9 @@ def _fc_sparsity(text: str) -> float | tuple[float, ...]:
 def _model(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from host.compress.model import compress_model, save_model
-    from host.train import spectral_model
+    from host.compress.model import compress_model
+    from host.lenet5 import spectral as spectral_model
+    from host.lenet5.compressed import save_model
     from hw.spec.fc_format import DEFAULT_FC_FORMAT
     from hw.spec.spectral.layer import SpectralFormatError
 

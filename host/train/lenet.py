@@ -35,7 +35,7 @@ try:
 except ImportError:
     raise ImportError("torch is needed for training: pip install 'sqgen[train]'") from None
 
-from .data import load_mnist
+from host.mnist import load_mnist
 
 # Bump when LeNet5's layers or the training loop change in a way that changes trained weights.
 ARCH_VERSION = 1

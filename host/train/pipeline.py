@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import spectral, spectral_model
+from host.lenet5 import spectral as spectral_model
+from host.lenet5.net import CONV_NAMES, INPUT_SCALE
+
+from . import spectral
 from .lenet import Data, Progress, _data, torch, torch_threads
 
 # Training images the conv layers' quantization is calibrated on (the first ones: balanced by digit).
@@ -60,15 +63,14 @@ def train_and_export(recipe: spectral.SpectralRecipe, out: str | Path | None, *,
     train_seconds = time.perf_counter() - started
     metadata = {
         "model": "lenet5-spec2", "sparsity_target": recipe.sparsity,
-        "conv_sparsity": {name: 1 - layer.density() for name, layer in zip(spectral_model.CONV_NAMES,
-                                                                         exported.convs())},
+        "conv_sparsity": {name: 1 - layer.density() for name, layer in zip(CONV_NAMES, exported.convs())},
         "test_accuracy": {"spatial": result["spatial"]["test_accuracy"],
                           "spectral": result["spectral"]["test_accuracy"],
                           "admm_torch": result["admm"]["test_accuracy"],
                           "golden_fixed": check["golden_fixed_accuracy"],
                           "golden_float": check["golden_float_accuracy"]},
         "fixed_vs_torch_disagreements": check["fixed_vs_torch_disagreements"],
-        "input_scale": spectral_model.INPUT_SCALE, "calibration_images": CALIBRATION_IMAGES,
+        "input_scale": INPUT_SCALE, "calibration_images": CALIBRATION_IMAGES,
         "recipe": dataclasses.asdict(recipe), "torch": str(torch.__version__),
         "test_split": "host.train.data: every fifth image of each digit (1 000 images)",
     }

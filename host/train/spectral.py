@@ -13,7 +13,7 @@ canonical bin once, a self-conjugate bin by its real part), so the Z-step is the
 the mask of the last Z is fixed and the model retrained ("spectral retraining"). `magnitude_prune` is the
 baseline: the same mask rule applied once to the dense spectra.
 
-The exported model (`export`) is read and run without torch by `host.train.spectral_model`.
+The exported model (`export`) is read and run without torch by `host.lenet5.spectral`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,12 @@ except ImportError:
     raise ImportError("torch is needed for training: pip install 'sqgen[train]'") from None
 
 from host.compress.spectral import calibrate, layer_from_half, prune_mask
+from host.lenet5 import spectral as spectral_model
+from host.lenet5.net import INPUT_SCALE, quantize_input
+from hw.spec.pool import max_pool
+from hw.spec.spectral.fixed import spectral_conv_fixed
 from hw.spec.spectral.geometry import OaaParams, canonical_mask, kernel_spectrum, self_conjugate_mask
 
-from . import spectral_model
 from .lenet import (
     DEFAULT_RECIPE,
     Data,
@@ -373,14 +376,14 @@ def export(model: SpectralLeNet5, calibration: np.ndarray, metadata: dict | None
     layers (p lanes, b banks), FC layers float32; `calibration` are training images (N, 1, 28, 28) in [0, 1]."""
     state = {name: tensor.detach().float().numpy() for name, tensor in model.state_dict().items()}
     convs = {}
-    x_q = spectral_model.quantize_input(calibration)
-    in_scale = spectral_model.INPUT_SCALE
+    x_q = quantize_input(calibration)
+    in_scale = INPUT_SCALE
     for name, layer in model.spectral_layers().items():
         sparse = layer_from_half(layer.half(), layer.oaa, p=p, b=b, bias=state[f"{name}.bias"], relu=True)
         sparse = calibrate(sparse, x_q, in_scale)
         convs[name] = sparse
         # The next layer's calibration input: this layer's fixed-point output, pooled as inference does.
-        x_q = spectral_model.max_pool(spectral_model.spectral_conv_fixed(x_q, sparse))
+        x_q = max_pool(spectral_conv_fixed(x_q, sparse))
         in_scale = sparse.quant.out_scale
     fc = {name: state[name] for name in spectral_model.FC_FIELDS}
     return spectral_model.SpectralLeNetModel(conv1=convs["conv1"], conv2=convs["conv2"], fc=fc,

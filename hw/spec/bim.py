@@ -165,20 +165,14 @@ class BimMask:
 
     def save(self, path: str | Path) -> None:
         """Write the .npz file of docs/formats.md (uncompressed)."""
-        fields = {
-            "version": np.int64(FORMAT_VERSION),
-            "shape": np.array(self.shape, dtype=np.int64),
-            "m_t": np.int64(self.params.m_t), "n_t": np.int64(self.params.n_t), "r": np.int64(self.params.r),
-            "p": np.packbits(self.p.reshape(-1)),
-            "z": np.packbits(self.z.reshape(-1)),
-        }
+        fields = bim_fields(self)
         with open(path, "wb") as f:
             np.savez(f, **fields)
 
     @classmethod
     def load(cls, path: str | Path) -> BimMask:
         """Read and check a .npz BIM file; BimFormatError (one line, naming the field) if malformed."""
-        return load_checked(path, BimFormatError, _from_fields)
+        return load_checked(path, BimFormatError, bim_from_fields)
 
 
 def decode(path: str | Path) -> np.ndarray:
@@ -223,7 +217,19 @@ def _unpack_bits(data: np.ndarray, shape: tuple[int, ...], field: str) -> np.nda
     return np.ascontiguousarray(bits[:n]).reshape(shape).astype(bool)
 
 
-def _from_fields(raw: dict[str, np.ndarray]) -> BimMask:
+def bim_fields(mask: BimMask) -> dict[str, np.ndarray]:
+    """The arrays of `mask`'s .npz file (docs/formats.md) by field name."""
+    return {
+        "version": np.int64(FORMAT_VERSION),
+        "shape": np.array(mask.shape, dtype=np.int64),
+        "m_t": np.int64(mask.params.m_t), "n_t": np.int64(mask.params.n_t), "r": np.int64(mask.params.r),
+        "p": np.packbits(mask.p.reshape(-1)),
+        "z": np.packbits(mask.z.reshape(-1)),
+    }
+
+
+def bim_from_fields(raw: dict[str, np.ndarray]) -> BimMask:
+    """Check and decode a BIM file's arrays (see `BimMask.load`); BimFormatError naming the field."""
     for name in _FIELDS:
         if name not in raw:
             raise BimFormatError(f"missing field '{name}'")

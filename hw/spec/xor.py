@@ -352,8 +352,8 @@ def _unpack_bits(data: np.ndarray, shape: tuple[int, ...], field: str) -> np.nda
     return np.ascontiguousarray(bits[:n]).reshape(shape)
 
 
-def save_xor(path: str | Path, weights: XorWeights) -> None:
-    """Write `weights` as the .npz file of docs/formats.md (uncompressed)."""
+def xor_fields(weights: XorWeights) -> dict[str, np.ndarray]:
+    """The arrays of `weights`' .npz file (docs/formats.md) by field name."""
     p = weights.params
     fields = {
         "version": np.int64(FORMAT_VERSION), "n_in": np.int64(p.n_in), "n_out": np.int64(p.n_out),
@@ -367,16 +367,23 @@ def save_xor(path: str | Path, weights: XorWeights) -> None:
     }
     if weights.mask is not None:
         fields["mask"] = np.packbits(weights.mask.reshape(-1))
+    return fields
+
+
+def save_xor(path: str | Path, weights: XorWeights) -> None:
+    """Write `weights` as the .npz file of docs/formats.md (uncompressed)."""
+    fields = xor_fields(weights)
     with open(path, "wb") as f:
         np.savez(f, **fields)
 
 
 def load_xor(path: str | Path) -> XorWeights:
     """Read and check an .npz XOR weight file; XorFormatError (one line, naming the field) if malformed."""
-    return load_checked(path, XorFormatError, _from_fields)
+    return load_checked(path, XorFormatError, xor_from_fields)
 
 
-def _from_fields(raw: dict[str, np.ndarray]) -> XorWeights:
+def xor_from_fields(raw: dict[str, np.ndarray]) -> XorWeights:
+    """Check and decode an XOR file's arrays (see `load_xor`); XorFormatError naming the field."""
     for name in _FIELDS:
         if name not in raw:
             raise XorFormatError(f"missing field '{name}'")

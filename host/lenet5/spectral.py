@@ -14,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from host.lenet5 import net
+from host.lenet5.net import BATCH, CONV_NAMES, INPUT_SCALE, quantize_input
 from hw.spec.npzfile import load_checked
+from hw.spec.pool import max_pool
 from hw.spec.spectral.file import layer_fields, layer_from_fields
 from hw.spec.spectral.fixed import spectral_conv_fixed
 from hw.spec.spectral.layer import SpectralFormatError, SpectralLayer
@@ -22,17 +25,12 @@ from hw.spec.spectral.operator import spectral_conv_float
 
 FORMAT = "sqgen-lenet5-spec2"
 VERSION = 1
-CONV_NAMES = ("conv1", "conv2")
-FC_FIELDS = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias")
-FC_SHAPES = {"fc1.weight": (120, 400), "fc1.bias": (120,), "fc2.weight": (84, 120), "fc2.bias": (84,),
-             "fc3.weight": (10, 84), "fc3.bias": (10,)}
-# Pixels in [0, 1] map to int8 codes 0..127.
-INPUT_SCALE = float(np.float32(1 / 127))
-# Images per golden call: bounds the int64 intermediates of the fixed-point model (about 100 MB at 250).
-BATCH = 250
+#: The float FC arrays (torch's state_dict names) and their shapes.
+FC_SHAPES = {f"{name}.{part}": shape if part == "weight" else shape[:1]
+             for name, shape in net.FC_SHAPES.items() for part in ("weight", "bias")}
+FC_FIELDS = tuple(FC_SHAPES)
 
-__all__ = ["SpectralFormatError", "SpectralLeNetModel", "load", "save", "predict_fixed", "predict_float",
-           "quantize_input", "max_pool", "accuracy", "spectral_conv_fixed"]
+__all__ = ["SpectralFormatError", "SpectralLeNetModel", "load", "save", "predict_fixed", "predict_float", "accuracy"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,18 +45,6 @@ class SpectralLeNetModel:
     def convs(self) -> tuple[SpectralLayer, SpectralLayer]:
         """(conv1, conv2)."""
         return self.conv1, self.conv2
-
-
-def quantize_input(x: np.ndarray) -> np.ndarray:
-    """Images in [0, 1] -> int64 codes round(x / INPUT_SCALE) (half up), clamped to int8."""
-    return np.clip(np.floor(np.asarray(x, dtype=np.float64) / INPUT_SCALE + 0.5), -128, 127).astype(np.int64)
-
-
-def max_pool(x: np.ndarray) -> np.ndarray:
-    """2 x 2 max-pooling with stride 2 over the last two axes (odd edges dropped, as torch does)."""
-    *lead, h, w = x.shape
-    x = x[..., : h // 2 * 2, : w // 2 * 2]
-    return x.reshape(*lead, h // 2, 2, w // 2, 2).max(axis=(-3, -1))
 
 
 def _classifier(model: SpectralLeNetModel, features: np.ndarray) -> np.ndarray:
