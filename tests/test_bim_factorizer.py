@@ -210,7 +210,7 @@ def test_cli_rejects_bad_inputs_and_files(tmp_path: Path, capsys):
 
 
 def test_benchmark_mask_encodings_by_hand():
-    from host.bench import mask_encodings
+    from sim.bench.bim import mask_encodings
 
     mask = np.zeros((2, 60), dtype=bool)
     mask[0, [0, 17, 50]] = True   # gaps 0, 16 (one filler), 32 (two fillers)
@@ -225,7 +225,7 @@ def test_benchmark_mask_encodings_by_hand():
 
 def test_bim_bench_smoke(capsys):
     """The benchmark's JSON: BIM points with sparsity met, and the baselines computed from their definitions."""
-    from host import bench
+    from sim.bench import __main__ as bench
 
     assert bench.main(["bim", "--rows", "128", "--cols", "256", "--sparsity", "0.9", "--tiles", "32x32", "--ranks",
                        "2", "--no-lenet", "--accuracy-seeds", "--unpacker-boards"]) == 0

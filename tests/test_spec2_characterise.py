@@ -59,7 +59,7 @@ def test_nextpnr_error_line():
 def test_characterise_spec2_ulx3s(tmp_path: Path, key):
     """fft2d, the spectral MAC and the dense baseline on the ULX3S: timing met at the 25 MHz board clock,
     multipliers on DSPs (fft2d: none, its twiddles are shift-and-add), within budget. (The whole Spec2Conv
-    trips an abc9 assert in Yosys 0.70's default ECP5 flow; `host.bench spec2` builds its stages.)"""
+    trips an abc9 assert in Yosys 0.70's default ECP5 flow; `sim.bench spectral` builds its stages.)"""
     report = characterise.characterise_spec2(key, "ulx3s-85f", tmp_path, alone=False, progress=lambda message: None)
     assert json.loads((tmp_path / characterise.RESULT_FILE).read_text()) == report
     assert report["fits"], report.get("error")

@@ -18,7 +18,7 @@ from hw.spec.spectral.fixed import spectral_conv_fixed
 from hw.spec.spectral.layer import SpectralLayer
 from hw.spectral.pipeline import Spec2ConvParams, cycle_model, decode_output, encode
 from sim import runner
-from sim.spec2_run import simulate_layers, span
+from sim.spectral import simulate_layers, span
 
 LENET = Spec2ConvParams(k=5, l=4, relu=True, max_c_in=6, max_c_out=16, max_height=28, max_width=28)
 VGG = Spec2ConvParams(k=3, l=6, max_c_in=64, max_c_out=64, max_height=12, max_width=12)

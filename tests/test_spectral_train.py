@@ -360,7 +360,7 @@ def test_cli_rejects_out_of_range_numbers(capsys, argv, message):
 
 
 def test_bench_admm_rejects_bad_seeds(capsys):
-    from host.bench import main
+    from sim.bench.__main__ import main
 
     with pytest.raises(SystemExit):
         main(["admm", "--seeds", "0,0"])

@@ -283,7 +283,7 @@ def test_cli_decode_errors(arrays: Path, capsys):
 
 
 def test_bench_smoke(capsys):
-    from host import bench
+    from sim.bench import __main__ as bench
 
     assert bench.main(["xor", "--rows", "64", "--cols", "400", "--sparsity", "0.91", "--bits", "1", "2",
                        "--decoder-boards"]) == 0

@@ -131,7 +131,7 @@ def spread(values: list[float]) -> dict:
 
 def bench_admm(sparsity: float = 0.75, seeds: Sequence[int] = (0, 1, 2), committed: str | Path | None = None, *,
                progress: Progress | None = None, log: Callable[[str], None] | None = None) -> dict:
-    """The `python -m host.bench admm` figures: per seed (every stage reseeded) the whole pipeline's accuracies and
+    """The `python -m sim.bench admm` figures: per seed (every stage reseeded) the whole pipeline's accuracies and
     training times with their means and spreads, the exported models against torch, and the committed model's
     golden fixed-point accuracy against the one stored in it."""
     seeds = list(seeds)

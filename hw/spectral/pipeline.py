@@ -497,7 +497,7 @@ def decode_output(params: Spec2ConvParams, words: Sequence[int], shape: tuple[in
 
 
 def cycle_model(params: Spec2ConvParams, layer: SpectralLayer, h: int, w: int) -> dict[str, int]:
-    """Full-rate cycles of one layer on an H x W input (the figures `sim.spec2_run` checks against the RTL).
+    """Full-rate cycles of one layer on an H x W input (the figures `sim.spectral` checks against the RTL).
 
     `load`: the tiler and forward FFT, C_in T N^2. `compute`: per output channel the slower of the MAC, T G_o
     (its groups once per tile), and the inverse path, T N^2 plus the overlap-add's drain of the output rows

@@ -1,4 +1,4 @@
-"""Benchmarks of the simulated board that print JSON.
+"""`python -m sim.bench link` and `python -m sim.bench board`: the simulated board's speed, as JSON.
 
     python -m sim.bench link [--size BYTES] [--count N] [--sim icarus|verilator|both]
     python -m sim.bench board [--config lenet5] [--images N] [--sim icarus|verilator|both] [--fresh]
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-MODEL = Path(__file__).resolve().parent.parent / "models" / "lenet5_full.npz"
+MODEL = Path(__file__).resolve().parents[2] / "models" / "lenet5_full.npz"
 
 
 def bench_link(size: int | None, count: int, simulator: str) -> dict:
@@ -70,7 +70,7 @@ def bench_board(config_name: str, images: int, simulator: str, fresh: bool) -> d
 
     from host.device import Device
     from host.infer import DeviceBackend, Session, load_model, open_backend
-    from host.train.data import load_mnist
+    from host.mnist import load_mnist
     from hw.config import CONFIGS
     from sim.board import simulate
 
@@ -115,17 +115,15 @@ def bench_board(config_name: str, images: int, simulator: str, fresh: bool) -> d
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def register(sub) -> None:
     from sim import runner
 
-    parser = argparse.ArgumentParser(prog="python -m sim.bench",
-                                     description="Benchmarks of the simulated board (JSON output).")
-    sub = parser.add_subparsers(dest="name", required=True)
     simulators = [*runner.SIMULATORS, "both"]
     link = sub.add_parser("link", help="virtual-board ECHO throughput and simulator speed")
     link.add_argument("--size", type=int, default=None, help="payload bytes per echo (default: the maximum)")
     link.add_argument("--count", type=int, default=50, help="echoes to time (default: 50)")
     link.add_argument("--sim", default="both", choices=simulators, help="simulator(s) (default: %(default)s)")
+    link.set_defaults(run=run)
     board = sub.add_parser("board", help="MNIST images through a whole accelerator's simulated board")
     board.add_argument("--config", default="lenet5", choices=["lenet5"], help="named config (default: %(default)s)")
     board.add_argument("--images", type=int, default=20, help="MNIST test images (default: %(default)s)")
@@ -133,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     board.add_argument("--icarus-images", type=int, default=1, metavar="N",
                        help="images on Icarus, which runs ~100x slower (default: %(default)s)")
     board.add_argument("--fresh", action="store_true", help="compile into an empty build folder (time the compile)")
-    args = parser.parse_args(argv)
+    board.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from sim import runner
+
     for name in ("count", "images", "icarus_images"):
         if getattr(args, name, 1) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -145,6 +148,3 @@ def main(argv: list[str] | None = None) -> int:
                                simulator, args.fresh) for simulator in chosen]
     print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     return 0
-
-if __name__ == "__main__":
-    sys.exit(main())

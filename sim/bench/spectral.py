@@ -1,4 +1,8 @@
-"""`python -m host.bench spec2`: SPEC2 spectral convolution against the dense spatial baseline on equal DSPs.
+"""`python -m sim.bench spectral` (or `spec2`): SPEC2 spectral convolution against the dense spatial baseline on
+equal DSPs, as JSON.
+
+    python -m sim.bench spectral [--p 4] [--sparsity 0.75] [--no-build] [--no-sim] [--layers vgg ...] [--whole-layer]
+
 
 Per layer (LeNet-5 conv1 and conv2, a VGG-like 64 -> 64 layer at 56 x 56, and the same VGG layer on a 12 x 12
 map): spatial-equivalent operations 2 H_out W_out K^2 C_in C_out, the sparse spectral layer's lane utilisation,
@@ -14,6 +18,8 @@ double buffer does); the target is the steady ratio.
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 import tempfile
 import time
@@ -157,7 +163,7 @@ def bench_layer(spec: LayerSpec, p: int, b: int, sparsity: float, seed: int, hw:
         "cycles_model": model,
     }
     if simulate and spec.simulate:
-        from sim.spec2_run import simulate_layers, span
+        from sim.spectral import simulate_layers, span
 
         _progress(f"[bench] simulating {spec.name} ({spec.inputs} input(s), full rate) ...")
         started = time.perf_counter()
@@ -194,3 +200,39 @@ def bench_spec2(p: int, b: int, sparsity: float, seed: int, board: str, build: b
         result["target_ratio"] = target["ratio"][TARGET["measure"]]
         result["target_met"] = result["target_ratio"] >= TARGET["ratio"]
     return result
+
+
+def register(sub) -> None:
+    from .common import sparsity_arg
+
+    parser = sub.add_parser("spectral", aliases=["spec2"],
+                            help="SPEC2 vs dense baseline: cycles, DSPs, Fmax, ops per DSP per cycle",
+                            description="Spec2Conv against the dense spatial baseline with as many multipliers, "
+                                        "on LeNet-5's conv layers and a VGG-like layer: cycles (model, checked "
+                                        "against bit-exact RTL simulation), DSPs and Fmax of ECP5 builds, "
+                                        "effective operations per DSP per cycle.")
+    parser.add_argument("--p", type=int, default=4, help="MAC lanes; the baseline gets 4 P multipliers (default: 4)")
+    parser.add_argument("--b", type=int, help="spectrum banks (default: 2 P)")
+    parser.add_argument("--sparsity", type=sparsity_arg, default=0.75, help="spectral sparsity (default: 0.75)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random layers and inputs (default: 0)")
+    parser.add_argument("--board", default="ulx3s-85f", help="board the engines are built for (default: ulx3s-85f)")
+    parser.add_argument("--no-build", action="store_true",
+                        help="skip the builds: DSPs counted from the design, no Fmax or GOP/s")
+    parser.add_argument("--no-sim", action="store_true", help="skip the RTL simulations (cycle model only)")
+    parser.add_argument("--whole-layer", action="store_true",
+                        help="build Spec2Conv as one layer (its real Fmax, about 20 min) instead of stage by stage")
+    parser.add_argument("--layers", nargs="+", metavar="NAME", help="only these layers (default: all)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    known = [spec.name for spec in LAYERS]
+    if args.layers and not set(args.layers) <= set(known):
+        parser.error(f"--layers must name some of {', '.join(known)}, got {' '.join(args.layers)}")
+    b = args.b or 2 * args.p
+    if args.p < 1 or b < args.p or b & (b - 1) or b > 40:
+        parser.error(f"--p must be >= 1 and --b a power of two in P..40, got P={args.p}, B={b}")
+    result = bench_spec2(args.p, b, args.sparsity, args.seed, args.board, not args.no_build, not args.no_sim,
+                         args.layers, args.whole_layer)
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,5 +1,5 @@
 """Run layers through the `Spec2Conv` RTL simulation: the streams `hw.spectral.pipeline.encode` makes, the outputs
-`spectral_conv_fixed` expects, the generic stream bench. Shared by the tests and `python -m host.bench spec2`."""
+`spectral_conv_fixed` expects, the generic stream bench. Shared by the tests and `python -m sim.bench spectral`."""
 
 from __future__ import annotations
 

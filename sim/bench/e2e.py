@@ -1,10 +1,10 @@
-"""`python -m host.bench e2e`: the compressed LeNet-5 end to end, as JSON.
+"""`python -m sim.bench e2e`: the compressed LeNet-5 end to end, as JSON.
 
-    python -m host.bench e2e [--model MODEL.npz] [--report build/<board>/report.json] [--no-sim]
+    python -m sim.bench e2e [--model MODEL.npz] [--report build/<board>/report.json] [--no-sim]
 
 * model size per layer and in all: the dense weights each layer applies (conv C_out C_in K^2, FC rows cols), the
   bits the accelerator stores for it (its words in the device's regions: beats x region width, the same for
-  every layer) and for the FC layers the compressed format's own count (`host.compress.model.size_report`),
+  every layer) and for the FC layers the compressed format's own count (`host.lenet5.compressed.size_report`),
   in bits per weight, against float32 and int8 dense;
 * accuracy on the 1 000-image test split: the uncompressed reference (golden fixed-point conv, float32 FC, as
   stored in the model file) and the compressed model, measured here on the golden backend;
@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "lenet5_full.npz"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "lenet5_full.npz"
 #: Descriptor fields that count each layer's words per region.
 REGION_COUNTS = {"conv.w": "conv.w_count", "conv.quant": "conv.quant_count", "fc.xor": "fc.xor_count",
                  "fc.bim": "fc.bim_count", "fc.scale": "fc.scale_count"}
@@ -38,8 +37,8 @@ PACKED_TO_LAYER = {"pool1": "conv1", "pool2": "conv2", "fc1": "fc1", "fc2": "fc2
 def model_size(model: Any, info: dict) -> dict:
     """Per layer and in all: dense weights, stored bits on the device (and in the FC format), bits per weight."""
     from host.accel import AccelInfo, pack_model
-    from host.compress.model import size_report
     from host.infer import dense_weights
+    from host.lenet5.compressed import size_report
     from hw.spec.fields import unpack_fields
 
     accel = AccelInfo.from_info(info)
@@ -74,7 +73,7 @@ def model_size(model: Any, info: dict) -> dict:
 def golden_accuracy(model: Any) -> dict:
     """The compressed model on the golden backend over the whole test split: accuracy and images/s here."""
     from host.infer import open_backend
-    from host.train.data import load_mnist
+    from host.mnist import load_mnist
 
     _, _, x, y = load_mnist()
     with open_backend("golden", model) as session:
@@ -89,7 +88,7 @@ def golden_accuracy(model: Any) -> dict:
 def simulate_one(model: Any) -> dict:
     """One MNIST image through the virtual board: its cycles, the INFO it described, bit-exactness, wall clock."""
     from host.infer import open_backend
-    from host.train.data import load_mnist
+    from host.mnist import load_mnist
     from sim.server import start
 
     x = load_mnist()[2][:1]
@@ -181,21 +180,20 @@ def _rates(weights: int, cycles: int, clock_hz: float, baud: int) -> dict:
             "link_bits_per_s": baud, "weights_per_link_bit": round(weights * images_per_s / baud, 1)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m host.bench e2e",
-                                     description="The compressed LeNet-5 end to end: model size, accuracy, cycles "
-                                                 "per image, Fmax and resources, images/s (JSON).")
+def register(sub) -> None:
+    parser = sub.add_parser("e2e", help="the compressed LeNet-5 end to end: size, accuracy, cycles, Fmax, images/s",
+                            description="The compressed LeNet-5 end to end: model size, accuracy, cycles per image, "
+                                        "Fmax and resources, images/s (JSON).")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, metavar="MODEL.npz",
                         help="compressed LeNet-5 (default: models/lenet5_full.npz)")
     parser.add_argument("--report", type=Path, default=None, metavar="REPORT.json",
                         help="an hw.build report.json: Fmax and resources (images/s at Fmax when it is a lenet5 build)")
     parser.add_argument("--no-sim", action="store_true", help="skip the RTL simulation of one image")
-    args = parser.parse_args(argv)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.report is not None and not args.report.is_file():
         parser.error(f"--report: no such file {args.report}")
     print(json.dumps(bench_e2e(args.model, args.report, not args.no_sim), indent=2))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
