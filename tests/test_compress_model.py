@@ -161,6 +161,11 @@ def _write(tmp_path: Path, fields: dict) -> Path:
     (lambda f: f.pop("fc1/a"), "missing field 'fc1/a'"),
     (lambda f: f.update({"fc2/bias_q": f["fc2/bias_q"].astype(np.int32)}), "field 'fc2/bias_q': expected int64"),
     (lambda f: f.update({"fc3/a": f["fc3/a"] + (1 << 16)}), "field 'fc3/a': entries must be in 0..65535"),
+    # int64's minimum, whose abs() overflows, and the first value past the 32 bits the device holds.
+    (lambda f: f.update({"fc1/bias_q": np.where(np.arange(f["fc1/bias_q"].size) == 0, np.iinfo(np.int64).min,
+                                                f["fc1/bias_q"])}),
+     "field 'fc1/bias_q': entries must be in -2147483648..2147483647 (signed 32 bits)"),
+    (lambda f: f.update({"fc2/bias_q": f["fc2/bias_q"] + (1 << 31)}), "field 'fc2/bias_q': entries must be in"),
     (lambda f: f.update({"fc1/shift": np.int64(40)}), "field 'fc1/shift'"),
     (lambda f: f.update({"fc2/x": f["fc2/x"][:-1]}), "field 'fc2/x'"),
     (lambda f: f.update({"fc1/p": f["fc1/p"][:-1]}), "field 'fc1/p'"),

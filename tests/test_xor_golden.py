@@ -254,6 +254,7 @@ def _positions_descending(fields):
     (lambda f: {"alpha": f["alpha"][:, :1]}, "alpha", "shape"),
     (lambda f: {"alpha": f["alpha"].astype(np.float64)}, "alpha", "float32"),
     (lambda f: {"alpha": np.full_like(f["alpha"], np.nan)}, "alpha", "non-finite"),
+    (lambda f: {"alpha": -f["alpha"] - 1}, "alpha", "scales must be >= 0"),
     (lambda f: {"patch_counts": f["patch_counts"][:2]}, "patch_counts", "terminating zero bits"),
     (lambda f: {"patch_counts": np.append(f["patch_counts"], np.uint8(0))}, "patch_counts", "bytes, expected"),
     (lambda f: {"patch_positions": np.append(f["patch_positions"], np.uint8(0))}, "patch_positions", "bytes"),

@@ -47,7 +47,8 @@ from hw.spec.xor import (
 
 FORMAT = "sqgen-lenet5-full"
 VERSION = 1
-#: Bits the format stores per bias_q, for the size report (the RTL's bias adder width is its own choice).
+#: bias_q is a signed 32-bit integer: the range the loader enforces, the size report counts and the FC engine's
+#: default `bias_bits` holds.
 BIAS_BITS = 32
 
 
@@ -205,9 +206,11 @@ def _validate_fc(layer: CompressedFcLayer) -> None:
     if (layer.a < 0).any() or (layer.a > fmt.a_max).any():
         raise _bad(f"{n}/a", f"entries must be in 0..{fmt.a_max} (a_bits={fmt.a_bits}), got "
                              f"{int(layer.a.min())}..{int(layer.a.max())}")
-    # The accumulator and bias stay well inside int64 for |bias_q| < 2^48 (`hw.spec.fc.fc_fixed` sums in int64).
-    if (np.abs(layer.bias_q) >= 1 << 48).any():
-        raise _bad(f"{n}/bias_q", "entries must be within +-2^48")
+    # Compared as they are: abs() of int64's minimum overflows.
+    low, high = -(1 << (BIAS_BITS - 1)), (1 << (BIAS_BITS - 1)) - 1
+    if (layer.bias_q < low).any() or (layer.bias_q > high).any():
+        raise _bad(f"{n}/bias_q", f"entries must be in {low}..{high} (signed {BIAS_BITS} bits), got "
+                                  f"{int(layer.bias_q.min())}..{int(layer.bias_q.max())}")
     if isinstance(layer.shift, (bool, np.bool_)) or not isinstance(layer.shift, (int, np.integer)) \
             or not 0 <= layer.shift <= MAX_SHIFT:
         raise _bad(f"{n}/shift", f"must be an integer in 0..{MAX_SHIFT}, got {layer.shift!r}")

@@ -278,6 +278,8 @@ def _validate(w: XorWeights) -> None:
         raise bad("m", f"GF(2) column rank {rank} is below n_in={p.n_in}")
     if not np.isfinite(w.alpha).all():
         raise bad("alpha", "has non-finite values")
+    if (w.alpha < 0).any():
+        raise bad("alpha", f"scales must be >= 0 (binary coding's sign lives in the planes), got {w.alpha.min():g}")
     if (w.patch_counts < 0).any():
         raise bad("patch_counts", "negative count")
     pos = w.patch_positions
