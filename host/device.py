@@ -7,7 +7,7 @@
         cycles = dev.run(0, 2)                # run program descriptors 0 and 1,
         out = dev.read(0, 0, 400)             # read an activation buffer
 
-The payload builders (`load_payloads`, `run_payload`, `read_payloads`) are separate so a bench can script the
+The payload builders (`load_payloads`, `run_payload`, `read_payloads`) are separate so a testbench can script the
 same requests without a device.
 """
 

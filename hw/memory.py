@@ -12,7 +12,7 @@ ceil(width / 16) SPRAM lanes side by side:
 * on an iCE40 platform, one `SB_SPRAM256KA` per lane (16 bits x 16 384 words);
 * in simulation (no platform), a behavioural model of those cells: the same lanes, address mux and chip
   select as on the device, with the cell's undefined output after a write modelled as all ones, so a read
-  that overlaps or follows a write without a new read shows up in a bench;
+  that overlaps or follows a write without a new read shows up in a testbench;
 * on any other platform, a plain `Memory` (its block RAMs are true dual-port).
 
 A write and a read in the same cycle is outside the contract: the write goes ahead and the read's data is

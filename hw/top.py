@@ -2,7 +2,7 @@
 
 `Accelerator` is the device seen through its byte streams: frame receiver, payload buffer, command
 dispatch and frame transmitter; it is what the virtual board simulates. `UartAccelerator` puts the UART
-PHY in front of it (serial lines as ports, for pin-level benches), and `BoardTop` binds that to a board's
+PHY in front of it (serial lines as ports, for pin-level testbenches), and `BoardTop` binds that to a board's
 pins; it is what `hw.build` turns into a bitstream.
 
 Commands (constants in `hw.spec.protocol`):
@@ -142,7 +142,7 @@ class Accelerator(wiring.Component):
 class UartAccelerator(wiring.Component):
     """`Accelerator` behind an 8N1 UART: `rx` and `tx` are the serial lines (idle high).
 
-    `divisor` (clock cycles per bit) defaults to the config's clock and baud; benches pass a small one.
+    `divisor` (clock cycles per bit) defaults to the config's clock and baud; testbenches pass a small one.
     A FIFO absorbs bytes that arrive while the device is still answering.
     """
 

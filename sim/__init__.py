@@ -1,1 +1,1 @@
-"""Verification: NumPy golden models, cocotb benches, the simulation runner and the virtual board."""
+"""Verification: NumPy golden models, cocotb testbenches, the simulation runner and the virtual board."""

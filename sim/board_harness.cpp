@@ -10,7 +10,7 @@
 // socket and the clock stops, since nothing in an idle device counts time. A stalled device keeps the
 // clock running, so its frame timeout means what it means on a board: that many cycles without a byte.
 // Writes {"cycles", "seconds", "sim_seconds"} to STATS_FILE at the end (sim_seconds: time not spent
-// waiting for the host). With SEED the link stutters as the cocotb benches' drivers do: a random idle
+// waiting for the host). With SEED the link stutters as the cocotb testbenches' drivers do: a random idle
 // cycle before each input byte (probability 0.3, repeated) and `tx` not ready at random (probability 0.4).
 //
 // The top module is compiled with `--prefix Vboard`; its ports are the Accelerator's: clk, rst,

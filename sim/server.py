@@ -8,7 +8,7 @@ nothing happens for `--idle-timeout` seconds. Only the loopback interface is use
 reported before anything is compiled.
 
 The UART PHY is bypassed: the socket's bytes drive the `Accelerator`'s byte streams directly (the PHY has
-its own benches). `sim.board.simulate` runs the simulation (Verilator by default, a C++ harness with no
+its own testbenches). `sim.board.simulate` runs the simulation (Verilator by default, a C++ harness with no
 Python in the loop; `--sim icarus` the cocotb bridge under Icarus) and this process relays bytes between the
 client and it. An idle board stops its clock and uses no CPU.
 

@@ -1,5 +1,5 @@
 """Run layers through the `Spec2Conv` RTL simulation: the streams `hw.spectral.pipeline.encode` makes, the outputs
-`spectral_conv_fixed` expects, the generic stream bench. Shared by the tests and `python -m sim.bench spectral`."""
+`spectral_conv_fixed` expects, the generic stream testbench. Shared by the tests and `python -m sim.bench spectral`."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def simulate_layers(params: Spec2ConvParams, layers: list[tuple[SpectralLayer, n
         "expected": [f"{b:x}" for b in expected], "compute_cycles": compute,
         "gap_probability": gap_probability, "ready_probability": ready_probability, "report": str(report)}))
     sim = runner.build(Spec2Conv(params), name, simulator=simulator or runner.choose(runner.WHOLE))
-    runner.run(sim, "sim.tb.stream_bench", {"data": str(data)}, testcase=testcase)
+    runner.run(sim, "sim.tb.streams", {"data": str(data)}, testcase=testcase)
     return json.loads(report.read_text()) if testcase in (None, "full_rate") else {}
 
 

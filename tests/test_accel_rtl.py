@@ -293,7 +293,7 @@ def converse(config: AcceleratorConfig, layers: list[tuple[SpectralLayer, bool]]
 
 
 def test_tiny_two_layers_and_errors():
-    cycles, model = converse(TINY, tiny_layers(), (2, 8, 8), runner.BENCH)
+    cycles, model = converse(TINY, tiny_layers(), (2, 8, 8), runner.TESTBENCH)
     # Both runs do the same work; the cycle model (no gaps: the sequencer feeds at full rate) bounds it.
     assert abs(cycles[0] - cycles[1]) <= 0.02 * cycles[0]
     assert model // 2 <= cycles[0] <= 2 * model

@@ -109,7 +109,7 @@ def test_baseline_rtl_matches_golden(tmp_path: Path, params: BaselineConvParams)
     report = tmp_path / "cycles.json"
     data = tmp_path / "baseline.json"
     data.write_text(json.dumps({**streams, "gap_probability": 0.3, "ready_probability": 0.6, "report": str(report)}))
-    runner.run(runner.build(BaselineConv(params), "baseline_conv"), "sim.tb.stream_bench", {"data": str(data)})
+    runner.run(runner.build(BaselineConv(params), "baseline_conv"), "sim.tb.streams", {"data": str(data)})
 
     # Full rate: within a layer one output every `groups` cycles, exactly; the first comes `latency`
     # cycles after the last load's final beat plus its groups.

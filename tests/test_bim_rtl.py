@@ -116,7 +116,7 @@ def test_unpacker_matches_golden_model(tmp_path: Path, m_t, n_t, r, width, per_b
     data = tmp_path / "bim_unpacker.json"
     data.write_text(json.dumps(unpacker_data(mixed_p, mixed_z, p, z, random.Random(seed))))
     sim = runner.build(BimUnpacker(BimUnpackerParams(m_t, n_t, r)), "bim_unpacker")
-    runner.run(sim, "sim.tb.bim_bench", {"block": "unpacker", "data": str(data)})
+    runner.run(sim, "sim.tb.bim_unpacker", {"block": "unpacker", "data": str(data)})
 
 
 @pytest.mark.parametrize("m_t, n_t, r, width, per_beat, sparsity, shape", CASES, ids=IDS)
@@ -138,7 +138,7 @@ def test_expander_matches_golden_model(tmp_path: Path, m_t, n_t, r, width, per_b
         "ready_probability": 0.6, "random": expander_stream(masks, fmt, rng),
         "full_rate": expander_stream(full, fmt, rng), "value_bound": expander_stream(bound, fmt, rng)}))
     sim = runner.build(SparseExpander(SparseExpanderParams(n_t, width, per_beat)), "bim_expander")
-    runner.run(sim, "sim.tb.bim_bench", {"block": "expander", "data": str(data)})
+    runner.run(sim, "sim.tb.bim_unpacker", {"block": "expander", "data": str(data)})
 
 
 class UnpackExpand(wiring.Component):
@@ -188,7 +188,7 @@ def test_unpacker_feeds_expander(tmp_path: Path):
         "value_bound": stream(dense_p, dense_z)}))
     chain = UnpackExpand(BimUnpackerParams(m_t, n_t, r), SparseExpanderParams(n_t, width, per_beat))
     sim = runner.build(chain, "bim_chain")
-    runner.run(sim, "sim.tb.bim_bench", {"block": "expander", "mask_port": "i", "data": str(data)})
+    runner.run(sim, "sim.tb.bim_unpacker", {"block": "expander", "mask_port": "i", "data": str(data)})
 
 
 @pytest.mark.parametrize("m_t, n_t, r", [(8, 8, 2), (16, 32, 4), (64, 64, 8), (5, 7, 3), (1, 1, 1), (9, 3, 3)])

@@ -43,7 +43,7 @@ def test_crop_matches_slicing(tmp_path: Path):
     data = tmp_path / "crop.json"
     data.write_text(json.dumps({**streams(params, CASES, np.random.default_rng(3)), "gap_probability": 0.3,
                                 "ready_probability": 0.6, "report": str(tmp_path / "cycles.json")}))
-    runner.run(runner.build(Crop(params), "crop"), "sim.tb.stream_bench", {"data": str(data)})
+    runner.run(runner.build(Crop(params), "crop"), "sim.tb.streams", {"data": str(data)})
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -89,7 +89,7 @@ def make_layer(params: FcEngineParams, m: np.ndarray, spec: LayerSpec, rng: np.r
 
 
 def case_streams(params: FcEngineParams, m: np.ndarray, layers: list[tuple[FcLayer, np.ndarray, np.ndarray]]) -> dict:
-    """All layers' beats, port by port, and their expected outputs, as the stream bench reads them."""
+    """All layers' beats, port by port, and their expected outputs, as the streams testbench reads them."""
     fmt = params.stream_format
     inputs: dict[str, list[str]] = {port: [] for port in ("cfg", "x", "scale", "xor", "bim")}
     expected: list[str] = []
@@ -102,12 +102,12 @@ def case_streams(params: FcEngineParams, m: np.ndarray, layers: list[tuple[FcLay
 
 
 def run_case(tmp_path: Path, params: FcEngineParams, m: np.ndarray, layers, name: str) -> dict:
-    """Run the FC bench on `layers`; return the full-rate report (handshakes and compute phases)."""
+    """Run the FC engine testbench on `layers`; return the full-rate report (handshakes and compute phases)."""
     streams = case_streams(params, m, layers)
     report = tmp_path / "report.json"
     data = tmp_path / "fc.json"
     data.write_text(json.dumps({**streams, "gap_probability": 0.3, "ready_probability": 0.6, "report": str(report)}))
-    runner.run(runner.build(FcEngine(params), name), "sim.tb.fc_bench", {"data": str(data)})
+    runner.run(runner.build(FcEngine(params), name), "sim.tb.fc_engine", {"data": str(data)})
     return json.loads(report.read_text())
 
 

@@ -41,7 +41,7 @@ def test_spram_memory_matches_contract(width: int, depth: int):
     """One, two (the second partly used) and three lanes: writes, reads, holds and reads after writes."""
     params = SpramParams(width, depth)
     sim = runner.build(SpramMemory(params), f"spram_{width}x{depth}")
-    runner.run(sim, "sim.tb.spram_bench", {"width": width, "depth": depth, "cycles": 3000,
+    runner.run(sim, "sim.tb.spram", {"width": width, "depth": depth, "cycles": 3000,
                                            "idle_probability": 0.3, "write_probability": 0.3})
 
 
@@ -115,7 +115,7 @@ def test_tiny_fc_with_spram_regions():
     script.expect(Command.LOAD, bytes([xor.id]) + (xor.depth - 3).to_bytes(2, "little") + junk, Status.OUT_OF_RANGE)
     script.expect(Command.LOAD, bytes([xor.id, 0, 0]) + junk[:xor.bytes + 1], Status.BAD_ARGUMENT)
     add_inference(script, accel, packed, x1, golden_fc(layers, x1), mp, budget, "x1")
-    cycles = play(config, script, runner.BENCH)
+    cycles = play(config, script, runner.TESTBENCH)
     assert cycles["x0"] == cycles["x1"] >= slices
 
 

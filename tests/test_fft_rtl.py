@@ -59,7 +59,7 @@ def _run(tmp_path: Path, dut, name: str, random_stream: dict, full_stream: dict,
         "latency": dut.latency, "period": dut.period, "beats_in": beats_in, "beats_out": beats_out,
         "in_contiguous": in_contiguous, "out_contiguous": out_contiguous,
         "gap_probability": 0.3, "ready_probability": 0.6, "random": random_stream, "full_rate": full_stream}))
-    runner.run(runner.build(dut, name), "sim.tb.fft_bench", {"data": str(data)})
+    runner.run(runner.build(dut, name), "sim.tb.fft", {"data": str(data)})
 
 
 # --- Fft1d ------------------------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def _simulate(products: list[tuple[tuple[int, ...], int]], inputs: list[Signal],
         outputs.append((out, constants, bias))
     sim = Simulator(m)
 
-    async def bench(ctx):
+    async def testbench(ctx):
         for vals in values:
             for signal, value in zip(inputs, vals):
                 ctx.set(signal, value)
@@ -292,7 +292,7 @@ def _simulate(products: list[tuple[tuple[int, ...], int]], inputs: list[Signal],
                 expected = sum(c * v for c, v in zip(constants, vals)) + bias
                 assert ctx.get(out) == expected, f"{constants} . {vals} + {bias}"
 
-    sim.add_testbench(bench)
+    sim.add_testbench(testbench)
     sim.run()
 
 
@@ -335,7 +335,7 @@ def test_twiddle_mul_is_the_golden_product(twiddle_bits: int):
     values += [tuple(int(v) for v in rng.integers(-top, top, size=2)) for _ in range(150)]
     sim = Simulator(m)
 
-    async def bench(ctx):
+    async def testbench(ctx):
         for b_re, b_im in values:
             ctx.set(br, b_re)
             ctx.set(bi, b_im)
@@ -343,7 +343,7 @@ def test_twiddle_mul_is_the_golden_product(twiddle_bits: int):
                 expected = (round_shift(wr * b_re - wi * b_im, frac), round_shift(wr * b_im + wi * b_re, frac))
                 assert (ctx.get(t_re), ctx.get(t_im)) == expected, f"w = {(wr, wi)}, b = {(b_re, b_im)}"
 
-    sim.add_testbench(bench)
+    sim.add_testbench(testbench)
     sim.run()
 
 

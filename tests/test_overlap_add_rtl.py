@@ -70,7 +70,7 @@ def test_overlap_add_matches_golden(tmp_path: Path, params: OverlapAddParams, si
     report = tmp_path / "cycles.json"
     data = tmp_path / "overlap_add.json"
     data.write_text(json.dumps({**streams, "gap_probability": 0.3, "ready_probability": 0.6, "report": str(report)}))
-    runner.run(runner.build(OverlapAdd(params), "overlap_add"), "sim.tb.stream_bench", {"data": str(data)})
+    runner.run(runner.build(OverlapAdd(params), "overlap_add"), "sim.tb.streams", {"data": str(data)})
 
     # Full rate: within a map the input never stalls, and a map costs its input beats plus the drain of
     # the rows its last tile row completes (at most (n + l) rows of output) plus a few cycles of latency.

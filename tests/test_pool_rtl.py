@@ -57,7 +57,7 @@ def test_max_pool_matches_golden(tmp_path: Path):
     report = tmp_path / "cycles.json"
     data.write_text(json.dumps({**streams(params, SHAPES, np.random.default_rng(7)), "gap_probability": 0.3,
                                 "ready_probability": 0.6, "report": str(report)}))
-    runner.run(runner.build(MaxPool2(params), "max_pool"), "sim.tb.stream_bench", {"data": str(data)})
+    runner.run(runner.build(MaxPool2(params), "max_pool"), "sim.tb.streams", {"data": str(data)})
     # Full rate: every sample is taken on consecutive cycles within a layer.
     taken = json.loads(report.read_text())["i"]
     first = taken[:6 * 28 * 28]

@@ -27,7 +27,7 @@ def test_streams_ranges_and_never_reads_past_the_end(depth: int, ranges: list[tu
     got: list[list[int]] = []
     enabled_addresses: list[int] = []
 
-    async def bench(ctx):
+    async def testbench(ctx):
         for base, count in ranges:
             ctx.set(reader.base, base)
             ctx.set(reader.count, count)
@@ -49,7 +49,7 @@ def test_streams_ranges_and_never_reads_past_the_end(depth: int, ranges: list[tu
 
     sim = Simulator(m)
     sim.add_clock(1e-6)
-    sim.add_testbench(bench)
+    sim.add_testbench(testbench)
     sim.run()
     assert got == [words[base:base + count] for base, count in ranges]
     assert enabled_addresses and max(enabled_addresses) < depth

@@ -1,8 +1,8 @@
-"""Icarus and Verilator agree: the same bench on the same design gives the same beats on the same cycles.
+"""Icarus and Verilator agree: the same testbench on the same design gives the same beats on the same cycles.
 
 Icarus is 4-state (an X shows), Verilator 2-state and fast; the suite runs small blocks on Icarus and whole
 accelerators on Verilator, so the two must be interchangeable. A representative block (the FC engine: XOR
-decoder, BIM unpacker, memories, multipliers, adder tree) runs its bench on both with one seed: both match
+decoder, BIM unpacker, memories, multipliers, adder tree) runs its testbench on both with one seed: both match
 the golden model beat for beat under random gaps and backpressure, and at full rate every handshake of every
 port and every compute phase falls on the same cycle in both.
 """
@@ -22,7 +22,7 @@ from sim import runner
 
 
 @pytest.mark.cost(seconds=15)
-def test_fc_engine_bench_identical_on_icarus_and_verilator(tmp_path: Path):
+def test_fc_engine_testbench_identical_on_icarus_and_verilator(tmp_path: Path):
     n_out, n_in, kwargs, specs = CASES["mt2-r3-fanin2"]
     rng = np.random.default_rng(1)
     m = xor_matrix(n_out, n_in, 1)
@@ -36,7 +36,7 @@ def test_fc_engine_bench_identical_on_icarus_and_verilator(tmp_path: Path):
                                     "ready_probability": 0.6, "report": str(report)}))
         sim = runner.build(FcEngine(params), "fc_engine", simulator=simulator)
         assert sim.simulator == simulator
-        runner.run(sim, "sim.tb.fc_bench", {"data": str(data)}, seed=12345)
+        runner.run(sim, "sim.tb.fc_engine", {"data": str(data)}, seed=12345)
         reports[simulator] = json.loads(report.read_text())
     icarus, verilator = reports["icarus"], reports["verilator"]
     assert len(icarus["handshakes"]["o"]) == sum(spec.rows for spec in specs)
@@ -45,7 +45,7 @@ def test_fc_engine_bench_identical_on_icarus_and_verilator(tmp_path: Path):
 
 def test_simulator_choice(monkeypatch):
     monkeypatch.delenv(runner.SIM_ENV, raising=False)
-    assert runner.choose(runner.BENCH) == "icarus" and runner.choose(runner.WHOLE) == "verilator"
+    assert runner.choose(runner.TESTBENCH) == "icarus" and runner.choose(runner.WHOLE) == "verilator"
     monkeypatch.setenv(runner.SIM_ENV, "icarus")
     assert runner.choose(runner.WHOLE) == "icarus"
     monkeypatch.setenv(runner.SIM_ENV, "modelsim")

@@ -57,7 +57,7 @@ def test_vgg_like_layer(tmp_path: Path):
 @pytest.mark.cost(seconds=20)
 def test_valid_padding_odd_map(tmp_path: Path):
     layers = [make_layer(VALID, 3, 5, (13, 11), seed=4), make_layer(VALID, 4, 2, (7, 16), seed=5)]
-    simulate_layers(VALID, layers, "spec2_conv_valid", tmp_path, simulator=runner.choose(runner.BENCH))  # small
+    simulate_layers(VALID, layers, "spec2_conv_valid", tmp_path, simulator=runner.choose(runner.TESTBENCH))  # small
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

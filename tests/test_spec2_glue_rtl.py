@@ -33,13 +33,13 @@ def _hex(words: list[int]) -> list[str]:
 
 def _run(tmp_path: Path, dut, name: str, inputs: dict[str, list[int]], expected: list[int],
          static: dict[str, int] | None = None) -> dict[str, list[int]]:
-    """Run the glue bench; return the full-rate run's handshake cycles per port."""
+    """Run the glue testbench; return the full-rate run's handshake cycles per port."""
     report = tmp_path / "cycles.json"
     data = tmp_path / f"{name}.json"
     data.write_text(json.dumps({
         "inputs": {port: _hex(words) for port, words in inputs.items()}, "expected": _hex(expected),
         "static": static or {}, "gap_probability": 0.3, "ready_probability": 0.6, "report": str(report)}))
-    runner.run(runner.build(dut, name), "sim.tb.stream_bench", {"data": str(data)})
+    runner.run(runner.build(dut, name), "sim.tb.streams", {"data": str(data)})
     return json.loads(report.read_text())
 
 

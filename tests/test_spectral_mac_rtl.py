@@ -4,7 +4,7 @@ Layers come from the real encoder (`host.compress.spectral.compress_spatial`: ra
 spectral sparsity, B = 2P banks, its conflict-free schedule), calibrated, and run through
 `spectral_conv_fixed_stages`: the input spectra are its `spectrum` stage, every output beat must equal its
 `acc` stage. A second, wider layer (32 input channels, one tile) checks one group per cycle and gives the
-lane utilisation from the bench's cycle count.
+lane utilisation from the testbench's cycle count.
 """
 
 from __future__ import annotations
@@ -106,13 +106,13 @@ def test_mac_matches_golden_acc_stage(tmp_path: Path, p: int):
     stats = schedule_stats(wide)
     assert (full_rate["groups"], full_rate["useful"]) == (stats["groups"], stats["entries"])
 
-    case = tmp_path / "spectral_mac_bench.json"
+    case = tmp_path / "spectral_mac.json"
     report = tmp_path / "report.json"
     case.write_text(json.dumps({"p": p, "acc_bits": params.acc_bits, "gap_probability": 0.3,
                                 "ready_probability": 0.6, "random": random_case, "full_rate": full_rate,
                                 "report": str(report)}))
     sim = runner.build(SpectralMac(params), f"spectral_mac_p{p}")
-    runner.run(sim, "sim.tb.spectral_mac_bench", {"data": str(case)})
+    runner.run(sim, "sim.tb.spectral_mac", {"data": str(case)})
 
     measured = json.loads(report.read_text())
     assert measured["cycles"] == stats["groups"]  # one group per cycle, no stall

@@ -1,4 +1,4 @@
-"""Pin-level RTL benches of the UART: the PHY pair (`UartRx`, `UartTx`) and the whole device behind it."""
+"""Pin-level RTL testbenches of the UART: the PHY pair (`UartRx`, `UartTx`) and the whole device behind it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sim.runner import SimulationFailed, build, run
 
 
 class UartPhyPair(wiring.Component):
-    """A `UartRx` and a `UartTx` with the same divisor, each on its own ports, so one bench tests both."""
+    """A `UartRx` and a `UartTx` with the same divisor, each on its own ports, so one testbench tests both."""
 
     def __init__(self, divisor: int):
         self.divisor = divisor
@@ -42,18 +42,18 @@ class UartPhyPair(wiring.Component):
 @pytest.mark.parametrize(("divisor", "baud_error"), [(4, 0.02), (13, -0.02)])
 def test_uart_phy(divisor, baud_error):
     sim = build(UartPhyPair(divisor), "uart_phy_pair")
-    run(sim, "sim.tb.uart_bench", {"divisor": divisor, "baud_error": baud_error}, seed=divisor)
+    run(sim, "sim.tb.uart", {"divisor": divisor, "baud_error": baud_error}, seed=divisor)
 
 
-def test_uart_phy_bench_catches_wrong_bit_time():
+def test_uart_phy_testbench_catches_wrong_bit_time():
     """The TX check must notice bits one cycle longer than it expects."""
     sim = build(UartPhyPair(5), "uart_phy_pair")
     with pytest.raises(SimulationFailed):
-        run(sim, "sim.tb.uart_bench", {"divisor": 4, "baud_error": 0.0}, testcase="test_tx_bit_timing", seed=1)
+        run(sim, "sim.tb.uart", {"divisor": 4, "baud_error": 0.0}, testcase="test_tx_bit_timing", seed=1)
 
 
 def test_uart_link_end_to_end():
     config = AcceleratorConfig(max_payload=64)
     sim = build(UartAccelerator(config, divisor=8), "uart_accelerator")
     params = {"divisor": 8, "max_payload": config.max_payload, "info": config.info_json().hex()}
-    run(sim, "sim.tb.uart_link_bench", params, seed=8)
+    run(sim, "sim.tb.uart_link", params, seed=8)

@@ -122,11 +122,11 @@ def test_decoder_matches_golden_model(tmp_path: Path, n_in, n_out, max_patches, 
     full_rate = stream(m, max_patches, full)
     assert len(full_rate["beats"]) == full_rate["slices"] >= FULL_RATE_SLICES // 2
 
-    data = tmp_path / "xor_bench.json"
+    data = tmp_path / "xor_decoder.json"
     data.write_text(json.dumps({"latency": params.latency, "gap_probability": 0.3, "ready_probability": 0.6,
                                 "random": random_stream, "full_rate": full_rate}))
     sim = runner.build(XorDecoder(params), "xor_decoder")
-    runner.run(sim, "sim.tb.xor_bench", {"data": str(data)})
+    runner.run(sim, "sim.tb.xor_decoder", {"data": str(data)})
 
 
 @pytest.mark.parametrize("n_in, n_out, max_patches", [(3, 4, 1), (24, 200, 2), (5, 9, 4), (64, 512, 3)])

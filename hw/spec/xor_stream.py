@@ -62,7 +62,7 @@ class BeatFormat:
             raise ValueError(f"{len(positions)} positions in one beat, max_patches={self.max_patches}")
         beat = x | (len(positions) << self.count_offset) | (int(last) << self.last_offset)
         for k, position in enumerate(positions):
-            # Positions from n_out up are outside the format, yet packable: benches show the decoder ignores them.
+            # Positions from n_out up are outside the format, yet packable: testbenches show the decoder ignores them.
             if not 0 <= position < 1 << self.position_width:
                 raise ValueError(f"patch position {position} does not fit {self.position_width} bits")
             beat |= int(position) << (self.positions_offset + k * self.position_width)

@@ -23,7 +23,7 @@ import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge
 from cocotb.utils import get_sim_time
 
-from sim.tb.common import CLOCK_PERIOD_NS, bench_params, start_clock_and_reset
+from sim.tb.common import CLOCK_PERIOD_NS, start_clock_and_reset, tb_params
 
 #: Simulated cycles a computing device runs between looks at the socket (the host may have gone).
 COMPUTE_SLICE = 4096
@@ -34,7 +34,7 @@ STALL_PROBABILITY = 0.4
 
 @cocotb.test()
 async def serve(dut):
-    params = bench_params()
+    params = tb_params()
     conn = socket.create_connection(("127.0.0.1", params["bridge_port"]))
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     dut.rx__valid.value = 0

@@ -1,8 +1,9 @@
-"""Helpers shared by the cocotb benches: parameters, reset, and valid/ready stream drivers and sinks.
+"""Helpers shared by the cocotb testbenches: parameters, reset, valid/ready stream drivers and sinks, and
+`run_streams`, the whole drive-collect-check loop of a streaming block.
 
 Stream ports of Amaranth components appear in the generated Verilog as `<name>__valid`, `<name>__ready`
 and `<name>__payload`. The driver inserts random idle cycles between beats and the sink drops `ready` at
-random, so every bench exercises gaps and backpressure. A handshake is sampled at the clock's rising
+random, so every testbench exercises gaps and backpressure. A handshake is sampled at the clock's rising
 edge, where the values read are those the flip-flops see.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import cocotb
 from cocotb.clock import Clock
@@ -22,14 +23,14 @@ from sim.runner import PARAMS_ENV
 CLOCK_PERIOD_NS = 10
 
 
-def bench_params() -> dict:
-    """The parameters `sim.runner.run` passed to this bench."""
+def tb_params() -> dict:
+    """The parameters `sim.runner.run` passed to this testbench."""
     return json.loads(os.environ.get(PARAMS_ENV, "{}"))
 
 
-def bench_data() -> dict:
-    """The JSON document at the bench parameter `data`: stimulus too large for the environment."""
-    with open(bench_params()["data"]) as f:
+def tb_data() -> dict:
+    """The JSON document at the testbench parameter `data`: stimulus too large for the environment."""
+    with open(tb_params()["data"]) as f:
         return json.load(f)
 
 
@@ -38,7 +39,7 @@ def hex_words(words: list[str]) -> list[int]:
     return [int(word, 16) for word in words]
 
 
-def bench_rng(dut) -> random.Random:
+def tb_rng(dut) -> random.Random:
     """A generator seeded from cocotb's seed (printed in the log), so a failing run can be replayed."""
     return random.Random(cocotb.RANDOM_SEED)
 
@@ -135,28 +136,89 @@ class StreamSink(_StreamPort):
         raise AssertionError(f"expected {count} beats within {timeout_cycles} cycles, got {len(self.beats)}")
 
 
-async def run_streams(dut, gap_probability: float, ready_probability: float) -> dict[str, list[int]]:
-    """Drive every input stream, collect `o`, check it word for word; return the handshake cycles per port.
+#: A mismatch message from (index, got, expected).
+Describe = Callable[[int, int, int], str]
 
-    The stimulus is `bench_data()`: `inputs` ({port: [hex words]}), `expected` (hex words on `o`) and
-    optionally `compute_cycles`, time the block needs beyond its beats (it widens the timeout).
+
+def bit_difference(item: str = "output") -> Describe:
+    """The usual mismatch message: `item` and its index, both words and the bits they differ in."""
+    return lambda index, got, expected: (f"{item} {index}: expected {expected:#x}, got {got:#x} "
+                                         f"(differs in bits {got ^ expected:#x})")
+
+
+def check_words(got: list[int], expected: list[int], describe: Describe | None = None) -> None:
+    """Every word of `got` equals its counterpart in `expected`; the first that does not fails with `describe`."""
+    describe = describe or bit_difference()
+    for index, (g, e) in enumerate(zip(got, expected)):
+        assert g == e, describe(index, g, e)
+
+
+def assert_back_to_back(cycles: list[int], what: str, *, first: int | None = None, count: int | None = None) -> None:
+    """`cycles` are `count` handshakes (all there are by default) on consecutive cycles from `first` (by default
+    the first of them): `what` ran at one beat per cycle."""
+    start = cycles[0] if first is None else first
+    count = len(cycles) if count is None else count
+    assert cycles == list(range(start, start + count)), (
+        f"{what}: {len(cycles)} handshakes at {cycles[:8]}..., expected {count}, one per cycle from cycle {start} on")
+
+
+async def run_streams(
+    dut,
+    inputs: dict[str, list[int]],
+    expected: list[int],
+    *,
+    gap_probability: float | dict[str, float],
+    ready_probability: float,
+    compute_cycles: int = 0,
+    settle_cycles: int = 50,
+    describe: Describe | None = None,
+    sequential: bool = False,
+) -> dict[str, list[int]]:
+    """Drive `inputs` ({port: beats}) into the DUT and check that `o` carries exactly `expected`.
+
+    Every input port gets its own driver, idling before each beat with `gap_probability` (one for all ports, or
+    one per port); `o` is ready with `ready_probability`. With `sequential` the ports are driven one after the
+    other in the order given (each starts when the previous one's last beat is taken), else all at once. Every
+    output word is checked against `expected` (`describe` words a mismatch, `bit_difference()` by default);
+    after `settle_cycles` more cycles no further beat may have come. `compute_cycles`, time the block needs
+    beyond its beats, widens the timeout (which only bounds a failing run). Returns the cycles, counted from
+    just after reset, on which each input port and `o` handed over a beat.
     """
-    data = bench_data()
-    expected = hex_words(data["expected"])
-    rng = bench_rng(dut)
-    drivers = {port: StreamDriver(dut, port, rng, gap_probability=gap_probability) for port in data["inputs"]}
+    gaps = {port: gap_probability[port] if isinstance(gap_probability, dict) else gap_probability
+            for port in inputs}
+    rng = tb_rng(dut)
+    drivers = {port: StreamDriver(dut, port, rng, gap_probability=gaps[port]) for port in inputs}
     sink = StreamSink(dut, "o", rng, ready_probability=ready_probability)
     await start_clock_and_reset(dut)
     sink.start()
-    cycles = record_handshakes(dut, *data["inputs"], "o")
-    for port, words in data["inputs"].items():
-        cocotb.start_soon(drivers[port].send(hex_words(words)))
-    beats = sum(len(words) for words in data["inputs"].values())
-    timeout = int((beats * (1 + 4 * gap_probability) + data.get("compute_cycles", 0) + len(expected))
-                  / ready_probability) * 2 + 500
+    cycles = record_handshakes(dut, *inputs, "o")
+
+    async def send_in_turn() -> None:
+        for port, beats in inputs.items():
+            await drivers[port].send(beats)
+
+    if sequential:
+        cocotb.start_soon(send_in_turn())
+    else:
+        for port, beats in inputs.items():
+            cocotb.start_soon(drivers[port].send(beats))
+    offered = sum(len(beats) * (1 + 4 * gaps[port]) / (1 - gaps[port]) for port, beats in inputs.items())
+    outputs = len(expected) / (1 - max(gaps.values(), default=0.0))
+    timeout = int((offered + compute_cycles + outputs) / ready_probability) * 4 + 500
     got = await sink.wait_for(len(expected), timeout_cycles=timeout)
-    for index, (g, e) in enumerate(zip(got, expected)):
-        assert g == e, f"output {index}: expected {e:#x}, got {g:#x}"
-    await ClockCycles(dut.clk, 50)
+    check_words(got, expected, describe)
+    await ClockCycles(dut.clk, settle_cycles)
     assert len(sink.beats) == len(expected), f"{len(sink.beats) - len(expected)} output beats too many"
     return cycles
+
+
+async def run_data_streams(dut, gap_probability: float, ready_probability: float) -> dict[str, list[int]]:
+    """`run_streams` on the stimulus in `tb_data()`; return the handshake cycles per port.
+
+    The document holds `inputs` ({port: [hex words]}), `expected` (hex words on `o`) and optionally
+    `compute_cycles`, time the block needs beyond its beats (it widens the timeout).
+    """
+    data = tb_data()
+    return await run_streams(dut, {port: hex_words(words) for port, words in data["inputs"].items()},
+                             hex_words(data["expected"]), gap_probability=gap_probability,
+                             ready_probability=ready_probability, compute_cycles=data.get("compute_cycles", 0))

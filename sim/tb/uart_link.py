@@ -1,10 +1,10 @@
-"""Pin-level end-to-end bench of `UartAccelerator`: request frames in on `rx`, response frames out on `tx`.
+"""Pin-level end-to-end testbench of `UartAccelerator`: request frames in on `rx`, response frames out on `tx`.
 
 The far end (`UartModel`) sends each request as serial bits and decodes `tx` by mid-bit sampling; what
 comes back must be, byte for byte, what `LinkModel` says the device answers. Requests go one at a time:
 the next is sent only once the previous answer has fully arrived, as a host does.
 
-Parameters (`bench_params()`): `divisor`, `max_payload`, `info` (the INFO JSON, hex), optionally `baud_error`.
+Parameters (`tb_params()`): `divisor`, `max_payload`, `info` (the INFO JSON, hex), optionally `baud_error`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from cocotb.triggers import Timer
 
 from hw.spec.link import LinkModel
 from hw.spec.protocol import SYNC_REQUEST, Command, encode_request
-from sim.tb.common import bench_params, bench_rng, start_clock_and_reset
-from sim.tb.uart_bench import MAX_BAUD_ERROR, UartModel, wait_until
+from sim.tb.common import start_clock_and_reset, tb_params, tb_rng
+from sim.tb.uart import MAX_BAUD_ERROR, UartModel, wait_until
 
 UNKNOWN_COMMAND = 0x7E
 
@@ -28,7 +28,7 @@ def _no_sync(rng: random.Random, n: int) -> bytes:
 
 
 def requests(rng: random.Random, max_payload: int) -> list[tuple[str, bytes]]:
-    """(name, bytes on the wire) of each request the bench sends, in order."""
+    """(name, bytes on the wire) of each request the testbench sends, in order."""
     def echo(n: int) -> bytes:
         return encode_request(Command.ECHO, rng.randbytes(n))
 
@@ -63,9 +63,9 @@ def requests(rng: random.Random, max_payload: int) -> list[tuple[str, bytes]]:
 @cocotb.test(timeout_time=20, timeout_unit="ms")
 async def test_requests_over_uart(dut):
     """Each request's response, decoded from `tx`, equals the golden model's."""
-    params = bench_params()
+    params = tb_params()
     divisor, max_payload, info = params["divisor"], params["max_payload"], bytes.fromhex(params["info"])
-    rng = bench_rng(dut)
+    rng = tb_rng(dut)
     error = params.get("baud_error")
     if error is None:
         error = rng.uniform(-MAX_BAUD_ERROR, MAX_BAUD_ERROR)

@@ -1,4 +1,4 @@
-"""Frame layer bench: the byte-stream `Accelerator` answers exactly as `hw.spec.link.LinkModel` says.
+"""Frame layer testbench: the byte-stream `Accelerator` answers exactly as `hw.spec.link.LinkModel` says.
 
 Requests go in with random inter-byte gaps, responses come out under random backpressure. Parameters:
 `max_payload`, `timeout_cycles`, `info` (hex of the INFO payload), `frames` (how many random frames).
@@ -13,26 +13,26 @@ from cocotb.triggers import ClockCycles
 
 from hw.spec.link import LinkModel
 from hw.spec.protocol import Command, Status, encode_request, encode_response
-from sim.tb.common import StreamDriver, StreamSink, bench_params, bench_rng, start_clock_and_reset
+from sim.tb.common import StreamDriver, StreamSink, start_clock_and_reset, tb_params, tb_rng
 
 
-class Bench:
+class Testbench:
     def __init__(self, dut):
-        self.params = bench_params()
+        self.params = tb_params()
         self.max_payload = self.params["max_payload"]
         self.timeout_cycles = self.params["timeout_cycles"]
-        self.rng = bench_rng(dut)
+        self.rng = tb_rng(dut)
         self.model = LinkModel(self.max_payload, bytes.fromhex(self.params["info"]))
         self.driver = StreamDriver(dut, "rx", self.rng, gap_probability=0.3)
         self.sink = StreamSink(dut, "tx", self.rng, ready_probability=0.6)
         self.received = 0
 
     @classmethod
-    async def start(cls, dut) -> Bench:
-        bench = cls(dut)  # idles the input stream before reset, so no X reaches the design
+    async def start(cls, dut) -> Testbench:
+        tb = cls(dut)  # idles the input stream before reset, so no X reaches the design
         await start_clock_and_reset(dut)
-        bench.sink.start()
-        return bench
+        tb.sink.start()
+        return tb
 
     async def exchange(self, data: bytes) -> None:
         """Send `data`, then check that exactly the model's answer arrives."""
@@ -74,48 +74,48 @@ class Bench:
 @cocotb.test()
 async def random_frames_with_garbage(dut):
     """Random good and bad frames, garbage between them, every response byte as the model says."""
-    bench = await Bench.start(dut)
-    for _ in range(bench.params["frames"]):
-        await bench.exchange(bench.garbage(bench.rng.randint(0, 4)) + bench.random_frame())
+    tb = await Testbench.start(dut)
+    for _ in range(tb.params["frames"]):
+        await tb.exchange(tb.garbage(tb.rng.randint(0, 4)) + tb.random_frame())
 
 
 @cocotb.test()
 async def each_error_status_then_good_frame(dut):
     """Each error status is produced, and a good frame right after it still works."""
-    bench = await Bench.start(dut)
+    tb = await Testbench.start(dut)
     good = encode_request(Command.ECHO, b"still alive")
     corrupt = bytearray(encode_request(Command.ECHO, b"x" * 5))
     corrupt[-2] ^= 0xFF
     cases = {
         Status.BAD_CRC: bytes(corrupt),
         Status.UNKNOWN_COMMAND: encode_request(0x42, b"abc"),
-        Status.LENGTH_OVER_MAX: bytes([0xA5, Command.ECHO]) + (bench.max_payload + 1).to_bytes(2, "little"),
+        Status.LENGTH_OVER_MAX: bytes([0xA5, Command.ECHO]) + (tb.max_payload + 1).to_bytes(2, "little"),
     }
     for status, frame in cases.items():
-        assert bench.model.feed(frame) == encode_response(status)  # the model agrees with the protocol
-        bench.model.timeout()
-        await bench.exchange(frame)
-        await bench.exchange(good)
+        assert tb.model.feed(frame) == encode_response(status)  # the model agrees with the protocol
+        tb.model.timeout()
+        await tb.exchange(frame)
+        await tb.exchange(good)
 
 
 @cocotb.test()
 async def truncated_frame_times_out(dut):
     """A frame cut short is dropped after the inter-byte timeout; the next frame is answered."""
-    bench = await Bench.start(dut)
+    tb = await Testbench.start(dut)
     full = encode_request(Command.ECHO, bytes(range(10)))
     for cut in (1, 3, 4, 9, len(full) - 1):
-        await bench.exchange(full[:cut])  # no answer expected yet
-        await ClockCycles(dut.clk, bench.timeout_cycles + 10)
-        bench.model.timeout()
-        await bench.exchange(encode_request(Command.ECHO, bytes([cut]) * 3))
+        await tb.exchange(full[:cut])  # no answer expected yet
+        await ClockCycles(dut.clk, tb.timeout_cycles + 10)
+        tb.model.timeout()
+        await tb.exchange(encode_request(Command.ECHO, bytes([cut]) * 3))
 
 
 @cocotb.test()
 async def arbitrary_byte_noise_never_wedges(dut):
     """Noise that may contain sync bytes: the RTL agrees with the model, then recovers after a timeout."""
-    bench = await Bench.start(dut)
+    tb = await Testbench.start(dut)
     for _ in range(5):
-        await bench.exchange(bench.garbage(bench.rng.randint(1, 3 * bench.max_payload), allow_sync=True))
-        await ClockCycles(dut.clk, bench.timeout_cycles + 10)
-        bench.model.timeout()
-        await bench.exchange(encode_request(Command.ECHO, random.Random(1).randbytes(7)))
+        await tb.exchange(tb.garbage(tb.rng.randint(1, 3 * tb.max_payload), allow_sync=True))
+        await ClockCycles(dut.clk, tb.timeout_cycles + 10)
+        tb.model.timeout()
+        await tb.exchange(encode_request(Command.ECHO, random.Random(1).randbytes(7)))

@@ -11,15 +11,15 @@ from __future__ import annotations
 import cocotb
 from cocotb.triggers import RisingEdge
 
-from sim.tb.common import bench_params, bench_rng, start_clock_and_reset
+from sim.tb.common import start_clock_and_reset, tb_params, tb_rng
 
 
 @cocotb.test()
 async def random_accesses(dut):
     """Random writes, reads, idle cycles and holds against a dict of written words."""
-    params = bench_params()
+    params = tb_params()
     width, depth, cycles = params["width"], params["depth"], params["cycles"]
-    rng = bench_rng(dut)
+    rng = tb_rng(dut)
     undefined = (1 << width) - 1  # the model's stand-in for the cell's undefined output after a write
     dut.write__en.value = 0
     dut.read__en.value = 0

@@ -1,8 +1,8 @@
-"""FC engine bench: every output of `hw.fc_engine.FcEngine` equals `hw.spec.fc.fc_fixed`, and the compute
+"""FC engine testbench: every output of `hw.fc_engine.FcEngine` equals `hw.spec.fc.fc_fixed`, and the compute
 phase takes one slice per cycle.
 
-The stimulus is the generic multi-stream one (`sim.tb.common.run_streams`, parameters as in
-`sim.tb.stream_bench`): `data` names a JSON file with `inputs` (cfg, x, scale, xor, bim: hex beats of one or
+The stimulus is the generic multi-stream one (`sim.tb.common.run_data_streams`, parameters as in
+`sim.tb.streams`): `data` names a JSON file with `inputs` (cfg, x, scale, xor, bim: hex beats of one or
 more layers), `expected` (the `o` beats), `gap_probability`, `ready_probability`, `compute_cycles` and
 `report`. Besides the handshakes, the full-rate test watches the engine's own `computing` and `slice_take`
 signals and writes, per layer, the cycles spent in the compute phase, the slices taken in it and the XOR
@@ -16,7 +16,7 @@ import json
 import cocotb
 from cocotb.triggers import RisingEdge
 
-from sim.tb.common import bench_data, run_streams
+from sim.tb.common import run_data_streams, tb_data
 
 
 def watch_compute(dut) -> list[dict[str, int]]:
@@ -46,20 +46,20 @@ def watch_compute(dut) -> list[dict[str, int]]:
 @cocotb.test()
 async def random_gaps_and_backpressure(dut):
     """Random input gaps on every stream and random output backpressure."""
-    data = bench_data()
-    await run_streams(dut, data["gap_probability"], data["ready_probability"])
+    data = tb_data()
+    await run_data_streams(dut, data["gap_probability"], data["ready_probability"])
 
 
 @cocotb.test()
 async def fast_producer_slow_consumer(dut):
     """No input gaps into a mostly stalled output: outputs must hold while the next layer's beats wait."""
-    await run_streams(dut, 0.0, 0.2)
+    await run_data_streams(dut, 0.0, 0.2)
 
 
 @cocotb.test()
 async def full_rate(dut):
     """No gaps, always ready: record every handshake and each compute phase's cycles and slices."""
     phases = watch_compute(dut)
-    cycles = await run_streams(dut, 0.0, 1.0)
-    with open(bench_data()["report"], "w") as f:
+    cycles = await run_data_streams(dut, 0.0, 1.0)
+    with open(tb_data()["report"], "w") as f:
         json.dump({"handshakes": cycles, "compute": phases}, f)

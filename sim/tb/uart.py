@@ -1,12 +1,12 @@
-"""cocotb bench for the UART PHY pair: a `UartRx` and a `UartTx` side by side with independent ports.
+"""cocotb testbench for the UART PHY pair: a `UartRx` and a `UartTx` side by side with independent ports.
 
 DUT ports: `rx`, `o` (stream), `overrun`, `frame_error` of the receiver; `i` (stream), `tx` of the transmitter.
-Parameters (`bench_params()`): `divisor` (clock cycles per bit, both PHYs) and optionally `baud_error`, the
+Parameters (`tb_params()`): `divisor` (clock cycles per bit, both PHYs) and optionally `baud_error`, the
 relative rate error of the far end (default: random within +-2%, which 8N1 with mid-bit sampling tolerates).
 
 The far end is `UartModel`: it drives a line bit by bit in simulated time, not in clock cycles, so its
 edges fall at any phase of the DUT clock, and it decodes a line by sampling each bit at its middle.
-`UartModel` and `wait_until` are also used by the pin-level link bench.
+`UartModel` and `wait_until` are also used by the pin-level link testbench (`sim.tb.uart_link`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, Timer
 
-from sim.tb.common import CLOCK_PERIOD_NS, bench_params, bench_rng, start_clock_and_reset
+from sim.tb.common import CLOCK_PERIOD_NS, start_clock_and_reset, tb_params, tb_rng
 
 CLOCK_PERIOD_PS = CLOCK_PERIOD_NS * 1000
 MAX_BAUD_ERROR = 0.02
@@ -130,10 +130,10 @@ class RxMonitor:
 
 
 async def setup(dut) -> tuple[int, random.Random, UartModel]:
-    """Idle lines, clock and reset; the divisor, the bench's generator and the far end's model."""
-    params = bench_params()
+    """Idle lines, clock and reset; the divisor, the testbench's generator and the far end's model."""
+    params = tb_params()
     divisor = params["divisor"]
-    rng = bench_rng(dut)
+    rng = tb_rng(dut)
     error = params.get("baud_error")
     if error is None:
         error = rng.uniform(-MAX_BAUD_ERROR, MAX_BAUD_ERROR)
