@@ -29,6 +29,7 @@ import numpy as np
 
 from hw.spec import fc_stream
 from hw.spec.fields import beats_to_bytes, fields_from_json, pack_fields, unpack_fields, word_bits
+from hw.spec.spectral.engine import check_layer_fits
 from hw.spec.spectral.layer import SpectralLayer
 from hw.spec.spectral.stream import cfg_beat, kernel_beats, quant_beats
 
@@ -136,29 +137,9 @@ def plan_conv_layer(accel: AccelInfo, layer: SpectralLayer, in_shape: tuple[int,
     p = accel.conv_params
     if p is None:
         raise ValueError("the device has no conv engine")
+    check_layer_fits(p, layer, in_shape, valid_as_crop=True)
     oaa = layer.oaa
-    if (oaa.n, oaa.k, oaa.l) != (p["n"], p["k"], p["l"]):
-        raise ValueError(f"layer (n, k, l)=({oaa.n}, {oaa.k}, {oaa.l}) does not match the engine's "
-                         f"({p['n']}, {p['k']}, {p['l']})")
-    if p["padding"] != "same":
-        raise ValueError(f"the engine must run 'same' padding, it runs {p['padding']!r}")
-    if layer.relu != p["relu"]:
-        raise ValueError(f"layer relu={layer.relu} does not match the engine's relu={p['relu']}")
-    if layer.schedule is None or (layer.schedule.p, layer.schedule.b) != (p["p"], p["b"]):
-        got = None if layer.schedule is None else (layer.schedule.p, layer.schedule.b)
-        raise ValueError(f"layer schedule (p, b) must be ({p['p']}, {p['b']}), got {got}")
-    if layer.quant is None:
-        raise ValueError("layer has no quantization parameters (calibrate it first)")
     c_in, h, w = in_shape
-    if c_in != layer.c_in:
-        raise ValueError(f"input must have C_in={layer.c_in} channels, got {c_in}")
-    for name, value, high in (("c_in", layer.c_in, p["max_c_in"]), ("c_out", layer.c_out, p["max_c_out"]),
-                              ("height", h, p["max_height"]), ("width", w, p["max_width"])):
-        if not 1 <= value <= high:
-            raise ValueError(f"layer {name}={value} outside the engine's 1..{high}")
-    most = int(layer.schedule.groups.sum(axis=1).max(initial=0))
-    if most > p["max_groups"]:
-        raise ValueError(f"an output channel has {most} kernel groups, more than max_groups={p['max_groups']}")
     # "same" is the engine's own output; "valid" is its window at (k - 1) // 2 (the offsets of OaaParams.crop).
     h_out, w_out = oaa.output_shape(h, w)
     top = 0 if oaa.padding == "same" else (oaa.k - 1) // 2

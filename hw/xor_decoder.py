@@ -19,19 +19,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .spec.params import require_params
-
-
-def _gf2_rank(rows: Sequence[int]) -> int:
-    """Rank over GF(2) of a matrix given as row bit-masks."""
-    pivots: dict[int, int] = {}
-    for row in rows:
-        while row:
-            top = row.bit_length() - 1
-            if top not in pivots:
-                pivots[top] = row
-                break
-            row ^= pivots[top]
-    return len(pivots)
+from .spec.xor import gf2_rank, position_width
 
 
 def _row_masks(m: Any, n_out: int, n_in: int) -> tuple[int, ...]:
@@ -94,7 +82,7 @@ class XorDecoderParams:
             raise ValueError(f"xor_fanin must be at least 2, got {self.xor_fanin}")
         rows = _row_masks(self.m, self.n_out, self.n_in)
         object.__setattr__(self, "m", rows)
-        if (rank := _gf2_rank(rows)) != self.n_in:
+        if (rank := gf2_rank(self.matrix)) != self.n_in:
             raise ValueError(f"m must have full column rank n_in={self.n_in} over GF(2), got rank {rank}")
 
     @classmethod
@@ -111,7 +99,7 @@ class XorDecoderParams:
     @property
     def position_width(self) -> int:
         """Bits per patch position: ceil(log2 n_out)."""
-        return (self.n_out - 1).bit_length()
+        return position_width(self.n_out)
 
     @property
     def count_width(self) -> int:

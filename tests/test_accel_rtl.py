@@ -156,6 +156,8 @@ def test_plan_rejects_what_does_not_fit():
         plan_conv_layer(accel, make_layer(3, 6, "same", 2, 3, (8, 8), seed=1), (2, 8, 8), src=0, pool=False)
     with pytest.raises(ValueError, match="int8"):
         input_bytes(np.array([200]))
+    with pytest.raises(ValueError, match=r"^input height=2 outside 3\.\.8$"):  # a "valid" layer needs a whole kernel
+        plan_conv_layer(accel, make_layer(3, 6, "valid", 2, 3, (8, 8), seed=1), (2, 2, 8), src=0, pool=False)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

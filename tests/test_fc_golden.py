@@ -8,7 +8,7 @@ import pytest
 
 from host.compress.xor import encode_slices
 from hw.spec.bim import tiles_to_mask
-from hw.spec.bim_stream import UnpackerBeatFormat, bits_to_int, tiles_to_beats, unpack_beats
+from hw.spec.bim_stream import UnpackerBeatFormat, tiles_to_beats, unpack_beats
 from hw.spec.fc import FcLayout, fc_accumulate, fc_fixed, round_shift
 from hw.spec.fc_stream import (
     FcLayer,
@@ -18,6 +18,7 @@ from hw.spec.fc_stream import (
     tile_major_mask_rows,
     xor_targets,
 )
+from hw.spec.fields import bits_to_int
 from hw.spec.xor import decode_slices, xor_matrix
 from hw.spec.xor_stream import BeatFormat
 

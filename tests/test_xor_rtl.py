@@ -20,8 +20,9 @@ from boards import get_board
 from host.compress.xor import encode_slices
 from hw import characterise
 from hw.characterise import XorDecoderHarness
+from hw.spec.fields import bits_to_int
 from hw.spec.xor import decode_slices, xor_matrix
-from hw.spec.xor_stream import BeatFormat, bits_to_int, expected_words, scramble_ignored, slices_to_beats
+from hw.spec.xor_stream import BeatFormat, expected_words, scramble_ignored, slices_to_beats
 from hw.xor_decoder import XorDecoder, XorDecoderParams
 from sim import runner
 

@@ -13,8 +13,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.spec.spectral.engine import SHIFT_BITS
 from hw.spec.spectral.geometry import PADDINGS
-from hw.spectral.overlap_add import SHIFT_BITS, _check_int, requant_stages
+from hw.spectral.overlap_add import _check_int, requant_stages
 
 
 @dataclass(frozen=True)

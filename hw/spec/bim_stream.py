@@ -35,11 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw.spec.bim import boolean_product
-
-
-def bits_to_int(bits: np.ndarray) -> int:
-    """A 0/1 vector as an int, element j at bit j."""
-    return int.from_bytes(np.packbits(np.asarray(bits, dtype=np.uint8), bitorder="little").tobytes(), "little")
+from hw.spec.fields import bits_to_int
 
 
 def _tiles(p: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 FieldTable = Mapping[str, tuple[int, int]]
 
 
@@ -48,3 +50,8 @@ def beats_to_bytes(beats: Sequence[int], width: int) -> bytes:
 
 
 __all__ = ["FieldTable", "fields_from_json", "word_bits", "pack_fields", "unpack_fields", "beats_to_bytes"]
+
+
+def bits_to_int(bits: np.ndarray) -> int:
+    """A 0/1 vector as an int, element j at bit j."""
+    return int.from_bytes(np.packbits(np.asarray(bits, dtype=np.uint8), bitorder="little").tobytes(), "little")

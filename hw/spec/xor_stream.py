@@ -21,6 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .fields import bits_to_int
+from .xor import decode_slices, position_width
+
 
 @dataclass(frozen=True)
 class BeatFormat:
@@ -32,7 +35,7 @@ class BeatFormat:
 
     @property
     def position_width(self) -> int:
-        return (self.n_out - 1).bit_length()
+        return position_width(self.n_out)
 
     @property
     def count_width(self) -> int:
@@ -76,11 +79,6 @@ class BeatFormat:
         return beat & ((1 << self.n_in) - 1), positions, count, bool((beat >> self.last_offset) & 1)
 
 
-def bits_to_int(bits: np.ndarray) -> int:
-    """A 0/1 vector as an int, element j at bit j."""
-    return int.from_bytes(np.packbits(np.asarray(bits, dtype=np.uint8), bitorder="little").tobytes(), "little")
-
-
 def slices_to_beats(x: np.ndarray, patch_counts: np.ndarray, patch_positions: np.ndarray, max_patches: int,
                     *, n_out: int) -> list[int]:
     """The canonical beat stream for slices `x` (S, n_in) with their patches (counts, flat positions)."""
@@ -121,6 +119,4 @@ def scramble_ignored(beats: list[int], fmt: BeatFormat, rng: random.Random) -> l
 def expected_words(m: np.ndarray, x: np.ndarray, patch_counts: np.ndarray,
                    patch_positions: np.ndarray) -> list[int]:
     """The decoder's output words: `decode_slices` per slice, bit j of the word = y[j]."""
-    from hw.spec.xor import decode_slices
-
     return [bits_to_int(y) for y in decode_slices(m, x, patch_counts, patch_positions)]

@@ -17,11 +17,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..spec.params import is_int, require_params
+from ..spec.spectral.engine import SHIFT_BITS
 from .fft import complex_layout
 from .spectral_mac import canonical_bins
-
-# mac_shift is a run-time input of this width: the golden model allows 0..62.
-SHIFT_BITS = 6
 
 
 @dataclass(frozen=True)
@@ -181,4 +179,4 @@ class IfftInput(wiring.Component):
         return m
 
 
-__all__ = ["IfftInput", "IfftInputParams", "SHIFT_BITS"]
+__all__ = ["IfftInput", "IfftInputParams"]

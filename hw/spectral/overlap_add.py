@@ -16,10 +16,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.spec.spectral.engine import SHIFT_BITS
 from hw.spec.spectral.geometry import OaaParams
-
-# out_shift is a run-time field of this width: the golden model allows 0..62.
-SHIFT_BITS = 6
 
 
 def _check_int(name: str, value: Any, low: int) -> int:

@@ -32,6 +32,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.spec.spectral import stream as beats
+from hw.spec.spectral.engine import SHIFT_BITS, check_layer_fits
 from hw.spec.spectral.fixed import Spec2Fixed
 from hw.spec.spectral.geometry import OaaParams
 from hw.spec.spectral.layer import SpectralLayer
@@ -39,7 +40,7 @@ from hw.spec.spectral.layer import SpectralLayer
 from ..layouts import layout_fields
 from ..spec.params import is_int, require_params
 from .fft import Fft2d, FftParams, Ifft2d
-from .ifft_input import SHIFT_BITS, IfftInput, IfftInputParams
+from .ifft_input import IfftInput, IfftInputParams
 from .overlap_add import OverlapAdd, OverlapAddParams
 from .spectral_mac import SpectralMac, SpectralMacParams, canonical_bins
 from .tiler import Tiler, TilerParams
@@ -449,37 +450,10 @@ def _width(shape: Any) -> int:
     return shape.size if isinstance(shape, data.Layout) else Shape.cast(shape).width
 
 
-def _check_layer(params: Spec2ConvParams, layer: SpectralLayer, shape: tuple[int, ...]) -> None:
-    """ValueError naming the field unless `layer` on an input of `shape` fits these parameters."""
-    if layer.oaa != params.oaa:
-        raise ValueError(f"layer geometry {layer.oaa} does not match the block's {params.oaa}")
-    if layer.relu != params.relu:
-        raise ValueError(f"layer relu={layer.relu} does not match the block's relu={params.relu}")
-    if layer.schedule is None or (layer.schedule.p, layer.schedule.b) != (params.p, params.b):
-        got = None if layer.schedule is None else (layer.schedule.p, layer.schedule.b)
-        raise ValueError(f"layer schedule (p, b) must be ({params.p}, {params.b}), got {got}")
-    if layer.quant is None:
-        raise ValueError("layer has no quantization parameters (calibrate it first)")
-    for name, value, high in (("c_in", layer.c_in, params.max_c_in), ("c_out", layer.c_out, params.max_c_out)):
-        if not 1 <= value <= high:
-            raise ValueError(f"layer {name}={value} outside 1..{high}")
-    if len(shape) != 3 or shape[0] != layer.c_in:
-        raise ValueError(f"input must have shape (C_in={layer.c_in}, H, W), got {shape}")
-    low = params.k if params.padding == "valid" else 1
-    for name, value, high in (("height", shape[1], params.max_height), ("width", shape[2], params.max_width)):
-        if not low <= value <= high:
-            raise ValueError(f"input {name}={value} outside {low}..{high}")
-    most = int(layer.schedule.groups.sum(axis=1).max(initial=0))
-    if most > params.max_groups:
-        raise ValueError(f"an output channel has {most} groups, more than max_groups={params.max_groups}")
-    if not 0 <= layer.quant.mac_shift < 1 << SHIFT_BITS or not 0 <= layer.quant.out_shift < 1 << SHIFT_BITS:
-        raise ValueError(f"mac_shift and out_shift must be in 0..{(1 << SHIFT_BITS) - 1}")
-
-
 def encode(params: Spec2ConvParams, layer: SpectralLayer, x_q: np.ndarray) -> dict[str, list[int]]:
     """The input streams of one layer on one input (C_in, H, W) as integer beats per port: cfg, x, w, quant."""
     x_q = np.asarray(x_q)
-    _check_layer(params, layer, x_q.shape)
+    check_layer_fits(params.describe(), layer, x_q.shape, valid_as_crop=False)
     _, h, w = x_q.shape
     return {"cfg": [beats.cfg_beat(layout_fields(params.cfg_layout), layer, h, w)],
             "x": beats.act_beats(x_q, params.spec.act_bits),

@@ -1,0 +1,56 @@
+"""Whether a sparse spectral layer runs on a conv engine: the one check the gateware's encoder and the host's
+planner share, on the engine's description (`Spec2ConvParams.describe()`, which INFO publishes as
+`engines.conv.params`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .layer import SpectralLayer
+
+#: Width of the engine's run-time `mac_shift` and `out_shift` fields.
+SHIFT_BITS = 6
+
+
+def check_layer_fits(engine: Mapping[str, Any], layer: SpectralLayer, in_shape: Sequence[int], *,
+                     valid_as_crop: bool) -> None:
+    """ValueError naming the field unless `layer` on an input of `in_shape` (C_in, H, W) runs on `engine`.
+
+    With `valid_as_crop` the engine runs "same" padding and a "valid" layer runs as its output cropped (the
+    accelerator's post stage); without, the layer's padding must be the engine's own (the engine alone).
+    """
+    oaa = layer.oaa
+    geometry = (engine["n"], engine["k"], engine["l"])
+    if valid_as_crop:
+        if (oaa.n, oaa.k, oaa.l) != geometry:
+            raise ValueError(f"layer (n, k, l)=({oaa.n}, {oaa.k}, {oaa.l}) does not match the engine's {geometry}")
+        if engine["padding"] != "same":
+            raise ValueError(f"the engine must run 'same' padding, it runs {engine['padding']!r}")
+    elif (oaa.n, oaa.k, oaa.l, oaa.padding) != (*geometry, engine["padding"]):
+        raise ValueError(f"layer geometry (n, k, l, padding)=({oaa.n}, {oaa.k}, {oaa.l}, {oaa.padding!r}) does not "
+                         f"match the engine's ({', '.join(map(repr, (*geometry, engine['padding'])))})")
+    if layer.relu != engine["relu"]:
+        raise ValueError(f"layer relu={layer.relu} does not match the engine's relu={engine['relu']}")
+    if layer.schedule is None or (layer.schedule.p, layer.schedule.b) != (engine["p"], engine["b"]):
+        got = None if layer.schedule is None else (layer.schedule.p, layer.schedule.b)
+        raise ValueError(f"layer schedule (p, b) must be ({engine['p']}, {engine['b']}), got {got}")
+    if layer.quant is None:
+        raise ValueError("layer has no quantization parameters (calibrate it first)")
+    for name, value, high in (("c_in", layer.c_in, engine["max_c_in"]), ("c_out", layer.c_out, engine["max_c_out"])):
+        if not 1 <= value <= high:
+            raise ValueError(f"layer {name}={value} outside 1..{high}")
+    if len(in_shape) != 3 or in_shape[0] != layer.c_in:
+        raise ValueError(f"input must have shape (C_in={layer.c_in}, H, W), got {tuple(in_shape)}")
+    low = oaa.k if oaa.padding == "valid" else 1  # a "valid" output needs a whole kernel inside the map
+    for name, value, high in (("height", in_shape[1], engine["max_height"]),
+                              ("width", in_shape[2], engine["max_width"])):
+        if not low <= value <= high:
+            raise ValueError(f"input {name}={value} outside {low}..{high}")
+    most = int(layer.schedule.groups.sum(axis=1).max(initial=0))
+    if most > engine["max_groups"]:
+        raise ValueError(f"an output channel has {most} kernel groups, more than max_groups={engine['max_groups']}")
+    top = (1 << SHIFT_BITS) - 1
+    for name, value in (("mac_shift", layer.quant.mac_shift), ("out_shift", layer.quant.out_shift)):
+        if not 0 <= value <= top:
+            raise ValueError(f"layer {name}={value} outside 0..{top} (the engine's {SHIFT_BITS}-bit field)")
