@@ -175,7 +175,8 @@ def _default_fft_params() -> FftParams:
 BASELINE_PARAMS = BaselineConvParams(c_in=6, c_out=16, height=14, width=14, m=16, k=5, padding="valid")
 
 
-def spec2_block(key: str, *, mac_p: int = 4, mac_b: int = 8, oaa_max: int = 28, baseline_m: int = 16) -> Spec2Block:
+def spec2_block(key: str, *, mac_p: int = 4, mac_b: int = 8, mac_max_c_in: int = 64, oaa_max: int = 28,
+                baseline_m: int = 16) -> Spec2Block:
     """The `--block` `key` (fft2d, ifft2d, mac, oaa, baseline, conv) with the defaults of the characterisation."""
     if key in ("fft2d", "ifft2d"):
         fp = _default_fft_params()
@@ -185,7 +186,7 @@ def spec2_block(key: str, *, mac_p: int = 4, mac_b: int = 8, oaa_max: int = 28, 
                           # assert in yosys's abc9; the default shift-add twiddles synthesise alone.
                           alone_unavailable="yosys abc9 assert" if fp.twiddle_mult == "dsp" else None)
     if key == "mac":
-        mp = SpectralMacParams(p=mac_p, b=mac_b)
+        mp = SpectralMacParams(p=mac_p, b=mac_b, max_c_in=mac_max_c_in)
         return Spec2Block("mac", "spectral_mac", lambda: SpectralMac(mp), ("x", "w"), ("o",), mp.describe())
     if key == "oaa":
         op = OverlapAddParams(max_height=oaa_max, max_width=oaa_max)
