@@ -78,6 +78,7 @@ def simulate(config, *, simulator: str | None = None, stress: int | None = None,
     started = time.monotonic()
     process: subprocess.Popen | None = None
     thread: threading.Thread | None = None
+    board: SimulatedBoard | None = None
     if simulator == "verilator":
         build = runner.build_board(Accelerator(config), name, progress=progress)
         compile_seconds = build.compile_seconds
@@ -106,7 +107,7 @@ def simulate(config, *, simulator: str | None = None, stress: int | None = None,
         yield board
     finally:
         listener.close()
-        if "board" in locals():
+        if board is not None:
             board.transport.close()  # the simulation ends when its link closes
         if process is not None:
             try:
@@ -118,7 +119,7 @@ def simulate(config, *, simulator: str | None = None, stress: int | None = None,
                 failure.append(BoardFailed(f"the Verilator board exited with status {process.returncode}"))
         if thread is not None:
             thread.join(timeout=30)
-        if "board" in locals() and stats_file.stat().st_size:
+        if board is not None and stats_file.stat().st_size:
             board.stats = json.loads(stats_file.read_text())
         stats_file.unlink(missing_ok=True)
     if failure:
