@@ -1,4 +1,4 @@
-"""Host driver <-> virtual board (the accelerator's RTL under Icarus, served on TCP)."""
+"""Host driver <-> virtual board (the accelerator's RTL under the default simulator, served on TCP)."""
 
 from __future__ import annotations
 
