@@ -51,9 +51,11 @@ class SimulatedBoard:
     stats: dict = field(default_factory=dict)
 
 
-def _listen() -> socket.socket:
+def listen(port: int = 0) -> socket.socket:
+    """A socket listening on 127.0.0.1:`port` (0: any free port), for one connection at a time."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     sock.listen(1)
     return sock
 
@@ -71,7 +73,7 @@ def simulate(config, *, simulator: str | None = None, stress: int | None = None,
     simulator = simulator or runner.choose(runner.WHOLE)
     name = name or "accelerator"  # the cache directory is named after the design's hash as well
     failure: list[BaseException] = []
-    listener = _listen()
+    listener = listen()
     port = listener.getsockname()[1]
     stats_file = Path(tempfile.mkstemp(prefix="sqgen-board-", suffix=".json")[1])
     stress_args = [] if stress is None else [str(stress)]
@@ -134,8 +136,7 @@ def _accept(listener: socket.socket, alive: Callable[[], bool]) -> socket.socket
             conn, _ = listener.accept()
         except TimeoutError:
             continue
-        conn.settimeout(None)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.settimeout(None)  # SocketTransport sets TCP_NODELAY
         return conn
     return None
 

@@ -38,14 +38,6 @@ def log(message: str) -> None:
     print(f"sim.server: {message}", file=sys.stderr, flush=True)
 
 
-def _listen(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(1)
-    return sock
-
-
 def _accept(sock: socket.socket, deadline: float, what: str) -> socket.socket:
     sock.settimeout(max(0.0, deadline - time.monotonic()))
     try:
@@ -86,11 +78,11 @@ def serve(port: int, board: str | None, idle_timeout: float, stats_path: Path | 
     """Build the simulation of config `config_name`, announce the port, serve one client; returns the exit code."""
     from hw.config import CONFIGS
     from sim import runner
-    from sim.board import BoardFailed, simulate
+    from sim.board import BoardFailed, listen, simulate
 
     sim = sim or runner.choose(runner.WHOLE)
     try:
-        public = _listen(port)
+        public = listen(port)
     except OSError as exc:
         log(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}; pick another --port (0: any free port)")
         return 1

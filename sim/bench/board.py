@@ -15,28 +15,22 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-MODEL = Path(__file__).resolve().parents[2] / "models" / "lenet5_full.npz"
+from sim.demo import MODEL  # the committed, compressed LeNet-5
 
 
 def bench_link(size: int | None, count: int, simulator: str) -> dict:
     from host.device import Device
+    from sim.server import start
 
     with tempfile.TemporaryDirectory() as tmp:
         stats_path = Path(tmp) / "stats.json"
-        server = subprocess.Popen([sys.executable, "-m", "sim.server", "--port", "0", "--stats", str(stats_path),
-                                   "--sim", simulator], stdout=subprocess.PIPE, text=True)
-        try:
-            line = server.stdout.readline().strip()
-            if not line.startswith("listening on "):
-                raise RuntimeError(f"the virtual board did not start: {line!r}")
+        with start("--stats", str(stats_path), "--sim", simulator) as board:
             rng = random.Random(0)
-            with Device.open("tcp://" + line.removeprefix("listening on "), timeout=60) as dev:
+            with Device.open(board.url, timeout=60) as dev:
                 size = dev.max_payload if size is None else size
                 payloads = [rng.randbytes(size) for _ in range(count)]
                 dev.echo(b"warm-up")
@@ -45,10 +39,7 @@ def bench_link(size: int | None, count: int, simulator: str) -> dict:
                     if dev.echo(data) != data:
                         raise RuntimeError("echo came back different")
                 seconds = time.monotonic() - started
-            server.wait(timeout=60)
-        finally:
-            if server.poll() is None:
-                server.kill()
+            board.stop(timeout=60)
         stats = json.loads(stats_path.read_text())
     return {
         "benchmark": "link",

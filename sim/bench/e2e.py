@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "lenet5_full.npz"
+from sim.demo import MODEL  # the committed, compressed LeNet-5
+
 #: Descriptor fields that count each layer's words per region.
 REGION_COUNTS = {"conv.w": "conv.w_count", "conv.quant": "conv.quant_count", "fc.xor": "fc.xor_count",
                  "fc.bim": "fc.bim_count", "fc.scale": "fc.scale_count"}
@@ -184,7 +185,7 @@ def register(sub) -> None:
     parser = sub.add_parser("e2e", help="the compressed LeNet-5 end to end: size, accuracy, cycles, Fmax, images/s",
                             description="The compressed LeNet-5 end to end: model size, accuracy, cycles per image, "
                                         "Fmax and resources, images/s (JSON).")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, metavar="MODEL.npz",
+    parser.add_argument("--model", type=Path, default=MODEL, metavar="MODEL.npz",
                         help="compressed LeNet-5 (default: models/lenet5_full.npz)")
     parser.add_argument("--report", type=Path, default=None, metavar="REPORT.json",
                         help="an hw.build report.json: Fmax and resources (images/s at Fmax when it is a lenet5 build)")
