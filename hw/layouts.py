@@ -1,4 +1,5 @@
-"""Amaranth data layouts as flat field tables, the form INFO publishes and `hw.spec.fields` packs.
+"""Amaranth data layouts as flat field tables, the form INFO publishes and `hw.spec.fields` packs, and `pack`,
+a nested value packed straight into a layout's bits (for testbenches).
 
 A field table maps a dotted name ("group.lanes.0.index") to (offset, width), offsets from the word's LSB.
 Nested structs join their names with dots, arrays use the element number as the name part.
@@ -33,6 +34,17 @@ def _flatten(shape: Any, name: str, offset: int, out: dict[str, tuple[int, int]]
 
 def _width(shape: Any) -> int:
     return shape.size if isinstance(shape, data.Layout) else Shape.cast(shape).width
+
+
+def pack(shape: Any, value: Any) -> int:
+    """A value of `shape` as the unsigned integer Amaranth lays out: dicts for structs (missing fields 0),
+    sequences for arrays, ints (two's complement) otherwise."""
+    if isinstance(shape, data.StructLayout):
+        return sum(pack(field.shape, value.get(name, 0)) << field.offset for name, field in shape)
+    if isinstance(shape, data.ArrayLayout):
+        size = _width(shape.elem_shape)
+        return sum(pack(shape.elem_shape, v) << (j * size) for j, v in enumerate(value))
+    return int(value) & ((1 << _width(shape)) - 1)
 
 
 def fields_json(layout: Any) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Run layers through the `Spec2Conv` RTL simulation: the streams `hw.spectral.pipeline.encode` makes, the outputs
+"""Run layers through the `Spec2Conv` RTL simulation: the streams `hw.spectral.streams.encode` makes, the outputs
 `spectral_conv_fixed` expects, the generic stream testbench. Shared by the tests and `python -m sim.bench spectral`."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import numpy as np
 
 from hw.spec.spectral.fixed import spectral_conv_fixed
 from hw.spec.spectral.layer import SpectralLayer
-from hw.spectral.pipeline import Spec2Conv, Spec2ConvParams, cycle_model, encode
+from hw.spectral.pipeline import Spec2Conv, Spec2ConvParams, cycle_model
+from hw.spectral.streams import encode
 from sim import runner
 
 

@@ -25,13 +25,12 @@ from host.device import load_payloads, read_payloads, run_payload
 from host.lenet5.compressed import conv_features, fc_forward, load_model
 from hw.config import CONFIGS, REGION_IDS, AcceleratorConfig
 from hw.fc_engine import FcEngineParams
-from hw.layouts import layout_fields
+from hw.layouts import layout_fields, pack
 from hw.spec.bim import tiles_to_mask
 from hw.spec.fc import fc_accumulate, fc_fixed
 from hw.spec.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT, FcFormat
 from hw.spec.fc_stream import FcLayer, xor_targets
 from hw.spec.protocol import Command, Status
-from hw.spectral.pipeline import pack
 from sim import runner
 
 MODEL = Path(__file__).resolve().parent.parent / "models" / "lenet5_full.npz"

@@ -1,7 +1,7 @@
 """The accelerator's regions, sequencer and LOAD / RUN / READ: host packing and the RTL under cocotb.
 
 The host side (`host.accel`) builds every beat and descriptor from the INFO document alone; the tests check it
-against the hardware's own layouts and `hw.spectral.pipeline.encode`. The RTL tests script a whole conversation
+against the hardware's own layouts and `hw.spectral.streams.encode`. The RTL tests script a whole conversation
 with the byte-stream `Accelerator` (random gaps on rx, backpressure on tx): load two conv layers and an input,
 run both in one RUN, read the output and compare it with the golden model bit for bit, then every error
 status, then a second input on the same weights.
@@ -22,14 +22,15 @@ from host.compress.spectral import calibrate, compress_spatial
 from host.device import load_payloads, read_payloads, run_payload
 from host.lenet5.spectral import load as load_model
 from hw.config import CONFIGS, AcceleratorConfig
-from hw.layouts import layout_fields
+from hw.layouts import layout_fields, pack
 from hw.spec.fields import beats_to_bytes
 from hw.spec.pool import max_pool
 from hw.spec.protocol import Command, Status, encode_request, encode_response
 from hw.spec.spectral.fixed import spectral_conv_fixed
 from hw.spec.spectral.geometry import OaaParams
 from hw.spec.spectral.layer import SpectralLayer
-from hw.spectral.pipeline import Spec2ConvParams, cycle_model, encode, pack
+from hw.spectral.pipeline import Spec2ConvParams, cycle_model
+from hw.spectral.streams import encode
 from sim import runner
 from sim.board import play as board_play
 from sim.board import simulate

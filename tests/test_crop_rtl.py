@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from host.compress.spectral import calibrate, compress_spatial
+from hw.layouts import pack
 from hw.pool import Crop, CropParams
 from hw.spec.spectral.fixed import spectral_conv_fixed
 from hw.spec.spectral.geometry import OaaParams
-from hw.spectral.pipeline import pack
 from sim import runner
 
 # (channels, height, width, top, left, out_height, out_width): LeNet's conv2 crop, the whole map, one sample,

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hw.layouts import pack
 from hw.spec.spectral.engine import SHIFT_BITS
 from hw.spec.spectral.fixed import Spec2Fixed, requantize
 from hw.spec.spectral.layer import QuantParams
 from hw.spec.spectral.operator import crop, overlap_add
 from hw.spectral.overlap_add import OverlapAdd, OverlapAddParams
-from hw.spectral.pipeline import pack
 from sim import runner
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hw.layouts import pack
 from hw.pool import MaxPool2, MaxPoolParams
 from hw.spec.pool import max_pool
-from hw.spectral.pipeline import pack
 from sim import runner
 
 

@@ -16,7 +16,8 @@ import pytest
 from host.compress.spectral import calibrate, compress_spatial
 from hw.spec.spectral.fixed import spectral_conv_fixed
 from hw.spec.spectral.layer import SpectralLayer
-from hw.spectral.pipeline import Spec2ConvParams, cycle_model, decode_output, encode
+from hw.spectral.pipeline import Spec2ConvParams, cycle_model
+from hw.spectral.streams import decode_output, encode
 from sim import runner
 from sim.spectral import simulate_layers, span
 

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from host.compress.spectral import calibrate, compress_spatial
+from hw.layouts import pack
 from hw.spec.spectral.engine import SHIFT_BITS
 from hw.spec.spectral.fixed import Spec2Fixed, ifft_input, spectral_conv_fixed_stages
 from hw.spec.spectral.geometry import OaaParams
 from hw.spec.spectral.operator import tile_input
 from hw.spectral.ifft_input import IfftInput, IfftInputParams
-from hw.spectral.pipeline import pack
 from hw.spectral.spectral_mac import canonical_bins
 from hw.spectral.tiler import Tiler, TilerParams
 from sim import runner

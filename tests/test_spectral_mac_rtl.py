@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from host.compress.spectral import calibrate, compress_spatial, schedule_stats
+from hw.layouts import pack
 from hw.spec.spectral.fixed import Spec2Fixed, spectral_conv_fixed_stages
 from hw.spec.spectral.geometry import OaaParams, canonical_mask
 from hw.spec.spectral.layer import stream_entries
-from hw.spectral.pipeline import pack
 from hw.spectral.spectral_mac import SpectralMac, SpectralMacParams, canonical_bins
 from sim import runner
 

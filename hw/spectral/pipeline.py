@@ -20,24 +20,21 @@ FFT's period per tile; layers overlap load with compute.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from amaranth import Array, Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.spec.spectral import stream as beats
-from hw.spec.spectral.engine import SHIFT_BITS, check_layer_fits
+from hw.spec.spectral.engine import SHIFT_BITS
 from hw.spec.spectral.fixed import Spec2Fixed
 from hw.spec.spectral.geometry import OaaParams
 from hw.spec.spectral.layer import SpectralLayer
 
-from ..layouts import layout_fields
 from ..spec.params import is_int, require_params
 from .fft import Fft2d, FftParams, Ifft2d
 from .ifft_input import IfftInput, IfftInputParams
@@ -287,7 +284,7 @@ class KernelReplay(wiring.Component):
 class Spec2Conv(wiring.Component):
     """A SPEC2 sparse spectral convolution layer in one block, bit-exact with `spectral_conv_fixed`.
 
-    Streams (Amaranth valid/ready; `Spec2ConvParams.encode` builds them from a layer and an input):
+    Streams (Amaranth valid/ready; `hw.spectral.streams.encode` builds them from a layer and an input):
 
     * `cfg` (`params.cfg_layout`): one beat per layer: input height and width (1..max; at least k for
       "valid"), c_in (1..max_c_in), c_out (1..max_c_out), and the layer's `QuantParams.mac_shift`.
@@ -435,41 +432,6 @@ class Spec2Conv(wiring.Component):
         return m
 
 
-def pack(shape: Any, value: Any) -> int:
-    """A value of `shape` as the unsigned integer Amaranth lays out: dicts for structs (missing fields 0),
-    sequences for arrays, ints (two's complement) otherwise."""
-    if isinstance(shape, data.StructLayout):
-        return sum(pack(field.shape, value.get(name, 0)) << field.offset for name, field in shape)
-    if isinstance(shape, data.ArrayLayout):
-        size = _width(shape.elem_shape)
-        return sum(pack(shape.elem_shape, v) << (j * size) for j, v in enumerate(value))
-    return int(value) & ((1 << _width(shape)) - 1)
-
-
-def _width(shape: Any) -> int:
-    return shape.size if isinstance(shape, data.Layout) else Shape.cast(shape).width
-
-
-def encode(params: Spec2ConvParams, layer: SpectralLayer, x_q: np.ndarray) -> dict[str, list[int]]:
-    """The input streams of one layer on one input (C_in, H, W) as integer beats per port: cfg, x, w, quant."""
-    x_q = np.asarray(x_q)
-    check_layer_fits(params.describe(), layer, x_q.shape, valid_as_crop=False)
-    _, h, w = x_q.shape
-    return {"cfg": [beats.cfg_beat(layout_fields(params.cfg_layout), layer, h, w)],
-            "x": beats.act_beats(x_q, params.spec.act_bits),
-            "w": beats.kernel_beats(layout_fields(params.kernel_layout), layer, params.p),
-            "quant": beats.quant_beats(layout_fields(params.quant_layout), layer)}
-
-
-def decode_output(params: Spec2ConvParams, words: Sequence[int], shape: tuple[int, int, int]) -> np.ndarray:
-    """Output beats (unsigned words) -> the signed int64 map of `shape` (C_out, H_out, W_out)."""
-    bits = params.spec.out_bits
-    v = np.asarray(list(words), dtype=np.int64) & ((1 << bits) - 1)
-    if v.size != int(np.prod(shape)):
-        raise ValueError(f"expected {int(np.prod(shape))} output values for {shape}, got {v.size}")
-    return np.where(v >= 1 << (bits - 1), v - (1 << bits), v).reshape(shape)
-
-
 def cycle_model(params: Spec2ConvParams, layer: SpectralLayer, h: int, w: int) -> dict[str, int]:
     """Full-rate cycles of one layer on an H x W input (the figures `sim.spectral` checks against the RTL).
 
@@ -495,4 +457,4 @@ def cycle_model(params: Spec2ConvParams, layer: SpectralLayer, h: int, w: int) -
             "steady": max(load, compute)}
 
 
-__all__ = ["Spec2ConvParams", "Spec2Conv", "KernelReplay", "encode", "decode_output", "cycle_model", "pack"]
+__all__ = ["Spec2ConvParams", "Spec2Conv", "KernelReplay", "cycle_model"]
