@@ -460,7 +460,35 @@ class Fft1d(wiring.Component):
         return m
 
 
-class Fft2d(wiring.Component):
+class _TileTransform(wiring.Component):
+    """The ports and timing `Fft2d` and `Ifft2d` share: one n x n tile per n^2 cycles, real samples on one side
+    and the half spectrum (`complex_layout(data_bits)`) on the other; `inverse` says which side is which.
+
+    Twiddle products follow `params.twiddle_mult`: by default shift-and-add logic and no DSP at all, because DSPs
+    are the budget SPEC2 is compared with the baseline on and the twiddles are constants; "dsp" uses `*`.
+    """
+
+    inverse: bool
+
+    def __init__(self, params: FftParams):
+        require_params(self, params, FftParams)
+        self.params = params
+        spectrum = complex_layout(params.data_bits)
+        i, o = (spectrum, signed(params.data_bits)) if self.inverse else (signed(params.act_bits), spectrum)
+        super().__init__({"i": In(stream.Signature(i)), "o": Out(stream.Signature(o))})
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a tile's first input handshake to its first output handshake, with no stalls."""
+        return self.params.inverse_latency if self.inverse else self.params.forward_latency
+
+    @property
+    def period(self) -> int:
+        """Cycles per tile at full rate."""
+        return self.params.n ** 2
+
+
+class Fft2d(_TileTransform):
     """Forward 2-D FFT of n x n real tiles (`fft2_fixed`): row FFTs, columns 0..n/2 kept, column FFTs.
 
     Stream `i`: signed act_bits activations, a tile row-major (n^2 beats). Stream `o`: the n x (n/2 + 1) half
@@ -469,24 +497,9 @@ class Fft2d(wiring.Component):
 
     Throughput: one activation per cycle, one tile per n^2 cycles. Latency (no stalls): first output handshake
     `latency` = n^2 + n + (n/2 + 1) + 2 log2 n + 3 cycles after the tile's first input handshake.
-
-    Twiddle products follow `params.twiddle_mult`: by default shift-and-add logic and no DSP at all, because DSPs
-    are the budget SPEC2 is compared with the baseline on and the twiddles are constants; "dsp" uses `*`.
     """
 
-    def __init__(self, params: FftParams):
-        require_params(self, params, FftParams)
-        self.params = params
-        super().__init__({"i": In(stream.Signature(signed(params.act_bits))),
-                          "o": Out(stream.Signature(complex_layout(params.data_bits)))})
-
-    @property
-    def latency(self) -> int:
-        return self.params.forward_latency
-
-    @property
-    def period(self) -> int:
-        return self.params.n ** 2
+    inverse = False
 
     def elaborate(self, platform):
         m = Module()
@@ -506,7 +519,7 @@ class Fft2d(wiring.Component):
         return m
 
 
-class Ifft2d(wiring.Component):
+class Ifft2d(_TileTransform):
     """Inverse 2-D FFT of n x (n/2 + 1) half spectra (`ifft2_fixed`): column IFFTs, each row completed by
     Z[k2] = conj Z[n - k2] for k2 > n/2, row IFFTs, real part; every stage shifts by 1.
 
@@ -517,24 +530,9 @@ class Ifft2d(wiring.Component):
     Throughput: one output sample per cycle, one tile per n^2 cycles (input n (n/2 + 1) beats per tile, taken
     with stalls). Latency (no stalls): first output handshake `latency` = n (n/2 + 1) + n + (n/2 + 1)
     + 2 log2 n + 3 cycles after the tile's first input handshake.
-
-    Twiddle products follow `params.twiddle_mult`: by default shift-and-add logic and no DSP at all, because DSPs
-    are the budget SPEC2 is compared with the baseline on and the twiddles are constants; "dsp" uses `*`.
     """
 
-    def __init__(self, params: FftParams):
-        require_params(self, params, FftParams)
-        self.params = params
-        super().__init__({"i": In(stream.Signature(complex_layout(params.data_bits))),
-                          "o": Out(stream.Signature(signed(params.data_bits)))})
-
-    @property
-    def latency(self) -> int:
-        return self.params.inverse_latency
-
-    @property
-    def period(self) -> int:
-        return self.params.n ** 2
+    inverse = True
 
     def elaborate(self, platform):
         m = Module()
