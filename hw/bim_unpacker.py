@@ -14,22 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from amaranth import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .spec.params import require_params
-
-
-def _check_positive(owner: Any, names: tuple[str, ...]) -> None:
-    for name in names:
-        value = getattr(owner, name)
-        if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
-        object.__setattr__(owner, name, int(value))  # NumPy integers become plain ints: equal params hash equal
+from .spec.params import check_ints, require_params
 
 
 def mask_row_layout(n_t: int) -> data.StructLayout:
@@ -51,7 +40,7 @@ class BimUnpackerParams:
     r: int
 
     def __post_init__(self) -> None:
-        _check_positive(self, ("m_t", "n_t", "r"))
+        check_ints(self, (("m_t", 1, None), ("n_t", 1, None), ("r", 1, None)))
 
     @property
     def z_row_width(self) -> int:
@@ -169,7 +158,7 @@ class SparseExpanderParams:
     values_per_beat: int
 
     def __post_init__(self) -> None:
-        _check_positive(self, ("n_t", "value_width", "values_per_beat"))
+        check_ints(self, (("n_t", 1, None), ("value_width", 1, None), ("values_per_beat", 1, None)))
 
     @property
     def window_beats(self) -> int:

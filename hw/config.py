@@ -20,6 +20,7 @@ from amaranth.lib import data
 
 from boards import DEFAULT_BOARD, get_board
 from hw.spec.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT
+from hw.spec.params import check_ints
 from hw.spec.protocol import LEN_FIELD_MAX, LOAD_HEADER_BYTES, PROTOCOL_VERSION, sqgen_version
 
 from .fc_engine import FcEngineParams
@@ -107,11 +108,9 @@ class AcceleratorConfig:
             raise ValueError(f"fc must be an FcEngineParams or None, got {type(self.fc).__name__}")
         if self.fc is not None and self.fc.seed is None:
             raise ValueError("fc must be built with FcEngineParams.from_format (INFO names its FcFormat)")
-        for name in ("act_depth", "program_depth", "conv_w_depth", "conv_quant_depth", "fc_xor_depth",
-                     "fc_bim_depth", "fc_scale_depth"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_DEPTH:
-                raise ValueError(f"{name} must be an integer in 1..{MAX_DEPTH}, got {value!r}")
+        depths = ("act_depth", "program_depth", "conv_w_depth", "conv_quant_depth", "fc_xor_depth", "fc_bim_depth",
+                  "fc_scale_depth")
+        check_ints(self, ((name, 1, MAX_DEPTH) for name in depths))
         if self.conv is not None:
             spec = self.conv.spec
             if spec.act_bits != 8 or spec.out_bits != 8:

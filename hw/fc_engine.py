@@ -24,21 +24,11 @@ from hw.spec.fc_format import FcFormat
 from hw.spec.fc_stream import MAX_SHIFT, FcStreamFormat
 
 from .bim_unpacker import BimUnpacker, BimUnpackerParams
-from .spec.params import require_params
+from .spec.params import check_ints, require_params
 from .xor_decoder import XorDecoder, XorDecoderParams, matrix_shape
 
 #: Largest accumulator the golden model's int64 arithmetic represents exactly, with room for the rounding.
 MAX_ACC_BITS = 63
-
-
-def _check_int(owner: Any, name: str, low: int, high: int | None = None) -> None:
-    value = getattr(owner, name)
-    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        allowed = f">= {low}" if high is None else f"in {low}..{high}"
-        raise ValueError(f"{name} must be {allowed}, got {int(value)}")
-    object.__setattr__(owner, name, int(value))  # NumPy integers become plain ints: equal params hash equal
 
 
 @dataclass(frozen=True)
@@ -79,11 +69,10 @@ class FcEngineParams:
     def __post_init__(self) -> None:
         xor = XorDecoderParams(self.n_in, self.n_out, self.max_patches, self.m, self.xor_fanin)
         object.__setattr__(self, "m", xor.m)
-        for name, low, high in (("n_in", 1, None), ("n_out", 2, None), ("max_patches", 1, None),
-                                ("xor_fanin", 2, None), ("r", 1, None), ("m_t", 1, None), ("max_rows", 1, None),
-                                ("max_cols", 1, None), ("max_bits", 1, 8), ("a_bits", 1, 32), ("bias_bits", 2, 62),
-                                ("shift_bits", 1, 6), ("tree_fanin", 2, None)):
-            _check_int(self, name, low, high)
+        check_ints(self, (("n_in", 1, None), ("n_out", 2, None), ("max_patches", 1, None), ("xor_fanin", 2, None),
+                          ("r", 1, None), ("m_t", 1, None), ("max_rows", 1, None), ("max_cols", 1, None),
+                          ("max_bits", 1, 8), ("a_bits", 1, 32), ("bias_bits", 2, 62), ("shift_bits", 1, 6),
+                          ("tree_fanin", 2, None)))
         if not isinstance(self.x_lane_writes, (bool, np.bool_)):
             raise ValueError(f"x_lane_writes must be a bool, got {self.x_lane_writes!r}")
         object.__setattr__(self, "x_lane_writes", bool(self.x_lane_writes))
@@ -91,7 +80,7 @@ class FcEngineParams:
             raise ValueError(f"a_bits, bias_bits, max_cols and max_bits need a {self.acc_bits}-bit accumulator, "
                              f"at most {MAX_ACC_BITS}")
         if self.seed is not None:
-            _check_int(self, "seed", 0, 2**63 - 1)
+            check_ints(self, (("seed", 0, 2**63 - 1),))
             fmt = self.fc_format  # FcFormat's own checks, then M must be the seed's
             if tuple(XorDecoderParams.from_matrix(fmt.matrix(), 1).m) != self.m:
                 raise ValueError(f"seed {self.seed} does not draw m (xor_matrix({self.n_out}, {self.n_in}, seed))")

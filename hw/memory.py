@@ -28,7 +28,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
-from .spec.params import require_params
+from .spec.params import check_int, check_ints, require_params
 
 #: Bits of one SPRAM word (SB_SPRAM256KA DATAIN/DATAOUT).
 SPRAM_WIDTH = 16
@@ -44,11 +44,7 @@ class SpramParams:
     depth: int
 
     def __post_init__(self) -> None:
-        for name, high in (("width", None), ("depth", SPRAM_DEPTH)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (high and value > high):
-                allowed = "a positive integer" if high is None else f"an integer in 1..{high}"
-                raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        check_ints(self, (("width", 1, None), ("depth", 1, SPRAM_DEPTH)))
 
     @property
     def lanes(self) -> int:
@@ -76,9 +72,7 @@ class SpramLaneModel(wiring.Component):
     """
 
     def __init__(self, depth: int):
-        if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= SPRAM_DEPTH:
-            raise ValueError(f"depth must be an integer in 1..{SPRAM_DEPTH}, got {depth!r}")
-        self.depth = depth
+        self.depth = check_int("depth", depth, 1, SPRAM_DEPTH)
         super().__init__({"address": In(14), "datain": In(SPRAM_WIDTH), "wren": In(1), "chipselect": In(1),
                           "dataout": Out(SPRAM_WIDTH)})
 

@@ -18,8 +18,8 @@ from amaranth import Cat, Module, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .spec.params import require_params
-from .spec.xor import gf2_rank, position_width
+from .spec.params import check_ints, require_params
+from .spec.xor import check_sizes, gf2_rank, position_width
 
 
 def _row_masks(m: Any, n_out: int, n_in: int) -> tuple[int, ...]:
@@ -68,18 +68,8 @@ class XorDecoderParams:
     xor_fanin: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("n_in", "n_out", "max_patches", "xor_fanin"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-        if self.n_in < 1:
-            raise ValueError(f"n_in must be at least 1, got {self.n_in}")
-        if self.n_out <= self.n_in:
-            raise ValueError(f"n_out must be greater than n_in={self.n_in}, got {self.n_out}")
-        if self.max_patches < 1:
-            raise ValueError(f"max_patches must be at least 1, got {self.max_patches}")
-        if self.xor_fanin < 2:
-            raise ValueError(f"xor_fanin must be at least 2, got {self.xor_fanin}")
+        check_sizes(self.n_in, self.n_out)
+        check_ints(self, (("n_in", 1, None), ("n_out", 2, None), ("max_patches", 1, None), ("xor_fanin", 2, None)))
         rows = _row_masks(self.m, self.n_out, self.n_in)
         object.__setattr__(self, "m", rows)
         if (rank := gf2_rank(self.matrix)) != self.n_in:

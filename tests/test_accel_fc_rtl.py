@@ -124,7 +124,7 @@ def test_fc_descriptor_packing_matches_amaranth_layout():
     ({"fc": FcEngineParams.from_matrix(TINY_FORMAT.matrix(), 2, r=2, m_t=4, max_rows=4, max_cols=4)},
      "fc must be built with FcEngineParams.from_format"),
     ({"fc": FcEngineParams.from_format(TINY_FORMAT, max_rows=4, max_cols=40)}, "fc.max_cols must be at most"),
-    ({"fc_bim_depth": 0}, "fc_bim_depth must be an integer in 1..65536"),
+    ({"fc_bim_depth": 0}, "fc_bim_depth must be in 1..65536"),
     ({"fc_scale_depth": 1 << 17}, "fc_scale_depth must be"),
 ])
 def test_fc_config_rejected(kwargs: dict, message: str):

@@ -164,7 +164,7 @@ def test_plan_rejects_what_does_not_fit():
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"conv": "big"}, "conv must be a Spec2ConvParams"),
     ({"fc": object()}, "fc must be an FcEngineParams or None"),
-    ({"act_depth": 0}, "act_depth must be an integer in 1..65536"),
+    ({"act_depth": 0}, "act_depth must be in 1..65536"),
     ({"program_depth": 1 << 17}, "program_depth must be"),
     ({"conv_w_depth": 2.5}, "conv_w_depth must be"),
     ({"conv": Spec2ConvParams(k=3, l=6, padding="valid")}, "conv.padding must be 'same'"),

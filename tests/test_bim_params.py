@@ -9,9 +9,9 @@ from hw.bim_unpacker import BimUnpacker, BimUnpackerParams, SparseExpander, Spar
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"m_t": 0}, r"^m_t must be at least 1, got 0$"),
-    ({"n_t": -3}, r"^n_t must be at least 1, got -3$"),
-    ({"r": 0}, r"^r must be at least 1, got 0$"),
+    ({"m_t": 0}, r"^m_t must be >= 1, got 0$"),
+    ({"n_t": -3}, r"^n_t must be >= 1, got -3$"),
+    ({"r": 0}, r"^r must be >= 1, got 0$"),
     ({"m_t": 8.0}, r"^m_t must be an integer, got 8\.0$"),
     ({"n_t": "64"}, r"^n_t must be an integer, got '64'$"),
     ({"r": True}, r"^r must be an integer, got True$"),
@@ -24,9 +24,9 @@ def test_bad_unpacker_parameters_rejected(fields, message):
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"n_t": 0}, r"^n_t must be at least 1, got 0$"),
-    ({"value_width": 0}, r"^value_width must be at least 1, got 0$"),
-    ({"values_per_beat": -1}, r"^values_per_beat must be at least 1, got -1$"),
+    ({"n_t": 0}, r"^n_t must be >= 1, got 0$"),
+    ({"value_width": 0}, r"^value_width must be >= 1, got 0$"),
+    ({"values_per_beat": -1}, r"^values_per_beat must be >= 1, got -1$"),
     ({"value_width": 4.5}, r"^value_width must be an integer, got 4\.5$"),
     ({"values_per_beat": False}, r"^values_per_beat must be an integer, got False$"),
 ])
@@ -68,8 +68,8 @@ def test_expander_window_covers_a_full_row_from_any_offset(n_t, per_beat, window
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--block", "bim", "--m-t", "0"], "m_t must be at least 1, got 0"),
-    (["--block", "bim", "--rank", "-2"], "r must be at least 1, got -2"),
+    (["--block", "bim", "--m-t", "0"], "m_t must be >= 1, got 0"),
+    (["--block", "bim", "--rank", "-2"], "r must be >= 1, got -2"),
 ])
 def test_characterise_cli_rejects_bad_unpacker_parameters(capsys, argv, message):
     from hw.characterise import main

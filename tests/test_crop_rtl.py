@@ -47,9 +47,9 @@ def test_crop_matches_slicing(tmp_path: Path):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"max_height": 0}, "max_height must be an integer in 1"),
+    ({"max_height": 0}, "max_height must be in 1"),
     ({"max_channels": True}, "max_channels must be an integer"),
-    ({"bits": 0}, "bits must be an integer in 1"),
+    ({"bits": 0}, "bits must be in 1"),
 ])
 def test_params_rejected(kwargs: dict, message: str):
     with pytest.raises(ValueError, match=message):

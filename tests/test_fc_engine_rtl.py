@@ -231,7 +231,7 @@ def toy(**overrides) -> FcEngineParams:
     ({"shift_bits": 7}, r"^shift_bits must be in 1\.\.6, got 7$"),
     ({"tree_fanin": 1}, r"^tree_fanin must be >= 2, got 1$"),
     ({"n_out": 3}, r"^n_out must be greater than n_in=3, got 3$"),
-    ({"max_patches": 0}, r"^max_patches must be at least 1, got 0$"),
+    ({"max_patches": 0}, r"^max_patches must be >= 1, got 0$"),
     ({"m": TOY_M[:3]}, r"^m must have shape \(n_out, n_in\) = \(4, 3\), got \(3, 3\)$"),
     ({"a_bits": 32, "bias_bits": 62, "max_cols": 1 << 20, "max_bits": 8},
      r"^a_bits, bias_bits, max_cols and max_bits need a 64-bit"),

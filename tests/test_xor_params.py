@@ -17,13 +17,13 @@ def params(**overrides) -> XorDecoderParams:
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"n_in": 0, "m": [[0]] * 4}, r"^n_in must be at least 1, got 0$"),
-    ({"n_in": -1}, r"^n_in must be at least 1, got -1$"),
+    ({"n_in": 0, "m": [[0]] * 4}, r"^n_in must be >= 1, got 0$"),
+    ({"n_in": -1}, r"^n_in must be >= 1, got -1$"),
     ({"n_out": 3}, r"^n_out must be greater than n_in=3, got 3$"),
     ({"n_out": 2}, r"^n_out must be greater than n_in=3, got 2$"),
     ({"n_out": 0}, r"^n_out must be greater than n_in=3, got 0$"),
-    ({"max_patches": 0}, r"^max_patches must be at least 1, got 0$"),
-    ({"xor_fanin": 1}, r"^xor_fanin must be at least 2, got 1$"),
+    ({"max_patches": 0}, r"^max_patches must be >= 1, got 0$"),
+    ({"xor_fanin": 1}, r"^xor_fanin must be >= 2, got 1$"),
     ({"n_in": 3.0}, r"^n_in must be an integer, got 3\.0$"),
     ({"max_patches": True}, r"^max_patches must be an integer, got True$"),
     ({"m": [row + [0] for row in TOY]}, r"^m must have shape \(n_out, n_in\) = \(4, 3\), got \(4, 4\)$"),
@@ -52,7 +52,7 @@ def test_from_matrix_rejects_non_matrix():
         XorDecoderParams.from_matrix([1, 2, 4, 7], max_patches=1)
     with pytest.raises(ValueError, match=r"^n_out must be greater than n_in=4, got 3$"):
         XorDecoderParams.from_matrix(np.eye(3, 4, dtype=np.uint8), max_patches=1)
-    with pytest.raises(ValueError, match=r"^max_patches must be at least 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^max_patches must be >= 1, got 0$"):
         XorDecoderParams.from_matrix(TOY, max_patches=0)
 
 

@@ -48,6 +48,7 @@ import time
 import numpy as np
 
 from hw.spec.bim import BimMask, BimParams, tile_grid, tiles_to_mask, to_tiles
+from hw.spec.params import check_int
 
 SPARSITY_TOLERANCE = 0.005
 NMF_ITERS = 60
@@ -318,8 +319,7 @@ def factorize(weights: np.ndarray, sparsity: float, m_t: int, n_t: int, r: int, 
     restarts = default_restarts(w.size) if restarts is None else restarts
     for name, value, low in (("seed", seed, 0), ("nmf_iters", nmf_iters, 0), ("rounds", rounds, 0),
                              ("restarts", restarts, 1)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_int(name, value, low)
     clock = {} if timings is None else timings
     for step in ("nmf", "binarize", "refine"):
         clock[step] = 0.0

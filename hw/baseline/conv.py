@@ -13,9 +13,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.spec.params import check_ints
 from hw.spec.spectral.engine import SHIFT_BITS
 from hw.spec.spectral.geometry import PADDINGS
-from hw.spectral.overlap_add import _check_int, requant_stages
+from hw.spectral.overlap_add import requant_stages
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,9 @@ class BaselineConvParams:
     relu: bool = False
 
     def __post_init__(self) -> None:
-        for name, low in (("c_in", 1), ("c_out", 1), ("height", 1), ("width", 1), ("m", 1), ("k", 1),
-                          ("act_bits", 2), ("weight_bits", 2), ("mult_bits", 1), ("out_bits", 2)):
-            _check_int(name, getattr(self, name), low)
+        check_ints(self, (("c_in", 1, None), ("c_out", 1, None), ("height", 1, None), ("width", 1, None),
+                          ("m", 1, None), ("k", 1, None), ("act_bits", 2, None), ("weight_bits", 2, None),
+                          ("mult_bits", 1, None), ("out_bits", 2, None)))
         if self.padding not in PADDINGS:
             raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {self.padding!r}")
         if self.padding == "valid" and min(self.height, self.width) < self.k:

@@ -24,20 +24,13 @@ from typing import Any
 import numpy as np
 
 from .npzfile import load_checked
+from .params import check_int
 
 FORMAT_VERSION = 1
 
 
 class BimFormatError(ValueError):
     """A malformed or inconsistent BIM mask file or object; the message names the field."""
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {int(value)}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -49,9 +42,8 @@ class BimParams:
     r: int
 
     def __post_init__(self) -> None:
-        _check_int("m_t", self.m_t, 1)
-        _check_int("n_t", self.n_t, 1)
-        _check_int("r", self.r, 1)
+        for name in ("m_t", "n_t", "r"):
+            check_int(name, getattr(self, name), 1)
 
     @property
     def tile_bits(self) -> int:

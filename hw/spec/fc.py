@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw.spec.bim import from_tiles, tile_grid, to_tiles
+from hw.spec.params import check_int
 
 #: Activation codes in and out are int8.
 ACT_BITS = 8
@@ -42,9 +43,7 @@ class FcLayout:
 
     def __post_init__(self) -> None:
         for name in ("m_t", "n_t"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(name, getattr(self, name), 1)
 
     def grid(self, shape: tuple[int, int]) -> tuple[int, int]:
         """(T_r, T_c) tiles covering a (rows, cols) matrix."""

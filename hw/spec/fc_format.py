@@ -14,26 +14,18 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass, fields
-from typing import Any
 
 import numpy as np
 
 from hw.spec.bim import BimParams
 from hw.spec.fc import FcLayout
+from hw.spec.params import check_int
 from hw.spec.xor import XorParams, xor_matrix
 
 #: The adder tree sums n_out signed activations per cycle; wider trees cost more than they save (see DEFAULT).
 MAX_N_OUT = 64
 #: `a` must fit unsigned a_bits, and the requantization shift is at most this (`hw.spec.fc.fc_fixed` allows 62).
 MAX_SHIFT = 31
-
-
-def _check(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in {low}..{high}, got {int(value)}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -56,14 +48,14 @@ class FcFormat:
     max_planes: int
 
     def __post_init__(self) -> None:
-        _check("n_out", self.n_out, 2, MAX_N_OUT)
-        _check("n_in", self.n_in, 1, self.n_out - 1)
-        _check("seed", self.seed, 0, 2**63 - 1)
-        _check("max_patches", self.max_patches, 1, self.n_out)
-        _check("m_t", self.m_t, 1, 4096)
-        _check("r", self.r, 1, 64)
-        _check("a_bits", self.a_bits, 2, 31)
-        _check("max_planes", self.max_planes, 1, 8)
+        check_int("n_out", self.n_out, 2, MAX_N_OUT)
+        check_int("n_in", self.n_in, 1, self.n_out - 1)
+        check_int("seed", self.seed, 0, 2**63 - 1)
+        check_int("max_patches", self.max_patches, 1, self.n_out)
+        check_int("m_t", self.m_t, 1, 4096)
+        check_int("r", self.r, 1, 64)
+        check_int("a_bits", self.a_bits, 2, 31)
+        check_int("max_planes", self.max_planes, 1, 8)
 
     @property
     def n_t(self) -> int:
@@ -82,7 +74,7 @@ class FcFormat:
 
     def xor_params(self, bits: int) -> XorParams:
         """XOR parameters of a layer with `bits` planes (1..max_planes)."""
-        _check("bits", bits, 1, self.max_planes)
+        check_int("bits", bits, 1, self.max_planes)
         return XorParams(self.n_in, self.n_out, bits, self.max_patches, self.seed)
 
     def matrix(self) -> np.ndarray:

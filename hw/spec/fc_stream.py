@@ -47,18 +47,12 @@ import numpy as np
 from hw.spec.bim import boolean_product, tiles_to_mask
 from hw.spec.bim_stream import tiles_to_beats
 from hw.spec.fc import ACT_BITS, FcLayout, fc_fixed
+from hw.spec.params import check_range
 from hw.spec.xor import decode_slices
 from hw.spec.xor_stream import slices_to_beats
 
 #: The golden model's shift range ends here (`fc_fixed`).
 MAX_SHIFT = 62
-
-
-def _check(name: str, values, low: int, high: int) -> None:
-    """ValueError naming `name` unless every value is in low..high."""
-    values = np.asarray(values)
-    if values.size and (values.min() < low or values.max() > high):
-        raise ValueError(f"{name} must be in {low}..{high}, got {int(values.min())}..{int(values.max())}")
 
 
 @dataclass(frozen=True)
@@ -97,10 +91,10 @@ class FcStreamFormat:
 
     def pack_cfg(self, rows: int, cols: int, bits: int, shift: int, relu: bool) -> int:
         """One cfg beat; ValueError naming the field when a value is outside its range."""
-        _check("rows", rows, 1, self.max_rows)
-        _check("cols", cols, 1, self.max_cols)
-        _check("bits", bits, 1, self.max_bits)
-        _check("shift", shift, 0, self.max_shift)
+        check_range("rows", rows, 1, self.max_rows)
+        check_range("cols", cols, 1, self.max_cols)
+        check_range("bits", bits, 1, self.max_bits)
+        check_range("shift", shift, 0, self.max_shift)
         beat, offset = 0, 0
         for (_, width), value in zip(self.cfg_fields, (rows, cols, bits, shift, int(bool(relu)))):
             beat |= int(value) << offset
@@ -120,7 +114,7 @@ class FcStreamFormat:
         x = np.asarray(x)
         if x.ndim != 1 or x.dtype.kind not in "iu":
             raise ValueError(f"x must be a 1-D integer vector, got {x.dtype} {x.shape}")
-        _check("x", x, -(1 << (ACT_BITS - 1)), (1 << (ACT_BITS - 1)) - 1)
+        check_range("x", x, -(1 << (ACT_BITS - 1)), (1 << (ACT_BITS - 1)) - 1)
         return [int(v) & 0xFF for v in x]
 
     def pack_scale(self, a: np.ndarray, bias_q: np.ndarray) -> list[int]:
@@ -130,8 +124,8 @@ class FcStreamFormat:
         if a.ndim != 2 or not 1 <= a.shape[1] <= self.max_bits or bias_q.shape != a.shape[:1]:
             raise ValueError(f"a must be (rows, q <= {self.max_bits}) and bias_q (rows,), got {a.shape} and "
                              f"{bias_q.shape}")
-        _check("a", a, 0, (1 << self.a_bits) - 1)
-        _check("bias_q", bias_q, -(1 << (self.bias_bits - 1)), (1 << (self.bias_bits - 1)) - 1)
+        check_range("a", a, 0, (1 << self.a_bits) - 1)
+        check_range("bias_q", bias_q, -(1 << (self.bias_bits - 1)), (1 << (self.bias_bits - 1)) - 1)
         beats = []
         for row, bias in zip(a, bias_q):
             beat = sum(int(v) << (i * self.a_bits) for i, v in enumerate(row))
@@ -247,7 +241,7 @@ def layer_streams(fmt: FcStreamFormat, layer: FcLayer, x: np.ndarray) -> dict[st
 def output_beats(y: np.ndarray) -> list[int]:
     """The `o` beats of int8 output codes."""
     y = np.asarray(y)
-    _check("y", y, -(1 << (ACT_BITS - 1)), (1 << (ACT_BITS - 1)) - 1)
+    check_range("y", y, -(1 << (ACT_BITS - 1)), (1 << (ACT_BITS - 1)) - 1)
     return [int(v) & 0xFF for v in y]
 
 

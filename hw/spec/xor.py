@@ -19,11 +19,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from .npzfile import load_checked
+from .params import check_int, to_int
 
 FORMAT_VERSION = 1
 
@@ -35,14 +35,14 @@ class XorFormatError(ValueError):
     """A malformed or inconsistent XOR weight file or object; the message names the field."""
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None, what: str = "") -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        allowed = f">= {low}" if high is None else f"in {low}..{high}"
-        raise ValueError(f"{name} must be {allowed}{what}, got {value}")
-    return value
+def check_sizes(n_in: object, n_out: object) -> tuple[int, int]:
+    """(n_in, n_out) as ints; ValueError naming the field unless 1 <= n_in < n_out (a slice decodes to more bits
+    than it stores)."""
+    n_in = check_int("n_in", n_in, 1)
+    n_out = to_int("n_out", n_out)
+    if n_out <= n_in:
+        raise ValueError(f"n_out must be greater than n_in={n_in}, got {n_out}")
+    return n_in, n_out
 
 
 def position_width(n_out: int) -> int:
@@ -67,11 +67,10 @@ class XorParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("n_in", self.n_in, 1)
-        _check_int("n_out", self.n_out, self.n_in + 1, what=f" (greater than n_in={self.n_in})")
-        _check_int("bits", self.bits, 1, 8)
-        _check_int("max_patches", self.max_patches, 1)
-        _check_int("seed", self.seed, 0, 2**63 - 1)
+        check_sizes(self.n_in, self.n_out)
+        check_int("bits", self.bits, 1, 8)
+        check_int("max_patches", self.max_patches, 1)
+        check_int("seed", self.seed, 0, 2**63 - 1)
 
     @property
     def position_width(self) -> int:
@@ -103,9 +102,8 @@ def xor_matrix(n_out: int, n_in: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed) draws all rows; rows that came out all zero are redrawn (in order)
     until none is; the whole matrix is redrawn while its GF(2) column rank is below n_in.
     """
-    n_in = _check_int("n_in", n_in, 1)
-    n_out = _check_int("n_out", n_out, n_in + 1, what=f" (greater than n_in={n_in})")
-    seed = _check_int("seed", seed, 0, 2**63 - 1)
+    n_in, n_out = check_sizes(n_in, n_out)
+    seed = check_int("seed", seed, 0, 2**63 - 1)
     rng = np.random.default_rng(seed)
     while True:
         m = rng.integers(0, 2, size=(n_out, n_in), dtype=np.uint8)

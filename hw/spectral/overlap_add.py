@@ -9,23 +9,15 @@ the dense baseline (`hw.baseline.conv`) so both engines end in the same logic.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from amaranth import Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from hw.spec.params import check_ints
 from hw.spec.spectral.engine import SHIFT_BITS
 from hw.spec.spectral.geometry import OaaParams
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return value
 
 
 def requant_stages(m: Module, enable: Value, valid: Value, v: Value, out_mult: Value, out_shift: Value,
@@ -83,9 +75,8 @@ class OverlapAddParams:
     relu: bool = False
 
     def __post_init__(self) -> None:
-        for name, low in (("n", 4), ("l", 1), ("k", 1), ("max_height", 1), ("max_width", 1), ("in_bits", 2),
-                          ("mult_bits", 1), ("out_bits", 2)):
-            _check_int(name, getattr(self, name), low)
+        check_ints(self, (("n", 4, None), ("l", 1, None), ("k", 1, None), ("max_height", 1, None),
+                          ("max_width", 1, None), ("in_bits", 2, None), ("mult_bits", 1, None), ("out_bits", 2, None)))
         OaaParams(self.n, self.k, self.l, self.padding)  # its errors name the field
         if self.padding == "valid" and min(self.max_height, self.max_width) < self.k:
             raise ValueError(f"max_height and max_width must be >= k={self.k} for 'valid' padding")
