@@ -24,6 +24,7 @@ from boards import get_board
 from host.compress.bim import factorize
 from hw import characterise
 from hw.bim_unpacker import BimUnpacker, BimUnpackerParams, SparseExpander, SparseExpanderParams, mask_row_layout
+from hw.harness import BimUnpackerHarness
 from hw.spec.bim import boolean_product, from_tiles
 from hw.spec.bim_stream import (
     ExpanderFormat,
@@ -252,7 +253,7 @@ def test_harness_elaborates_for_both_families(tmp_path: Path):
              ("ulx3s-85f", "top.lpf", 'FREQUENCY PORT "clk25_0__io" 25000000.0 HZ;')]
     for board_name, constraint_file, expected in cases:
         board = get_board(board_name)
-        harness = characterise.BimUnpackerHarness(BimUnpackerParams(8, 8, 2), board.uart_resource)
+        harness = BimUnpackerHarness(BimUnpackerParams(8, 8, 2), board.uart_resource)
         plan = board.make_platform().prepare(harness, name="top")
         out = tmp_path / board_name
         plan.extract(out)

