@@ -68,10 +68,10 @@ def test_valid_padding_odd_map(tmp_path: Path):
     ({"relu": 1}, "relu must be a bool"),
     ({"p": 3, "b": 6}, "b must be a power of two"),
     ({"b": 2}, "b must be a power of two in p=4"),
-    ({"max_c_in": 0}, "max_c_in must be at least 1"),
+    ({"max_c_in": 0}, "max_c_in must be >= 1, got 0"),
     ({"max_c_in": 2048}, "max_c_in must be at most spec.max_c_in=1024"),
     ({"max_height": 2, "padding": "valid"}, "at least k=3"),
-    ({"max_groups": 0}, "max_groups must be a positive integer"),
+    ({"max_groups": 0}, "max_groups must be >= 1, got 0"),
     ({"spec": None}, "spec must be a Spec2Fixed"),
 ])
 def test_params_rejected(kwargs: dict, message: str):

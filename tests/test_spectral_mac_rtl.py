@@ -122,11 +122,11 @@ def test_mac_matches_golden_acc_stage(tmp_path: Path, p: int):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"n": 12}, "n must be a power of two"),
-    ({"p": 0}, "p must be at least 1"),
+    ({"p": 0}, "p must be >= 1, got 0"),
     ({"p": 4, "b": 2}, "b must be a power of two in p=4"),
     ({"p": 3, "b": 6}, "b must be a power of two"),
     ({"b": 64}, "b must be a power of two in p=4..40"),
-    ({"max_c_in": 0}, "max_c_in must be at least 1"),
+    ({"max_c_in": 0}, "max_c_in must be >= 1, got 0"),
     ({"acc_bits": 40}, "acc_bits must be at least"),
     ({"max_c_in": 8, "slots": 4}, "slots must be at least max_c_in=8"),
     ({"p": 2.0}, "p must be an integer"),

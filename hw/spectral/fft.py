@@ -40,9 +40,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..spec.params import is_int, require_params
+from ..spec.params import check_int, check_ints, is_int, require_params
+from ..spec.spectral.geometry import DEFAULT_N, check_fft_size, half_cols
 
-MIN_N, MAX_N = 4, 64
+#: Largest size the parallel datapath is built for (`check_fft_size` bounds the golden model at 256).
+MAX_N = 64
 #: `FftParams.twiddle_mult`: "logic" shift-and-add networks (no DSP), "dsp" `*` by a constant (Yosys: DSP blocks).
 TWIDDLE_MULTS = ("logic", "dsp")
 
@@ -67,7 +69,7 @@ class FftParams:
     Both are bit-exact with the golden model.
     """
 
-    n: int = 8
+    n: int = DEFAULT_N
     data_bits: int = 18
     twiddle_bits: int = 16
     act_bits: int = 8
@@ -76,19 +78,12 @@ class FftParams:
     twiddle_mult: str = "logic"
 
     def __post_init__(self) -> None:
-        for name in ("n", "data_bits", "twiddle_bits", "act_bits", "in_shift"):
-            if not is_int(getattr(self, name)):
-                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
-        if not MIN_N <= self.n <= MAX_N or self.n & (self.n - 1):
-            raise ValueError(f"n must be a power of two in {MIN_N}..{MAX_N}, got {self.n}")
-        if not 2 <= self.act_bits <= 16:
-            raise ValueError(f"act_bits must be in 2..16, got {self.act_bits}")
-        if not self.act_bits < self.data_bits <= 30:
-            raise ValueError(f"data_bits must be in {self.act_bits + 1}..30 (more than act_bits), got {self.data_bits}")
-        if not 4 <= self.twiddle_bits <= 30:
-            raise ValueError(f"twiddle_bits must be in 4..30, got {self.twiddle_bits}")
-        if not 0 <= self.in_shift <= self.data_bits - self.act_bits:
-            raise ValueError(f"in_shift must be in 0..{self.data_bits - self.act_bits}, got {self.in_shift}")
+        object.__setattr__(self, "n", check_fft_size(self.n, MAX_N))
+        check_ints(self, (("act_bits", 2, 16),))
+        data_bits = check_int("data_bits", self.data_bits, self.act_bits + 1, 30,
+                              what=f" (more than act_bits={self.act_bits})")
+        object.__setattr__(self, "data_bits", data_bits)
+        check_ints(self, (("twiddle_bits", 4, 30), ("in_shift", 0, self.data_bits - self.act_bits)))
         stages = 2 * self.log2n
         shifts = (0,) * stages if self.fwd_shifts is None else self.fwd_shifts
         if not isinstance(shifts, tuple) or any(not is_int(s) or s not in (0, 1) for s in shifts):
@@ -100,7 +95,7 @@ class FftParams:
             raise ValueError(f"twiddle_mult must be one of {', '.join(TWIDDLE_MULTS)}, got {self.twiddle_mult!r}")
 
     @classmethod
-    def from_spec(cls, spec: Any, n: int = 8, twiddle_mult: str = "logic") -> FftParams:
+    def from_spec(cls, spec: Any, n: int = DEFAULT_N, twiddle_mult: str = "logic") -> FftParams:
         """The parameters a `hw.spec.spectral.fixed.Spec2Fixed` gives size n (its plan raises if it could overflow)."""
         return cls(n=n, data_bits=spec.data_bits, twiddle_bits=spec.twiddle_bits, act_bits=spec.act_bits,
                    in_shift=spec.input_shift(n), fwd_shifts=tuple(spec.forward_shifts(n)), twiddle_mult=twiddle_mult)
@@ -118,7 +113,7 @@ class FftParams:
     @property
     def half_cols(self) -> int:
         """Columns of the half spectrum: n/2 + 1."""
-        return self.n // 2 + 1
+        return half_cols(self.n)
 
     @property
     def row_shifts(self) -> tuple[int, ...]:
@@ -561,4 +556,4 @@ class Ifft2d(_TileTransform):
         return m
 
 
-__all__ = ["FftParams", "Fft1d", "Fft2d", "Ifft2d", "complex_layout", "MIN_N", "MAX_N"]
+__all__ = ["FftParams", "Fft1d", "Fft2d", "Ifft2d", "complex_layout", "MAX_N"]

@@ -16,8 +16,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..spec.params import is_int, require_params
+from ..spec.params import check_int, check_ints, require_params
 from ..spec.spectral.engine import SHIFT_BITS
+from ..spec.spectral.geometry import DEFAULT_N, bins, check_fft_size, half_cols
 from .fft import complex_layout
 from .spectral_mac import canonical_bins
 
@@ -30,23 +31,18 @@ class IfftInputParams:
     data_bits: the IFFT data path (`Spec2Fixed.data_bits`, 18); values are clamped to data_bits - 1.
     """
 
-    n: int = 8
+    n: int = DEFAULT_N
     acc_bits: int = 45
     data_bits: int = 18
 
     def __post_init__(self) -> None:
-        for name in ("n", "acc_bits", "data_bits"):
-            if not is_int(getattr(self, name)):
-                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
-        if not 4 <= self.n <= 256 or self.n & (self.n - 1):
-            raise ValueError(f"n must be a power of two in 4..256, got {self.n}")
-        if not 3 <= self.data_bits <= 30:
-            raise ValueError(f"data_bits must be in 3..30, got {self.data_bits}")
-        if not self.data_bits <= self.acc_bits <= 64:
-            raise ValueError(f"acc_bits must be in {self.data_bits}..64 (at least data_bits), got {self.acc_bits}")
+        object.__setattr__(self, "n", check_fft_size(self.n))
+        check_ints(self, (("data_bits", 3, 30),))
+        acc_bits = check_int("acc_bits", self.acc_bits, self.data_bits, 64, what=" (at least data_bits)")
+        object.__setattr__(self, "acc_bits", acc_bits)
 
     @classmethod
-    def from_spec(cls, spec: Any, n: int = 8) -> IfftInputParams:
+    def from_spec(cls, spec: Any, n: int = DEFAULT_N) -> IfftInputParams:
         """The parameters of a `hw.spec.spectral.fixed.Spec2Fixed` at FFT size n."""
         return cls(n=n, acc_bits=spec.acc_bits, data_bits=spec.data_bits)
 
@@ -56,12 +52,12 @@ class IfftInputParams:
 
     @property
     def half_cols(self) -> int:
-        return self.n // 2 + 1
+        return half_cols(self.n)
 
     @property
     def bins(self) -> int:
         """Bins of the half spectrum, n (n/2 + 1): beats out per channel."""
-        return self.n * self.half_cols
+        return bins(self.n)
 
     @property
     def canonical(self) -> int:

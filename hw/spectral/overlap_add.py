@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.spec.params import check_ints
 from hw.spec.spectral.engine import SHIFT_BITS
-from hw.spec.spectral.geometry import OaaParams
+from hw.spec.spectral.geometry import DEFAULT_N, OaaParams
 
 
 def requant_stages(m: Module, enable: Value, valid: Value, v: Value, out_mult: Value, out_shift: Value,
@@ -63,7 +63,7 @@ class OverlapAddParams:
     mult_bits, out_bits: requantization multiplier and output widths. relu: clamp outputs below at 0.
     """
 
-    n: int = 8
+    n: int = DEFAULT_N
     l: int = 6  # noqa: E741 (the paper's name)
     k: int = 3
     padding: str = "same"

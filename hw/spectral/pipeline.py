@@ -32,10 +32,10 @@ from amaranth.lib.wiring import In, Out
 
 from hw.spec.spectral.engine import SHIFT_BITS
 from hw.spec.spectral.fixed import Spec2Fixed
-from hw.spec.spectral.geometry import OaaParams
+from hw.spec.spectral.geometry import DEFAULT_N, OaaParams
 from hw.spec.spectral.layer import SpectralLayer
 
-from ..spec.params import is_int, require_params
+from ..spec.params import check_ints, require_params, to_int
 from .fft import Fft2d, FftParams, Ifft2d
 from .ifft_input import IfftInput, IfftInputParams
 from .overlap_add import OverlapAdd, OverlapAddParams
@@ -54,7 +54,7 @@ class Spec2ConvParams:
     max_c_in times the canonical bins: one entry per group). spec: the fixed-point widths (`Spec2Fixed`).
     """
 
-    n: int = 8
+    n: int = DEFAULT_N
     k: int = 3
     l: int = 6  # noqa: E741 (the paper's name)
     padding: str = "same"
@@ -69,30 +69,23 @@ class Spec2ConvParams:
     spec: Spec2Fixed = Spec2Fixed()
 
     def __post_init__(self) -> None:
-        for name in ("n", "k", "l", "p", "b", "max_c_in", "max_c_out", "max_height", "max_width"):
-            value = getattr(self, name)
-            if not is_int(value):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-            object.__setattr__(self, name, int(value))
+        for name in ("n", "k", "l", "p", "b"):  # bounded by OaaParams and SpectralMacParams, below
+            object.__setattr__(self, name, to_int(name, getattr(self, name)))
+        check_ints(self, (("max_c_in", 1, None), ("max_c_out", 1, None), ("max_height", 1, None),
+                          ("max_width", 1, None)))
         if not isinstance(self.relu, bool):
             raise ValueError(f"relu must be a bool, got {self.relu!r}")
         if not isinstance(self.spec, Spec2Fixed):
             raise ValueError(f"spec must be a Spec2Fixed, got {type(self.spec).__name__}")
         OaaParams(self.n, self.k, self.l, self.padding)  # its errors name n, k, l or padding
-        for name in ("max_c_in", "max_c_out", "max_height", "max_width"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_c_in > self.spec.max_c_in:
             raise ValueError(f"max_c_in must be at most spec.max_c_in={self.spec.max_c_in} (the accumulator "
                              f"width is sized for it), got {self.max_c_in}")
         if self.padding == "valid" and min(self.max_height, self.max_width) < self.k:
             raise ValueError(f"max_height and max_width must be at least k={self.k} for 'valid' padding")
-        canon = len(canonical_bins(self.n))
         if self.max_groups is None:
-            object.__setattr__(self, "max_groups", self.max_c_in * canon)
-        if not is_int(self.max_groups) or self.max_groups < 1:
-            raise ValueError(f"max_groups must be a positive integer, got {self.max_groups!r}")
-        object.__setattr__(self, "max_groups", int(self.max_groups))
+            object.__setattr__(self, "max_groups", self.max_c_in * len(canonical_bins(self.n)))
+        check_ints(self, (("max_groups", 1, None),))
         self.mac  # noqa: B018 (p and b are checked there, the errors naming them)
         self.fft  # noqa: B018 (the forward plan must exist for these widths)
 

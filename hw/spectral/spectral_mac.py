@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from amaranth import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..spec.params import require_params
+from ..spec.params import check_ints, require_params, to_int
+from ..spec.spectral.geometry import DEFAULT_N, bins, check_fft_size
 
 
 def canonical_bins(n: int) -> list[int]:
@@ -40,7 +40,7 @@ class SpectralMacParams:
     data + weight + 1 + ceil(log2 max_c_in) bits so the sums stay exact.
     """
 
-    n: int = 8
+    n: int = DEFAULT_N
     p: int = 4
     b: int = 8
     max_c_in: int = 64
@@ -52,26 +52,15 @@ class SpectralMacParams:
     def __post_init__(self) -> None:
         if self.slots is None:
             object.__setattr__(self, "slots", self.max_c_in)
-        for name in ("n", "p", "b", "max_c_in", "data_bits", "weight_bits", "acc_bits", "slots"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-            object.__setattr__(self, name, int(value))  # NumPy integers become plain ints: equal params hash equal
-        if not 4 <= self.n <= 256 or self.n & (self.n - 1):
-            raise ValueError(f"n must be a power of two in 4..256, got {self.n}")
-        if self.p < 1:
-            raise ValueError(f"p must be at least 1, got {self.p}")
+        object.__setattr__(self, "n", check_fft_size(self.n))
+        check_ints(self, (("p", 1, None), ("max_c_in", 1, None), ("data_bits", 2, 30), ("weight_bits", 2, 16)))
+        for name in ("b", "acc_bits", "slots"):  # their bounds come from the fields above
+            object.__setattr__(self, name, to_int(name, getattr(self, name)))
         if self.b < self.p or self.b > self.bins or self.b & (self.b - 1):
             raise ValueError(f"b must be a power of two in p={self.p}..{self.bins} (the bins at n={self.n}), "
                              f"got {self.b}")
-        if self.max_c_in < 1:
-            raise ValueError(f"max_c_in must be at least 1, got {self.max_c_in}")
         if self.slots < self.max_c_in:
             raise ValueError(f"slots must be at least max_c_in={self.max_c_in}, got {self.slots}")
-        if not 2 <= self.data_bits <= 30:
-            raise ValueError(f"data_bits must be in 2..30, got {self.data_bits}")
-        if not 2 <= self.weight_bits <= 16:
-            raise ValueError(f"weight_bits must be in 2..16, got {self.weight_bits}")
         if self.acc_bits < self.min_acc_bits:
             raise ValueError(f"acc_bits must be at least data + weight + 1 + ceil(log2 max_c_in) = "
                              f"{self.min_acc_bits}, got {self.acc_bits}")
@@ -79,7 +68,7 @@ class SpectralMacParams:
     @property
     def bins(self) -> int:
         """Bins of the rfft2 half: n (n/2 + 1)."""
-        return self.n * (self.n // 2 + 1)
+        return bins(self.n)
 
     @property
     def min_acc_bits(self) -> int:

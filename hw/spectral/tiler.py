@@ -16,7 +16,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..spec.params import is_int, require_params
+from ..spec.params import check_ints, require_params, to_int
+from ..spec.spectral.geometry import DEFAULT_N, check_fft_size
 
 
 @dataclass(frozen=True)
@@ -27,25 +28,18 @@ class TilerParams:
     max_height, max_width: the largest map; the actual H x W is a run-time `cfg` value.
     """
 
-    n: int = 8
+    n: int = DEFAULT_N
     l: int = 6  # noqa: E741 (the paper's name)
     act_bits: int = 8
     max_height: int = 28
     max_width: int = 28
 
     def __post_init__(self) -> None:
-        for name in ("n", "l", "act_bits", "max_height", "max_width"):
-            if not is_int(getattr(self, name)):
-                raise ValueError(f"{name} must be an integer, got {getattr(self, name)!r}")
-        if not 4 <= self.n <= 256 or self.n & (self.n - 1):
-            raise ValueError(f"n must be a power of two in 4..256, got {self.n}")
+        object.__setattr__(self, "n", check_fft_size(self.n))
+        object.__setattr__(self, "l", to_int("l", self.l))
         if not 1 <= self.l <= self.n:
             raise ValueError(f"l must be in 1..n={self.n}, got {self.l}")
-        if not 2 <= self.act_bits <= 16:
-            raise ValueError(f"act_bits must be in 2..16, got {self.act_bits}")
-        for name in ("max_height", "max_width"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_ints(self, (("act_bits", 2, 16), ("max_height", 1, None), ("max_width", 1, None)))
 
     @property
     def col_bits(self) -> int:

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from hw.spec.spectral.geometry import OaaParams, _check_int, _log2
+from hw.spec.params import check_int
+from hw.spec.spectral.geometry import OaaParams, _log2
 from hw.spec.spectral.layer import QuantParams, SpectralLayer
 from hw.spec.spectral.operator import _channel_mix, crop, oaa_conv_float, overlap_add, spectral_conv_float, tile_input
 
@@ -68,18 +69,18 @@ class Spec2Fixed:
     fwd_shifts: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        _check_int("act_bits", self.act_bits, 2, 16)
-        _check_int("data_bits", self.data_bits, self.act_bits + 1, 30,
-                   what=f" (more than act_bits={self.act_bits})")
-        _check_int("twiddle_bits", self.twiddle_bits, 4, 30)
-        _check_int("weight_bits", self.weight_bits, 2, 16)
-        _check_int("out_bits", self.out_bits, 2, 16)
-        _check_int("mult_bits", self.mult_bits, 1, 31)
-        _check_int("max_c_in", self.max_c_in, 1, 1 << 20)
+        check_int("act_bits", self.act_bits, 2, 16)
+        check_int("data_bits", self.data_bits, self.act_bits + 1, 30,
+                  what=f" (more than act_bits={self.act_bits})")
+        check_int("twiddle_bits", self.twiddle_bits, 4, 30)
+        check_int("weight_bits", self.weight_bits, 2, 16)
+        check_int("out_bits", self.out_bits, 2, 16)
+        check_int("mult_bits", self.mult_bits, 1, 31)
+        check_int("max_c_in", self.max_c_in, 1, 1 << 20)
         if self.acc_bits > 53:
             raise ValueError(f"max_c_in must keep acc_bits <= 53 (exact in the model), got acc_bits={self.acc_bits}")
         if self.in_shift is not None:
-            _check_int("in_shift", self.in_shift, 0, self.data_bits - self.act_bits)
+            check_int("in_shift", self.in_shift, 0, self.data_bits - self.act_bits)
         if self.fwd_shifts is not None:
             if not isinstance(self.fwd_shifts, tuple) or any(
                     isinstance(s, bool) or s not in (0, 1) for s in self.fwd_shifts):

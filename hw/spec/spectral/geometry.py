@@ -5,23 +5,34 @@ becomes the full Hermitian spectrum, and the spectral weights of spatial kernels
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+
+from hw.spec.params import check_int, to_int
 
 PADDINGS = ("same", "valid")
 # Largest FFT size: linear indices must fit the file's uint16 field.
 MAX_N = 256
+#: The FFT size sqgen builds, and the default of every parameter class that takes one.
+DEFAULT_N = 8
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None, what: str = "") -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if value < low or (high is not None and value > high):
-        allowed = f">= {low}" if high is None else f"in {low}..{high}"
-        raise ValueError(f"{name} must be {allowed}{what}, got {value}")
-    return value
+def check_fft_size(n: object, high: int = MAX_N) -> int:
+    """`n` as an int; ValueError unless it is a power of two in 4..high (`MAX_N`, or a block's own limit)."""
+    n = to_int("n", n)
+    if not 4 <= n <= high or n & (n - 1):
+        raise ValueError(f"n must be a power of two in 4..{high}, got {n}")
+    return n
+
+
+def half_cols(n: int) -> int:
+    """Columns of the rfft2 half: n/2 + 1."""
+    return n // 2 + 1
+
+
+def bins(n: int) -> int:
+    """Bins of the rfft2 half: n (n/2 + 1)."""
+    return n * half_cols(n)
 
 
 def _log2(n: int) -> int:
@@ -35,17 +46,15 @@ class OaaParams:
     n >= l + k - 1 so that an unpruned kernel's tile convolution does not wrap around.
     """
 
-    n: int = 8
+    n: int = DEFAULT_N
     k: int = 3
     l: int = 6  # noqa: E741 (the paper's name)
     padding: str = "same"
 
     def __post_init__(self) -> None:
-        _check_int("n", self.n, 4, MAX_N)
-        if self.n & (self.n - 1):
-            raise ValueError(f"n must be a power of two, got {self.n}")
-        _check_int("k", self.k, 1)
-        _check_int("l", self.l, 1)
+        check_fft_size(self.n)
+        check_int("k", self.k, 1)
+        check_int("l", self.l, 1)
         if self.n < self.l + self.k - 1:
             raise ValueError(f"n must be >= l + k - 1 = {self.l + self.k - 1}, got {self.n}")
         if self.padding not in PADDINGS:
@@ -53,12 +62,12 @@ class OaaParams:
 
     @property
     def half_cols(self) -> int:
-        return self.n // 2 + 1
+        return half_cols(self.n)
 
     @property
     def bins(self) -> int:
         """Bins of the rfft2 half: n (n/2 + 1)."""
-        return self.n * self.half_cols
+        return bins(self.n)
 
     @property
     def crop(self) -> int:

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from hw.spec.spectral.geometry import OaaParams, _check_int, canonical_mask, complete_half, self_conjugate_mask
+from hw.spec.params import check_int
+from hw.spec.spectral.geometry import OaaParams, bins, canonical_mask, complete_half, self_conjugate_mask
 
 
 class SpectralFormatError(ValueError):
@@ -110,7 +111,7 @@ def _validate(layer: SpectralLayer) -> None:
         raise _bad("oaa", f"must be OaaParams, got {type(layer.oaa).__name__}")
     for name in ("c_out", "c_in"):
         try:
-            _check_int(name, getattr(layer, name), 1)
+            check_int(name, getattr(layer, name), 1)
         except ValueError as error:
             raise _bad(name, str(error)) from None
     n, c_out, c_in = layer.oaa.n, layer.c_out, layer.c_in
@@ -165,7 +166,7 @@ def _validate_quant(q: QuantParams, c_out: int) -> None:
             raise _bad(name, f"must be a finite float > 0, got {v!r}")
     for name, low, high in (("mac_shift", 0, 62), ("out_mult", 1, 2**31 - 1), ("out_shift", 0, 62)):
         try:
-            _check_int(name, getattr(q, name), low, high)
+            check_int(name, getattr(q, name), low, high)
         except ValueError as error:
             raise _bad(name, str(error)) from None
     _array("bias_q", q.bias_q, np.int64, (c_out,))
@@ -217,10 +218,10 @@ def check_schedule(sch: Schedule, counts: np.ndarray, index: np.ndarray, n: int)
     """Raise SpectralFormatError (naming the field) unless `sch` is a conflict-free order of these entries."""
     if not isinstance(sch, Schedule):
         raise _bad("schedule", f"must be Schedule, got {type(sch).__name__}")
-    bins = n * (n // 2 + 1)
+    most = bins(n)
     try:
-        _check_int("p", sch.p, 1)
-        _check_int("b", sch.b, sch.p, bins, what=f" (at least p={sch.p}, at most the {bins} bins)")
+        check_int("p", sch.p, 1)
+        check_int("b", sch.b, sch.p, most, what=f" (at least p={sch.p}, at most the {most} bins)")
     except ValueError as error:
         raise _bad(str(error).split(" ", 1)[0], str(error)) from None
     _array("groups", sch.groups, np.int64, counts.shape)
