@@ -11,8 +11,8 @@ import pytest
 
 from hw.baseline.conv import BaselineConv, BaselineConvParams
 from hw.layouts import pack
+from hw.spec.arith import round_shift
 from hw.spec.baseline import baseline_conv_fixed, conv2d_int
-from hw.spec.spectral.fixed import round_shift
 from hw.spec.spectral.geometry import OaaParams
 from hw.spec.spectral.operator import conv2d_float
 from sim import runner

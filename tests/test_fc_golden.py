@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from host.compress.xor import encode_slices
+from hw.spec.arith import round_shift
 from hw.spec.bim import tiles_to_mask
 from hw.spec.bim_stream import UnpackerBeatFormat, tiles_to_beats, unpack_beats
-from hw.spec.fc import FcLayout, fc_accumulate, fc_fixed, round_shift
+from hw.spec.fc import FcLayout, fc_accumulate, fc_fixed
 from hw.spec.fc_stream import (
     FcLayer,
     FcStreamFormat,

@@ -22,7 +22,8 @@ from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hw.spec.spectral.fixed import Spec2Fixed, fft2_fixed, fft_fixed, ifft2_fixed, ifft_input, round_shift, twiddles
+from hw.spec.arith import round_shift
+from hw.spec.spectral.fixed import Spec2Fixed, fft2_fixed, fft_fixed, ifft2_fixed, ifft_input, twiddles
 from hw.spectral.fft import (
     Fft1d,
     Fft2d,

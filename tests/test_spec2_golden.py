@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from host.compress.spectral import calibrate, compress_spatial, layer_from_half
+from hw.spec.arith import round_shift
 from hw.spec.spectral.fixed import (
     Spec2Fixed,
     bit_reverse,
@@ -24,7 +25,6 @@ from hw.spec.spectral.fixed import (
     layer_sqnr,
     quant_params,
     requantize,
-    round_shift,
     spectral_conv_fixed,
     spectral_conv_fixed_stages,
     spectral_mac,

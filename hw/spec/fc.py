@@ -9,8 +9,8 @@ whole rescaling folded in, and the bias `bias_q` (rows) is in the same units:
     y[r]   = clamp(round_shift(acc[r] + bias_q[r], shift), -2^(out_bits-1), 2^(out_bits-1) - 1)
     y[r]   = max(y[r], 0)                                         with ReLU
 
-round_shift is round-half-up, `(v + 2^(s-1)) >> s` (as in `hw.spec.spectral.fixed`). Every term is an integer,
-so the order the hardware sums them in does not matter.
+round_shift is round-half-up, `(v + 2^(s-1)) >> s`, the `hw.spec.arith` one the spectral spec uses too. Every
+term is an integer, so the order the hardware sums them in does not matter.
 
 The accelerator's layout. The hardware reads one mask row of a BIM tile (n_t bits) and one XOR slice
 (n_out bits) per cycle and needs them to cover the same weights, so the layer is stored **tile-major**:
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hw.spec.arith import round_shift, saturate
 from hw.spec.bim import from_tiles, tile_grid, to_tiles
 from hw.spec.params import check_int
 
@@ -78,12 +79,6 @@ class FcLayout:
         return from_tiles(t.reshape(t_r, t_c, self.m_t, self.n_t), shape)
 
 
-def round_shift(v: np.ndarray, s: int) -> np.ndarray:
-    """Round-half-up right shift of integers: (v + 2^(s-1)) >> s, v itself for s = 0."""
-    v = np.asarray(v, dtype=np.int64)
-    return (v + (np.int64(1) << (s - 1))) >> s if s > 0 else v
-
-
 def fc_accumulate(x: np.ndarray, planes: np.ndarray, mask: np.ndarray, a: np.ndarray) -> np.ndarray:
     """acc (..., rows) int64: sum_i a[r, i] * sum_c mask[r, c] (2 b_i[r, c] - 1) x[c], exactly.
 
@@ -109,6 +104,5 @@ def fc_fixed(x: np.ndarray, planes: np.ndarray, mask: np.ndarray, a: np.ndarray,
     if not 0 <= shift <= 62:
         raise ValueError(f"shift must be in 0..62, got {shift}")
     acc = fc_accumulate(x, planes, mask, a) + np.asarray(bias_q, dtype=np.int64)
-    lim = 1 << (out_bits - 1)
-    y = np.clip(round_shift(acc, shift), -lim, lim - 1)
+    y = saturate(round_shift(acc, shift), out_bits)
     return np.maximum(y, 0) if relu else y

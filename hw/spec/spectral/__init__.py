@@ -27,7 +27,7 @@ bins (0 or N/2, 0 or N/2) must be real. A kernel is a list of (canonical index, 
 ascending; the stored values are int16 re/im times one float `weight_scale` per layer.
 
 Fixed point (`Spec2Fixed`; every width a parameter, defaults in brackets). Rounding is round-half-up by
-add-then-arithmetic-shift everywhere: rs(v, s) = (v + 2^(s-1)) >> s, rs(v, 0) = v (`round_shift`).
+add-then-arithmetic-shift everywhere: rs(v, s) = (v + 2^(s-1)) >> s, rs(v, 0) = v (`hw.spec.arith.round_shift`).
 
 * Activations in: signed act_bits [8], entering the FFT shifted left by in_shift guard bits [3 at N = 8:
   the most an unshifted forward FFT can take without overflow].

@@ -11,20 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from hw.spec.arith import round_shift, saturate
 from hw.spec.params import check_int
 from hw.spec.spectral.geometry import OaaParams, _log2
 from hw.spec.spectral.layer import QuantParams, SpectralLayer
 from hw.spec.spectral.operator import _channel_mix, crop, oaa_conv_float, overlap_add, spectral_conv_float, tile_input
-
-
-def round_shift(v: np.ndarray, s: int) -> np.ndarray:
-    """Round-half-up right shift of integers: (v + 2^(s-1)) >> s, v itself for s = 0."""
-    v = np.asarray(v, dtype=np.int64)
-    return (v + (1 << (s - 1))) >> s if s > 0 else v
-
-
-def _clamp(v: np.ndarray, bits: int) -> np.ndarray:
-    return np.clip(v, -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
 
 
 def twiddles(n: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -251,8 +242,8 @@ def spectral_mac(xr: np.ndarray, xi: np.ndarray, layer: SpectralLayer, spec: Spe
 def ifft_input(acc_r: np.ndarray, acc_i: np.ndarray, mac_shift: int, spec: Spec2Fixed) -> tuple[np.ndarray,
                                                                                                np.ndarray]:
     """Accumulators -> IFFT input: round-shift by mac_shift, clamp to ifft_in_bits, mirror columns 0 and n/2."""
-    yr = _clamp(round_shift(acc_r, mac_shift), spec.ifft_in_bits)
-    yi = _clamp(round_shift(acc_i, mac_shift), spec.ifft_in_bits)
+    yr = saturate(round_shift(acc_r, mac_shift), spec.ifft_in_bits)
+    yi = saturate(round_shift(acc_i, mac_shift), spec.ifft_in_bits)
     n = yr.shape[-2]
     rows = np.arange(n // 2 + 1, n)
     for col in (0, n // 2):
@@ -267,7 +258,7 @@ def requantize(v: np.ndarray, quant: QuantParams, spec: Spec2Fixed, relu: bool) 
     if quant.out_mult >= 1 << spec.mult_bits:
         raise ValueError(f"out_mult={quant.out_mult} does not fit mult_bits={spec.mult_bits}")
     r = np.asarray(v, dtype=np.int64) * quant.out_mult + quant.bias_q[:, None, None]
-    y = _clamp(round_shift(r, quant.out_shift), spec.out_bits)
+    y = saturate(round_shift(r, quant.out_shift), spec.out_bits)
     return np.maximum(y, 0) if relu else y
 
 
