@@ -216,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     def device_command(name: str, help: str):
         p = sub.add_parser(name, help=help, description=help)
         p.add_argument("--url", required=True, help=f"device URL: {URL_FORMS}")
-        p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each response (default: 5)")
+        p.add_argument("--timeout", type=float, default=5.0,
+                       help="least seconds to wait for each response; longer answers get longer (default: 5)")
         return p
 
     device_command("info", "print the device's self-description (JSON)").set_defaults(run=_info)
@@ -246,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--report", metavar="REPORT.json", default=None,
                      help="an hw.build report.json: also give images/s and bandwidth at its Fmax")
     run.add_argument("--timeout", type=float, default=None,
-                     help="seconds to wait for each device answer (default: 600 on tcp, 10 on serial)")
+                     help="least seconds to wait for each device answer (default: 600 on tcp, 10 on serial)")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     run.set_defaults(run=_run)
 

@@ -9,29 +9,52 @@
 
 The payload builders (`load_payloads`, `run_payload`, `read_payloads`) are separate so a testbench can script the
 same requests without a device.
+
+Every request carries a tag (a counter per `Device`) and its answer echoes it. Before a request the driver
+drops the bytes already waiting; then it reads until the answer with its tag arrives, dropping answers with
+other tags (late ones, duplicates) and bytes that are no frame, so it never returns another request's data.
+An answer that fails its CRC, an error status or no answer in time raise DeviceError, and the next request
+works normally: after a failure that may have left a frame half parsed in the device (no answer, a corrupt
+one, BAD_CRC, LENGTH_OVER_MAX) the next request first lets the link fall silent for the device's frame
+timeout, so the device has dropped whatever it held. How long an answer may take is the work's time on the
+transport (`Transport.seconds`: the request and answer bytes, and the cycles of a RUN whose length the caller
+gives), twice over, and never less than `timeout`.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import time
 from typing import Any
 
 from hw.spec.protocol import (
     CRC_BYTES,
+    DEFAULT_FRAME_TIMEOUT_MS,
     HEADER_BYTES,
     LOAD_HEADER_BYTES,
     SYNC_RESPONSE,
+    TAG_COUNT,
+    TAG_OFFSET,
     Command,
+    Frame,
     ProtocolError,
     Status,
     decode_frame,
     encode_request,
+    frame_length,
 )
 
 from .transport import Transport, open_transport
 
-#: Bytes of noise tolerated before a response's sync byte (a board that was mid-answer when we attached).
-MAX_SKIPPED_BYTES = 1 << 16
+#: How many times its estimated work an answer may take (`Transport.seconds`); `Device.timeout` is the floor.
+WORK_MARGIN = 2.0
+#: After a failure the next request waits this many of the device's frame timeouts (INFO's `frame_timeout_ms`
+#: when it gives one, else the default) from the failed request, with a margin for the device to notice.
+QUIET_FACTOR = 1.5
+#: Statuses after which the device may still hold part of the frame (the rest of an oversize frame, or a frame
+#: whose LEN was corrupted): the next request waits for the device's frame timeout first.
+LINK_STATUSES = (Status.BAD_CRC, Status.LENGTH_OVER_MAX)
 
 
 class DeviceError(RuntimeError):
@@ -75,13 +98,63 @@ def read_payloads(buffer: int, offset: int, length: int, max_payload: int) -> li
             + min(max_payload, length - start).to_bytes(2, "little") for start in range(0, length, max_payload)]
 
 
+def take_response(buf: bytearray, tag: int) -> tuple[Frame | None, int | None]:
+    """Look through `buf` (the bytes received since a request went out) for the answer tagged `tag`.
+
+    Returns (that answer, None) and removes it and what came before it from `buf`; else (None, the LEN of the
+    tagged answer whose header has come but not the rest, or None), keeping in `buf` only what may still grow
+    into a frame. Answers with another tag and bytes that are no frame are dropped. A tagged answer that fails
+    its CRC raises ProtocolError.
+    """
+    pos = 0
+    keep: int | None = None  # where the first frame still arriving starts
+    while (start := buf.find(SYNC_RESPONSE, pos)) >= 0:
+        if len(buf) - start < HEADER_BYTES:
+            keep = start if keep is None else keep
+            break
+        end = start + frame_length(buf[start:start + HEADER_BYTES])
+        ours = buf[start + TAG_OFFSET] == tag
+        if end > len(buf):
+            keep = start if keep is None else keep
+            if ours:  # our answer, still arriving: what follows its header is its payload, not frames
+                del buf[:keep]
+                return None, end - start - HEADER_BYTES - CRC_BYTES
+            pos = start + 1  # another answer still arriving, or a sync byte in garbage: look further too
+            continue
+        try:
+            frame = decode_frame(bytes(buf[start:end]), SYNC_RESPONSE)
+        except ProtocolError:
+            if ours and keep is None:
+                del buf[:end]
+                raise
+            pos = start + 1  # garbage that looked like a frame, or a damaged answer to another request
+            continue
+        if ours:
+            del buf[:end]
+            return frame, None
+        if keep is None:  # another request's answer, late or duplicated
+            del buf[:end]
+            pos = 0
+        else:
+            pos = end
+    del buf[:len(buf) if keep is None else keep]
+    return None, None
+
+
 class Device:
-    """A connected sqgen device (real board or virtual board)."""
+    """A connected sqgen device (real board or virtual board).
+
+    `timeout`: the least seconds to wait for any answer (longer work gets longer, see the module docstring).
+    """
 
     def __init__(self, transport: Transport, timeout: float = 5.0):
         self.transport = transport
         self.timeout = timeout
         self._info: dict[str, Any] | None = None
+        #: The next request's tag. A random start keeps a new session from taking a late answer to an earlier
+        #: session's request for its own.
+        self.next_tag = os.urandom(1)[0]
+        self._quiet_until = 0.0  # time.monotonic() before which the next request waits (the module docstring)
 
     @classmethod
     def open(cls, url: str, timeout: float = 5.0) -> Device:
@@ -97,31 +170,59 @@ class Device:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def request(self, command: int, payload: bytes = b"") -> bytes:
-        """Send one request and return the payload of its OK response; anything else raises DeviceError."""
-        name = _name(Command, command)
-        self.transport.write(encode_request(command, payload))
-        try:
-            frame = decode_frame(self._read_response(), SYNC_RESPONSE)
-        except ProtocolError as exc:
-            raise DeviceError(f"bad response to {name}: {exc}") from None
-        if frame.code != Status.OK:
-            raise DeviceError(f"device answered {_name(Status, frame.code)} to {name}", frame.code)
-        return frame.payload
+    def request(self, command: int, payload: bytes = b"", cycles: int = 0) -> bytes:
+        """Send one request and return the payload of its OK response; anything else raises DeviceError.
 
-    def _read_response(self) -> bytes:
+        `cycles`: the clock cycles the device is expected to spend on it (0: as good as none), for the timeout.
+        """
+        tag = self.next_tag
+        frame = encode_request(command, payload, tag)
+        name = _name(Command, command)
+        self.next_tag = (tag + 1) % TAG_COUNT
+        time.sleep(max(0.0, self._quiet_until - time.monotonic()))
+        self.transport.drain()
+        self.transport.write(frame)
+        # By then the device has had the whole request and dropped, after its frame timeout, what it may hold.
+        info = self._info or {}
+        quiet = (time.monotonic() + self.transport.seconds(len(frame)) +
+                 QUIET_FACTOR * 1e-3 * float(info.get("frame_timeout_ms", DEFAULT_FRAME_TIMEOUT_MS)))
+        budget = max(self.timeout, WORK_MARGIN * self.transport.seconds(len(frame) + HEADER_BYTES + CRC_BYTES,
+                                                                        cycles, info.get("clock_hz")))
         try:
-            for _ in range(MAX_SKIPPED_BYTES):
-                sync = self.transport.read(1, self.timeout)
-                if sync[0] == SYNC_RESPONSE:
-                    break
-            else:
-                raise DeviceError(f"no response sync byte 0x{SYNC_RESPONSE:02X} in {MAX_SKIPPED_BYTES} bytes")
-            header = self.transport.read(HEADER_BYTES - 1, self.timeout)
-            rest = self.transport.read(int.from_bytes(header[1:3], "little") + CRC_BYTES, self.timeout)
-        except TimeoutError as exc:
-            raise DeviceError(f"no complete response: {exc}") from None
-        return sync + header + rest
+            answer = self._answer(tag, name, budget)
+        except DeviceError:
+            self._quiet_until = quiet
+            raise
+        if answer.code != Status.OK:
+            if answer.code in LINK_STATUSES:
+                self._quiet_until = quiet
+            raise DeviceError(f"device answered {_name(Status, answer.code)} to {name}", answer.code)
+        return answer.payload
+
+    def _answer(self, tag: int, name: str, budget: float) -> Frame:
+        """The answer tagged `tag` (any status), within `budget` seconds; more once its header announces a
+        long payload."""
+        started = time.monotonic()
+        deadline = started + budget
+        buf = bytearray()
+        extended = False
+        while True:
+            try:
+                frame, pending = take_response(buf, tag)
+            except ProtocolError as exc:
+                raise DeviceError(f"bad response to {name}: {exc}") from None
+            if frame is not None:
+                return frame
+            if pending is not None and not extended:
+                extended = True
+                deadline = max(deadline, time.monotonic() +
+                               WORK_MARGIN * self.transport.seconds(pending + CRC_BYTES))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                got = "" if pending is None else f" ({len(buf)} of its {HEADER_BYTES + pending + CRC_BYTES} bytes came)"
+                raise DeviceError(f"no complete response to {name} (tag 0x{tag:02X}) in "
+                                  f"{time.monotonic() - started:.3g} s{got}")
+            buf += self.transport.read_some(65536, left)
 
     def info(self) -> dict[str, Any]:
         """The device's self-description (sqgen and protocol versions, board, clock, blocks, max payload)."""
@@ -158,9 +259,15 @@ class Device:
                                      self.max_payload):
             self.request(Command.LOAD, payload)
 
-    def run(self, first: int, count: int) -> int:
-        """Run program descriptors first..first+count-1; returns the clock cycles the device took."""
-        answer = self.request(Command.RUN, run_payload(first, count))
+    def run(self, first: int, count: int, expected_cycles: int | None = None) -> int:
+        """Run program descriptors first..first+count-1; returns the clock cycles the device took.
+
+        `expected_cycles` (when the caller knows them) makes the timeout fit the run, at INFO's clock_hz.
+        """
+        payload = run_payload(first, count)
+        if expected_cycles is not None and self._info is None:
+            self.info()  # its clock_hz
+        answer = self.request(Command.RUN, payload, expected_cycles or 0)
         if len(answer) != 4:
             raise DeviceError(f"RUN answer must be 4 bytes (the cycle count), got {len(answer)}")
         return int.from_bytes(answer, "little")

@@ -2,6 +2,13 @@
 
     tcp://127.0.0.1:PORT
     serial:///dev/ttyUSB1?baud=115200      (baud defaults to 115200)
+
+Each transport also says how long the device behind it takes for some work (`seconds`), which the host's
+timeouts are built on. A board's link moves 10 bits per byte at its baud and its clock runs at INFO's
+`clock_hz`. A virtual board (any socket) has no UART (a byte takes a clock cycle) and simulates its clock far
+slower than a board runs it: its time is counted at `VIRTUAL_BOARD_CYCLES_PER_S`, a generous floor for
+Verilator (the link alone simulates about 3 million cycles per second, the whole LeNet-5 about 360 000).
+Icarus is much slower (thousands of cycles per second): give it a longer timeout.
 """
 
 from __future__ import annotations
@@ -12,6 +19,10 @@ from abc import ABC, abstractmethod
 from urllib.parse import parse_qs, urlparse
 
 DEFAULT_BAUD = 115_200
+#: 8N1: a start bit, 8 data bits and a stop bit per byte.
+BITS_PER_BYTE = 10
+#: Simulated clock cycles per second a virtual board is counted on for timeouts (module docstring).
+VIRTUAL_BOARD_CYCLES_PER_S = 100_000
 
 URL_FORMS = "tcp://HOST:PORT or serial:///dev/DEVICE[?baud=N]"
 
@@ -38,6 +49,22 @@ class Transport(ABC):
             out += self._read_some(n - len(out), left)
         return bytes(out)
 
+    def read_some(self, n: int, timeout: float) -> bytes:
+        """Up to `n` bytes: what has arrived, else the first to arrive within `timeout` seconds; b"" if none."""
+        return self._read_some(n, max(timeout, 0.0))
+
+    def drain(self, limit: int = 1 << 20) -> int:
+        """Discard the bytes already waiting, without waiting for more (at most `limit`); returns how many."""
+        dropped = 0
+        while dropped < limit and (data := self._read_some(min(65536, limit - dropped), 0.0)):
+            dropped += len(data)
+        return dropped
+
+    def seconds(self, link_bytes: int, cycles: int = 0, clock_hz: float | None = None) -> float:
+        """Seconds the device takes to move `link_bytes` over this link and run `cycles` clock cycles at
+        `clock_hz` (INFO's; None: unknown, counted as nothing); 0 when this transport cannot tell."""
+        return 0.0
+
     def __enter__(self) -> Transport:
         return self
 
@@ -46,7 +73,7 @@ class Transport(ABC):
 
 
 class SocketTransport(Transport):
-    """A connected stream socket (a simulated board's link, or a TCP connection)."""
+    """A connected stream socket to a virtual board (a simulated board's link, or a TCP connection to one)."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
@@ -59,7 +86,7 @@ class SocketTransport(Transport):
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(n)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # a timeout of 0 makes the socket non-blocking
             return b""
         if not data:
             raise ConnectionError("the device closed the connection")
@@ -67,6 +94,9 @@ class SocketTransport(Transport):
 
     def close(self) -> None:
         self.sock.close()
+
+    def seconds(self, link_bytes: int, cycles: int = 0, clock_hz: float | None = None) -> float:
+        return (link_bytes + cycles) / VIRTUAL_BOARD_CYCLES_PER_S
 
 
 class TcpTransport(SocketTransport):
@@ -78,6 +108,7 @@ class SerialTransport(Transport):
     def __init__(self, device: str, baud: int):
         import serial  # pyserial; imported here so TCP users never need it loaded
 
+        self.baud = baud
         self.port = serial.Serial(device, baudrate=baud, bytesize=8, parity="N", stopbits=1, timeout=0.1)
 
     def write(self, data: bytes) -> None:
@@ -90,6 +121,9 @@ class SerialTransport(Transport):
 
     def close(self) -> None:
         self.port.close()
+
+    def seconds(self, link_bytes: int, cycles: int = 0, clock_hz: float | None = None) -> float:
+        return link_bytes * BITS_PER_BYTE / self.baud + (cycles / clock_hz if clock_hz else 0.0)
 
 
 def open_transport(url: str) -> Transport:

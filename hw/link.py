@@ -4,9 +4,10 @@ Byte streams everywhere: `UartRx` produces one, `UartTx` consumes one, so the fr
 by the UART on a board or straight from a socket in the virtual board. The frame layer is two blocks:
 
 * `FrameReceiver` parses request frames from a byte stream, writes the payload into a buffer it does not
-  own (the accelerator's memory), checks length and CRC, and emits one `Request` per frame. It stops taking
-  bytes until that request is accepted, so the consumer may read the buffer undisturbed while it answers.
-* `FrameTransmitter` turns a `Response` header plus a payload byte stream into a response frame.
+  own (the accelerator's memory), checks length and CRC, and emits one `Request` per frame (its command, tag
+  and length). It stops taking bytes until that request is accepted, so the consumer may read the buffer
+  undisturbed while it answers.
+* `FrameTransmitter` turns a `Response` header, the tag to echo and a payload byte stream into a response frame.
 
 Command semantics (which commands exist, what they answer) belong to the accelerator top (`hw.top`).
 """
@@ -162,7 +163,8 @@ class FrameError(enum.Enum, shape=2):
     OVERSIZE = 2
 
 
-Request = data.StructLayout({"command": 8, "length": 16, "error": FrameError})
+Request = data.StructLayout({"command": 8, "tag": 8, "length": 16, "error": FrameError})
+#: The tag is not part of a response header: whoever answers, the transmitter echoes the request's (its `tag`).
 Response = data.StructLayout({"status": 8, "length": 16})
 
 
@@ -177,10 +179,11 @@ class FrameReceiver(wiring.Component):
     """Request frames from a byte stream -> `request` beats, payload written to `buffer`.
 
     Bytes before a sync byte are skipped. A frame longer than `max_payload` is answered as OVERSIZE right
-    after its LEN field, and its payload is then skipped as garbage. If `timeout_cycles` pass without a
-    byte in the middle of a frame, the frame is dropped silently and the parser hunts for sync again, so a
-    truncated frame never wedges it. While a request is pending (valid, not yet ready) no byte is taken.
-    `busy` is high inside a frame and while its request is pending: only then does time matter to it.
+    after its LEN field (the request carries its tag), and its payload is then skipped as garbage. If
+    `timeout_cycles` pass without a byte in the middle of a frame, or `expire` is high, the frame is dropped
+    silently and the parser hunts for sync again, so a truncated frame never wedges it. While a request is
+    pending (valid, not yet ready) no byte is taken. `busy` is high inside a frame and while its request is
+    pending: only then does time matter to it.
     """
 
     def __init__(self, max_payload: int, timeout_cycles: int):
@@ -195,6 +198,7 @@ class FrameReceiver(wiring.Component):
             "request": Out(stream.Signature(Request)),
             "buffer": Out(BufferWriteSignature(max_payload)),
             "busy": Out(1),
+            "expire": In(1),
         })
 
     def elaborate(self, platform):
@@ -213,7 +217,7 @@ class FrameReceiver(wiring.Component):
         idle = Signal(range(self.timeout_cycles))
         in_frame = Signal()
         timed_out = Signal()
-        m.d.comb += timed_out.eq(in_frame & ~took & (idle == self.timeout_cycles - 1))
+        m.d.comb += timed_out.eq(in_frame & ~took & ((idle == self.timeout_cycles - 1) | self.expire))
         with m.If(in_frame & ~took & ~timed_out):
             m.d.sync += idle.eq(idle + 1)
         with m.Else():
@@ -243,6 +247,10 @@ class FrameReceiver(wiring.Component):
             with frame_state("COMMAND"):
                 with m.If(took):
                     m.d.sync += [self.request.payload.command.eq(byte), crc.eq(next_crc)]
+                    m.next = "TAG"
+            with frame_state("TAG"):
+                with m.If(took):
+                    m.d.sync += [self.request.payload.tag.eq(byte), crc.eq(next_crc)]
                     m.next = "LEN_LO"
             with frame_state("LEN_LO"):
                 with m.If(took):
@@ -281,11 +289,15 @@ class FrameReceiver(wiring.Component):
 
 
 class FrameTransmitter(wiring.Component):
-    """A `response` header followed by exactly `length` bytes on `payload` -> one response frame on `o`."""
+    """A `response` header followed by exactly `length` bytes on `payload` -> one response frame on `o`.
+
+    `tag` is taken with the header: the tag of the request being answered, echoed after the status.
+    """
 
     def __init__(self):
         super().__init__({
             "response": In(stream.Signature(Response)),
+            "tag": In(8),
             "payload": In(stream.Signature(8)),
             "o": Out(stream.Signature(8)),
         })
@@ -293,6 +305,7 @@ class FrameTransmitter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         status = Signal(8)
+        tag = Signal(8)
         length = Signal(16)
         left = Signal(16)
         crc = Signal(16, init=CRC_INIT)
@@ -309,7 +322,7 @@ class FrameTransmitter(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.response.ready.eq(1)
                 with m.If(self.response.valid):
-                    m.d.sync += [status.eq(self.response.payload.status),
+                    m.d.sync += [status.eq(self.response.payload.status), tag.eq(self.tag),
                                  length.eq(self.response.payload.length),
                                  left.eq(self.response.payload.length),
                                  crc.eq(CRC_INIT)]
@@ -320,6 +333,10 @@ class FrameTransmitter(wiring.Component):
                     m.next = "STATUS"
             with m.State("STATUS"):
                 field(status, in_crc=True)
+                with m.If(sent):
+                    m.next = "TAG"
+            with m.State("TAG"):
+                field(tag, in_crc=True)
                 with m.If(sent):
                     m.next = "LEN_LO"
             with m.State("LEN_LO"):

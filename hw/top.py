@@ -5,7 +5,7 @@ dispatch and frame transmitter; it is what the virtual board simulates. `UartAcc
 PHY in front of it (serial lines as ports, for pin-level testbenches), and `BoardTop` binds that to a board's
 pins; it is what `hw.build` turns into a bitstream.
 
-Commands (constants in `hw.spec.protocol`):
+Commands (constants in `hw.spec.protocol`); every answer carries the tag of the request it answers:
 
 * INFO answers `config.info_json()`, held in a ROM written at elaboration.
 * ECHO answers the request's payload, read back from the payload buffer.
@@ -37,12 +37,16 @@ class Accelerator(wiring.Component):
 
     `busy` is low only when the device waits for a request's first byte with nothing to finish: no frame
     half received, no request being served, no answer byte left to send. A simulator may then stop the
-    clock until the host sends something (nothing in the device counts time while it waits).
+    clock until the host sends something (nothing in the device counts time while it waits). `expire`
+    high drops a half-received frame as the frame timeout does: a simulator, whose clock runs far slower
+    than a board's, raises it when its host has been silent for the frame timeout in real time, so a host
+    sees a frame it abandoned dropped as soon as on a board. Nothing drives it on a board (it stays low).
     """
 
     def __init__(self, config: AcceleratorConfig):
         self.config = config
-        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)), "busy": Out(1)})
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)), "busy": Out(1),
+                          "expire": In(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -53,6 +57,7 @@ class Accelerator(wiring.Component):
         m.submodules.transmitter = transmitter = FrameTransmitter()
         wiring.connect(m, wiring.flipped(self.rx), receiver.i)
         wiring.connect(m, transmitter.o, wiring.flipped(self.tx))
+        m.d.comb += receiver.expire.eq(self.expire)
 
         m.submodules.buffer = buffer = Memory(shape=8, depth=cfg.max_payload, init=[])
         write = buffer.write_port()
@@ -69,6 +74,8 @@ class Accelerator(wiring.Component):
             m.d.comb += [port.addr.eq(reader.addr), port.en.eq(reader.en), reader.data.eq(port.data)]
 
         request = receiver.request.payload
+        # The transmitter takes the tag with the header, while the request is pending, whoever answers.
+        m.d.comb += transmitter.tag.eq(request.tag)
         status = Signal(8)
         length = Signal(16)
         with m.Switch(request.error):

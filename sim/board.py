@@ -10,9 +10,13 @@ board. Two simulators serve the same bytes:
 
 Either connects back to a private loopback port this module listens on. Both stop the clock while the device
 is idle (`Accelerator.busy` low, nothing to send, no input waiting), so an idle board costs no CPU; while it
-is busy every cycle is simulated, and the frame timeout counts cycles as on a board. With `stress` (a seed)
-the byte streams get random input gaps and random output backpressure, for tests: the device must answer
-the same bytes however its link stutters.
+is busy every cycle is simulated, and the frame timeout counts cycles as on a board. A simulation runs
+thousands of times slower than a board's clock, so those cycles would take seconds (Verilator) to hours
+(Icarus) of real time, and a frame its host abandoned half sent would swallow the host's next requests for
+that long: both also raise `Accelerator.expire` when the host has sent nothing for the config's frame
+timeout in real time, which drops a half-received frame as a board does after that time. With `stress`
+(a seed) the byte streams get random input gaps and random output backpressure, for tests: the device must
+answer the same bytes however its link stutters.
 """
 
 from __future__ import annotations
@@ -84,12 +88,14 @@ def simulate(config, *, simulator: str | None = None, stress: int | None = None,
     if simulator == "verilator":
         build = runner.build_board(Accelerator(config), name, progress=progress)
         compile_seconds = build.compile_seconds
-        process = subprocess.Popen([str(build.executable), str(port), str(stats_file), *stress_args])
+        process = subprocess.Popen([str(build.executable), str(port), str(config.frame_timeout_ms), str(stats_file),
+                                    *stress_args])
         alive = lambda: process.poll() is None  # noqa: E731
     else:
         sim = runner.build(Accelerator(config), name, simulator="icarus")
         compile_seconds = time.monotonic() - started
-        params = {"bridge_port": port, "stats_file": str(stats_file), "stress": stress}
+        params = {"bridge_port": port, "stats_file": str(stats_file), "stress": stress,
+                  "frame_timeout_ms": config.frame_timeout_ms}
 
         def run() -> None:
             try:
@@ -149,7 +155,7 @@ def play(transport: SocketTransport, steps: list[dict], timeout: float = 600.0) 
     count), and optionally `"name"`. Answers must follow each other with no stray byte between them: every
     answer starts exactly where the previous one ended. Raises AssertionError naming the step.
     """
-    from hw.spec.protocol import CRC_BYTES, HEADER_BYTES, SYNC_RESPONSE, decode_frame
+    from hw.spec.protocol import HEADER_BYTES, SYNC_RESPONSE, decode_frame, frame_length
 
     named: dict[str, bytes] = {}
     for number, step in enumerate(steps):
@@ -158,7 +164,7 @@ def play(transport: SocketTransport, steps: list[dict], timeout: float = 600.0) 
         transport.write(request)
         header = transport.read(HEADER_BYTES, timeout)
         assert header[0] == SYNC_RESPONSE, f"{what}: answer starts {header.hex()}"
-        frame = header + transport.read(int.from_bytes(header[2:4], "little") + CRC_BYTES, timeout)
+        frame = header + transport.read(frame_length(header) - HEADER_BYTES, timeout)
         if "expect" in step:
             expected = bytes.fromhex(step["expect"])
             assert frame == expected, f"{what}: expected {expected[:24].hex()}..., got {frame[:24].hex()}..."

@@ -1,7 +1,7 @@
 // The virtual board under Verilator: the Accelerator's byte streams bridged to a TCP socket, no Python in
 // the loop.
 //
-//     board PORT [STATS_FILE [SEED]]
+//     board PORT FRAME_TIMEOUT_MS [STATS_FILE [SEED]]
 //
 // Connects to 127.0.0.1:PORT (sim.server's private bridge port), resets the design, then moves bytes:
 // socket -> `rx` (one byte per cycle while the device takes them), `tx` -> socket (`tx` always ready). The
@@ -9,12 +9,15 @@
 // sent) or input is waiting; when the device is idle and no byte is waiting, the harness blocks on the
 // socket and the clock stops, since nothing in an idle device counts time. A stalled device keeps the
 // clock running, so its frame timeout means what it means on a board: that many cycles without a byte.
+// The simulated clock runs far slower than a board's, though, so the harness also pulses `expire` when the
+// host has sent nothing for FRAME_TIMEOUT_MS of real time: a frame the host abandoned half sent is dropped
+// as soon as a board would drop it (outside a frame the pulse does nothing).
 // Writes {"cycles", "seconds", "sim_seconds"} to STATS_FILE at the end (sim_seconds: time not spent
 // waiting for the host). With SEED the link stutters as the cocotb testbenches' drivers do: a random idle
 // cycle before each input byte (probability 0.3, repeated) and `tx` not ready at random (probability 0.4).
 //
 // The top module is compiled with `--prefix Vboard`; its ports are the Accelerator's: clk, rst,
-// rx__valid/ready/payload, tx__valid/ready/payload, busy.
+// rx__valid/ready/payload, tx__valid/ready/payload, busy, expire.
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -80,7 +83,8 @@ int connect_loopback(int port) {
 
 class Bridge {
   public:
-    Bridge(int fd, Vboard& top, std::optional<uint32_t> seed) : fd_(fd), top_(top), stress_(seed.has_value()) {
+    Bridge(int fd, Vboard& top, Clock::duration frame_timeout, std::optional<uint32_t> seed)
+        : fd_(fd), top_(top), frame_timeout_(frame_timeout), stress_(seed.has_value()) {
         if (seed) rng_.seed(*seed);
     }
 
@@ -103,6 +107,7 @@ class Bridge {
         }
         if (got == 0) return false;
         pending_.insert(pending_.end(), buffer, buffer + got);
+        last_input_ = Clock::now();
         return true;
     }
 
@@ -127,6 +132,8 @@ class Bridge {
         top_.RX__VALID = offering_;
         top_.RX__PAYLOAD = offering_ ? pending_.front() : 0;
         top_.TX__READY = !stress_ || !coin(STALL_PROBABILITY);
+        top_.expire = expire_;
+        expire_ = false;
         top_.clk = 0;
         top_.eval();
         const bool took = offering_ && top_.RX__READY;
@@ -146,6 +153,7 @@ class Bridge {
     void reset() {
         top_.RX__VALID = 0;
         top_.TX__READY = 0;
+        top_.expire = 0;
         top_.rst = 1;
         for (int i = 0; i < 2; ++i) {
             top_.clk = 0;
@@ -164,6 +172,7 @@ class Bridge {
             // Settle the outputs for the inputs of an idle cycle to see whether the device is idle.
             top_.RX__VALID = 0;
             top_.TX__READY = 1;
+            top_.expire = 0;
             top_.clk = 0;
             top_.eval();
             if (pending_.empty() && !top_.busy && !top_.TX__VALID) {
@@ -179,6 +188,11 @@ class Bridge {
                 if (pending_.empty() && ++since_poll >= POLL_INTERVAL) {
                     since_poll = 0;
                     if (!receive(0)) return simulating + seconds_since(burst);
+                    const auto now = Clock::now();
+                    if (pending_.empty() && now - last_input_ >= frame_timeout_) {
+                        expire_ = true;  // the host has been silent for the frame timeout: as on a board
+                        last_input_ = now;
+                    }
                 }
                 // `busy` and `tx.valid` depend on the state alone: the rising edge's eval has updated them.
             }
@@ -196,6 +210,9 @@ class Bridge {
 
     int fd_;
     Vboard& top_;
+    Clock::duration frame_timeout_;
+    Clock::time_point last_input_ = Clock::now();
+    bool expire_ = false;
     bool stress_;
     std::mt19937 rng_;
     bool offering_ = false;
@@ -208,13 +225,18 @@ class Bridge {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 2 || argc > 4) {
-        std::fprintf(stderr, "usage: %s PORT [STATS_FILE [SEED]]\n", argv[0]);
+    if (argc < 3 || argc > 5) {
+        std::fprintf(stderr, "usage: %s PORT FRAME_TIMEOUT_MS [STATS_FILE [SEED]]\n", argv[0]);
         return 2;
     }
     const int port = std::atoi(argv[1]);
     if (port <= 0 || port > 65535) {
         std::fprintf(stderr, "board: PORT must be in 1..65535, got %s\n", argv[1]);
+        return 2;
+    }
+    const double frame_timeout_ms = std::strtod(argv[2], nullptr);
+    if (!(frame_timeout_ms > 0)) {
+        std::fprintf(stderr, "board: FRAME_TIMEOUT_MS must be positive, got %s\n", argv[2]);
         return 2;
     }
     auto context = std::make_unique<VerilatedContext>();
@@ -223,14 +245,16 @@ int main(int argc, char** argv) {
     const int fd = connect_loopback(port);
     const auto started = Clock::now();
     std::optional<uint32_t> seed;
-    if (argc == 4) seed = static_cast<uint32_t>(std::strtoul(argv[3], nullptr, 10));
-    Bridge bridge(fd, *top, seed);
+    if (argc == 5) seed = static_cast<uint32_t>(std::strtoul(argv[4], nullptr, 10));
+    const auto frame_timeout = std::chrono::duration_cast<Clock::duration>(
+        std::chrono::duration<double, std::milli>(frame_timeout_ms));
+    Bridge bridge(fd, *top, frame_timeout, seed);
     bridge.reset();
     const double simulating = bridge.serve();
     close(fd);
     top->final();
-    if (argc >= 3) {
-        FILE* stats = std::fopen(argv[2], "w");
+    if (argc >= 4) {
+        FILE* stats = std::fopen(argv[3], "w");
         if (stats == nullptr) fail("stats file");
         std::fprintf(stats, "{\"cycles\": %llu, \"seconds\": %.6f, \"sim_seconds\": %.6f}\n",
                      static_cast<unsigned long long>(bridge.cycles()), seconds_since(started), simulating);

@@ -30,22 +30,22 @@ def test_raw_error_frames_then_good_frame(virtual_board):
     """The RTL answers bad frames over the socket exactly as the golden model does, and keeps working."""
     config = AcceleratorConfig()
     model = LinkModel(config.max_payload, config.info_json())
-    corrupt = bytearray(encode_request(Command.ECHO, b"hello"))
-    corrupt[5] ^= 0x04
+    corrupt = bytearray(encode_request(Command.ECHO, b"hello", 0x31))
+    corrupt[6] ^= 0x04
     requests = [
         b"\x00\x13garbage" + bytes(corrupt),
-        encode_request(0x77, b"?"),
-        bytes([0xA5, Command.ECHO]) + (config.max_payload + 1).to_bytes(2, "little"),
-        encode_request(Command.ECHO, b"after errors"),
+        encode_request(0x77, b"?", 0x32),
+        bytes([0xA5, Command.ECHO, 0x33]) + (config.max_payload + 1).to_bytes(2, "little"),
+        encode_request(Command.ECHO, b"after errors", 0x34),
     ]
     expected_statuses = [Status.BAD_CRC, Status.UNKNOWN_COMMAND, Status.LENGTH_OVER_MAX, Status.OK]
     with Device.open(virtual_board.url, timeout=30) as dev:
-        for request, status in zip(requests, expected_statuses):
+        for request, status, tag in zip(requests, expected_statuses, (0x31, 0x32, 0x33, 0x34)):
             expected = model.feed(request)
-            assert expected[1] == status
+            assert expected[1:3] == bytes([status, tag])  # each answer echoes its frame's tag
             dev.transport.write(request)
             assert dev.transport.read(len(expected), timeout=30) == expected
-        assert expected == encode_response(Status.OK, b"after errors")
+        assert expected == encode_response(Status.OK, b"after errors", 0x34)
 
 
 def test_cli_info_and_echo(virtual_board):
@@ -61,4 +61,4 @@ def test_cli_info_prints_json(virtual_board):
     out = subprocess.run([sys.executable, "-m", "host", "info", "--url", virtual_board.url],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["protocol"] == 1
+    assert json.loads(out.stdout)["protocol"] == 2

@@ -2,18 +2,31 @@
 
 This is the executable spec the frame-layer RTL is checked against, byte for byte:
 
-* Bytes are skipped until the sync byte 0xA5. Then CMD, LEN (little-endian) are read.
+* Bytes are skipped until the sync byte 0xA5. Then CMD, TAG, LEN (little-endian) are read.
 * LEN > max_payload: answered LENGTH_OVER_MAX at once; the parser hunts for sync again, so the frame's
   remaining bytes are skipped as garbage.
 * Otherwise LEN payload bytes and the CRC are read. A CRC mismatch is answered BAD_CRC; a good frame with
   an unknown command UNKNOWN_COMMAND; INFO answers the device's JSON and ECHO the payload (status OK).
-  Error responses carry no payload.
-* `timeout()` models the inter-byte timeout: a partial frame is dropped without an answer.
+  Error responses carry no payload. Every response carries the TAG byte of the frame it answers, as
+  received (under a CRC mismatch too).
+* `timeout()` models the frame timeout (and the virtual board's `expire`): a partial frame is dropped without
+  an answer.
 """
 
 from __future__ import annotations
 
-from .protocol import SYNC_REQUEST, Command, Status, crc16, encode_response
+from .protocol import (
+    CRC_BYTES,
+    HEADER_BYTES,
+    LEN_OFFSET,
+    SYNC_REQUEST,
+    TAG_OFFSET,
+    Command,
+    Status,
+    crc16,
+    encode_response,
+    frame_length,
+)
 
 
 class LinkModel:
@@ -36,23 +49,23 @@ class LinkModel:
                 continue
             self._partial.append(byte)
             frame = self._partial
-            if len(frame) < 4:
+            if len(frame) < HEADER_BYTES:
                 continue
-            length = int.from_bytes(frame[2:4], "little")
-            if length > self.max_payload:
-                out += encode_response(Status.LENGTH_OVER_MAX)
+            tag = frame[TAG_OFFSET]
+            if int.from_bytes(frame[LEN_OFFSET:LEN_OFFSET + 2], "little") > self.max_payload:
+                out += encode_response(Status.LENGTH_OVER_MAX, tag=tag)
                 frame.clear()
-            elif len(frame) == 4 + length + 2:
+            elif len(frame) == frame_length(frame):
                 out += self._answer(bytes(frame))
                 frame.clear()
         return bytes(out)
 
     def _answer(self, frame: bytes) -> bytes:
-        command, payload = frame[1], frame[4:-2]
-        if crc16(frame[1:-2]) != int.from_bytes(frame[-2:], "little"):
-            return encode_response(Status.BAD_CRC)
+        command, tag, payload = frame[1], frame[TAG_OFFSET], frame[HEADER_BYTES:-CRC_BYTES]
+        if crc16(frame[1:-CRC_BYTES]) != int.from_bytes(frame[-CRC_BYTES:], "little"):
+            return encode_response(Status.BAD_CRC, tag=tag)
         if command == Command.INFO:
-            return encode_response(Status.OK, self.info)
+            return encode_response(Status.OK, self.info, tag)
         if command == Command.ECHO:
-            return encode_response(Status.OK, payload)
-        return encode_response(Status.UNKNOWN_COMMAND)
+            return encode_response(Status.OK, payload, tag)
+        return encode_response(Status.UNKNOWN_COMMAND, tag=tag)

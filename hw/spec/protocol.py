@@ -5,13 +5,15 @@ changes in one place. It is pure Python with no dependencies, cheap to import ev
 
 Frames, host to device::
 
-    0xA5 | CMD (1) | LEN (2, little-endian) | PAYLOAD (LEN bytes) | CRC (2, little-endian)
+    0xA5 | CMD (1) | TAG (1) | LEN (2, little-endian) | PAYLOAD (LEN bytes) | CRC (2, little-endian)
 
 and device to host::
 
-    0x5A | STATUS (1) | LEN (2, little-endian) | PAYLOAD (LEN bytes) | CRC (2, little-endian)
+    0x5A | STATUS (1) | TAG (1) | LEN (2, little-endian) | PAYLOAD (LEN bytes) | CRC (2, little-endian)
 
-The CRC is CRC-16/CCITT-FALSE over every byte between the sync byte and the CRC (CMD/STATUS, LEN, PAYLOAD).
+The CRC is CRC-16/CCITT-FALSE over every byte between the sync byte and the CRC (CMD/STATUS, TAG, LEN,
+PAYLOAD). A response carries the TAG of the request it answers, whatever its status, so the host can tell its
+answer from a late or duplicated one.
 """
 
 from __future__ import annotations
@@ -20,14 +22,21 @@ import enum
 from dataclasses import dataclass
 from importlib import metadata
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 SYNC_REQUEST = 0xA5
 SYNC_RESPONSE = 0x5A
 
-#: Bytes before the payload (sync, code, two length bytes) and after it (two CRC bytes).
-HEADER_BYTES = 4
+#: Bytes before the payload (sync, code, tag, two length bytes) and after it (two CRC bytes).
+HEADER_BYTES = 5
 CRC_BYTES = 2
+#: Where the tag and the LEN field sit in a frame.
+TAG_OFFSET = 2
+LEN_OFFSET = 3
+#: A tag is one byte; the host counts its requests modulo this.
+TAG_COUNT = 0x100
+#: A device drops a frame whose next byte does not come within its frame timeout; this is the default one.
+DEFAULT_FRAME_TIMEOUT_MS = 100.0
 #: The LEN field is 16 bits; a device's own limit (`max_payload` in INFO) is at most this.
 LEN_FIELD_MAX = 0xFFFF
 
@@ -95,25 +104,42 @@ class Frame:
 
     code: int
     payload: bytes
+    tag: int
 
 
-def _encode(sync: int, code: int, payload: bytes, field: str) -> bytes:
-    if not 0 <= code <= 0xFF:
-        raise ProtocolError(f"{field} must be in 0..255, got {code}")
+def _byte_field(value: object, field: str) -> int:
+    # bool is an int to Python, never a command, status or tag.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(f"{field} must be an int in 0..255, got {type(value).__name__} {value!r}")
+    if not 0 <= value <= 0xFF:
+        raise ProtocolError(f"{field} must be in 0..255, got {value}")
+    return int(value)
+
+
+def _encode(sync: int, code: int, payload: bytes | bytearray | memoryview, tag: int, field: str) -> bytes:
+    code, tag = _byte_field(code, field), _byte_field(tag, "tag")
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise ProtocolError(f"payload must be bytes, bytearray or memoryview, got {type(payload).__name__}")
+    payload = bytes(payload)
     if len(payload) > LEN_FIELD_MAX:
         raise ProtocolError(f"payload length must be in 0..{LEN_FIELD_MAX}, got {len(payload)}")
-    body = bytes([code]) + len(payload).to_bytes(2, "little") + bytes(payload)
+    body = bytes([code, tag]) + len(payload).to_bytes(2, "little") + payload
     return bytes([sync]) + body + crc16(body).to_bytes(2, "little")
 
 
-def encode_request(command: int, payload: bytes = b"") -> bytes:
-    """A host-to-device frame."""
-    return _encode(SYNC_REQUEST, int(command), payload, "command")
+def encode_request(command: int, payload: bytes | bytearray | memoryview = b"", tag: int = 0) -> bytes:
+    """A host-to-device frame; ProtocolError (one line naming the field and its range) for what cannot be sent."""
+    return _encode(SYNC_REQUEST, command, payload, tag, "command")
 
 
-def encode_response(status: int, payload: bytes = b"") -> bytes:
-    """A device-to-host frame."""
-    return _encode(SYNC_RESPONSE, int(status), payload, "status")
+def encode_response(status: int, payload: bytes | bytearray | memoryview = b"", tag: int = 0) -> bytes:
+    """A device-to-host frame answering the request tagged `tag`; ProtocolError as `encode_request`."""
+    return _encode(SYNC_RESPONSE, status, payload, tag, "status")
+
+
+def frame_length(header: bytes | bytearray) -> int:
+    """The whole frame's length in bytes from its first HEADER_BYTES bytes (its LEN field)."""
+    return HEADER_BYTES + int.from_bytes(header[LEN_OFFSET:LEN_OFFSET + 2], "little") + CRC_BYTES
 
 
 def decode_frame(data: bytes, sync: int) -> Frame:
@@ -123,16 +149,14 @@ def decode_frame(data: bytes, sync: int) -> Frame:
         raise ProtocolError(f"frame length must be at least {HEADER_BYTES + CRC_BYTES} bytes, got {len(data)}")
     if data[0] != sync:
         raise ProtocolError(f"sync byte must be 0x{sync:02X}, got 0x{data[0]:02X}")
-    length = int.from_bytes(data[2:4], "little")
-    if len(data) != HEADER_BYTES + length + CRC_BYTES:
-        raise ProtocolError(
-            f"frame length must be {HEADER_BYTES + length + CRC_BYTES} bytes for LEN={length}, got {len(data)}"
-        )
+    length = int.from_bytes(data[LEN_OFFSET:LEN_OFFSET + 2], "little")
+    if len(data) != frame_length(data):
+        raise ProtocolError(f"frame length must be {frame_length(data)} bytes for LEN={length}, got {len(data)}")
     body, received = data[1:-CRC_BYTES], int.from_bytes(data[-CRC_BYTES:], "little")
     expected = crc16(body)
     if received != expected:
         raise ProtocolError(f"CRC mismatch: frame carries 0x{received:04X}, contents give 0x{expected:04X}")
-    return Frame(code=data[1], payload=body[3:])
+    return Frame(code=data[1], payload=data[HEADER_BYTES:-CRC_BYTES], tag=data[TAG_OFFSET])
 
 
 def split_frames(data: bytes, sync: int) -> tuple[list[bytes], bytes]:
@@ -148,7 +172,7 @@ def split_frames(data: bytes, sync: int) -> tuple[list[bytes], bytes]:
             return frames, b""
         if len(data) - start < HEADER_BYTES:
             return frames, data[start:]
-        end = start + HEADER_BYTES + int.from_bytes(data[start + 2 : start + 4], "little") + CRC_BYTES
+        end = start + frame_length(data[start:start + HEADER_BYTES])
         if end > len(data):
             return frames, data[start:]
         frames.append(data[start:end])

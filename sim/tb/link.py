@@ -1,7 +1,7 @@
 """Frame layer testbench: the byte-stream `Accelerator` answers exactly as `hw.spec.link.LinkModel` says.
 
-Requests go in with random inter-byte gaps, responses come out under random backpressure. Parameters:
-`max_payload`, `timeout_cycles`, `info` (hex of the INFO payload), `frames` (how many random frames).
+Requests go in with random inter-byte gaps and random tags, responses come out under random backpressure.
+Parameters: `max_payload`, `timeout_cycles`, `info` (hex of the INFO payload), `frames` (how many random frames).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import cocotb
 from cocotb.triggers import ClockCycles
 
 from hw.spec.link import LinkModel
-from hw.spec.protocol import Command, Status, encode_request, encode_response
+from hw.spec.protocol import SYNC_REQUEST, Command, Status, encode_request, encode_response
 from sim.tb.common import StreamDriver, StreamSink, start_clock_and_reset, tb_params, tb_rng
 
 
@@ -26,10 +26,11 @@ class Testbench:
         self.driver = StreamDriver(dut, "rx", self.rng, gap_probability=0.3)
         self.sink = StreamSink(dut, "tx", self.rng, ready_probability=0.6)
         self.received = 0
+        dut.expire.value = 0
 
     @classmethod
     async def start(cls, dut) -> Testbench:
-        tb = cls(dut)  # idles the input stream before reset, so no X reaches the design
+        tb = cls(dut)  # idles the input stream (and `expire`) before reset, so no X reaches the design
         await start_clock_and_reset(dut)
         tb.sink.start()
         return tb
@@ -54,21 +55,24 @@ class Testbench:
         kind = rng.choice(["echo", "echo", "echo", "info", "unknown", "bad_crc", "oversize"])
         length = rng.choice([0, 1, self.max_payload, rng.randint(0, self.max_payload)])
         payload = bytes(rng.getrandbits(8) for _ in range(length))
+        tag = rng.getrandbits(8)
         if kind == "echo":
-            return encode_request(Command.ECHO, payload)
+            return encode_request(Command.ECHO, payload, tag)
         if kind == "info":
-            return encode_request(Command.INFO, payload)
+            return encode_request(Command.INFO, payload, tag)
         if kind == "unknown":
-            return encode_request(rng.choice([0x00, 0x03, 0x7F, 0xFF]), payload)
+            return encode_request(rng.choice([0x00, 0x03, 0x7F, 0xFF]), payload, tag)
         if kind == "bad_crc":
-            frame = bytearray(encode_request(Command.ECHO, payload))
+            good = encode_request(Command.ECHO, payload, tag)
+            frame = bytearray(good)
             frame[rng.randrange(1, len(frame))] ^= 1 << rng.randrange(8)
-            if frame[2:4] != encode_request(Command.ECHO, payload)[2:4]:
-                frame[2:4] = len(payload).to_bytes(2, "little")  # keep the length: a CRC error, not a short frame
+            if frame[3:5] != good[3:5]:
+                frame[3:5] = good[3:5]  # keep the length: a CRC error, not a short frame
                 frame[-1] ^= 0x01
             return bytes(frame)
         oversize = rng.randint(self.max_payload + 1, 0xFFFF)
-        return bytes([0xA5, Command.ECHO]) + oversize.to_bytes(2, "little") + self.garbage(rng.randint(0, 8))
+        header = bytes([SYNC_REQUEST, Command.ECHO, tag]) + oversize.to_bytes(2, "little")
+        return header + self.garbage(rng.randint(0, 8))
 
 
 @cocotb.test()
@@ -83,16 +87,18 @@ async def random_frames_with_garbage(dut):
 async def each_error_status_then_good_frame(dut):
     """Each error status is produced, and a good frame right after it still works."""
     tb = await Testbench.start(dut)
-    good = encode_request(Command.ECHO, b"still alive")
-    corrupt = bytearray(encode_request(Command.ECHO, b"x" * 5))
+    good = encode_request(Command.ECHO, b"still alive", 0x55)
+    corrupt = bytearray(encode_request(Command.ECHO, b"x" * 5, 0x11))
     corrupt[-2] ^= 0xFF
     cases = {
-        Status.BAD_CRC: bytes(corrupt),
-        Status.UNKNOWN_COMMAND: encode_request(0x42, b"abc"),
-        Status.LENGTH_OVER_MAX: bytes([0xA5, Command.ECHO]) + (tb.max_payload + 1).to_bytes(2, "little"),
+        Status.BAD_CRC: (bytes(corrupt), 0x11),
+        Status.UNKNOWN_COMMAND: (encode_request(0x42, b"abc", 0x22), 0x22),
+        Status.LENGTH_OVER_MAX: (bytes([SYNC_REQUEST, Command.ECHO, 0x33]) + (tb.max_payload + 1).to_bytes(2, "little"),
+                                 0x33),
     }
-    for status, frame in cases.items():
-        assert tb.model.feed(frame) == encode_response(status)  # the model agrees with the protocol
+    for status, (frame, tag) in cases.items():
+        # The model agrees with the protocol: the error status, echoing the frame's tag.
+        assert tb.model.feed(frame) == encode_response(status, tag=tag)
         tb.model.timeout()
         await tb.exchange(frame)
         await tb.exchange(good)
@@ -108,6 +114,24 @@ async def truncated_frame_times_out(dut):
         await ClockCycles(dut.clk, tb.timeout_cycles + 10)
         tb.model.timeout()
         await tb.exchange(encode_request(Command.ECHO, bytes([cut]) * 3))
+
+
+@cocotb.test()
+async def truncated_frame_expires_on_request(dut):
+    """`expire` drops a half-received frame at once, as the timeout would; outside a frame it changes nothing."""
+    tb = await Testbench.start(dut)
+    full = encode_request(Command.ECHO, bytes(range(10)), 0x7E)
+    for cut in (1, 2, 5, len(full) - 1):
+        await tb.exchange(full[:cut])
+        dut.expire.value = 1
+        await ClockCycles(dut.clk, 1)
+        dut.expire.value = 0
+        tb.model.timeout()
+        await tb.exchange(encode_request(Command.ECHO, bytes([cut]) * 3, cut))
+    dut.expire.value = 1  # between frames it changes nothing
+    await ClockCycles(dut.clk, 5)
+    dut.expire.value = 0
+    await tb.exchange(full)
 
 
 @cocotb.test()

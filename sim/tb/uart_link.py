@@ -15,7 +15,7 @@ import cocotb
 from cocotb.triggers import Timer
 
 from hw.spec.link import LinkModel
-from hw.spec.protocol import SYNC_REQUEST, Command, encode_request
+from hw.spec.protocol import CRC_BYTES, HEADER_BYTES, SYNC_REQUEST, Command, encode_request
 from sim.tb.common import start_clock_and_reset, tb_params, tb_rng
 from sim.tb.uart import MAX_BAUD_ERROR, UartModel, wait_until
 
@@ -28,34 +28,37 @@ def _no_sync(rng: random.Random, n: int) -> bytes:
 
 
 def requests(rng: random.Random, max_payload: int) -> list[tuple[str, bytes]]:
-    """(name, bytes on the wire) of each request the testbench sends, in order."""
+    """(name, bytes on the wire) of each request the testbench sends, in order, each with a random tag."""
+    def request(command: int, payload: bytes) -> bytes:
+        return encode_request(command, payload, rng.getrandbits(8))
+
     def echo(n: int) -> bytes:
-        return encode_request(Command.ECHO, rng.randbytes(n))
+        return request(Command.ECHO, rng.randbytes(n))
 
     bad_crc = bytearray(echo(rng.randint(1, max_payload)))
-    bad_crc[-1 - rng.randrange(2)] ^= 1 << rng.randrange(8)
+    bad_crc[-1 - rng.randrange(CRC_BYTES)] ^= 1 << rng.randrange(8)
     bad_payload = bytearray(echo(rng.randint(1, max_payload)))
-    bad_payload[4 + rng.randrange(len(bad_payload) - 6)] ^= 1 << rng.randrange(8)
+    bad_payload[HEADER_BYTES + rng.randrange(len(bad_payload) - HEADER_BYTES - CRC_BYTES)] ^= 1 << rng.randrange(8)
     # An oversize frame is answered after its LEN field; the rest of it is garbage to skip, so keep it free
     # of sync bytes (else it would start a frame of its own, which the golden model covers but obscures).
-    oversize = encode_request(Command.ECHO, _no_sync(rng, max_payload + 1))
+    oversize = request(Command.ECHO, _no_sync(rng, max_payload + 1))
     while SYNC_REQUEST in oversize[1:]:
-        oversize = encode_request(Command.ECHO, _no_sync(rng, max_payload + 1))
+        oversize = request(Command.ECHO, _no_sync(rng, max_payload + 1))
 
     return [
-        ("INFO", encode_request(Command.INFO)),
+        ("INFO", request(Command.INFO, b"")),
         ("ECHO of 0 bytes", echo(0)),
         (f"ECHO of {max_payload} bytes", echo(max_payload)),
         ("ECHO of 1 byte", echo(1)),
         *((f"ECHO of random length #{k}", echo(rng.randint(1, max_payload))) for k in range(5)),
-        ("ECHO of sync bytes", encode_request(Command.ECHO, bytes([SYNC_REQUEST] * 9))),
+        ("ECHO of sync bytes", request(Command.ECHO, bytes([SYNC_REQUEST] * 9))),
         ("corrupt CRC", bytes(bad_crc)),
         ("corrupt payload", bytes(bad_payload)),
-        ("unknown command", encode_request(UNKNOWN_COMMAND, rng.randbytes(rng.randint(0, 8)))),
-        ("INFO with a payload (ignored)", encode_request(Command.INFO, rng.randbytes(5))),
+        ("unknown command", request(UNKNOWN_COMMAND, rng.randbytes(rng.randint(0, 8)))),
+        ("INFO with a payload (ignored)", request(Command.INFO, rng.randbytes(5))),
         ("oversize ECHO", oversize),
-        ("LEN 0xFFFF header only", bytes([SYNC_REQUEST, Command.ECHO, 0xFF, 0xFF])),
-        ("garbage then INFO", _no_sync(rng, 7) + encode_request(Command.INFO)),
+        ("LEN 0xFFFF header only", bytes([SYNC_REQUEST, Command.ECHO, rng.getrandbits(8), 0xFF, 0xFF])),
+        ("garbage then INFO", _no_sync(rng, 7) + request(Command.INFO, b"")),
         ("ECHO after all that", echo(rng.randint(1, max_payload))),
     ]
 
