@@ -26,7 +26,7 @@ $(VENV)/.installed-%: pyproject.toml | $(PY)
 
 comma := ,
 SETUP_DEV   := $(VENV)/.installed-dev
-SETUP_TRAIN := $(VENV)/.installed-dev-train
+SETUP_TRAIN := $(VENV)/.installed-dev-train-import
 
 setup: $(SETUP_DEV)
 
