@@ -245,7 +245,7 @@ def test_files(tmp_path):
         load_network(tmp_path / "junk.onnx")
     with pytest.raises(NetworkImportError, match="missing.onnx: no such file"):
         load_network(tmp_path / "missing.onnx")
-    with pytest.raises(NetworkImportError, match=r"net.h5: unknown suffix '.h5'; sqgen reads .onnx"):
+    with pytest.raises(NetworkImportError, match=r"net.h5: unknown suffix '.h5'; sqgen reads .onnx and .pt"):
         load_network(tmp_path / "net.h5")
 
 
