@@ -86,12 +86,14 @@ def _check_weights(weights: np.ndarray) -> np.ndarray:
 
 
 def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
-    """Unstructured magnitude pruning: True on the round((1 - s) n) largest |W| (the upper bound of kept magnitude)."""
+    """Unstructured magnitude pruning: True on the round((1 - s) n) largest |W| (the upper bound of kept magnitude).
+
+    Among equal |W| at the cut the lower flat (row-major) index is kept, so the mask is reproducible.
+    """
     w = _check_weights(weights)
     keep = target_count(w.size, _check_sparsity(sparsity))
     flat = np.zeros(w.size, dtype=bool)
-    if keep:
-        flat[np.argpartition(-np.abs(w), keep - 1, axis=None)[:keep]] = True
+    flat[np.argsort(-np.abs(w), axis=None, kind="stable")[:keep]] = True
     return flat.reshape(w.shape)
 
 

@@ -35,6 +35,7 @@ try:
 except ImportError:
     raise ImportError("torch is needed for training: pip install 'sqgen[train]'") from None
 
+from host.compress.bim import factorize, magnitude_mask
 from host.mnist import load_mnist
 
 # Bump when LeNet5's layers or the training loop change in a way that changes trained weights.
@@ -289,22 +290,8 @@ def trained_fc_weights(recipe: Recipe = DEFAULT_RECIPE, *, cache: Path | None = 
     return {name: state[name].numpy().copy() for name in FC_WEIGHTS}
 
 
-def magnitude_mask(weights: np.ndarray, sparsity: float) -> np.ndarray:
-    """Unstructured magnitude pruning: True for the round((1 - sparsity) * size) largest |weights|."""
-    if not 0 <= sparsity <= 1:
-        raise ValueError(f"sparsity must be in [0, 1], got {sparsity}")
-    keep = round((1 - sparsity) * weights.size)
-    flat = np.zeros(weights.size, dtype=bool)
-    flat[np.argsort(-np.abs(weights), axis=None, kind="stable")[:keep]] = True
-    return flat.reshape(weights.shape)
-
-
 def bim_mask(weights: np.ndarray, sparsity: float, m_t: int, n_t: int, r: int) -> np.ndarray:
-    """The binary-index-matrix mask of `host.compress.bim.factorize` (seed 0), imported only when needed."""
-    try:
-        from host.compress.bim import factorize
-    except ImportError as error:
-        raise ImportError(f"the BIM factorizer (host.compress.bim) is not available: {error}") from error
+    """The binary-index-matrix mask of `host.compress.bim.factorize` (seed 0)."""
     return np.asarray(factorize(weights, sparsity, m_t, n_t, r, seed=0).mask(), dtype=bool)
 
 
