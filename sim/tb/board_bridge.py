@@ -31,9 +31,10 @@ from sim.tb.common import CLOCK_PERIOD_NS, start_clock_and_reset, tb_params
 
 #: The most simulated cycles a computing device runs between looks at the socket (the host may have gone) ...
 COMPUTE_SLICE = 4096
-#: ... and the real time a slice should take at most (fewer cycles on a slow design), so that `expire` comes
-#: close to the frame timeout.
+#: ... and the real time a slice should take at most: slices start at MIN_SLICE cycles and double while they
+#: take less than half of it, so `expire` comes within a few milliseconds of the frame timeout.
 SLICE_SECONDS = 0.005
+MIN_SLICE = 16
 #: Cycles between looks at the socket while bytes move and none is waiting (a select() per cycle would cost
 #: more than the cycle).
 POLL_CYCLES = 64
@@ -66,7 +67,7 @@ async def serve(dut):
     open_ = True
     frame_timeout = params.get("frame_timeout_ms", DEFAULT_FRAME_TIMEOUT_MS) / 1000
     last_input = time.monotonic()
-    compute_slice = COMPUTE_SLICE
+    compute_slice = MIN_SLICE
 
     def poll(timeout: float | None) -> bool:
         """Move socket input to `pending`; False once the peer has closed."""
@@ -116,7 +117,7 @@ async def serve(dut):
             await RisingEdge(clk)
             took = time.monotonic() - sliced
             if took > SLICE_SECONDS:
-                compute_slice = max(16, int(compute_slice * SLICE_SECONDS / took))
+                compute_slice = max(MIN_SLICE, int(compute_slice * SLICE_SECONDS / took))
             elif took < SLICE_SECONDS / 2:
                 compute_slice = min(COMPUTE_SLICE, 2 * compute_slice)
             tx_valid = bool(dut.tx__valid.value)
