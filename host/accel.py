@@ -97,10 +97,7 @@ class AccelInfo:
         p, streams = self.fc_params, self.fc_streams
         if p is None or streams is None:
             raise ValueError("the device has no FC engine")
-        fmt = fc_stream.FcStreamFormat(n_t=p["n_out"], m_t=p["m_t"], r=p["r"], n_in=p["n_in"],
-                                       max_patches=p["max_patches"], max_rows=p["max_rows"], max_cols=p["max_cols"],
-                                       max_bits=p["max_bits"], a_bits=p["a_bits"], bias_bits=p["bias_bits"],
-                                       shift_bits=p["shift_bits"])
+        fmt = fc_stream.FcStreamFormat.from_describe(p)
         # The packers follow the format's widths; INFO's tables are the hardware's: they must agree.
         cfg = [(name, width) for name, (_, width) in sorted(streams["cfg"].items(), key=lambda f: f[1][0])]
         if cfg != list(fmt.cfg_fields) or word_bits(streams["scale"]) != fmt.scale_width:

@@ -127,10 +127,8 @@ class FcEngineParams:
 
     @property
     def stream_format(self) -> FcStreamFormat:
-        """The beat widths, for `hw.spec.fc_stream`."""
-        return FcStreamFormat(n_t=self.n_t, m_t=self.m_t, r=self.r, n_in=self.n_in, max_patches=self.max_patches,
-                              max_rows=self.max_rows, max_cols=self.max_cols, max_bits=self.max_bits,
-                              a_bits=self.a_bits, bias_bits=self.bias_bits, shift_bits=self.shift_bits)
+        """The beat widths, for `hw.spec.fc_stream` (from `describe`, as the host takes them from INFO)."""
+        return FcStreamFormat.from_describe(self.describe())
 
     @property
     def max_shift(self) -> int:

@@ -65,12 +65,12 @@ class FcFormat:
     @property
     def layout(self) -> FcLayout:
         """The tile-major layout of `hw.spec.fc`."""
-        return FcLayout(self.m_t, self.n_out)
+        return FcLayout(self.m_t, self.n_t)
 
     @property
     def bim_params(self) -> BimParams:
         """BIM tile parameters (m_t, n_t = n_out, r)."""
-        return BimParams(self.m_t, self.n_out, self.r)
+        return BimParams(self.m_t, self.n_t, self.r)
 
     def xor_params(self, bits: int) -> XorParams:
         """XOR parameters of a layer with `bits` planes (1..max_planes)."""

@@ -40,7 +40,9 @@ the last `o` beat. xor and bim beats offered early wait in the decoder and the u
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +59,10 @@ MAX_SHIFT = 62
 
 @dataclass(frozen=True)
 class FcStreamFormat:
-    """Widths of the engine's beats: tile shape, BIM rank, XOR sizes and the layer limits."""
+    """Widths of the engine's beats: tile shape, BIM rank, XOR sizes and the layer limits.
+
+    n_t is the BIM tile width; the engine's XOR slices are as wide (its `n_out`), which `from_describe` maps.
+    """
 
     n_t: int
     m_t: int
@@ -70,6 +75,14 @@ class FcStreamFormat:
     a_bits: int = 16
     bias_bits: int = 32
     shift_bits: int = 6
+
+    @classmethod
+    def from_describe(cls, params: Mapping[str, Any]) -> FcStreamFormat:
+        """The format of an engine from its `FcEngineParams.describe()` record (INFO's `engines.fc.params`),
+        n_t being its XOR slice width n_out."""
+        widths = {name: int(params[name]) for name in ("m_t", "r", "n_in", "max_patches", "max_rows", "max_cols",
+                                                       "max_bits", "a_bits", "bias_bits", "shift_bits")}
+        return cls(n_t=int(params["n_out"]), **widths)
 
     @property
     def layout(self) -> FcLayout:
