@@ -34,6 +34,8 @@ The FC engine's bim region holds each layer's canonical stream over all its plan
 
 from __future__ import annotations
 
+from typing import Any
+
 from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -41,7 +43,7 @@ from amaranth.lib.wiring import In, Out
 
 from hw.spec.protocol import LOAD_HEADER_BYTES, READ_PAYLOAD_BYTES, RUN_PAYLOAD_BYTES, Command, Status
 
-from .config import KINDS, AcceleratorConfig
+from .config import KINDS, REGION_IDS, AcceleratorConfig
 from .fc_engine import FcEngine
 from .link import Response
 from .memory import RegionReader, SpramMemory, SpramParams
@@ -50,6 +52,82 @@ from .spectral.pipeline import Spec2Conv
 
 #: Bytes of the RUN answer: the cycle count, u32 little-endian.
 CYCLE_BYTES = 4
+
+
+class _State:
+    """The signals the steps of `Sequencer.elaborate` share: the command and its arguments, LOAD's beat
+    gathering, RUN's layer and descriptor, and the regions and engines once they are built."""
+
+    def __init__(self, cfg: AcceleratorConfig):
+        regions = cfg.regions
+        # --- the command ------------------------------------------------------------------------------------------
+        self.command = Signal(8)
+        self.length = Signal(16)
+        self.args = Signal(8 * READ_PAYLOAD_BYTES)  # the first payload bytes, little-endian; the views below
+        self.arg_byte = Signal(range(READ_PAYLOAD_BYTES + 1))
+        self.status = Signal(8)
+        self.resp_length = Signal(16)
+        self.source = Signal(range(3))  # answer payload: 0 act0, 1 act1, 2 the cycle count
+        self.sent = Signal(range(CYCLE_BYTES))
+        self.programmed = Signal(range(cfg.program_depth + 1))  # program words loaded so far (RUN's bound)
+        self.region_id, self.offset = self.args[0:8], self.args[8:24]  # LOAD
+        self.first, self.count = self.args[0:8], self.args[8:16]  # RUN
+        self.buffer_id, self.read_length = self.args[0:8], self.args[24:40]  # READ
+
+        # --- LOAD --------------------------------------------------------------------------------------------------
+        # The region, decoded once: bytes per beat, depth, id known.
+        self.sel_bytes = Signal(range(max(r.beat_bytes for r in regions) + 1))
+        self.sel_depth = Signal(range(max(r.depth for r in regions) + 1))
+        self.sel_known = Signal()
+        # The beat count, by repeated subtraction (a divider by a run-time constant is not worth its logic: a
+        # frame takes far longer on the link than these max_payload cycles at most).
+        self.remainder = Signal(16)
+        self.beats = Signal(17)
+        # The writer: payload bytes (read one cycle after addressing) gathered into a beat, then written.
+        max_bytes = max(r.beat_bytes for r in regions)
+        self.beat = Signal(8 * max_bytes)
+        self.read_addr = Signal(16)
+        self.got = Signal()  # buf_data holds the byte addressed last cycle
+        self.byte_in_beat = Signal(range(max_bytes))
+        self.full = Signal()  # `beat` is complete: write it this cycle
+        self.write_addr = Signal(17)
+        self.load_we = Signal()
+
+        # --- RUN ---------------------------------------------------------------------------------------------------
+        self.layer = Signal(8)
+        self.layers_left = Signal(8)
+        self.cycles = Signal(8 * CYCLE_BYTES)
+        self.counting = Signal()
+        self.desc = Signal(cfg.descriptor_layout)
+        self.running = Signal()  # a layer's datapath is live
+        self.written = Signal(range(cfg.act_depth + 1))
+        self.conv_cfg_pending = Signal()
+        self.crop_cfg_pending = Signal()
+        self.pool_cfg_pending = Signal()
+        self.fc_cfg_pending = Signal()
+        self.layer_start = Signal()
+        self.is_conv = Signal()
+        self.is_fc = Signal()
+
+        # Set by `Sequencer._add_regions` and `Sequencer._add_engines`.
+        self.writes: dict[str, Any] = {}
+        self.reads: dict[str, Any] = {}
+        self.streamers: dict[str, RegionReader] = {}
+        self.conv: Spec2Conv | None = None
+        self.crop: Crop | None = None
+        self.pool: MaxPool2 | None = None
+        self.fc: FcEngine | None = None
+
+    @property
+    def acts(self) -> list[RegionReader]:
+        """The streamers of act0 and act1: a layer's x, or READ's answer."""
+        return [self.streamers["act0"], self.streamers["act1"]]
+
+
+def _answer(m: Module, s: _State, code: Status, size: Any = 0) -> None:
+    """Leave for RESPOND with `code` and an answer payload of `size` bytes."""
+    m.d.sync += [s.status.eq(code), s.resp_length.eq(size)]
+    m.next = "RESPOND"
 
 
 class Sequencer(wiring.Component):
@@ -73,327 +151,339 @@ class Sequencer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self.config
-        conv_p, fc_p = cfg.conv, cfg.fc
-        regions = {r.name: r for r in cfg.regions}
-        desc_layout = cfg.descriptor_layout
+        s = _State(self.config)
+        self._add_regions(m, s)
+        self._add_engines(m, s)
+        self._decode_load_region(m, s)
+        self._decode_kind(m, s)
+        with m.If(s.counting):
+            m.d.sync += s.cycles.eq(s.cycles + 1)
 
-        writes, reads = {}, {}
-        for name, region in regions.items():
-            key = name.replace(".", "_")
+        m.d.comb += [self.response.payload.status.eq(s.status), self.response.payload.length.eq(s.resp_length)]
+        with m.FSM() as fsm:
+            self._accept_states(m, s)
+            self._load_states(m, s)
+            self._run_states(m, s)
+            self._answer_states(m, s)
+        self._load_writes(m, s)
+
+        self._layer_inputs(m, s)
+        result_valid, result = self._layer_outputs(m, s)
+        self._layer_writes(m, s, result_valid, result)
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+    # --- regions and engines ---------------------------------------------------------------------------------------
+    def _add_regions(self, m: Module, s: _State) -> None:
+        """One memory per region (SPRAM for the config's `spram_regions`), a streamer per region but the program."""
+        cfg = self.config
+        for region in cfg.regions:
+            name, key = region.name, region.name.replace(".", "_")
             if name in cfg.spram_regions:
                 # Same ports, one single-port RAM: LOAD's writes and the streamer's reads never share a cycle.
                 m.submodules[f"region_{key}"] = spram = SpramMemory(SpramParams(region.width, region.depth))
-                writes[name], reads[name] = spram.write, spram.read
+                s.writes[name], s.reads[name] = spram.write, spram.read
             else:
                 m.submodules[f"region_{key}"] = mem = Memory(shape=region.width, depth=region.depth, init=[])
-                writes[name], reads[name] = mem.write_port(), mem.read_port()
-        streamers = {}
-        for name in (n for n in regions if n != "program"):
-            region = regions[name]
-            m.submodules[f"read_{name.replace('.', '_')}"] = s = streamers[name] = RegionReader(region.width,
-                                                                                               region.depth)
-            m.d.comb += [reads[name].addr.eq(s.addr), reads[name].en.eq(s.en), s.data.eq(reads[name].data)]
-        acts = [streamers["act0"], streamers["act1"]]
+                s.writes[name], s.reads[name] = mem.write_port(), mem.read_port()
+        for region in (r for r in cfg.regions if r.name != "program"):
+            read = s.reads[region.name]
+            streamer = s.streamers[region.name] = RegionReader(region.width, region.depth)
+            m.submodules[f"read_{region.name.replace('.', '_')}"] = streamer
+            m.d.comb += [read.addr.eq(streamer.addr), read.en.eq(streamer.en), streamer.data.eq(read.data)]
 
-        if conv_p is not None:
-            m.submodules.conv = conv = Spec2Conv(conv_p)
-            m.submodules.crop = crop = Crop(cfg.crop)
-            m.submodules.pool = pool = MaxPool2(cfg.pool)
-        if fc_p is not None:
-            m.submodules.fc = fc = FcEngine(fc_p)
+    def _add_engines(self, m: Module, s: _State) -> None:
+        """The config's engines; the conv engine with its post stage, a crop and a pool."""
+        if self.config.conv is not None:
+            m.submodules.conv = s.conv = Spec2Conv(self.config.conv)
+            m.submodules.crop = s.crop = Crop(self.config.crop)
+            m.submodules.pool = s.pool = MaxPool2(self.config.pool)
+        if self.config.fc is not None:
+            m.submodules.fc = s.fc = FcEngine(self.config.fc)
 
-        # --- command state ---------------------------------------------------------------------------------------
-        command = Signal(8)
-        length = Signal(16)
-        args = Signal(8 * READ_PAYLOAD_BYTES)  # the first payload bytes, little-endian; LOAD/READ/RUN views below
-        arg_byte = Signal(range(READ_PAYLOAD_BYTES + 1))
-        status = Signal(8)
-        resp_length = Signal(16)
-        source = Signal(range(3))  # answer payload: 0 act0, 1 act1, 2 the cycle count
-        sent = Signal(range(CYCLE_BYTES))
-        programmed = Signal(range(cfg.program_depth + 1))  # program words loaded so far (RUN's bound)
-
-        region_id, offset = args[0:8], args[8:24]
-        first, count = args[0:8], args[8:16]
-        buffer_id, read_length = args[0:8], args[24:40]
-
-        # LOAD's region, decoded once: bytes per beat, depth, id known.
-        sel_bytes = Signal(range(max(r.beat_bytes for r in regions.values()) + 1))
-        sel_depth = Signal(range(max(r.depth for r in regions.values()) + 1))
-        sel_known = Signal()
-        with m.Switch(region_id):
-            for region in regions.values():
+    def _decode_load_region(self, m: Module, s: _State) -> None:
+        """LOAD's region id to its bytes per beat and depth, and whether the id is known."""
+        with m.Switch(s.region_id):
+            for region in self.config.regions:
                 with m.Case(region.id):
-                    m.d.comb += [sel_bytes.eq(region.beat_bytes), sel_depth.eq(region.depth), sel_known.eq(1)]
+                    m.d.comb += [s.sel_bytes.eq(region.beat_bytes), s.sel_depth.eq(region.depth), s.sel_known.eq(1)]
 
-        # LOAD's beat count, by repeated subtraction (a divider by a run-time constant is not worth its logic:
-        # a frame takes far longer on the link than these max_payload cycles at most).
-        remainder = Signal(16)
-        beats = Signal(17)
-        # LOAD's writer: payload bytes (read one cycle after addressing) gathered into a beat, then written.
-        max_bytes = max(r.beat_bytes for r in regions.values())
-        beat = Signal(8 * max_bytes)
-        read_addr = Signal(16)
-        got = Signal()  # buf_data holds the byte addressed last cycle
-        byte_in_beat = Signal(range(max_bytes))
-        full = Signal()  # `beat` is complete: write it this cycle
-        write_addr = Signal(17)
-        load_we = Signal()
+    def _decode_kind(self, m: Module, s: _State) -> None:
+        """The descriptor's kind: only a kind of an engine this config has gets past CHECK_DESC, so with one
+        engine the other kind's flag is a constant 0 and its logic disappears."""
+        if self.config.conv is not None:
+            m.d.comb += s.is_conv.eq(s.desc.kind == KINDS["conv"])
+        if self.config.fc is not None:
+            m.d.comb += s.is_fc.eq(s.desc.kind == KINDS["fc"])
 
-        # RUN's state.
-        layer = Signal(8)
-        layers_left = Signal(8)
-        cycles = Signal(8 * CYCLE_BYTES)
-        counting = Signal()
-        desc = Signal(desc_layout)
-        running = Signal()  # a layer's datapath is live
-        written = Signal(range(cfg.act_depth + 1))
-        conv_cfg_pending, crop_cfg_pending, pool_cfg_pending, fc_cfg_pending = Signal(), Signal(), Signal(), Signal()
-        layer_start = Signal()
-        # The descriptor's kind: only a kind of an engine this config has gets past CHECK_DESC, so with one
-        # engine the other kind's flag is a constant 0 and its logic disappears.
-        is_conv, is_fc = Signal(), Signal()
-        if conv_p is not None:
-            m.d.comb += is_conv.eq(desc.kind == KINDS["conv"])
-        if fc_p is not None:
-            m.d.comb += is_fc.eq(desc.kind == KINDS["fc"])
+    # --- the command: its arguments and their checks ---------------------------------------------------------------
+    def _accept_states(self, m: Module, s: _State) -> None:
+        """IDLE, ARGS (the payload's first bytes into `args`) and CHECK (each command's arguments)."""
+        with m.State("IDLE"):
+            with m.If(self.start):
+                m.d.sync += [s.command.eq(self.command), s.length.eq(self.length), s.arg_byte.eq(0)]
+                m.next = "ARGS"
+        with m.State("ARGS"):
+            m.d.comb += [self.buf_en.eq(1), self.buf_addr.eq(s.arg_byte)]
+            m.d.sync += s.arg_byte.eq(s.arg_byte + 1)
+            with m.If(s.arg_byte != 0):  # byte arg_byte - 1 arrives: shift it in from the top
+                m.d.sync += s.args.eq(Cat(s.args[8:], self.buf_data))
+            with m.If(s.arg_byte == READ_PAYLOAD_BYTES):
+                m.next = "CHECK"
+        with m.State("CHECK"):
+            with m.Switch(s.command):
+                with m.Case(Command.LOAD):
+                    self._check_load(m, s)
+                with m.Case(Command.RUN):
+                    self._check_run(m, s)
+                with m.Default():  # READ
+                    self._check_read(m, s)
 
-        with m.If(counting):
-            m.d.sync += cycles.eq(cycles + 1)
+    def _check_load(self, m: Module, s: _State) -> None:
+        with m.If(s.length < LOAD_HEADER_BYTES):
+            _answer(m, s, Status.BAD_ARGUMENT)
+        with m.Elif(~s.sel_known):
+            _answer(m, s, Status.UNKNOWN_REGION)
+        with m.Else():
+            m.d.sync += [s.remainder.eq(s.length - LOAD_HEADER_BYTES), s.beats.eq(0)]
+            m.next = "COUNT"
 
-        def answer(code: Status, size=0) -> None:
-            m.d.sync += [status.eq(code), resp_length.eq(size)]
-            m.next = "RESPOND"
+    def _check_run(self, m: Module, s: _State) -> None:
+        with m.If((s.length != RUN_PAYLOAD_BYTES) | (s.count == 0)):
+            _answer(m, s, Status.BAD_ARGUMENT)
+        with m.Elif(s.first + s.count > s.programmed):
+            _answer(m, s, Status.OUT_OF_RANGE)
+        with m.Else():
+            m.d.sync += [s.layer.eq(s.first), s.layers_left.eq(s.count), s.cycles.eq(0), s.counting.eq(1)]
+            m.next = "FETCH"
 
-        m.d.comb += [self.response.payload.status.eq(status), self.response.payload.length.eq(resp_length)]
-        with m.FSM() as fsm:
-            with m.State("IDLE"):
-                with m.If(self.start):
-                    m.d.sync += [command.eq(self.command), length.eq(self.length), arg_byte.eq(0)]
-                    m.next = "ARGS"
-            with m.State("ARGS"):
-                m.d.comb += [self.buf_en.eq(1), self.buf_addr.eq(arg_byte)]
-                m.d.sync += arg_byte.eq(arg_byte + 1)
-                with m.If(arg_byte != 0):  # byte arg_byte - 1 arrives: shift it in from the top
-                    m.d.sync += args.eq(Cat(args[8:], self.buf_data))
-                with m.If(arg_byte == READ_PAYLOAD_BYTES):
-                    m.next = "CHECK"
-            with m.State("CHECK"):
-                with m.Switch(command):
-                    with m.Case(Command.LOAD):
-                        with m.If(length < LOAD_HEADER_BYTES):
-                            answer(Status.BAD_ARGUMENT)
-                        with m.Elif(~sel_known):
-                            answer(Status.UNKNOWN_REGION)
-                        with m.Else():
-                            m.d.sync += [remainder.eq(length - LOAD_HEADER_BYTES), beats.eq(0)]
-                            m.next = "COUNT"
-                    with m.Case(Command.RUN):
-                        with m.If((length != RUN_PAYLOAD_BYTES) | (count == 0)):
-                            answer(Status.BAD_ARGUMENT)
-                        with m.Elif(first + count > programmed):
-                            answer(Status.OUT_OF_RANGE)
-                        with m.Else():
-                            m.d.sync += [layer.eq(first), layers_left.eq(count), cycles.eq(0), counting.eq(1)]
-                            m.next = "FETCH"
-                    with m.Default():  # READ
-                        with m.If(length != READ_PAYLOAD_BYTES):
-                            answer(Status.BAD_ARGUMENT)
-                        with m.Elif(buffer_id > 1):
-                            answer(Status.UNKNOWN_REGION)
-                        with m.Elif((read_length > cfg.max_payload) | (offset + read_length > cfg.act_depth)):
-                            answer(Status.OUT_OF_RANGE)
-                        with m.Else():
-                            for k, reader in enumerate(acts):
-                                m.d.comb += [reader.start.eq(buffer_id == k), reader.base.eq(offset),
-                                             reader.count.eq(read_length)]
-                            m.d.sync += source.eq(buffer_id)
-                            answer(Status.OK, read_length)
+    def _check_read(self, m: Module, s: _State) -> None:
+        """READ needs nothing more than its checks: the buffer's streamer starts here, PAYLOAD passes it on."""
+        cfg = self.config
+        with m.If(s.length != READ_PAYLOAD_BYTES):
+            _answer(m, s, Status.BAD_ARGUMENT)
+        with m.Elif(s.buffer_id > 1):
+            _answer(m, s, Status.UNKNOWN_REGION)
+        with m.Elif((s.read_length > cfg.max_payload) | (s.offset + s.read_length > cfg.act_depth)):
+            _answer(m, s, Status.OUT_OF_RANGE)
+        with m.Else():
+            for k, reader in enumerate(s.acts):
+                m.d.comb += [reader.start.eq(s.buffer_id == k), reader.base.eq(s.offset),
+                             reader.count.eq(s.read_length)]
+            m.d.sync += s.source.eq(s.buffer_id)
+            _answer(m, s, Status.OK, s.read_length)
 
-            # --- LOAD -----------------------------------------------------------------------------------------
-            with m.State("COUNT"):
-                with m.If(remainder >= sel_bytes):
-                    m.d.sync += [remainder.eq(remainder - sel_bytes), beats.eq(beats + 1)]
-                with m.Elif(remainder != 0):
-                    answer(Status.BAD_ARGUMENT)
-                with m.Elif(offset + beats > sel_depth):
-                    answer(Status.OUT_OF_RANGE)
+    # --- LOAD ------------------------------------------------------------------------------------------------------
+    def _load_states(self, m: Module, s: _State) -> None:
+        """COUNT (the payload's beats, checked against the region) and WRITE (bytes gathered into beats)."""
+        with m.State("COUNT"):
+            with m.If(s.remainder >= s.sel_bytes):
+                m.d.sync += [s.remainder.eq(s.remainder - s.sel_bytes), s.beats.eq(s.beats + 1)]
+            with m.Elif(s.remainder != 0):
+                _answer(m, s, Status.BAD_ARGUMENT)
+            with m.Elif(s.offset + s.beats > s.sel_depth):
+                _answer(m, s, Status.OUT_OF_RANGE)
+            with m.Else():
+                m.d.sync += [s.read_addr.eq(LOAD_HEADER_BYTES), s.got.eq(0), s.byte_in_beat.eq(0), s.full.eq(0),
+                             s.write_addr.eq(s.offset)]
+                with m.If((s.region_id == REGION_IDS["program"]) & (s.beats != 0)
+                          & (s.offset + s.beats > s.programmed)):
+                    m.d.sync += s.programmed.eq(s.offset + s.beats)
+                m.next = "WRITE"
+        with m.State("WRITE"):
+            more = s.read_addr < s.length
+            m.d.comb += [self.buf_en.eq(1), self.buf_addr.eq(s.read_addr), s.load_we.eq(s.full)]
+            m.d.sync += [s.got.eq(more), s.full.eq(0)]
+            with m.If(more):
+                m.d.sync += s.read_addr.eq(s.read_addr + 1)
+            with m.If(s.got):
+                m.d.sync += [s.beat.word_select(s.byte_in_beat, 8).eq(self.buf_data),
+                             s.byte_in_beat.eq(s.byte_in_beat + 1)]
+                with m.If(s.byte_in_beat == s.sel_bytes - 1):
+                    m.d.sync += [s.byte_in_beat.eq(0), s.full.eq(1)]
+            with m.If(s.full):
+                m.d.sync += s.write_addr.eq(s.write_addr + 1)
+            with m.If(~more & ~s.got & ~s.full):
+                _answer(m, s, Status.OK)
+
+    def _load_writes(self, m: Module, s: _State) -> None:
+        """Every region's write port takes the gathered beat at its address (the layer writer overrides act0/1)."""
+        for region in self.config.regions:
+            port = s.writes[region.name]
+            m.d.comb += [port.addr.eq(s.write_addr), port.data.eq(s.beat[:region.width]),
+                         port.en.eq(s.load_we & (s.region_id == region.id))]
+
+    # --- RUN -------------------------------------------------------------------------------------------------------
+    def _run_states(self, m: Module, s: _State) -> None:
+        """FETCH and DESC (a descriptor from the program), CHECK_DESC (its kind and ranges), LAYER (until done)."""
+        program = s.reads["program"]
+        with m.State("FETCH"):
+            m.d.comb += [program.addr.eq(s.layer), program.en.eq(1)]
+            m.next = "DESC"
+        with m.State("DESC"):
+            m.d.sync += s.desc.eq(program.data)
+            m.next = "CHECK_DESC"
+        with m.State("CHECK_DESC"):
+            with m.If(~s.is_conv & ~s.is_fc):
+                m.d.sync += s.counting.eq(0)
+                _answer(m, s, Status.BAD_ARGUMENT)
+            with m.Elif(self._past_regions(s)):
+                m.d.sync += s.counting.eq(0)
+                _answer(m, s, Status.OUT_OF_RANGE)
+            with m.Else():
+                m.d.comb += s.layer_start.eq(1)
+                m.next = "LAYER"
+        with m.State("LAYER"):
+            # The flags of the kind not running are 0 and its crop idle, so one condition serves both.
+            done = ((s.written == s.desc.out_count) & ~s.crop_cfg_pending & ~s.conv_cfg_pending
+                    & ~s.pool_cfg_pending & ~s.fc_cfg_pending)
+            if s.crop is not None:
+                done &= ~s.crop.busy
+            with m.If(done):
+                m.d.sync += [s.layer.eq(s.layer + 1), s.layers_left.eq(s.layers_left - 1), s.running.eq(0)]
+                with m.If(s.layers_left == 1):
+                    m.d.sync += [s.counting.eq(0), s.source.eq(2), s.sent.eq(0)]
+                    _answer(m, s, Status.OK, CYCLE_BYTES)
                 with m.Else():
-                    m.d.sync += [read_addr.eq(LOAD_HEADER_BYTES), got.eq(0), byte_in_beat.eq(0), full.eq(0),
-                                 write_addr.eq(offset)]
-                    with m.If((region_id == regions["program"].id) & (beats != 0) & (offset + beats > programmed)):
-                        m.d.sync += programmed.eq(offset + beats)
-                    m.next = "WRITE"
-            with m.State("WRITE"):
-                more = read_addr < length
-                m.d.comb += [self.buf_en.eq(1), self.buf_addr.eq(read_addr), load_we.eq(full)]
-                m.d.sync += [got.eq(more), full.eq(0)]
-                with m.If(more):
-                    m.d.sync += read_addr.eq(read_addr + 1)
-                with m.If(got):
-                    m.d.sync += [beat.word_select(byte_in_beat, 8).eq(self.buf_data), byte_in_beat.eq(byte_in_beat + 1)]
-                    with m.If(byte_in_beat == sel_bytes - 1):
-                        m.d.sync += [byte_in_beat.eq(0), full.eq(1)]
-                with m.If(full):
-                    m.d.sync += write_addr.eq(write_addr + 1)
-                with m.If(~more & ~got & ~full):
-                    answer(Status.OK)
+                    m.next = "FETCH"
 
-            # --- RUN ------------------------------------------------------------------------------------------
-            with m.State("FETCH"):
-                m.d.comb += [reads["program"].addr.eq(layer), reads["program"].en.eq(1)]
-                m.next = "DESC"
-            with m.State("DESC"):
-                m.d.sync += desc.eq(reads["program"].data)
-                m.next = "CHECK_DESC"
-            with m.State("CHECK_DESC"):
-                past = (desc.x_count > cfg.act_depth) | (desc.out_count > cfg.act_depth)
-                if conv_p is not None:
-                    c = desc.conv
-                    past |= is_conv & ((c.w_start + c.w_count > cfg.conv_w_depth)
-                                       | (c.quant_start + c.quant_count > cfg.conv_quant_depth))
-                if fc_p is not None:
-                    f = desc.fc
-                    past |= is_fc & ((f.xor_start + f.xor_count > cfg.fc_xor_depth)
-                                     | (f.bim_start + f.bim_count > cfg.fc_bim_depth)
-                                     | (f.scale_start + f.scale_count > cfg.fc_scale_depth))
-                with m.If(~is_conv & ~is_fc):
-                    m.d.sync += counting.eq(0)
-                    answer(Status.BAD_ARGUMENT)
-                with m.Elif(past):
-                    m.d.sync += counting.eq(0)
-                    answer(Status.OUT_OF_RANGE)
-                with m.Else():
-                    m.d.comb += layer_start.eq(1)
-                    m.next = "LAYER"
-            with m.State("LAYER"):
-                # The flags of the kind not running are 0 and its crop idle, so one condition serves both.
-                done = ((written == desc.out_count) & ~crop_cfg_pending & ~conv_cfg_pending & ~pool_cfg_pending
-                        & ~fc_cfg_pending)
-                if conv_p is not None:
-                    done &= ~crop.busy
-                with m.If(done):
-                    m.d.sync += [layer.eq(layer + 1), layers_left.eq(layers_left - 1), running.eq(0)]
-                    with m.If(layers_left == 1):
-                        m.d.sync += [counting.eq(0), source.eq(2), sent.eq(0)]
-                        answer(Status.OK, CYCLE_BYTES)
-                    with m.Else():
-                        m.next = "FETCH"
+    def _past_regions(self, s: _State) -> Any:
+        """The descriptor reads or writes past an activation buffer or past one of its kind's weight regions."""
+        cfg, desc = self.config, s.desc
+        past = (desc.x_count > cfg.act_depth) | (desc.out_count > cfg.act_depth)
+        if cfg.conv is not None:
+            c = desc.conv
+            past |= s.is_conv & ((c.w_start + c.w_count > cfg.conv_w_depth)
+                                 | (c.quant_start + c.quant_count > cfg.conv_quant_depth))
+        if cfg.fc is not None:
+            f = desc.fc
+            past |= s.is_fc & ((f.xor_start + f.xor_count > cfg.fc_xor_depth)
+                               | (f.bim_start + f.bim_count > cfg.fc_bim_depth)
+                               | (f.scale_start + f.scale_count > cfg.fc_scale_depth))
+        return past
 
-            # --- the answer -----------------------------------------------------------------------------------
-            with m.State("RESPOND"):
-                m.d.comb += self.response.valid.eq(1)
-                with m.If(self.response.ready):
-                    m.next = "PAYLOAD"
-                    with m.If(resp_length == 0):
-                        m.next = "IDLE"
-            with m.State("PAYLOAD"):
-                with m.Switch(source):
-                    for k, reader in enumerate(acts):
-                        with m.Case(k):
-                            m.d.comb += [self.payload.valid.eq(reader.o.valid), reader.o.ready.eq(self.payload.ready),
-                                         self.payload.payload.eq(reader.o.payload)]
-                            with m.If(~reader.busy):
-                                m.next = "IDLE"
-                    with m.Default():
-                        m.d.comb += [self.payload.valid.eq(1), self.payload.payload.eq(cycles.word_select(sent, 8))]
-                        with m.If(self.payload.ready):
-                            m.d.sync += sent.eq(sent + 1)
-                            with m.If(sent == CYCLE_BYTES - 1):
-                                m.next = "IDLE"
+    # --- the answer ------------------------------------------------------------------------------------------------
+    def _answer_states(self, m: Module, s: _State) -> None:
+        """RESPOND (the header) and PAYLOAD (READ's buffer from its streamer, or RUN's cycle count)."""
+        with m.State("RESPOND"):
+            m.d.comb += self.response.valid.eq(1)
+            with m.If(self.response.ready):
+                m.next = "PAYLOAD"
+                with m.If(s.resp_length == 0):
+                    m.next = "IDLE"
+        with m.State("PAYLOAD"):
+            with m.Switch(s.source):
+                for k, reader in enumerate(s.acts):
+                    with m.Case(k):
+                        m.d.comb += [self.payload.valid.eq(reader.o.valid), reader.o.ready.eq(self.payload.ready),
+                                     self.payload.payload.eq(reader.o.payload)]
+                        with m.If(~reader.busy):
+                            m.next = "IDLE"
+                with m.Default():
+                    m.d.comb += [self.payload.valid.eq(1), self.payload.payload.eq(s.cycles.word_select(s.sent, 8))]
+                    with m.If(self.payload.ready):
+                        m.d.sync += s.sent.eq(s.sent + 1)
+                        with m.If(s.sent == CYCLE_BYTES - 1):
+                            m.next = "IDLE"
 
-        # --- LOAD's writes: every region's write port takes the gathered beat at its address --------------------
-        for name, region in regions.items():
-            port = writes[name]
-            m.d.comb += [port.addr.eq(write_addr), port.data.eq(beat[:region.width]),
-                         port.en.eq(load_we & (region_id == region.id))]
-
-        # --- a layer's datapath ---------------------------------------------------------------------------------
-        with m.If(layer_start):
-            m.d.sync += [running.eq(1), written.eq(0)]
-        for k, reader in enumerate(acts):
-            with m.If(layer_start):
+    # --- a layer's datapath ----------------------------------------------------------------------------------------
+    def _layer_inputs(self, m: Module, s: _State) -> None:
+        """At a layer's start the streamers of x and of the kind's weight regions; their beats to the engine."""
+        desc = s.desc
+        with m.If(s.layer_start):
+            m.d.sync += [s.running.eq(1), s.written.eq(0)]
+        for k, reader in enumerate(s.acts):
+            with m.If(s.layer_start):
                 m.d.comb += [reader.start.eq(desc.src == k), reader.base.eq(0), reader.count.eq(desc.x_count)]
         weight_streams = []  # (region, descriptor start, count, kind flag, engine input)
-        if conv_p is not None:
+        if s.conv is not None:
             c = desc.conv
-            weight_streams += [("conv.w", c.w_start, c.w_count, is_conv, conv.w),
-                               ("conv.quant", c.quant_start, c.quant_count, is_conv, conv.quant)]
-        if fc_p is not None:
+            weight_streams += [("conv.w", c.w_start, c.w_count, s.is_conv, s.conv.w),
+                               ("conv.quant", c.quant_start, c.quant_count, s.is_conv, s.conv.quant)]
+        if s.fc is not None:
             f = desc.fc
-            weight_streams += [("fc.xor", f.xor_start, f.xor_count, is_fc, fc.xor),
-                               ("fc.bim", f.bim_start, f.bim_count, is_fc, fc.bim),
-                               ("fc.scale", f.scale_start, f.scale_count, is_fc, fc.scale)]
+            weight_streams += [("fc.xor", f.xor_start, f.xor_count, s.is_fc, s.fc.xor),
+                               ("fc.bim", f.bim_start, f.bim_count, s.is_fc, s.fc.bim),
+                               ("fc.scale", f.scale_start, f.scale_count, s.is_fc, s.fc.scale)]
         for name, start, number, kind, port in weight_streams:
-            reader = streamers[name]
-            m.d.comb += [reader.start.eq(layer_start & kind), reader.base.eq(start), reader.count.eq(number),
+            reader = s.streamers[name]
+            m.d.comb += [reader.start.eq(s.layer_start & kind), reader.base.eq(start), reader.count.eq(number),
                          port.valid.eq(reader.o.valid), port.payload.eq(reader.o.payload),
                          reader.o.ready.eq(port.ready)]
 
         # x from the source buffer (only while a layer runs: READ uses the same streamers), to the kind's engine.
-        src_reader = [acts[0].o, acts[1].o]
+        src_reader = [reader.o for reader in s.acts]
         x_valid = Mux(desc.src, src_reader[1].valid, src_reader[0].valid)
         x_payload = Mux(desc.src, src_reader[1].payload, src_reader[0].payload)
         x_ready = Signal()
-        with m.If(running):
-            if conv_p is not None:
-                m.d.comb += [conv.x.valid.eq(x_valid & is_conv), conv.x.payload.eq(x_payload)]
-                with m.If(is_conv):
-                    m.d.comb += x_ready.eq(conv.x.ready)
-            if fc_p is not None:
-                m.d.comb += [fc.x.valid.eq(x_valid & is_fc), fc.x.payload.eq(x_payload)]
-                with m.If(is_fc):
-                    m.d.comb += x_ready.eq(fc.x.ready)
+        with m.If(s.running):
+            for engine, kind in ((s.conv, s.is_conv), (s.fc, s.is_fc)):
+                if engine is not None:
+                    m.d.comb += [engine.x.valid.eq(x_valid & kind), engine.x.payload.eq(x_payload)]
+                    with m.If(kind):
+                        m.d.comb += x_ready.eq(engine.x.ready)
             for k, o in enumerate(src_reader):
                 m.d.comb += o.ready.eq((desc.src == k) & x_ready)
 
+    def _layer_outputs(self, m: Module, s: _State) -> tuple[Signal, Signal]:
+        """Each engine's cfg beats; its output (the conv engine's through the post stage) as the layer's result."""
         # The writer is always ready: one memory write per cycle keeps up with any producer.
         result_valid = Signal()
         result = Signal(8)
-        if conv_p is not None:
-            with m.If(layer_start & is_conv):
-                m.d.sync += [conv_cfg_pending.eq(1), crop_cfg_pending.eq(1), pool_cfg_pending.eq(desc.post.pool)]
-            # One cfg beat each per layer, straight from the descriptor.
-            m.d.comb += [conv.cfg.valid.eq(conv_cfg_pending), conv.cfg.payload.eq(c.cfg)]
-            with m.If(conv.cfg.valid & conv.cfg.ready):
-                m.d.sync += conv_cfg_pending.eq(0)
-            post = desc.post
-            m.d.comb += [crop.cfg.valid.eq(crop_cfg_pending),
-                         crop.cfg.payload.height.eq(c.cfg.height), crop.cfg.payload.width.eq(c.cfg.width),
-                         crop.cfg.payload.channels.eq(c.cfg.c_out), crop.cfg.payload.top.eq(post.top),
-                         crop.cfg.payload.left.eq(post.left), crop.cfg.payload.out_height.eq(post.height),
-                         crop.cfg.payload.out_width.eq(post.width)]
-            with m.If(crop.cfg.valid & crop.cfg.ready):
-                m.d.sync += crop_cfg_pending.eq(0)
-            m.d.comb += [pool.cfg.valid.eq(pool_cfg_pending), pool.cfg.payload.height.eq(post.height),
-                         pool.cfg.payload.width.eq(post.width), pool.cfg.payload.channels.eq(c.cfg.c_out)]
-            with m.If(pool.cfg.valid & pool.cfg.ready):
-                m.d.sync += pool_cfg_pending.eq(0)
-
-            wiring.connect(m, conv.o, crop.i)
-            with m.If(post.pool):
-                m.d.comb += [pool.i.valid.eq(crop.o.valid), pool.i.payload.eq(crop.o.payload),
-                             crop.o.ready.eq(pool.i.ready), pool.o.ready.eq(1),
-                             result_valid.eq(pool.o.valid), result.eq(pool.o.payload)]
-            with m.Else():
-                m.d.comb += [crop.o.ready.eq(1), result_valid.eq(crop.o.valid), result.eq(crop.o.payload)]
-        if fc_p is not None:
-            with m.If(layer_start & is_fc):
-                m.d.sync += fc_cfg_pending.eq(1)
-            m.d.comb += [fc.cfg.valid.eq(fc_cfg_pending), fc.cfg.payload.eq(desc.fc.cfg), fc.o.ready.eq(1)]
+        if s.conv is not None:
+            self._conv_cfg(m, s)
+            self._post_stage(m, s, result_valid, result)
+        if s.fc is not None:
+            fc = s.fc
+            with m.If(s.layer_start & s.is_fc):
+                m.d.sync += s.fc_cfg_pending.eq(1)
+            m.d.comb += [fc.cfg.valid.eq(s.fc_cfg_pending), fc.cfg.payload.eq(s.desc.fc.cfg), fc.o.ready.eq(1)]
             with m.If(fc.cfg.valid & fc.cfg.ready):
-                m.d.sync += fc_cfg_pending.eq(0)
+                m.d.sync += s.fc_cfg_pending.eq(0)
             # The engines run one layer at a time, so only the running kind's engine has output to give.
-            with m.If(is_fc):
+            with m.If(s.is_fc):
                 m.d.comb += [result_valid.eq(fc.o.valid), result.eq(fc.o.payload)]
-        layer_we = running & result_valid & (written < cfg.act_depth)
-        with m.If(running & result_valid):
-            m.d.sync += written.eq(written + 1)
-        for k, name in enumerate(("act0", "act1")):
-            port = writes[name]
-            with m.If(running):  # LOAD never runs with a layer: the port is the writer's then
-                m.d.comb += [port.addr.eq(written), port.data.eq(result), port.en.eq(layer_we & (desc.src != k))]
+        return result_valid, result
 
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
-        return m
+    def _conv_cfg(self, m: Module, s: _State) -> None:
+        """One cfg beat each per conv layer, straight from the descriptor: engine, crop and, when pooling, pool."""
+        conv, crop, pool = s.conv, s.crop, s.pool
+        c, post = s.desc.conv, s.desc.post
+        with m.If(s.layer_start & s.is_conv):
+            m.d.sync += [s.conv_cfg_pending.eq(1), s.crop_cfg_pending.eq(1), s.pool_cfg_pending.eq(post.pool)]
+        m.d.comb += [conv.cfg.valid.eq(s.conv_cfg_pending), conv.cfg.payload.eq(c.cfg)]
+        with m.If(conv.cfg.valid & conv.cfg.ready):
+            m.d.sync += s.conv_cfg_pending.eq(0)
+        m.d.comb += [crop.cfg.valid.eq(s.crop_cfg_pending),
+                     crop.cfg.payload.height.eq(c.cfg.height), crop.cfg.payload.width.eq(c.cfg.width),
+                     crop.cfg.payload.channels.eq(c.cfg.c_out), crop.cfg.payload.top.eq(post.top),
+                     crop.cfg.payload.left.eq(post.left), crop.cfg.payload.out_height.eq(post.height),
+                     crop.cfg.payload.out_width.eq(post.width)]
+        with m.If(crop.cfg.valid & crop.cfg.ready):
+            m.d.sync += s.crop_cfg_pending.eq(0)
+        m.d.comb += [pool.cfg.valid.eq(s.pool_cfg_pending), pool.cfg.payload.height.eq(post.height),
+                     pool.cfg.payload.width.eq(post.width), pool.cfg.payload.channels.eq(c.cfg.c_out)]
+        with m.If(pool.cfg.valid & pool.cfg.ready):
+            m.d.sync += s.pool_cfg_pending.eq(0)
+
+    def _post_stage(self, m: Module, s: _State, result_valid: Signal, result: Signal) -> None:
+        """The conv engine's output through the crop, then the pool or, without pooling, past it."""
+        crop, pool = s.crop, s.pool
+        wiring.connect(m, s.conv.o, crop.i)
+        with m.If(s.desc.post.pool):
+            m.d.comb += [pool.i.valid.eq(crop.o.valid), pool.i.payload.eq(crop.o.payload),
+                         crop.o.ready.eq(pool.i.ready), pool.o.ready.eq(1),
+                         result_valid.eq(pool.o.valid), result.eq(pool.o.payload)]
+        with m.Else():
+            m.d.comb += [crop.o.ready.eq(1), result_valid.eq(crop.o.valid), result.eq(crop.o.payload)]
+
+    def _layer_writes(self, m: Module, s: _State, result_valid: Signal, result: Signal) -> None:
+        """The layer's results into the other activation buffer from address 0."""
+        desc, act_depth = s.desc, self.config.act_depth
+        layer_we = s.running & result_valid & (s.written < act_depth)
+        with m.If(s.running & result_valid):
+            m.d.sync += s.written.eq(s.written + 1)
+        for k, name in enumerate(("act0", "act1")):
+            port = s.writes[name]
+            with m.If(s.running):  # LOAD never runs with a layer: the port is the writer's then
+                m.d.comb += [port.addr.eq(s.written), port.data.eq(result), port.en.eq(layer_we & (desc.src != k))]
