@@ -145,7 +145,8 @@ class Spec2Block:
 
 def _default_fft_params() -> FftParams:
     from hw.spec.spectral.fixed import Spec2Fixed
-    return FftParams.from_spec(Spec2Fixed(), 8)
+    from hw.spec.spectral.geometry import DEFAULT_N
+    return FftParams.from_spec(Spec2Fixed(), DEFAULT_N)
 
 
 #: The baseline layer: LeNet-5 conv2 (6 -> 16 channels, 14 x 14 in, K = 5, "valid": 10 x 10 out), M = 16.

@@ -74,10 +74,10 @@ def _progress(message: str) -> None:
 def make_layer(spec: LayerSpec, p: int, b: int, sparsity: float, seed: int) -> tuple[Any, list[np.ndarray]]:
     """A random spatial layer pruned to `sparsity` in the spectral domain, scheduled and calibrated; its inputs."""
     from host.compress.spectral import calibrate, compress_spatial
-    from hw.spec.spectral.geometry import OaaParams
+    from hw.spec.spectral.geometry import DEFAULT_N, OaaParams
 
     rng = np.random.default_rng([seed, spec.c_in, spec.c_out, spec.height])
-    oaa = OaaParams(8, spec.k, spec.l, spec.padding)
+    oaa = OaaParams(DEFAULT_N, spec.k, spec.l, spec.padding)
     w = rng.standard_normal((spec.c_out, spec.c_in, spec.k, spec.k)) / np.sqrt(spec.c_in * spec.k ** 2)
     layer = compress_spatial(w, oaa, sparsity=sparsity, p=p, b=b, bias=rng.standard_normal(spec.c_out) * 0.1,
                              relu=spec.relu)
