@@ -51,7 +51,7 @@ from .transport import Transport, open_transport
 WORK_MARGIN = 2.0
 #: After a failure the next request waits this many of the device's frame timeouts (INFO's `frame_timeout_ms`
 #: when it gives one, else the default) from the failed request, with a margin for the device to notice.
-QUIET_FACTOR = 1.5
+QUIET_FACTOR = 1.25
 #: Statuses after which the device may still hold part of the frame (the rest of an oversize frame, or a frame
 #: whose LEN was corrupted): the next request waits for the device's frame timeout first.
 LINK_STATUSES = (Status.BAD_CRC, Status.LENGTH_OVER_MAX)
