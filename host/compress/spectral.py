@@ -129,21 +129,28 @@ def compress_spatial(w: np.ndarray, oaa: OaaParams | None = None, sparsity: floa
 
 
 def calibrate(layer: SpectralLayer, x_q: np.ndarray, in_scale: float, spec: Spec2Fixed | None = None,
-              out_percentile: float | None = None) -> SpectralLayer:
+              out_percentile: float | None = None, batch: int | None = None) -> SpectralLayer:
     """The layer with quantization parameters from sample inputs x_q (..., C_in, H, W), activations of scale
     in_scale: the smallest mac_shift that clamps no sample accumulator, and an out_scale that maps the
     out_percentile-th percentile of |output| to the largest output code, or (None) minimises the output
-    quantization error on the samples."""
+    quantization error on the samples. `batch` samples at a time (None: all at once) bounds the spectra held."""
     spec = spec or Spec2Fixed()
     x_q = np.asarray(x_q)
-    acc_r, acc_i = spectral_mac(*fft2_fixed(tile_input(x_q.astype(np.int64), layer.oaa), spec), layer, spec)
-    peak = int(max(np.abs(acc_r).max(initial=0), np.abs(acc_i).max(initial=0)))
+    samples = x_q.reshape(-1, *x_q.shape[-3:])
+    step = batch or max(len(samples), 1)
+    peak, outputs = 0, []
+    for start in range(0, len(samples), step):
+        chunk = samples[start:start + step]
+        acc_r, acc_i = spectral_mac(*fft2_fixed(tile_input(chunk.astype(np.int64), layer.oaa), spec), layer, spec)
+        peak = max(peak, int(max(np.abs(acc_r).max(initial=0), np.abs(acc_i).max(initial=0))))
+        y = spectral_conv_float(chunk.astype(np.float64) * float(np.float32(in_scale)), layer)
+        outputs.append(y.reshape(-1))
     limit = (1 << (spec.ifft_in_bits - 1)) - 1
     mac_shift = 0
     while int(round_shift(np.int64(peak), mac_shift)) > limit:
         mac_shift += 1
-    y = spectral_conv_float(x_q.astype(np.float64) * float(np.float32(in_scale)), layer)
-    out_scale = _output_scale(y.reshape(-1), spec.out_bits, bool(layer.relu), out_percentile)
+    y = np.concatenate(outputs) if outputs else np.zeros(0)
+    out_scale = _output_scale(y, spec.out_bits, bool(layer.relu), out_percentile)
     return dataclasses.replace(layer, quant=quant_params(layer, in_scale, out_scale, mac_shift, spec))
 
 
