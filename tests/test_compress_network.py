@@ -11,8 +11,8 @@ import pytest
 
 from host.compress.network import STAGES, advice, choose_geometry, compress_network, plan
 from host.network import Conv2d, Flatten, FloatNetwork, Linear, MaxPool2d, NetworkError, ReLU
-from host.network.compressed import ConvLayer, PoolLayer, load_model, model_fields, save_model
 from hw.spec.fc_format import DEFAULT_FC_FORMAT
+from hw.spec.network import ConvLayer, PoolLayer, load_model, model_fields, save_model
 from hw.spec.spectral.operator import spectral_conv_float
 
 

@@ -1,4 +1,4 @@
-"""host.network.compressed: the compressed model of any network, its golden forward pass and its file; the committed
+"""hw.spec.network: the compressed model of any network, its golden forward pass and its file; the committed
 LeNet-5 as such a model, layer for layer the same integers as its own golden path."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from host.compress.network import compress_network
 from host.lenet5.compressed import load_model as load_lenet5
 from host.lenet5.compressed import to_network
 from host.network import Conv2d, Flatten, FloatNetwork, Linear, MaxPool2d, ReLU
-from host.network.compressed import (
+from hw.spec.fc_format import DEFAULT_FC_FORMAT
+from hw.spec.network import (
     FORMAT,
     CompressedNetwork,
     FcFormatMismatch,
@@ -24,7 +25,6 @@ from host.network.compressed import (
     model_fields,
     save_model,
 )
-from hw.spec.fc_format import DEFAULT_FC_FORMAT
 
 LENET5 = Path(__file__).resolve().parents[1] / "models" / "lenet5_full.npz"
 

@@ -1,5 +1,5 @@
 """Post-training compression of any supported float network: a `host.network.ir.FloatNetwork` and calibration
-samples -> a `host.network.compressed.CompressedNetwork`, without retraining. NumPy only (no torch).
+samples -> a `hw.spec.network.CompressedNetwork`, without retraining. NumPy only (no torch).
 
 The float chain becomes the compressed one layer by layer; each ReLU is fused into the Conv2d or Linear before it
 (through max-pools and flattens, which commute with it), so a ReLU anywhere else is refused.
@@ -34,7 +34,10 @@ import numpy as np
 
 from host.compress.model import DEFAULT_PERCENTILE, accuracy, compress_fc, factor_mask, keep_every_row
 from host.compress.spectral import calibrate, compress_spatial
-from host.network.compressed import (
+from host.network.ir import Conv2d, Flatten, FloatNetwork, Linear, MaxPool2d, NetworkError, ReLU
+from hw.spec.fc import ACT_BITS
+from hw.spec.fc_format import DEFAULT_FC_FORMAT, FcFormat
+from hw.spec.network import (
     NAME_PATTERN,
     RESERVED_NAMES,
     CompressedNetwork,
@@ -46,9 +49,6 @@ from host.network.compressed import (
     size_report,
     spectral_batch,
 )
-from host.network.ir import Conv2d, Flatten, FloatNetwork, Linear, MaxPool2d, NetworkError, ReLU
-from hw.spec.fc import ACT_BITS
-from hw.spec.fc_format import DEFAULT_FC_FORMAT, FcFormat
 from hw.spec.pool import max_pool
 from hw.spec.spectral.geometry import DEFAULT_N, OaaParams, check_fft_size
 from hw.spec.spectral.layer import SpectralLayer

@@ -1,7 +1,7 @@
 """The accelerator's LeNet-5 (docs/formats.md, "Compressed LeNet-5"): the model, its golden forward pass, its file.
 
 NumPy only. Two calibrated sparse spectral conv layers (`hw.spec.spectral`) and three compressed FC layers
-(`CompressedFcLayer`, the FC layer of every compressed network, `host.network.compressed`): each a BIM keep mask
+(`CompressedFcLayer`, the FC layer of every compressed network, `hw.spec.network`): each a BIM keep mask
 of the layer's matrix in tiles of m_t x n_out (`FcFormat`, the BIM file's tile order is the engine's
 `FcLayout.tile_major`), binary-coded kept weights in q planes with alpha per original row, the planes of the
 tile-major padded matrix XOR-encoded in n_out-bit slices for the decoder's fixed M, and the requantization
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from host.lenet5.net import BATCH, CONV_NAMES, FC_NAMES, FC_SHAPES, FEATURE_SHAPE, IMAGE_SHAPE, INPUT_SCALE
-from host.network.compressed import (
+from hw.spec.fc_format import DEFAULT_FC_FORMAT, FcFormat
+from hw.spec.network import (
     BIAS_BITS,
     CompressedFcLayer,
     CompressedNetwork,
@@ -43,8 +44,7 @@ from host.network.compressed import (
     size_report,
     untile,
 )
-from host.network.compressed import field_error as _bad
-from hw.spec.fc_format import DEFAULT_FC_FORMAT, FcFormat
+from hw.spec.network import field_error as _bad
 from hw.spec.npzfile import read_npz
 from hw.spec.pool import max_pool
 from hw.spec.spectral.file import layer_fields
@@ -200,7 +200,7 @@ def load_model(path: str | Path, expected: FcFormat | None = DEFAULT_FC_FORMAT) 
 
 
 def to_network(model: CompressedLeNet5) -> CompressedNetwork:
-    """The same model as a `host.network.compressed.CompressedNetwork`: conv1, pool1, conv2, pool2, flatten, fc1,
+    """The same model as a `hw.spec.network.CompressedNetwork`: conv1, pool1, conv2, pool2, flatten, fc1,
     fc2, fc3 (the layers of a `host.infer` trace, plus the flatten), every integer shared, so its golden forward
     pass gives the same codes at every layer."""
     layers = [layer for i, (name, conv) in enumerate(zip(CONV_NAMES, model.convs()), start=1)
