@@ -1,5 +1,6 @@
-"""Amaranth data layouts as flat field tables, the form INFO publishes and `hw.spec.fields` packs, and `pack`,
-a nested value packed straight into a layout's bits (for testbenches).
+"""Amaranth data layouts as flat field tables, the form INFO publishes and `hw.spec.fields` packs; `struct_layout`,
+the Amaranth layout of a `hw.spec.fields` description; and `pack`, a nested value packed straight into a layout's
+bits (for testbenches).
 
 A field table maps a dotted name ("group.lanes.0.index") to (offset, width), offsets from the word's LSB.
 Nested structs join their names with dots, arrays use the element number as the name part.
@@ -7,10 +8,29 @@ Nested structs join their names with dots, arrays use the element number as the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from amaranth import Shape
+from amaranth import Shape, signed, unsigned
 from amaranth.lib import data
+
+from hw.spec.fields import Array, Description, Field, Signed
+
+
+def struct_layout(desc: Description | Array) -> data.Layout:
+    """The Amaranth layout of a `hw.spec.fields` description: int widths unsigned, `Signed` signed, `Array`
+    an ArrayLayout, nested descriptions StructLayouts; its `layout_fields` are the description's `field_table`."""
+    return _shape(desc)
+
+
+def _shape(field: Field) -> Any:
+    if isinstance(field, Signed):
+        return signed(field.width)
+    if isinstance(field, Array):
+        return data.ArrayLayout(_shape(field.elem), field.count)
+    if isinstance(field, Mapping):
+        return data.StructLayout({name: _shape(member) for name, member in field.items()})
+    return unsigned(field)
 
 
 def layout_fields(layout: Any, prefix: str = "") -> dict[str, tuple[int, int]]:

@@ -1,14 +1,16 @@
 """Field tables: words packed from and unpacked into named fields, the codec of every stream's beats.
 
-A field table maps a dotted field name to (offset, width) from the word's LSB: `hw.layouts.layout_fields`
-makes one from an Amaranth layout, and the device's INFO publishes the same tables, so the host packs
-beats without importing the hardware. Pure Python.
+A field table maps a dotted field name to (offset, width) from the word's LSB: `field_table` makes one from a
+layout description (the one definition of a beat's fields, which `hw.layouts.struct_layout` turns into the
+gateware's Amaranth layout), `hw.layouts.layout_fields` from an Amaranth layout, and the device's INFO
+publishes the hardware's tables, so the host packs beats without importing the hardware. Pure Python.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -49,9 +51,69 @@ def beats_to_bytes(beats: Sequence[int], width: int) -> bytes:
     return b"".join((int(beat) & mask).to_bytes(size, "little") for beat in beats)
 
 
-__all__ = ["FieldTable", "fields_from_json", "word_bits", "pack_fields", "unpack_fields", "beats_to_bytes"]
+__all__ = ["FieldTable", "fields_from_json", "word_bits", "pack_fields", "unpack_fields", "beats_to_bytes", "Signed",
+           "Array", "Field", "Description", "field_width", "field_table"]
 
 
 def bits_to_int(bits: np.ndarray) -> int:
     """A 0/1 vector as an int, element j at bit j."""
     return int.from_bytes(np.packbits(np.asarray(bits, dtype=np.uint8), bitorder="little").tobytes(), "little")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layout descriptions: a beat's fields written once, in the spec, for the host's packers (`field_table`) and the
+# gateware's Amaranth layouts (`hw.layouts.struct_layout`) alike.
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A two's complement field of `width` bits (a plain int width is unsigned)."""
+
+    width: int
+
+
+@dataclass(frozen=True)
+class Array:
+    """`count` fields `elem`, element 0 lowest, named by element number."""
+
+    elem: Field
+    count: int
+
+
+#: A field: a width in bits (unsigned), `Signed`, `Array`, or a nested description.
+Field: TypeAlias = "int | Signed | Array | Description"
+#: Named fields in order, the first at the LSB, each directly above the one before.
+Description: TypeAlias = "Mapping[str, Field]"
+
+
+def field_width(field: Field) -> int:
+    """Bits `field` spans."""
+    if isinstance(field, Signed):
+        return field.width
+    if isinstance(field, Array):
+        return field.count * field_width(field.elem)
+    if isinstance(field, Mapping):
+        return sum(field_width(member) for member in field.values())
+    return int(field)
+
+
+def field_table(desc: Field) -> dict[str, tuple[int, int]]:
+    """The leaf fields of a description as {dotted name: (offset, width)}, LSB first, named as
+    `hw.layouts.layout_fields` names an Amaranth layout's (nested names joined by dots, array elements by number)."""
+    table: dict[str, tuple[int, int]] = {}
+    pending: list[tuple[str, int, Field]] = [("", 0, desc)]
+    while pending:
+        name, offset, field = pending.pop()
+        if isinstance(field, Array):
+            members: list[tuple[str, Field]] = [(str(j), field.elem) for j in range(field.count)]
+        elif isinstance(field, Mapping):
+            members = list(field.items())
+        else:
+            table[name] = (offset, field_width(field))
+            continue
+        placed = []
+        for member, sub in members:
+            placed.append((f"{name}.{member}" if name else member, offset, sub))
+            offset += field_width(sub)
+        pending += reversed(placed)
+    return table
