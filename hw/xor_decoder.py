@@ -18,8 +18,10 @@ from amaranth import Cat, Module, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .layouts import struct_layout
 from .spec.params import check_ints, require_params
 from .spec.xor import check_sizes, gf2_rank, position_width
+from .spec.xor_stream import beat_fields
 
 
 def _row_masks(m: Any, n_out: int, n_in: int) -> tuple[int, ...]:
@@ -92,18 +94,9 @@ class XorDecoderParams:
         return position_width(self.n_out)
 
     @property
-    def count_width(self) -> int:
-        return self.max_patches.bit_length()
-
-    @property
     def beat_layout(self) -> data.StructLayout:
-        """Layout of one input beat; Amaranth packs the first field at the LSB."""
-        return data.StructLayout({
-            "x": self.n_in,
-            "positions": data.ArrayLayout(self.position_width, self.max_patches),
-            "count": self.count_width,
-            "last": 1,
-        })
+        """Layout of one input beat, `hw.spec.xor_stream.beat_fields` (the first field at the LSB)."""
+        return struct_layout(beat_fields(self.n_in, self.n_out, self.max_patches))
 
     @property
     def tree_stages(self) -> int:

@@ -1,6 +1,6 @@
 """Executable spec of the `hw.xor_decoder.XorDecoder` streams, in plain NumPy/Python.
 
-An input beat packs, from the LSB (the order and offsets Amaranth gives the decoder's StructLayout):
+An input beat packs, from the LSB (`beat_fields`, which is also the decoder's StructLayout):
 
     x          n_in bits                          the slice's stored bits (first beat of a slice only)
     positions  max_patches x w bits, w = ceil(log2 n_out), element 0 lowest
@@ -18,44 +18,56 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from .fields import bits_to_int
+from .fields import Array, Description, bits_to_int, field_table, pack_fields, unpack_fields, word_bits
 from .xor import decode_slices, position_width
+
+
+def beat_fields(n_in: int, n_out: int, max_patches: int) -> Description:
+    """The input beat's fields, LSB first (`XorDecoderParams.beat_layout` is this description)."""
+    return {"x": n_in, "positions": Array(position_width(n_out), max_patches), "count": max_patches.bit_length(),
+            "last": 1}
 
 
 @dataclass(frozen=True)
 class BeatFormat:
-    """Bit offsets and widths of one input beat's fields."""
+    """Bit offsets and widths of one input beat's fields (`beat_fields`)."""
 
     n_in: int
     n_out: int
     max_patches: int
 
+    @cached_property
+    def table(self) -> dict[str, tuple[int, int]]:
+        """The beat's field table: x, positions.0 .. positions.{max_patches - 1}, count, last."""
+        return field_table(beat_fields(self.n_in, self.n_out, self.max_patches))
+
     @property
     def position_width(self) -> int:
-        return position_width(self.n_out)
+        return self.table["positions.0"][1]
 
     @property
     def count_width(self) -> int:
-        return self.max_patches.bit_length()
+        return self.table["count"][1]
 
     @property
     def positions_offset(self) -> int:
-        return self.n_in
+        return self.table["positions.0"][0]
 
     @property
     def count_offset(self) -> int:
-        return self.n_in + self.max_patches * self.position_width
+        return self.table["count"][0]
 
     @property
     def last_offset(self) -> int:
-        return self.count_offset + self.count_width
+        return self.table["last"][0]
 
     @property
     def width(self) -> int:
-        return self.last_offset + 1
+        return word_bits(self.table)
 
     def pack(self, x: int, positions: list[int], last: bool) -> int:
         """One beat: `x` as an n_in-bit int, up to max_patches `positions`, `last`."""
@@ -63,20 +75,18 @@ class BeatFormat:
             raise ValueError(f"x={x:#x} does not fit n_in={self.n_in} bits")
         if len(positions) > self.max_patches:
             raise ValueError(f"{len(positions)} positions in one beat, max_patches={self.max_patches}")
-        beat = x | (len(positions) << self.count_offset) | (int(last) << self.last_offset)
+        values = {"x": x, "count": len(positions), "last": int(last)}
         for k, position in enumerate(positions):
             # Positions from n_out up are outside the format, yet packable: testbenches show the decoder ignores them.
             if not 0 <= position < 1 << self.position_width:
                 raise ValueError(f"patch position {position} does not fit {self.position_width} bits")
-            beat |= int(position) << (self.positions_offset + k * self.position_width)
-        return beat
+            values[f"positions.{k}"] = position
+        return pack_fields(self.table, values)
 
     def unpack(self, beat: int) -> tuple[int, list[int], int, bool]:
         """(x, all max_patches position fields, count, last) of a beat."""
-        w = self.position_width
-        positions = [(beat >> (self.positions_offset + k * w)) & ((1 << w) - 1) for k in range(self.max_patches)]
-        count = (beat >> self.count_offset) & ((1 << self.count_width) - 1)
-        return beat & ((1 << self.n_in) - 1), positions, count, bool((beat >> self.last_offset) & 1)
+        f = unpack_fields(self.table, beat)
+        return f["x"], [f[f"positions.{k}"] for k in range(self.max_patches)], f["count"], bool(f["last"])
 
 
 def slices_to_beats(x: np.ndarray, patch_counts: np.ndarray, patch_positions: np.ndarray, max_patches: int,
@@ -103,14 +113,12 @@ def slices_to_beats(x: np.ndarray, patch_counts: np.ndarray, patch_positions: np
 def scramble_ignored(beats: list[int], fmt: BeatFormat, rng: random.Random) -> list[int]:
     """`beats` with random values in the fields the decoder ignores: continuation x, positions past count."""
     scrambled, starts_slice = [], True
-    w = fmt.position_width
     for beat in beats:
         _, _, count, last = fmt.unpack(beat)
-        if not starts_slice:
-            beat = (beat & ~((1 << fmt.n_in) - 1)) | rng.getrandbits(fmt.n_in)
-        for k in range(count, fmt.max_patches):
-            shift = fmt.positions_offset + k * w
-            beat = (beat & ~(((1 << w) - 1) << shift)) | (rng.getrandbits(w) << shift)
+        ignored = ([] if starts_slice else ["x"]) + [f"positions.{k}" for k in range(count, fmt.max_patches)]
+        for name in ignored:
+            offset, width = fmt.table[name]
+            beat = (beat & ~(((1 << width) - 1) << offset)) | (rng.getrandbits(width) << offset)
         scrambled.append(beat)
         starts_slice = last
     return scrambled
