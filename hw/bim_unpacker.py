@@ -18,12 +18,14 @@ from amaranth import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .layouts import struct_layout
+from .spec.bim_stream import dense_row_fields, mask_row_fields, unpacker_beat_fields, value_beat_fields
 from .spec.params import check_ints, require_params
 
 
 def mask_row_layout(n_t: int) -> data.StructLayout:
     """One mask row: `row` (n_t bits, bit j = mask[i, j]) and `last` (the tile's last row), from the LSB."""
-    return data.StructLayout({"row": n_t, "last": 1})
+    return struct_layout(mask_row_fields(n_t))
 
 
 @dataclass(frozen=True)
@@ -45,20 +47,12 @@ class BimUnpackerParams:
     @property
     def z_row_width(self) -> int:
         """Bits of a beat's Z row index: ceil(log2 r), at least 1."""
-        return max(1, (self.r - 1).bit_length())
+        return self.beat_layout["z_row"].width
 
     @property
     def beat_layout(self) -> data.StructLayout:
-        """Layout of one input beat; Amaranth packs the first field at the LSB."""
-        return data.StructLayout({
-            "p": self.r,
-            "z": self.n_t,
-            "z_row": self.z_row_width,
-            "has_p": 1,
-            "has_z": 1,
-            "first": 1,
-            "last": 1,
-        })
+        """Layout of one input beat, `hw.spec.bim_stream.unpacker_beat_fields` (the first field at the LSB)."""
+        return struct_layout(unpacker_beat_fields(self.n_t, self.r))
 
     @property
     def row_layout(self) -> data.StructLayout:
@@ -176,13 +170,13 @@ class SparseExpanderParams:
 
     @property
     def values_layout(self) -> data.ArrayLayout:
-        """One value beat: values_per_beat values of value_width bits, element 0 lowest."""
-        return data.ArrayLayout(self.value_width, self.values_per_beat)
+        """One value beat: values_per_beat values of value_width bits, element 0 lowest (`value_beat_fields`)."""
+        return struct_layout(value_beat_fields(self.value_width, self.values_per_beat))
 
     @property
     def dense_layout(self) -> data.StructLayout:
-        """One dense row: `row` (n_t values of value_width bits, element j lowest) and `last`."""
-        return data.StructLayout({"row": data.ArrayLayout(self.value_width, self.n_t), "last": 1})
+        """One dense row: `row` (n_t values of value_width bits, element j lowest) and `last` (`dense_row_fields`)."""
+        return struct_layout(dense_row_fields(self.n_t, self.value_width))
 
     @property
     def latency(self) -> int:

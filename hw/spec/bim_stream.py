@@ -3,7 +3,7 @@
 Tiles are streamed in C order over their leading axes (for a matrix's (T_r, T_c, ...) tile grid: row of
 tiles by row of tiles), rows of a tile in order, positions of a row from j = 0.
 
-Unpacker input beat, fields from the LSB (the offsets Amaranth gives `BimUnpackerParams.beat_layout`):
+Unpacker input beat, fields from the LSB (`unpacker_beat_fields`, also `BimUnpackerParams.beat_layout`):
 
     p       r bits            a P row, bit k = P[i, k]                          (read when has_p)
     z       n_t bits          Z row z_row of the next tile, bit j = Z[k, j]      (read when has_z)
@@ -18,24 +18,27 @@ beats, the first min(m_t, r) of them carrying the next tile's Z rows, then r - m
 (none after the last tile): r + T·m_t + (T - 1)·max(0, r - m_t) beats for T tiles. `unpack_beats` is the
 unpacker's behaviour on any beat stream.
 
-Mask row (unpacker output, expander input): `row` (n_t bits, bit j = mask[i, j]) then `last` (bit n_t).
+Mask row (unpacker output, expander input, `mask_row_fields`): `row` (n_t bits, bit j = mask[i, j]) then
+`last` (bit n_t).
 
-Expander value beat: values_per_beat values of value_width bits, value e at bits [e·w, (e+1)·w). The
-values are one continuous stream: each mask row takes the next popcount(row) values (its kept positions'
-values, in position order); a row with `last` ends a group (a tile) and the rest of the beat that held
-the group's final value is padding, so each group starts on a beat boundary (`pack_values` writes zeros).
-Dense row (expander output): value j at bits [j·w, (j+1)·w), 0 where pruned, then `last` at bit n_t·w.
+Expander value beat (`value_beat_fields`): values_per_beat values of value_width bits, value e at bits
+[e·w, (e+1)·w). The values are one continuous stream: each mask row takes the next popcount(row) values (its
+kept positions' values, in position order); a row with `last` ends a group (a tile) and the rest of the beat
+that held the group's final value is padding, so each group starts on a beat boundary (`pack_values` writes
+zeros). Dense row (expander output, `dense_row_fields`): value j at bits [j·w, (j+1)·w), 0 where pruned, then
+`last` at bit n_t·w.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from hw.spec.bim import boolean_product
-from hw.spec.fields import bits_to_int
+from hw.spec.fields import Array, Description, bits_to_int, field_table, pack_fields, unpack_fields, word_bits
 
 
 def _tiles(p: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,59 +49,82 @@ def _tiles(p: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p.reshape(-1, *p.shape[-2:]), z.reshape(-1, *z.shape[-2:])
 
 
+_FLAGS = ("has_p", "has_z", "first", "last")
+
+
+def unpacker_beat_fields(n_t: int, r: int) -> Description:
+    """The unpacker input beat's fields, LSB first (`BimUnpackerParams.beat_layout` is this description)."""
+    return {"p": r, "z": n_t, "z_row": max(1, (r - 1).bit_length()), **dict.fromkeys(_FLAGS, 1)}
+
+
+def mask_row_fields(n_t: int) -> Description:
+    """A mask row's fields: `row` (bit j = mask[i, j]) and `last` (the tile's last row), LSB first."""
+    return {"row": n_t, "last": 1}
+
+
+def value_beat_fields(value_width: int, values_per_beat: int) -> Array:
+    """An expander value beat: values_per_beat values of value_width bits, element 0 lowest."""
+    return Array(value_width, values_per_beat)
+
+
+def dense_row_fields(n_t: int, value_width: int) -> Description:
+    """An expander dense row: `row` (n_t values of value_width bits, element j lowest) and `last`."""
+    return {"row": Array(value_width, n_t), "last": 1}
+
+
 @dataclass(frozen=True)
 class UnpackerBeatFormat:
-    """Bit offsets and widths of one unpacker input beat's fields."""
+    """Bit offsets and widths of one unpacker input beat's fields (`unpacker_beat_fields`)."""
 
     n_t: int
     r: int
 
+    @cached_property
+    def table(self) -> dict[str, tuple[int, int]]:
+        """The beat's field table: p, z, z_row, has_p, has_z, first, last."""
+        return field_table(unpacker_beat_fields(self.n_t, self.r))
+
     @property
     def z_row_width(self) -> int:
-        return max(1, (self.r - 1).bit_length())
+        return self.table["z_row"][1]
 
     @property
     def z_offset(self) -> int:
-        return self.r
+        return self.table["z"][0]
 
     @property
     def z_row_offset(self) -> int:
-        return self.r + self.n_t
+        return self.table["z_row"][0]
 
     @property
     def flags_offset(self) -> int:
         """has_p at this bit, then has_z, first, last."""
-        return self.z_row_offset + self.z_row_width
+        return self.table["has_p"][0]
 
     @property
     def width(self) -> int:
-        return self.flags_offset + 4
+        return word_bits(self.table)
 
     def pack(self, *, p: int | None = None, z: tuple[int, int] | None = None, first: bool = False,
              last: bool = False) -> int:
         """One beat: a P row `p` (an r-bit int) and/or a Z row `z` = (row index, n_t-bit int); tags."""
-        beat = (int(first) << (self.flags_offset + 2)) | (int(last) << (self.flags_offset + 3))
+        values = {"first": int(first), "last": int(last)}
         if p is not None:
             if not 0 <= p < 1 << self.r:
                 raise ValueError(f"P row {p:#x} does not fit r={self.r} bits")
-            beat |= p | 1 << self.flags_offset
+            values |= {"p": p, "has_p": 1}
         if z is not None:
             index, row = z
             if not 0 <= index < 1 << self.z_row_width:
                 raise ValueError(f"Z row index {index} does not fit {self.z_row_width} bits")
             if not 0 <= row < 1 << self.n_t:
                 raise ValueError(f"Z row {row:#x} does not fit n_t={self.n_t} bits")
-            beat |= row << self.z_offset | index << self.z_row_offset | 1 << (self.flags_offset + 1)
-        return beat
+            values |= {"z": row, "z_row": index, "has_z": 1}
+        return pack_fields(self.table, values)
 
     def unpack(self, beat: int) -> dict[str, int]:
         """All fields of a beat, ignored ones included."""
-        return {
-            "p": beat & ((1 << self.r) - 1),
-            "z": beat >> self.z_offset & ((1 << self.n_t) - 1),
-            "z_row": beat >> self.z_row_offset & ((1 << self.z_row_width) - 1),
-            **{name: beat >> (self.flags_offset + k) & 1 for k, name in enumerate(("has_p", "has_z", "first", "last"))},
-        }
+        return unpack_fields(self.table, beat)
 
 
 def tiles_to_beats(p: np.ndarray, z: np.ndarray) -> list[int]:
@@ -128,13 +154,15 @@ def mask_row_beats(masks: np.ndarray) -> list[int]:
     """Mask rows of tiles (..., m_t, n_t) as row beats, `last` on each tile's final row."""
     masks = np.asarray(masks, dtype=bool)
     masks = masks.reshape(-1, *masks.shape[-2:])
-    n_t = masks.shape[2]
-    return [bits_to_int(row) | int(i == len(tile) - 1) << n_t for tile in masks for i, row in enumerate(tile)]
+    fields = field_table(mask_row_fields(masks.shape[2]))
+    return [pack_fields(fields, {"row": bits_to_int(row), "last": int(i == len(tile) - 1)})
+            for tile in masks for i, row in enumerate(tile)]
 
 
 def unpack_beats(beats: list[int], n_t: int, r: int) -> list[int]:
     """What the unpacker emits for any beat stream: the shadow/active Z rules applied beat by beat."""
     fmt = UnpackerBeatFormat(n_t, r)
+    row_fields = field_table(mask_row_fields(n_t))
     shadow, active, rows = [0] * r, [0] * r, []
     for beat in beats:
         f = fmt.unpack(beat)
@@ -147,7 +175,7 @@ def unpack_beats(beats: list[int], n_t: int, r: int) -> list[int]:
             for k in range(r):
                 if f["p"] >> k & 1:
                     row |= active[k]
-            rows.append(row | f["last"] << n_t)
+            rows.append(pack_fields(row_fields, {"row": row, "last": f["last"]}))
     return rows
 
 
@@ -169,7 +197,7 @@ def scrambled_beats(p: np.ndarray, z: np.ndarray, rng: random.Random) -> list[in
     def noise(beat: int, *, p_used: bool, z_used: bool) -> int:
         if not p_used:
             beat |= rng.getrandbits(r)
-            beat |= rng.getrandbits(2) << (fmt.flags_offset + 2)  # first, last
+            beat |= rng.getrandbits(2) << fmt.table["first"][0]  # first and last, adjacent
         if not z_used:
             beat |= rng.getrandbits(n_t) << fmt.z_offset | rng.getrandbits(fmt.z_row_width) << fmt.z_row_offset
         return beat
@@ -201,35 +229,42 @@ def scrambled_beats(p: np.ndarray, z: np.ndarray, rng: random.Random) -> list[in
 
 @dataclass(frozen=True)
 class ExpanderFormat:
-    """Bit packing of the expander's value beats and dense rows."""
+    """Bit packing of the expander's value beats (`value_beat_fields`) and dense rows (`dense_row_fields`)."""
 
     n_t: int
     value_width: int
     values_per_beat: int
 
+    @cached_property
+    def value_table(self) -> dict[str, tuple[int, int]]:
+        """A value beat's field table: "0" .. str(values_per_beat - 1)."""
+        return field_table(value_beat_fields(self.value_width, self.values_per_beat))
+
+    @cached_property
+    def dense_table(self) -> dict[str, tuple[int, int]]:
+        """A dense row's field table: row.0 .. row.{n_t - 1}, last."""
+        return field_table(dense_row_fields(self.n_t, self.value_width))
+
     def pack_beat(self, values: list[int]) -> int:
         """One value beat, value e at bits [e·w, (e+1)·w); fewer than values_per_beat values are zero-padded."""
         if len(values) > self.values_per_beat:
             raise ValueError(f"{len(values)} values in one beat, values_per_beat={self.values_per_beat}")
-        return _pack_words(values, self.value_width)
+        return pack_fields(self.value_table, self._checked(values, ""))
 
     def unpack_beat(self, beat: int) -> list[int]:
-        w = self.value_width
-        return [beat >> (e * w) & ((1 << w) - 1) for e in range(self.values_per_beat)]
+        return list(unpack_fields(self.value_table, beat).values())
 
     def pack_dense(self, row: list[int], last: bool) -> int:
         if len(row) != self.n_t:
             raise ValueError(f"a dense row has n_t={self.n_t} values, got {len(row)}")
-        return _pack_words(row, self.value_width) | int(last) << (self.n_t * self.value_width)
+        return pack_fields(self.dense_table, {**self._checked(row, "row."), "last": int(last)})
 
-
-def _pack_words(words: list[int], width: int) -> int:
-    packed = 0
-    for e, word in enumerate(words):
-        if not 0 <= int(word) < 1 << width:
-            raise ValueError(f"value {int(word)} does not fit value_width={width} bits")
-        packed |= int(word) << (e * width)
-    return packed
+    def _checked(self, words: list[int], prefix: str) -> dict[str, int]:
+        """{prefix + str(e): word e}, each word checked to fit value_width bits."""
+        for word in words:
+            if not 0 <= int(word) < 1 << self.value_width:
+                raise ValueError(f"value {int(word)} does not fit value_width={self.value_width} bits")
+        return {f"{prefix}{e}": int(word) for e, word in enumerate(words)}
 
 
 def _masks_and_values(masks: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -262,10 +297,12 @@ def expected_dense_rows(masks: np.ndarray, values: np.ndarray, fmt: ExpanderForm
 def expand(mask_beats: list[int], value_beats: list[int], fmt: ExpanderFormat) -> list[int]:
     """What the expander emits for any mask-row and value streams: the continuous-stream rules applied."""
     n, v = fmt.n_t, fmt.values_per_beat
+    mask_fields = field_table(mask_row_fields(n))
     flat = [x for beat in value_beats for x in fmt.unpack_beat(beat)]
     taken, rows = 0, []
     for beat in mask_beats:
-        bits, last = beat & ((1 << n) - 1), beat >> n & 1
+        fields = unpack_fields(mask_fields, beat)
+        bits, last = fields["row"], fields["last"]
         kept = [j for j in range(n) if bits >> j & 1]
         if taken + len(kept) > len(flat):
             raise ValueError(f"row {len(rows)} needs values {taken}..{taken + len(kept) - 1}, "
