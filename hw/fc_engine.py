@@ -21,9 +21,10 @@ from amaranth.lib.wiring import In, Out
 
 from hw.spec.fc import ACT_BITS, FcLayout
 from hw.spec.fc_format import FcFormat
-from hw.spec.fc_stream import MAX_SHIFT, FcStreamFormat
+from hw.spec.fc_stream import MAX_SHIFT, FcStreamFormat, cfg_beat_fields, scale_beat_fields
 
 from .bim_unpacker import BimUnpacker, BimUnpackerParams
+from .layouts import struct_layout
 from .spec.params import check_ints, require_params
 from .xor_decoder import XorDecoder, XorDecoderParams, matrix_shape
 
@@ -170,22 +171,13 @@ class FcEngineParams:
 
     @property
     def cfg_layout(self) -> data.StructLayout:
-        """One beat per layer; Amaranth packs the first field at the LSB."""
-        return data.StructLayout({
-            "rows": self.max_rows.bit_length(),
-            "cols": self.max_cols.bit_length(),
-            "bits": self.max_bits.bit_length(),
-            "shift": self.shift_bits,
-            "relu": 1,
-        })
+        """One beat per layer, `hw.spec.fc_stream.cfg_beat_fields` (the first field at the LSB)."""
+        return struct_layout(cfg_beat_fields(self.max_rows, self.max_cols, self.max_bits, self.shift_bits))
 
     @property
     def scale_layout(self) -> data.StructLayout:
-        """One beat per row: its a values (element i = plane i) and its bias."""
-        return data.StructLayout({
-            "a": data.ArrayLayout(unsigned(self.a_bits), self.max_bits),
-            "bias": signed(self.bias_bits),
-        })
+        """One beat per row: its a values (element i = plane i) and its bias (`scale_beat_fields`)."""
+        return struct_layout(scale_beat_fields(self.max_bits, self.a_bits, self.bias_bits))
 
     def describe(self) -> dict[str, Any]:
         """The parameters as plain JSON-able data."""

@@ -2,8 +2,8 @@
 
 A layer (`FcLayer`) is its weights compressed as the engine consumes them: the bit-planes of the tile-major
 matrix (`hw.spec.fc`) XOR-encoded slice by slice with n_out = n_t, the keep mask as BIM factors of the
-same tiles, and the fixed-point constants a, bias_q, shift, relu. Beats, fields from the LSB (the offsets
-Amaranth gives the engine's StructLayouts; `FcStreamFormat` holds the widths):
+same tiles, and the fixed-point constants a, bias_q, shift, relu. Beats, fields from the LSB (`cfg_beat_fields`
+and `scale_beat_fields`, which are also the engine's StructLayouts; `FcStreamFormat` holds the widths):
 
 `cfg`, one beat per layer:
 
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -49,12 +50,24 @@ import numpy as np
 from hw.spec.bim import boolean_product, tiles_to_mask
 from hw.spec.bim_stream import tiles_to_beats
 from hw.spec.fc import ACT_BITS, FcLayout, fc_fixed
+from hw.spec.fields import Array, Description, Signed, field_table, pack_fields, unpack_fields, word_bits
 from hw.spec.params import check_range
 from hw.spec.xor import decode_slices
 from hw.spec.xor_stream import slices_to_beats
 
 #: The golden model's shift range ends here (`fc_fixed`).
 MAX_SHIFT = 62
+
+
+def cfg_beat_fields(max_rows: int, max_cols: int, max_bits: int, shift_bits: int) -> Description:
+    """The cfg beat's fields, LSB first (`FcEngineParams.cfg_layout` is this description)."""
+    return {"rows": max_rows.bit_length(), "cols": max_cols.bit_length(), "bits": max_bits.bit_length(),
+            "shift": shift_bits, "relu": 1}
+
+
+def scale_beat_fields(max_bits: int, a_bits: int, bias_bits: int) -> Description:
+    """A scale beat's fields, LSB first: a (element i = plane i) and bias (`FcEngineParams.scale_layout`)."""
+    return {"a": Array(a_bits, max_bits), "bias": Signed(bias_bits)}
 
 
 @dataclass(frozen=True)
@@ -92,15 +105,24 @@ class FcStreamFormat:
     def max_shift(self) -> int:
         return min(MAX_SHIFT, (1 << self.shift_bits) - 1)
 
+    @cached_property
+    def cfg_table(self) -> dict[str, tuple[int, int]]:
+        """The cfg beat's field table (`cfg_beat_fields`)."""
+        return field_table(cfg_beat_fields(self.max_rows, self.max_cols, self.max_bits, self.shift_bits))
+
+    @cached_property
+    def scale_table(self) -> dict[str, tuple[int, int]]:
+        """A scale beat's field table: a.0 .. a.{max_bits - 1}, bias (`scale_beat_fields`)."""
+        return field_table(scale_beat_fields(self.max_bits, self.a_bits, self.bias_bits))
+
     @property
     def cfg_fields(self) -> tuple[tuple[str, int], ...]:
         """(name, width) of the cfg beat's fields, LSB first."""
-        return (("rows", self.max_rows.bit_length()), ("cols", self.max_cols.bit_length()),
-                ("bits", self.max_bits.bit_length()), ("shift", self.shift_bits), ("relu", 1))
+        return tuple((name, width) for name, (_, width) in self.cfg_table.items())
 
     @property
     def scale_width(self) -> int:
-        return self.max_bits * self.a_bits + self.bias_bits
+        return word_bits(self.scale_table)
 
     def pack_cfg(self, rows: int, cols: int, bits: int, shift: int, relu: bool) -> int:
         """One cfg beat; ValueError naming the field when a value is outside its range."""
@@ -108,19 +130,12 @@ class FcStreamFormat:
         check_range("cols", cols, 1, self.max_cols)
         check_range("bits", bits, 1, self.max_bits)
         check_range("shift", shift, 0, self.max_shift)
-        beat, offset = 0, 0
-        for (_, width), value in zip(self.cfg_fields, (rows, cols, bits, shift, int(bool(relu)))):
-            beat |= int(value) << offset
-            offset += width
-        return beat
+        return pack_fields(self.cfg_table, {"rows": rows, "cols": cols, "bits": bits, "shift": shift,
+                                            "relu": int(bool(relu))})
 
     def unpack_cfg(self, beat: int) -> dict[str, int]:
         """The cfg beat's fields."""
-        fields, offset = {}, 0
-        for name, width in self.cfg_fields:
-            fields[name] = beat >> offset & ((1 << width) - 1)
-            offset += width
-        return fields
+        return unpack_fields(self.cfg_table, beat)
 
     def pack_x(self, x: np.ndarray) -> list[int]:
         """The x beats of an activation vector (int8 values)."""
@@ -139,17 +154,14 @@ class FcStreamFormat:
                              f"{bias_q.shape}")
         check_range("a", a, 0, (1 << self.a_bits) - 1)
         check_range("bias_q", bias_q, -(1 << (self.bias_bits - 1)), (1 << (self.bias_bits - 1)) - 1)
-        beats = []
-        for row, bias in zip(a, bias_q):
-            beat = sum(int(v) << (i * self.a_bits) for i, v in enumerate(row))
-            beats.append(beat | (int(bias) & ((1 << self.bias_bits) - 1)) << (self.max_bits * self.a_bits))
-        return beats
+        return [pack_fields(self.scale_table, {**{f"a.{i}": v for i, v in enumerate(row.tolist())}, "bias": int(bias)})
+                for row, bias in zip(a, bias_q)]
 
     def unpack_scale(self, beat: int) -> tuple[list[int], int]:
         """(all max_bits a elements, bias_q) of a scale beat."""
-        a = [beat >> (i * self.a_bits) & ((1 << self.a_bits) - 1) for i in range(self.max_bits)]
-        bias = beat >> (self.max_bits * self.a_bits) & ((1 << self.bias_bits) - 1)
-        return a, bias - (bias >> (self.bias_bits - 1) << self.bias_bits)
+        fields = unpack_fields(self.scale_table, beat)
+        bias = fields["bias"]
+        return [fields[f"a.{i}"] for i in range(self.max_bits)], bias - (bias >> (self.bias_bits - 1) << self.bias_bits)
 
 
 @dataclass(frozen=True, eq=False)
