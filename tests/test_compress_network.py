@@ -154,12 +154,15 @@ def test_layers_and_metadata(cnn):
     assert isinstance(cnn.layers[0], ConvLayer) and isinstance(cnn.layers[1], PoolLayer)
     geometry = [(c.spectral.oaa.n, c.spectral.oaa.k, c.spectral.oaa.l, c.spectral.oaa.padding) for c in
                 cnn.conv_layers()]
-    assert geometry == [(8, 3, 6, "same"), (8, 5, 4, "valid")]
+    # One engine geometry (the largest kernel's): the 3 x 3 "same" kernel embedded in 5 x 5.
+    assert geometry == [(8, 5, 4, "same"), (8, 5, 4, "valid")]
+    assert cnn.metadata["conv_engine"] == [8, 5, 4] and cnn.metadata["conv_kernels"] == {"conv1_Conv": 3,
+                                                                                       "conv2_Conv": 5}
     assert [c.spectral.relu for c in cnn.conv_layers()] == [True, True] and not cnn.fc_layers()[0].relu
     assert cnn.fmt == DEFAULT_FC_FORMAT and cnn.fc_layers()[0].bits == DEFAULT_FC_FORMAT.max_planes
     assert cnn.metadata["float_layers"]["pool1_MaxPool"] == "/relu1/Relu"
     assert cnn.metadata["accuracy"] == dict.fromkeys(STAGES)  # no test samples given
-    assert cnn.dense_weights() == {"conv1_Conv": 36, "conv2_Conv": 800, "fc_Gemm": 320, "all": 1156}
+    assert cnn.dense_weights() == {"conv1_Conv": 100, "conv2_Conv": 800, "fc_Gemm": 320, "all": 1220}  # as run
 
 
 def test_accuracy_per_stage_and_the_advice(samples):

@@ -6,10 +6,14 @@ The float chain becomes the compressed one layer by layer; each ReLU is fused in
 
 1. **Input.** The samples' int8 scale: the largest |x| of the calibration samples maps to code 127.
 2. **Conv2d -> sparse spectral layer** (`host.compress.spectral.compress_spatial`, any kernel size k, "same" or
-   "valid"): FFT size N (`choose_geometry`: the smallest power of two >= max(8, 2 (k - 1)), so tiles of L =
-   N - k + 1 >= N/2, and the engine's N = 8 up to k = 5) or one given; the kernels' spectra magnitude-pruned to
-   `conv_sparsity` of the canonical bins per layer, int16 weights, scheduled for p lanes and b banks; then
-   calibrated (`calibrate`) on the integer codes the compressed layers before it produce on the samples.
+   "valid"), all on one conv engine geometry (`engine_geometry`): K the network's largest kernel (rounded up to odd),
+   FFT size N (`choose_geometry`: the smallest power of two >= max(8, 2 (K - 1)), so tiles of L = N - K + 1 >= N/2,
+   and the engine's N = 8 up to K = 5) or one given. A "same" kernel smaller than K is embedded centred in K x K
+   (`embed_kernel`: the same output exactly); a "valid" one keeps its own k on the engine's N and L (its output is
+   the window of the engine's "same" output from row k - 1 - (K - 1) // 2). The kernels' spectra are
+   magnitude-pruned to `conv_sparsity` of the canonical bins per layer, int16 weights, scheduled for p lanes and b
+   banks; then calibrated (`calibrate`) on the integer codes the compressed layers before it produce on the
+   samples.
 3. **Linear -> compressed FC layer**, as `host.compress.model` does for LeNet-5's, at any shape (the first after
    the convs reads the flattened C H W codes): a BIM keep mask at `fc_sparsity` in the engine's m_t x n_out tiles
    (`factor_mask`; the output layer keeps every row, `keep_every_row`), binary coding in `fc_bits` planes, the
@@ -24,6 +28,7 @@ The float chain becomes the compressed one layer by layer; each ReLU is fused in
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -55,7 +60,8 @@ from hw.spec.spectral.layer import SpectralLayer
 from hw.spec.spectral.operator import spectral_conv_float
 
 __all__ = ["DEFAULT_CONV_SPARSITY", "DEFAULT_FC_SPARSITY", "DEFAULT_CALIBRATION", "LOSS_WARNING",
-           "STAGES", "Step", "CompressionResult", "choose_geometry", "plan", "compress_network"]
+           "STAGES", "Step", "CompressionResult", "choose_geometry", "engine_geometry", "embed_kernel",
+           "layer_geometry", "plan", "compress_network"]
 
 #: Without retraining pruning costs accuracy fast, FC pruning most on small layers (a BIM mask of one or two tiles
 #: keeps whole blocks): docs/formats.md, "Compressed networks", has the measurements behind these.
@@ -82,6 +88,37 @@ def choose_geometry(k: int, padding: str, n: int | None = None) -> OaaParams:
     if n < k:
         raise ValueError(f"a {k} x {k} kernel needs an FFT size n >= {k}, got n={n}")
     return OaaParams(n=n, k=k, l=n - k + 1, padding=padding)
+
+
+def engine_geometry(net: FloatNetwork, n: int | None = None) -> OaaParams | None:
+    """The one conv engine geometry of `net` ("same"; None without a Conv2d): K the largest kernel, rounded up to
+    odd (the engine's "same" output is then centred on every smaller kernel), N and L by `choose_geometry`."""
+    kernels = [layer.k for layer in net.layers if isinstance(layer, Conv2d)]
+    if not kernels:
+        return None
+    k = max(kernels)
+    return choose_geometry(k + 1 - k % 2, "same", n)
+
+
+def embed_kernel(w: np.ndarray, k: int) -> np.ndarray:
+    """Kernels (C_out, C_in, k0, k0) in k x k zeros, at (k - 1) // 2 - (k0 - 1) // 2 from the top left: a "same"
+    convolution (k0 - 1) // 2 rows and columns of zeros before the map gives then exactly the same output."""
+    w = np.asarray(w)
+    k0 = w.shape[-1]
+    at = (k - 1) // 2 - (k0 - 1) // 2
+    if k0 > k or at + k0 > k:
+        raise ValueError(f"a {k0} x {k0} kernel does not embed centred in {k} x {k}")
+    out = np.zeros((*w.shape[:-2], k, k), dtype=w.dtype)
+    out[..., at:at + k0, at:at + k0] = w
+    return out
+
+
+def layer_geometry(conv: Conv2d, engine: OaaParams) -> tuple[OaaParams, np.ndarray]:
+    """The geometry and spatial kernels of `conv` on the conv engine of geometry `engine`: "same" (and 1 x 1,
+    where "valid" is the same) embedded in the engine's K; "valid" with its own k on the engine's N and L."""
+    if conv.padding == "same" or conv.k == 1:
+        return dataclasses.replace(engine, padding="same"), embed_kernel(conv.weight, engine.k)
+    return OaaParams(n=engine.n, k=conv.k, l=engine.l, padding="valid"), conv.weight
 
 
 # --- the plan: which compressed layer each float layer becomes ------------------------------------------------
@@ -217,9 +254,10 @@ def compress_network(net: FloatNetwork, x_train: np.ndarray, x_test: np.ndarray 
                      calibration: int = DEFAULT_CALIBRATION, percentile: float = DEFAULT_PERCENTILE, seed: int = 0,
                      name: str = "", dataset: str = "", progress: Progress | None = None) -> CompressionResult:
     """`net` compressed after training (module docstring): calibrated on the first `calibration` samples of
-    x_train (N, *input_shape), evaluated on (x_test, y_test) when given. `fft_size` fixes N for every conv layer
-    (default per kernel size, `choose_geometry`); p, b: the conv engine's lanes and banks (b defaults to 2 p);
-    fc_bits: binary-coding planes (default the format's max_planes: without retraining one plane loses much)."""
+    x_train (N, *input_shape), evaluated on (x_test, y_test) when given. Every conv layer runs on one engine
+    geometry (`engine_geometry`; `fft_size` fixes its N, by default the largest kernel's); p, b: the conv
+    engine's lanes and banks (b defaults to 2 p); fc_bits: binary-coding planes (default the format's max_planes:
+    without retraining one plane loses much)."""
     started = time.perf_counter()
     say = progress or (lambda message: None)
     fc_bits = fmt.max_planes if fc_bits is None else fc_bits
@@ -239,15 +277,17 @@ def compress_network(net: FloatNetwork, x_train: np.ndarray, x_test: np.ndarray 
     pruned_fc: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     source_fc: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     geometry: dict[str, list[int]] = {}
+    engine = engine_geometry(net, fft_size)
     for step in steps:
         src = step.source
         if step.kind == "conv":
-            oaa = choose_geometry(src.k, src.padding, fft_size)
+            oaa, weight = layer_geometry(src, engine)
             geometry[step.name] = [oaa.n, oaa.k, oaa.l]
-            say(f"{step.name}: {src.c_in} -> {src.c_out} channels, k={src.k} {src.padding}, spectral N={oaa.n} "
-                f"L={oaa.l}, {conv_sparsity:g} of the bins pruned")
-            unpruned[step.name] = compress_spatial(src.weight, oaa, 0.0, p, b, src.bias, step.relu)
-            spectral = compress_spatial(src.weight, oaa, conv_sparsity, p, b, src.bias, step.relu)
+            embedded = f", embedded in {oaa.k} x {oaa.k}" if oaa.k != src.k else ""
+            say(f"{step.name}: {src.c_in} -> {src.c_out} channels, k={src.k} {src.padding}{embedded}, spectral "
+                f"N={oaa.n} L={oaa.l}, {conv_sparsity:g} of the bins pruned")
+            unpruned[step.name] = compress_spatial(weight, oaa, 0.0, p, b, src.bias, step.relu)
+            spectral = compress_spatial(weight, oaa, conv_sparsity, p, b, src.bias, step.relu)
             spectral = calibrate(spectral, h, scale, batch=spectral_batch(spectral, *h.shape[-2:]))
             layer: Layer = ConvLayer(step.name, spectral)
         elif step.kind == "fc":
@@ -280,10 +320,10 @@ def compress_network(net: FloatNetwork, x_train: np.ndarray, x_test: np.ndarray 
                 "spectral": _float_chain(steps, unpruned, source_fc),
                 "pruned": _float_chain(steps, pruned_conv, pruned_fc)}
         for stage, run in runs.items():
-            say(f"accuracy: {stage}")
             acc[stage] = accuracy(_batched(run, x_test, batch), y_test)
-        say("accuracy: compressed (golden fixed point)")
+            say(f"accuracy {stage}: {100 * acc[stage]:.1f} %")
         acc["compressed"] = accuracy(model.forward(model.quantize(x_test), batch=batch)[model.names[-1]], y_test)
+        say(f"accuracy compressed (golden fixed point): {100 * acc['compressed']:.1f} %")
     kinds = {step.kind for step in steps}
     message = advice(acc, conv_sparsity, fc_sparsity, fc_bits, fmt, kinds)
     fc_layers = model.fc_layers()
@@ -292,6 +332,8 @@ def compress_network(net: FloatNetwork, x_train: np.ndarray, x_test: np.ndarray 
         "test_samples": 0 if y_test is None else len(y_test), "calibration_samples": len(samples),
         "conv_sparsity_target": conv_sparsity,
         "conv_sparsity": {layer.name: round(1 - layer.spectral.density(), 6) for layer in model.conv_layers()},
+        "conv_engine": None if engine is None else [engine.n, engine.k, engine.l],
+        "conv_kernels": {step.name: step.source.k for step in steps if step.kind == "conv"},
         "conv_geometry": geometry,
         "conv_schedule": {layer.name: [layer.spectral.schedule.p, layer.spectral.schedule.b]
                           for layer in model.conv_layers()},
