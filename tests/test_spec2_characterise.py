@@ -61,9 +61,10 @@ def test_characterise_spec2_ulx3s(tmp_path: Path, key):
     """fft2d, the spectral MAC and the dense baseline on the ULX3S: timing met at the 25 MHz board clock,
     multipliers on DSPs (fft2d: none, its twiddles are shift-and-add), within budget. (The whole Spec2Conv
     trips an abc9 assert in Yosys 0.70's default ECP5 flow; `sim.bench spectral` builds its stages.)"""
-    # The MAC with 16 input channels instead of 64: the same 16 multipliers and two accumulator bits fewer, built
-    # in 143 s instead of 169 s here (the 64-channel figures are `python -m hw.characterise --block mac`'s).
-    block = spec2_block(key, mac_max_c_in=16)
+    # The MAC at P = 2 lanes, B = 4 banks and 16 input channels: the same lane, bank and accumulator structure as
+    # the default P = 4, B = 8, 64 channels, at half the multipliers and a shorter build (the default's
+    # figures are `python -m hw.characterise --block mac`'s, and the default MAC is in the LeNet-5 build).
+    block = spec2_block(key, mac_p=2, mac_b=4, mac_max_c_in=16)
     report = characterise.characterise_spec2(block, "ulx3s-85f", tmp_path, alone=False, progress=lambda message: None)
     assert json.loads((tmp_path / characterise.RESULT_FILE).read_text()) == report
     assert report["fits"], report.get("error")
@@ -74,8 +75,8 @@ def test_characterise_spec2_ulx3s(tmp_path: Path, key):
     else:
         assert report["dsp"] > 0 and report["multipliers_on_dsps"]
     if key == "mac":
-        # P = 4 lanes, four real products each, and nothing else on a DSP (no address arithmetic).
-        assert report["rtl_multipliers"] == report["dsp"] == 16
+        # P lanes, four real products each, and nothing else on a DSP (no address arithmetic).
+        assert report["rtl_multipliers"] == report["dsp"] == 4 * block.params["p"] == 8
     if key == "baseline":
         # M = 16 lane multipliers plus the requantizer's 23 x 16 bit product (two DSPs); one block RAM per
         # lane's copy of the map.
