@@ -13,12 +13,12 @@ same requests without a device.
 Every request carries a tag (a counter per `Device`) and its answer echoes it. Before a request the driver
 drops the bytes already waiting; then it reads until the answer with its tag arrives, dropping answers with
 other tags (late ones, duplicates) and bytes that are no frame, so it never returns another request's data.
-An answer that fails its CRC, an error status or no answer in time raise DeviceError, and the next request
-works normally: after a failure that may have left a frame half parsed in the device (no answer, a corrupt
-one, BAD_CRC, LENGTH_OVER_MAX) the next request first lets the link fall silent for the device's frame
-timeout, so the device has dropped whatever it held. How long an answer may take is the work's time on the
-transport (`Transport.seconds`: the request and answer bytes, and the cycles of a RUN whose length the caller
-gives), twice over, and never less than `timeout`.
+An answer that fails its CRC, an error status (STALLED naming the layer the device aborted, `DeviceError.stall`)
+or no answer in time raise DeviceError, and the next request works normally: after a failure that may have
+left a frame half parsed in the device (no answer, a corrupt one, BAD_CRC, LENGTH_OVER_MAX) the next request
+first lets the link fall silent for the device's frame timeout, so the device has dropped whatever it held.
+How long an answer may take is the work's time on the transport (`Transport.seconds`: the request and answer
+bytes, and the cycles of a RUN whose length the caller gives), twice over, and never less than `timeout`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from hw.spec.protocol import (
     Command,
     Frame,
     ProtocolError,
+    Stall,
     Status,
     decode_frame,
     encode_request,
@@ -58,11 +59,15 @@ LINK_STATUSES = (Status.BAD_CRC, Status.LENGTH_OVER_MAX)
 
 
 class DeviceError(RuntimeError):
-    """The device answered with an error status (`status`, else None), a malformed frame, or not at all."""
+    """The device answered with an error status (`status`, else None), a malformed frame, or not at all.
 
-    def __init__(self, message: str, status: int | None = None):
+    `stall`: for STALLED, the aborted layer's index, what it waited for and the cycles until the abort.
+    """
+
+    def __init__(self, message: str, status: int | None = None, stall: Stall | None = None):
         super().__init__(message)
         self.status = status
+        self.stall = stall
 
 
 def load_payloads(region: int, offset: int, data: bytes, beat_bytes: int, max_payload: int) -> list[bytes]:
@@ -193,6 +198,12 @@ class Device:
         except DeviceError:
             self._quiet_until = quiet
             raise
+        if answer.code == Status.STALLED:
+            try:
+                stall = Stall.decode(answer.payload)
+            except ProtocolError as exc:
+                raise DeviceError(f"device answered STALLED to {name}: {exc}", answer.code) from None
+            raise DeviceError(f"device answered STALLED to {name}: {stall}", answer.code, stall)
         if answer.code != Status.OK:
             if answer.code in LINK_STATUSES:
                 self._quiet_until = quiet

@@ -20,17 +20,33 @@ from amaranth.lib import data
 
 from boards import DEFAULT_BOARD, get_board
 from hw.spec.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT
-from hw.spec.params import check_ints
-from hw.spec.protocol import LEN_FIELD_MAX, LOAD_HEADER_BYTES, PROTOCOL_VERSION, sqgen_version
+from hw.spec.params import check_int, check_ints
+from hw.spec.protocol import (
+    DEFAULT_FRAME_TIMEOUT_MS,
+    LEN_FIELD_MAX,
+    LOAD_HEADER_BYTES,
+    PROTOCOL_VERSION,
+    sqgen_version,
+)
 
 from .fc_engine import FcEngineParams
 from .layouts import fields_json
 from .memory import SPRAM_DEPTH, SpramParams
 from .pool import CropParams, MaxPoolParams
 from .spectral.pipeline import Spec2ConvParams
+from .spectral.spectral_mac import canonical_bins
 
 #: A UART bit must last at least this many clock cycles for the receiver's mid-bit sampling to work.
 MIN_CYCLES_PER_BIT = 4
+#: Cycles a RUN's layer may go without progress before the sequencer aborts it (STALLED). A layer whose
+#: descriptor is consistent is never that quiet: its longest gap between handshakes is
+#: `AcceleratorConfig.longest_quiet_cycles`, about 3 100 cycles on `lenet5` (the FFT, MAC and IFFT latencies,
+#: 251 cycles, and two tile rows of the widest map at the largest group count, 2 x 7 x 204) and under 40 for an
+#: FC layer (its decoder, unpacker and accumulator pipelines). 2^20 is over 300 times that, still only 42 ms
+#: at 25 MHz (87 ms at 12 MHz), far below the host's least wait for an answer.
+DEFAULT_WATCHDOG_CYCLES = 1 << 20
+#: The watchdog's largest setting: as many cycles as the RUN answer's u32 counts.
+MAX_WATCHDOG_CYCLES = (1 << 32) - 1
 
 #: Region ids (the LOAD command's first byte). Fixed, so they mean the same on every config that has the region.
 REGION_IDS = {"program": 0, "act0": 1, "act1": 2, "conv.w": 3, "conv.quant": 4, "fc.xor": 5, "fc.bim": 6,
@@ -69,7 +85,7 @@ class AcceleratorConfig:
     #: Largest request payload the device accepts (bytes); sizes the payload buffer.
     max_payload: int = 1024
     #: A frame whose next byte does not arrive within this time is dropped and the parser resyncs.
-    frame_timeout_ms: float = 100.0
+    frame_timeout_ms: float = DEFAULT_FRAME_TIMEOUT_MS
     #: Blocks present and their parameters (name -> parameter dict); none yet.
     blocks: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The SPEC2 conv engine, or None. It must be elaborated with "same" padding to run "valid" layers too
@@ -92,6 +108,9 @@ class AcceleratorConfig:
     #: Regions held in single-port SPRAM (`hw.memory.SpramMemory`: SB_SPRAM256KA lanes on iCE40, a behavioural
     #: model of them in simulation, a `Memory` on other FPGAs) instead of a `Memory`. Not part of INFO.
     spram_regions: tuple[str, ...] = ()
+    #: A RUN's layer that goes this many cycles without a handshake on its streams or an activation write is
+    #: aborted and the RUN answered STALLED (`hw.sequencer`); at least twice `longest_quiet_cycles`.
+    watchdog_cycles: int = DEFAULT_WATCHDOG_CYCLES
 
     def __post_init__(self) -> None:
         get_board(self.board)  # raises with the list of known boards
@@ -132,6 +151,9 @@ class AcceleratorConfig:
             if self.max_payload < need:
                 raise ValueError(f"max_payload must be at least {need} (a LOAD of one beat of the widest region), "
                                  f"got {self.max_payload}")
+        object.__setattr__(self, "watchdog_cycles", check_int(
+            "watchdog_cycles", self.watchdog_cycles, 2 * self.longest_quiet_cycles, MAX_WATCHDOG_CYCLES,
+            what=" (at least twice longest_quiet_cycles, the longest gap of a good layer)"))
         self._check_spram_regions()
 
     def _check_spram_regions(self) -> None:
@@ -151,6 +173,31 @@ class AcceleratorConfig:
         if board.family == "ice40" and lanes > board.budget.get("ICESTORM_SPRAM", 0):
             raise ValueError(f"spram_regions need {lanes} SPRAM cells (one per 16 bits of a word), {board.name} "
                              f"has {board.budget.get('ICESTORM_SPRAM', 0)}")
+
+    @property
+    def longest_quiet_cycles(self) -> int:
+        """The most cycles a layer with a consistent descriptor goes without a handshake on its streams (an upper
+        bound; 1 without engines).
+
+        Conv: after the last x beat the tiler's last band of tiles (a tile row of N^2 each) and the forward FFT
+        pass before the MAC starts, then a tile row's MAC work (max(groups, N^2) a tile) and the MAC drain,
+        inverse FFT and one tile's output before overlap-add releases a row; between an output channel's rows
+        and into the next channel it is at most one tile row plus those latencies. Counted with the widest map,
+        the largest group count and every latency, plus a few cycles for the post stage. FC: in its load and
+        compute phases x, scale, xor or bim beats move every few cycles; the longest gap is the drain after the
+        last slice (the decoder's, unpacker's and accumulator's pipelines) and the output's stages.
+        """
+        quiet = 1
+        if self.conv is not None:
+            c = self.conv
+            tile_row = -(-c.max_width // c.l) * max(c.max_groups, c.n ** 2)
+            latency = (c.fft.forward_latency + c.mac.latency + len(canonical_bins(c.n)) + c.fft.inverse_latency
+                       + c.n ** 2)
+            quiet = max(quiet, 2 * tile_row + latency + 8)
+        if self.fc is not None:
+            f = self.fc
+            quiet = max(quiet, f.xor.latency + f.bim.latency + f.latency + 8)
+        return quiet
 
     @classmethod
     def lenet5(cls, **overrides: Any) -> AcceleratorConfig:
@@ -296,7 +343,12 @@ class AcceleratorConfig:
             "blocks": self.blocks,
         }
         if not self.has_engines:
-            return out  # the link-only device says exactly what it always said
+            # The link-only device with the default frame timeout says exactly what it always said; the host
+            # takes DEFAULT_FRAME_TIMEOUT_MS when INFO gives none.
+            if self.frame_timeout_ms != DEFAULT_FRAME_TIMEOUT_MS:
+                out["frame_timeout_ms"] = self.frame_timeout_ms
+            return out
+        out.update(frame_timeout_ms=self.frame_timeout_ms, watchdog_cycles=self.watchdog_cycles)
         engines: dict[str, Any] = {}
         if self.conv is not None:
             c = self.conv

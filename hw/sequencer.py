@@ -24,9 +24,19 @@ A RUN fetches descriptors first..first+count-1 one after the other. For each it 
 engine the config has) and the ranges, starts the kind's streamers (x from address 0, the weight regions from
 the descriptor's starts), sends the kind's cfg beats (conv: the engine, the crop and, if pooling, the pool;
 fc: the engine) and writes the results to the other buffer from address 0. The layer is over when out_count
-values have been written and every cfg beat has been taken (and, for conv, the crop has let its last sample
-go: a pool drops an odd last row after its final output). Layers never overlap: each one reads what the
-previous one wrote. The answer carries the cycles from the first fetch to the last layer's end.
+values have been written, every cfg beat has been taken and every streamer has handed over its words (and,
+for conv, the crop has let its last sample go: a pool drops an odd last row after its final output). Layers
+never overlap: each one reads what the previous one wrote. The answer carries the cycles from the first fetch
+to the last layer's end.
+
+A descriptor whose counts disagree with its engine's cfg stops making progress instead. A watchdog counts the
+cycles of a layer without a handshake on any of its streams (the streamers' beats, the cfg beats, the engine's
+and post stage's outputs, the writer); at the config's `watchdog_cycles` the layer is aborted and the RUN
+answered STALLED with the layer's index, what it was waiting for (`hw.spec.protocol.Waiting`) and the cycles so
+far. The abort resets every engine, the post stage and every streamer through `ResetInserter`: their registers
+go back to their initial values in one cycle, as after power-up, with no abort logic inside them (and their
+memories, written before they are read in every layer, keep stale words that no one reads). The next request is
+served normally.
 
 The FC engine's bim region holds each layer's canonical stream over all its planes' tiles
 (`hw.spec.fc_stream.layer_streams`), so every region is streamed once per layer, in order.
@@ -36,12 +46,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from amaranth import Cat, Module, Mux, Signal
+from amaranth import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.spec.protocol import LOAD_HEADER_BYTES, READ_PAYLOAD_BYTES, RUN_PAYLOAD_BYTES, Command, Status
+from hw.spec.protocol import (
+    LOAD_HEADER_BYTES,
+    READ_PAYLOAD_BYTES,
+    RUN_PAYLOAD_BYTES,
+    STALLED_PAYLOAD_BYTES,
+    Command,
+    Status,
+    Waiting,
+)
 
 from .config import KINDS, REGION_IDS, AcceleratorConfig
 from .fc_engine import FcEngine
@@ -67,8 +85,8 @@ class _State:
         self.arg_byte = Signal(range(READ_PAYLOAD_BYTES + 1))
         self.status = Signal(8)
         self.resp_length = Signal(16)
-        self.source = Signal(range(3))  # answer payload: 0 act0, 1 act1, 2 the cycle count
-        self.sent = Signal(range(CYCLE_BYTES))
+        self.source = Signal(range(3))  # answer payload: 0 act0, 1 act1, 2 RUN's (`run_answer` from `sent` on)
+        self.sent = Signal(range(STALLED_PAYLOAD_BYTES))
         self.programmed = Signal(range(cfg.program_depth + 1))  # program words loaded so far (RUN's bound)
         self.region_id, self.offset = self.args[0:8], self.args[8:24]  # LOAD
         self.first, self.count = self.args[0:8], self.args[8:16]  # RUN
@@ -108,6 +126,13 @@ class _State:
         self.layer_start = Signal()
         self.is_conv = Signal()
         self.is_fc = Signal()
+        # The watchdog: cycles of the running layer without progress; at watchdog_cycles `abort` resets the
+        # datapath, and `waiting` keeps what the layer was waiting for.
+        self.quiet = Signal(range(cfg.watchdog_cycles + 1))
+        self.abort = Signal()
+        self.waiting = Signal(8)
+        # RUN's answer payload: STALLED sends all of it, OK only the cycle count (from byte 2).
+        self.run_answer = Cat(self.layer, self.waiting, self.cycles)
 
         # Set by `Sequencer._add_regions` and `Sequencer._add_engines`.
         self.writes: dict[str, Any] = {}
@@ -170,6 +195,7 @@ class Sequencer(wiring.Component):
         self._layer_inputs(m, s)
         result_valid, result = self._layer_outputs(m, s)
         self._layer_writes(m, s, result_valid, result)
+        self._watchdog(m, s, result_valid)
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
 
@@ -189,17 +215,19 @@ class Sequencer(wiring.Component):
         for region in (r for r in cfg.regions if r.name != "program"):
             read = s.reads[region.name]
             streamer = s.streamers[region.name] = RegionReader(region.width, region.depth)
-            m.submodules[f"read_{region.name.replace('.', '_')}"] = streamer
+            m.submodules[f"read_{region.name.replace('.', '_')}"] = ResetInserter(s.abort)(streamer)
             m.d.comb += [read.addr.eq(streamer.addr), read.en.eq(streamer.en), streamer.data.eq(read.data)]
 
     def _add_engines(self, m: Module, s: _State) -> None:
-        """The config's engines; the conv engine with its post stage, a crop and a pool."""
+        """The config's engines; the conv engine with its post stage, a crop and a pool. An abort resets them all."""
         if self.config.conv is not None:
-            m.submodules.conv = s.conv = Spec2Conv(self.config.conv)
-            m.submodules.crop = s.crop = Crop(self.config.crop)
-            m.submodules.pool = s.pool = MaxPool2(self.config.pool)
+            s.conv, s.crop, s.pool = Spec2Conv(self.config.conv), Crop(self.config.crop), MaxPool2(self.config.pool)
+            m.submodules.conv = ResetInserter(s.abort)(s.conv)
+            m.submodules.crop = ResetInserter(s.abort)(s.crop)
+            m.submodules.pool = ResetInserter(s.abort)(s.pool)
         if self.config.fc is not None:
-            m.submodules.fc = s.fc = FcEngine(self.config.fc)
+            s.fc = FcEngine(self.config.fc)
+            m.submodules.fc = ResetInserter(s.abort)(s.fc)
 
     def _decode_load_region(self, m: Module, s: _State) -> None:
         """LOAD's region id to its bytes per beat and depth, and whether the id is known."""
@@ -334,18 +362,23 @@ class Sequencer(wiring.Component):
                 m.d.comb += s.layer_start.eq(1)
                 m.next = "LAYER"
         with m.State("LAYER"):
-            # The flags of the kind not running are 0 and its crop idle, so one condition serves both.
+            # The flags of the kind not running are 0, its crop and its streamers idle, so one condition serves
+            # both.
             done = ((s.written == s.desc.out_count) & ~s.crop_cfg_pending & ~s.conv_cfg_pending
-                    & ~s.pool_cfg_pending & ~s.fc_cfg_pending)
+                    & ~s.pool_cfg_pending & ~s.fc_cfg_pending & ~Cat(r.busy for r in s.streamers.values()).any())
             if s.crop is not None:
                 done &= ~s.crop.busy
             with m.If(done):
                 m.d.sync += [s.layer.eq(s.layer + 1), s.layers_left.eq(s.layers_left - 1), s.running.eq(0)]
                 with m.If(s.layers_left == 1):
-                    m.d.sync += [s.counting.eq(0), s.source.eq(2), s.sent.eq(0)]
+                    m.d.sync += [s.counting.eq(0), s.source.eq(2), s.sent.eq(STALLED_PAYLOAD_BYTES - CYCLE_BYTES)]
                     _answer(m, s, Status.OK, CYCLE_BYTES)
                 with m.Else():
                     m.next = "FETCH"
+            with m.Elif(s.quiet == self.config.watchdog_cycles):
+                m.d.comb += s.abort.eq(1)
+                m.d.sync += [s.counting.eq(0), s.source.eq(2), s.sent.eq(0)]
+                _answer(m, s, Status.STALLED, STALLED_PAYLOAD_BYTES)
 
     def _past_regions(self, s: _State) -> Any:
         """The descriptor reads or writes past an activation buffer or past one of its kind's weight regions."""
@@ -380,10 +413,10 @@ class Sequencer(wiring.Component):
                         with m.If(~reader.busy):
                             m.next = "IDLE"
                 with m.Default():
-                    m.d.comb += [self.payload.valid.eq(1), self.payload.payload.eq(s.cycles.word_select(s.sent, 8))]
+                    m.d.comb += [self.payload.valid.eq(1), self.payload.payload.eq(s.run_answer.word_select(s.sent, 8))]
                     with m.If(self.payload.ready):
                         m.d.sync += s.sent.eq(s.sent + 1)
-                        with m.If(s.sent == CYCLE_BYTES - 1):
+                        with m.If(s.sent == STALLED_PAYLOAD_BYTES - 1):
                             m.next = "IDLE"
 
     # --- a layer's datapath ----------------------------------------------------------------------------------------
@@ -487,3 +520,40 @@ class Sequencer(wiring.Component):
             port = s.writes[name]
             with m.If(s.running):  # LOAD never runs with a layer: the port is the writer's then
                 m.d.comb += [port.addr.eq(s.written), port.data.eq(result), port.en.eq(layer_we & (desc.src != k))]
+
+    def _watchdog(self, m: Module, s: _State, result_valid: Signal) -> None:
+        """The running layer's quiet cycles, restarted by any beat on its streams; an abort's clean-up.
+
+        A beat is a streamer's word taken by an engine, a cfg beat taken, a value out of the conv engine or the
+        crop, or a result written (the writer is always ready). LAYER aborts at `watchdog_cycles`.
+        """
+        streams = [reader.o for reader in s.streamers.values()]
+        for engine in (s.conv, s.crop, s.pool, s.fc):
+            if engine is not None:
+                streams.append(engine.cfg)
+        if s.conv is not None:
+            streams += [s.conv.o, s.crop.o]
+        progress = Cat(result_valid, *(port.valid & port.ready for port in streams)).any()
+        with m.If(s.layer_start | progress):
+            m.d.sync += s.quiet.eq(0)
+        with m.Elif(s.running & (s.quiet != self.config.watchdog_cycles)):
+            m.d.sync += s.quiet.eq(s.quiet + 1)
+
+        # What the layer still waited for, kept for the STALLED answer.
+        desc = s.desc
+        flags = {Waiting.X: Mux(desc.src, s.acts[1].busy, s.acts[0].busy),
+                 Waiting.CFG: s.conv_cfg_pending | s.crop_cfg_pending | s.pool_cfg_pending | s.fc_cfg_pending,
+                 Waiting.OUTPUT: s.written != desc.out_count}
+        for flag, region in ((Waiting.CONV_W, "conv.w"), (Waiting.CONV_QUANT, "conv.quant"),
+                             (Waiting.FC_XOR, "fc.xor"), (Waiting.FC_BIM, "fc.bim"), (Waiting.FC_SCALE, "fc.scale")):
+            if region in s.streamers:
+                flags[flag] = s.streamers[region].busy
+        waiting = Signal(8)
+        for flag, busy in flags.items():
+            m.d.comb += waiting[flag.bit_length() - 1].eq(busy)
+
+        # The datapath's registers are reset (`_add_engines`, `_add_regions`); the sequencer's own layer state
+        # goes with them, so no cfg beat is offered to the engines afterwards and the writer lets go.
+        with m.If(s.abort):
+            m.d.sync += [s.waiting.eq(waiting), s.running.eq(0), s.quiet.eq(0), s.conv_cfg_pending.eq(0),
+                         s.crop_cfg_pending.eq(0), s.pool_cfg_pending.eq(0), s.fc_cfg_pending.eq(0)]

@@ -11,7 +11,7 @@ import pytest
 
 from host.device import Device, DeviceError
 from host.transport import Transport, open_transport
-from hw.spec.protocol import Command, Status, encode_request, encode_response
+from hw.spec.protocol import Command, Stall, Status, Waiting, encode_request, encode_response
 
 Answer = bytes | Callable[[bytes], bytes]
 
@@ -177,3 +177,21 @@ def test_timeouts_fit_the_work():
     with pytest.raises(DeviceError, match=r"^no complete response to INFO .*\(10 of its 407 bytes came\)$"):
         dev.request(Command.INFO)
     assert time.monotonic() - started >= 2 * 0.0005 * 402 - 0.005
+
+
+def test_stalled_run_names_the_layer():
+    """A STALLED answer raises DeviceError with the aborted layer, what it waited for and the cycles; the next
+    request goes out at once (the device answered a whole frame)."""
+    stall = bytes([3, Waiting.X | Waiting.OUTPUT]) + (5000).to_bytes(4, "little")
+    transport = ScriptedTransport(answer(Status.STALLED, stall), answer(Status.STALLED, b"\x03"),
+                                  answer(Status.OK, b"ok"))
+    dev = Device(transport, timeout=0.05)
+    with pytest.raises(DeviceError, match=r"^device answered STALLED to RUN: layer 3 made no progress \(waiting: x, "
+                                          r"output\), aborted after 5000 cycles$") as caught:
+        dev.request(Command.RUN, b"\x00\x05")
+    assert caught.value.status == Status.STALLED
+    assert caught.value.stall == Stall(3, Waiting.X | Waiting.OUTPUT, 5000)
+    with pytest.raises(DeviceError, match=r"^device answered STALLED to RUN: STALLED payload must be 6 bytes, got 1$"):
+        dev.request(Command.RUN, b"\x00\x05")
+    started = time.monotonic()
+    assert dev.request(Command.ECHO, b"ok") == b"ok" and time.monotonic() - started < 0.05

@@ -55,7 +55,7 @@ class Command(enum.IntEnum):
 
 
 class Status(enum.IntEnum):
-    """Response codes (the STATUS byte). Error responses carry an empty payload."""
+    """Response codes (the STATUS byte). Error responses carry an empty payload, except STALLED (`Stall`)."""
 
     OK = 0
     BAD_CRC = 1
@@ -64,6 +64,25 @@ class Status(enum.IntEnum):
     BAD_ARGUMENT = 4  #: malformed payload: wrong length, not whole beats, RUN count 0, or a bad descriptor kind
     UNKNOWN_REGION = 5  #: LOAD's region id or READ's buffer id is not on this device
     OUT_OF_RANGE = 6  #: past a region's depth, the program loaded so far, a buffer, or max_payload
+    STALLED = 7  #: a RUN's layer made no progress for the device's watchdog_cycles and was aborted (`Stall`)
+
+
+class Waiting(enum.IntFlag):
+    """What an aborted layer still had outstanding: a STALLED answer's second byte."""
+
+    X = 0x01  #: the source buffer's streamer held activations the engine did not take
+    CONV_W = 0x02  #: the conv.w streamer held kernel groups
+    CONV_QUANT = 0x04  #: the conv.quant streamer held quant beats
+    FC_XOR = 0x08  #: the fc.xor streamer held XOR beats
+    FC_BIM = 0x10  #: the fc.bim streamer held BIM beats
+    FC_SCALE = 0x20  #: the fc.scale streamer held scale beats
+    CFG = 0x40  #: a cfg beat (the engine's, the crop's or the pool's) was not taken
+    OUTPUT = 0x80  #: the values written so far were not the descriptor's out_count
+
+
+#: A STALLED answer's payload: the descriptor's program index (u8), `Waiting` flags (u8), then the cycles from
+#: the RUN's start to the abort (u32, little-endian).
+STALLED_PAYLOAD_BYTES = 6
 
 #: Bytes before the beats of a LOAD payload (region id u8, beat offset u16) and the fixed RUN and READ payloads.
 LOAD_HEADER_BYTES = 3
@@ -105,6 +124,27 @@ class Frame:
     code: int
     payload: bytes
     tag: int
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A STALLED answer's payload: which program word stalled, what it was waiting for, when it was aborted."""
+
+    layer: int
+    waiting: Waiting
+    cycles: int
+
+    @classmethod
+    def decode(cls, payload: bytes | bytearray | memoryview) -> Stall:
+        """The payload's fields; ProtocolError unless it is STALLED_PAYLOAD_BYTES long."""
+        payload = bytes(payload)
+        if len(payload) != STALLED_PAYLOAD_BYTES:
+            raise ProtocolError(f"STALLED payload must be {STALLED_PAYLOAD_BYTES} bytes, got {len(payload)}")
+        return cls(payload[0], Waiting(payload[1]), int.from_bytes(payload[2:], "little"))
+
+    def __str__(self) -> str:
+        waiting = ", ".join(flag.name.lower() for flag in Waiting if flag in self.waiting) or "nothing"
+        return f"layer {self.layer} made no progress (waiting: {waiting}), aborted after {self.cycles} cycles"
 
 
 def _byte_field(value: object, field: str) -> int:
