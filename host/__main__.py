@@ -1,11 +1,15 @@
-"""sqgen host CLI: talk to a device (real board over serial, virtual board over TCP), run the LeNet-5 on it.
+"""sqgen host CLI: talk to a device (real board over serial, virtual board over TCP), run a compressed model on it.
 
     python -m host info --url tcp://127.0.0.1:PORT
     python -m host echo --url serial:///dev/ttyUSB1?baud=115200 --size 256 --count 10
     python -m host run --model models/lenet5_full.npz --backend tcp://127.0.0.1:PORT --count 100
+    python -m host run --model net.npz --data digits --backend golden --count 500
 
-`run` classifies the first COUNT images of the MNIST test split on a backend (golden, tcp://, serial://) and
-reports accuracy, agreement with the golden backend, cycles per image, and the effective weight bandwidth:
+`run` classifies the first COUNT samples of a test split (the LeNet-5's MNIST, or `--data`: mnist, digits or a
+.npz; a network's file names its own) on a backend (golden, tcp://, serial://) and reports accuracy, the stored
+accuracies, each conv and FC layer's size (bits per weight in its format, and on a device in its regions),
+agreement with the golden backend, cycles per image and on a device per layer (each program word RUN alone on
+the first sample), the bytes LOADed and READ, and the effective weight bandwidth:
 
 * decoded weights per image: the weights the layers apply to one image, counted dense (conv C_out C_in K^2,
   FC rows x cols; 61 470 for LeNet-5), each of which the engines decode on chip from the compressed format;
@@ -119,20 +123,30 @@ def bandwidth(weights_per_image: int, cycles_per_image: float, clock_hz: float, 
 def _run(args) -> int:
     import numpy as np
 
-    from host.infer import backend_scheme, compare_traces, dense_weights, load_model, open_backend
-    from host.mnist import load_mnist
+    from host.infer import (
+        as_network,
+        backend_scheme,
+        compare_traces,
+        dense_weights,
+        layer_sizes,
+        load_model,
+        open_backend,
+        stored_accuracy,
+        test_split,
+    )
 
     scheme = backend_scheme(args.backend)
     if args.report and scheme == "golden":
         raise ValueError("--report needs a device backend (tcp:// or serial://): golden counts no cycles")
     # The device, not the file, says which FC format it runs: a device backend checks the model against INFO.
     model = load_model(args.model, expected=None)
-    _, _, x_test, y_test = load_mnist()
+    net = as_network(model)
+    x_test, y_test, data_name = test_split(model, args.data)
     count = len(x_test) if args.count is None else min(args.count, len(x_test))
     x, y = x_test[:count], y_test[:count]
     batch = args.batch or (100 if scheme == "golden" else 1)
     progress = Progress(count)
-    logits, mismatch = [], None
+    logits, mismatch, layer_cycles = [], None, None
     with open_backend(args.backend, model, timeout=args.timeout) as session:
         info = getattr(session.backend, "info", None)
         fmax_hz = _fmax_hz(args.report, info) if args.report else None  # refused before any image is run
@@ -150,22 +164,30 @@ def _run(args) -> int:
             progress.update(stop)
         seconds = time.monotonic() - started
         cycles = session.cycles_per_image
+        if count:
+            layer_cycles = session.layer_cycles(x[:1])
+        plan = getattr(session.backend, "plan", None)
+        loaded = session.backend.bytes_loaded() if plan is not None else None
     progress.finish()
-    logits = np.concatenate(logits) if logits else np.zeros((0, 10), dtype=np.int8)
-    predictions = logits.argmax(axis=1)
-    summary = {"backend": args.backend, "model": args.model, "count": count,
+    logits = np.concatenate(logits) if logits else np.zeros((0, *net.output_shape), dtype=np.int8)
+    predictions = logits.reshape(len(logits), -1).argmax(axis=1)
+    stored = stored_accuracy(model)
+    summary = {"backend": args.backend, "model": args.model, "data": data_name, "count": count,
                "accuracy": round(float(np.mean(predictions == y)), 6) if count else None,
-               "stored_accuracy": model.metadata.get("test_accuracy", {}).get("golden_fixed"),
+               "stored_accuracy": stored["compressed"], "stored_float_accuracy": stored["float"],
                "agreement": None, "bit_exact": None, "first_mismatch": mismatch,
                "cycles_per_image": None if cycles is None else round(cycles, 1),
+               "cycles_per_layer": layer_cycles, "bytes_loaded": loaded,
+               "layers": layer_sizes(model, plan),
                "decoded_weights_per_image": dense_weights(model)["all"],
                "bandwidth_at_clock": None, "bandwidth_at_fmax": None,
                "seconds": round(seconds, 2), "images_per_s": round(count / seconds, 3) if seconds else None,
                "predictions": predictions.tolist(), "labels": y.tolist()}
     if golden is not None and count:
         reference = np.concatenate([golden.run(x[i:i + 250]).logits for i in range(0, count, 250)])
+        reference, flat = reference.reshape(count, -1), logits.reshape(count, -1)
         summary["agreement"] = round(float(np.mean(reference.argmax(axis=1) == predictions)), 6)
-        summary["bit_exact"] = round(float(np.mean((reference == logits).all(axis=1))), 6)
+        summary["bit_exact"] = round(float(np.mean((reference == flat).all(axis=1))), 6)
     if info is not None and cycles:
         summary["board"] = info.get("board")
         weights, baud = summary["decoded_weights_per_image"], float(info["baud"])
@@ -174,7 +196,7 @@ def _run(args) -> int:
             summary["bandwidth_at_fmax"] = bandwidth(weights, cycles, fmax_hz, baud)
     print(json.dumps(summary) if args.json else _format_summary(summary))
     if summary["bit_exact"] is not None and summary["bit_exact"] < 1:
-        print(f"error: the backend's logits differ from the golden backend's on "
+        print(f"error: the backend's outputs differ from the golden backend's on "
               f"{round((1 - summary['bit_exact']) * count)} of {count} images", file=sys.stderr)
         return 1
     return 0
@@ -185,10 +207,18 @@ def _format_summary(s: dict) -> str:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.1f} %"
 
+    data = "MNIST" if s["data"] == "mnist" else s["data"]
     lines = [f"backend        {s['backend']}" + (f" ({s['board']})" if s.get("board") else ""),
-             f"images         {s['count']} (MNIST test split, from the first)",
+             f"images         {s['count']} ({data} test split, from the first)",
              f"accuracy       {pct(s['accuracy'])} (stored golden accuracy on the whole split: "
-             f"{pct(s['stored_accuracy'])})"]
+             f"{pct(s['stored_accuracy'])}; float {pct(s['stored_float_accuracy'])})"]
+    cycles = s["cycles_per_layer"] or {}
+    for name, size in s["layers"].items():
+        device = f", {size['device_bits_per_weight']:.3f} on the device" if "device_bits_per_weight" in size else ""
+        spent = f", {cycles[name]:,} cycles" if name in cycles else ""
+        what = f"{size['kind']} " if "kind" in size else ""
+        lines.append(f"{'layer ' + name if name != 'all' else 'all layers':<14} {what}{size['weights']:,} weights, "
+                     f"{size['format_bits_per_weight']:.3f} bits/weight{device}{spent}")
     if s["count"] <= 20:
         shown = " ".join(map(str, s["predictions"]))
         lines.append(f"predictions    {shown} (labels {' '.join(map(str, s['labels']))})")
@@ -198,6 +228,10 @@ def _format_summary(s: dict) -> str:
                                                 f"; first mismatch {s['first_mismatch']}"))
     if s["cycles_per_image"] is not None:
         lines.append(f"cycles/image   {s['cycles_per_image']:,.0f}")
+    if s["bytes_loaded"] is not None:
+        b = s["bytes_loaded"]
+        lines.append(f"link           {b['model']:,} bytes LOADed once (weights, program), then per image "
+                     f"{b['input_per_sample']:,} in and {b['output_per_sample']:,} out")
     for key, label in (("bandwidth_at_clock", "at clock"), ("bandwidth_at_fmax", "at Fmax")):
         b = s[key]
         if b is not None:
@@ -227,19 +261,25 @@ def main(argv: list[str] | None = None) -> int:
     echo.add_argument("--seed", type=int, default=0, help="seed of the random payloads (default: 0)")
     echo.set_defaults(run=_echo)
 
-    run = sub.add_parser("run", help="classify MNIST test images with the accelerator's LeNet-5 on a backend",
-                         description="Run the compressed LeNet-5 on the first COUNT images of the MNIST test split "
-                                     "(host.mnist) on a backend and print accuracy, agreement with the golden "
-                                     "backend, cycles per image and the effective weight bandwidth. Decoded weights "
+    run = sub.add_parser("run", help="run a compressed model (the LeNet-5 or your own network) on test samples on a "
+                                      "backend",
+                         description="Run a compressed model (python -m host.compress model) on the first COUNT "
+                                     "samples of a test split (the LeNet-5's MNIST, or --data) on a backend and print "
+                                     "accuracy, each layer's size in bits per weight, agreement with the golden "
+                                     "backend, cycles per image and per layer, bytes loaded and the effective weight "
+                                     "bandwidth. Decoded weights "
                                      "per image: the weights the layers apply to one image counted dense (conv "
                                      "C_out*C_in*K^2, FC rows*cols). Effective weight bandwidth: decoded weights per "
                                      "image x images/s at the device clock (INFO clock_hz, or the Fmax of --report), "
                                      "compared with the link's raw bit rate (INFO baud, also on the virtual board).")
     run.add_argument("--model", required=True, metavar="MODEL.npz", help="model file (python -m host.compress model)")
+    run.add_argument("--data", metavar="SPEC", default=None,
+                     help="mnist, digits or a .npz with x_test, y_test (default: MNIST for the LeNet-5, else the "
+                          "dataset the model file names)")
     run.add_argument("--backend", default="golden", metavar="URL",
                      help="golden (NumPy golden models), tcp://HOST:PORT (python -m sim.server --config lenet5) or "
                           "serial://DEVICE[?baud=N] (a board)")
-    run.add_argument("--count", type=int, default=None, help="test images to run (default: all 1 000)")
+    run.add_argument("--count", type=int, default=None, help="test samples to run (default: the whole split)")
     run.add_argument("--batch", type=int, default=None,
                      help="images per backend call (default: 100 on golden, 1 on a device)")
     run.add_argument("--trace", action="store_true",

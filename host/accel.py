@@ -12,6 +12,9 @@ The whole compressed LeNet-5 (`host.lenet5.compressed.CompressedLeNet5`) in one 
 
 `Packed.layers` names each layer's output (pool1, pool2, fc1, fc2, fc3: buffer, shape) for traces: RUN
 `packed.first + i` alone and READ that buffer. Conv layers alone: `build_conv_program` and `run_conv_program`.
+Any compressed network (`hw.spec.network.CompressedNetwork`): `pack_network`, the chain conv[+pool] ... flatten
+... fc ... (a pool is the conv layer's post stage before it, a flatten costs nothing: the buffers hold maps
+channel-major), named by each descriptor's last layer.
 
 The conv engine runs "same" padding; a "valid" layer is the "same" output cropped at (k - 1) // 2 to H - k + 1
 by W - k + 1, which the descriptor's post-stage window does. The pool flag adds a 2 x 2 max-pool after the crop.
@@ -29,6 +32,7 @@ import numpy as np
 
 from hw.spec import fc_stream
 from hw.spec.fields import beats_to_bytes, fields_from_json, pack_fields, unpack_fields, word_bits
+from hw.spec.network import CompressedNetwork, ConvLayer, FlattenLayer, PoolLayer
 from hw.spec.spectral.engine import check_layer_fits
 from hw.spec.spectral.layer import SpectralLayer
 from hw.spec.spectral.stream import cfg_beat, kernel_beats, quant_beats
@@ -109,11 +113,12 @@ class AccelInfo:
         return fmt
 
     def pack_descriptor(self, values: Mapping[str, int]) -> int:
-        """One program word from named descriptor fields (missing fields 0); ValueError on a value too wide."""
-        for name, value in values.items():
-            if name in self.descriptor and not 0 <= int(value) < 1 << self.descriptor[name][1]:
-                raise ValueError(f"descriptor field {name}={value} does not fit {self.descriptor[name][1]} bits")
-        return pack_fields(self.descriptor, values)
+        """One program word from named descriptor fields (missing fields 0, all unsigned); ValueError naming the
+        field and its range on a value too wide."""
+        try:
+            return pack_fields(self.descriptor, values, signed=())
+        except ValueError as error:
+            raise ValueError(f"descriptor {error}") from None
 
 
 @dataclass(frozen=True)
@@ -251,7 +256,7 @@ def plan_fc_layer(accel: AccelInfo, layer: Any, *, src: int, xor_start: int = 0,
                                  ("fc.scale", scale_start, streams["scale"])):
         _fits(accel, region, start, len(words))
     cfg = fmt.unpack_cfg(streams["cfg"][0])
-    if pack_fields(accel.fc_streams["cfg"], cfg) != streams["cfg"][0]:
+    if pack_fields(accel.fc_streams["cfg"], cfg, signed=()) != streams["cfg"][0]:
         raise ValueError("the FC engine's cfg beat layout disagrees with hw.spec.fc_stream's")
     descriptor = {"kind": accel.kinds["fc"], "src": src, "x_count": cols, "out_count": rows,
                   **{f"fc.cfg.{name}": value for name, value in cfg.items()},
@@ -355,10 +360,56 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
                   region_widths={name: region.width for name, region in accel.regions.items()})
 
 
+def network_steps(net: CompressedNetwork) -> list[tuple[str, Any, bool]]:
+    """`net`'s (name, layer, pool) steps for `pack_program`: each conv layer's `SpectralLayer`, pooled when a pool
+    comes next (the step then has the pool's name), each FC layer; flattens skipped. ValueError for a pool the
+    device cannot run (one that does not follow a conv layer)."""
+    steps: list[tuple[str, Any, bool]] = []
+    layers = net.layers
+    for i, layer in enumerate(layers):
+        if isinstance(layer, FlattenLayer):
+            continue
+        if isinstance(layer, PoolLayer):
+            if i == 0 or not isinstance(layers[i - 1], ConvLayer):
+                before = "the input" if i == 0 else f"{layers[i - 1].kind} layer {layers[i - 1].name!r}"
+                raise ValueError(f"layer {layer.name}: the device pools only in a conv layer's post stage, and this "
+                                 f"pool follows {before}")
+            continue
+        pooled = i + 1 < len(layers) and isinstance(layers[i + 1], PoolLayer)
+        if isinstance(layer, ConvLayer):
+            steps.append((layers[i + 1].name if pooled else layer.name, layer.spectral, pooled))
+        else:
+            steps.append((layer.name, layer, False))
+    return steps
+
+
+def pack_network(info: Mapping[str, Any] | AccelInfo, net: CompressedNetwork) -> Packed:
+    """Any compressed network as one program from buffer 0, the buffers alternating (`network_steps`,
+    `pack_program`). ValueError, one line naming the layer and the limit, when the device cannot run it: an engine
+    it lacks, the FC format, a conv layer's geometry, channels or map size, an FC layer's rows or cols, a region
+    or buffer too small."""
+    accel = info if isinstance(info, AccelInfo) else AccelInfo.from_info(info)
+    needed = {"conv": bool(net.conv_layers()), "fc": bool(net.fc_layers())}
+    missing = [kind for kind, present in (("conv", accel.conv_params), ("fc", accel.fc_params))
+               if needed[kind] and present is None]
+    if missing:
+        raise ValueError(f"the device has no {' and no '.join(missing)} engine: it cannot run this network's "
+                         f"{' and '.join(missing)} layers")
+    if needed["fc"]:
+        check_fc_format(accel, net.fmt)
+    steps = network_steps(net)
+    if not steps:
+        raise ValueError("the network has no conv or FC layer: nothing for the device to run")
+    return pack_program(accel, steps, net.input_shape)
+
+
 def pack_model(info: Mapping[str, Any] | AccelInfo, model: Any) -> Packed:
     """A compressed LeNet-5 (`host.lenet5.compressed.CompressedLeNet5`) as one program of five layers: conv1
-    ("same", pooled), conv2 ("valid" as a crop, pooled), fc1, fc2 (ReLU), fc3, from buffer 0 alternating.
+    ("same", pooled), conv2 ("valid" as a crop, pooled), fc1, fc2 (ReLU), fc3, from buffer 0 alternating; any
+    other `CompressedNetwork` by `pack_network`.
     ValueError, one line naming the layer and the region or buffer, when the device cannot hold it."""
+    if isinstance(model, CompressedNetwork):
+        return pack_network(info, model)
     accel = info if isinstance(info, AccelInfo) else AccelInfo.from_info(info)
     missing = [name for name, present in (("conv", accel.conv_params), ("fc", accel.fc_params)) if present is None]
     if missing:
@@ -419,4 +470,5 @@ def run_conv_program(device: Any, accel: AccelInfo, program: ConvProgram, x_q: n
 
 __all__ = ["AccelInfo", "RegionInfo", "ConvLayerPlan", "ConvProgram", "plan_conv_layer", "build_conv_program",
            "FcLayerPlan", "plan_fc_layer", "check_fc_format", "LayerOut", "Packed", "pack_program", "pack_model",
+           "network_steps", "pack_network",
            "load_packed", "run_packed", "input_bytes", "output_array", "load_program", "run_conv_program"]

@@ -1,4 +1,5 @@
-"""Run the accelerator's LeNet-5 (`models/lenet5_full.npz`) on a backend chosen by URL.
+"""Run a compressed model on a backend chosen by URL: the accelerator's LeNet-5 (`models/lenet5_full.npz`) or any
+compressed network (`python -m host.compress model --from ...`).
 
     from host.infer import load_model, open_backend
     with open_backend("tcp://127.0.0.1:4567", load_model("models/lenet5_full.npz")) as session:
@@ -6,19 +7,25 @@
         trace = session.run(images, trace=True).layers   # conv1, pool1, conv2, pool2, fc1, fc2, fc3
         session.cycles                               # the device's RUN cycles, one per image run so far
 
+`load_model` reads either file by its `format` field: `sqgen-lenet5-full` (a `CompressedLeNet5`) or `sqgen-net`
+(a `hw.spec.network.CompressedNetwork`); the backends run both as a `CompressedNetwork` (`as_network`). A trace
+holds every layer's output by the model's layer names, flattens left out (they are the layer before's codes,
+reshaped; `trace_names`).
+
 Backends: `golden` (the NumPy golden models end to end), `tcp://HOST:PORT` (the virtual board of
 `python -m sim.server --config lenet5`) and `serial://DEVICE[?baud=N]` (a board). All three take the same
 input and give the same integers.
 
-Input: (N, 1, 28, 28) float images in [0, 1] (quantized here as the model's input_scale says), or int8 codes
-(N, 1, 28, 28) or one (1, 28, 28) image, passed as they are. `golden` computes each layer with the bit-exact
-golden model (spectral fixed-point conv, integer max-pool, `hw.spec.fc.fc_fixed`).
+Input: float samples (N, *input_shape) (quantized here as the model's input_scale says; LeNet-5's images must be
+in [0, 1]), or int8 codes (N, *input_shape) or one sample, passed as they are. `golden` computes each layer with
+the bit-exact golden model (spectral fixed-point conv, integer max-pool, `hw.spec.fc.fc_fixed`).
 
 A device backend (`DeviceBackend`) reads INFO on open and refuses, before sending anything, a model the device
-cannot run (`ConfigMismatch`, one line saying what differs); it LOADs the weights and the program once, then per
-image LOADs the input into the source buffer, RUNs the whole program and READs the logits. With `trace` it RUNs
-the layers one by one and READs each output; the unpooled conv1 and conv2 come from two extra descriptors (the
-same conv layers with the pool off, appended to the program). A command the device refuses raises
+cannot run (`ConfigMismatch`, one line saying what differs); it LOADs the weights and the program once
+(`host.accel.pack_network`: a conv layer with the pool after it is one descriptor, a flatten none), then per image
+LOADs the input into the source buffer, RUNs the whole program and READs the last layer's output. With `trace` it
+RUNs the layers one by one and READs each output; a pooled conv layer's unpooled output comes from an extra
+descriptor (the same conv layer with the pool off, appended to the program). A command the device refuses raises
 `host.device.DeviceError` and leaves the session usable: every image reloads its input.
 """
 
@@ -32,28 +39,38 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from host.accel import AccelInfo, Packed, input_bytes, load_packed, output_array, pack_model
-from host.lenet5.compressed import CompressedLeNet5, FcFormatMismatch, ModelFormatError
-from host.lenet5.compressed import load_model as _load_model
-from host.lenet5.net import BATCH, IMAGE_SHAPE, quantize_input
+from host.accel import AccelInfo, Packed, input_bytes, load_packed, output_array, pack_network
+from host.datasets import NAMED, load_dataset
+from host.lenet5 import compressed as lenet5_file
+from host.lenet5.compressed import CompressedLeNet5, FcFormatMismatch, ModelFormatError, to_network
+from host.lenet5.net import IMAGE_SHAPE
+from hw.spec import network as network_file
 from hw.spec.fc_format import DEFAULT_FC_FORMAT, FcFormat
 from hw.spec.fields import unpack_fields
-from hw.spec.pool import max_pool
-from hw.spec.spectral.fixed import spectral_conv_fixed
+from hw.spec.network import CompressedNetwork, ConvLayer, FlattenLayer, quantize_input, scalar_field, size_report
+from hw.spec.npzfile import read_npz
 
 __all__ = ["LAYERS", "BACKENDS", "Backend", "GoldenBackend", "DeviceBackend", "DevicePlan", "TraceStep",
-           "RunResult", "Session", "ConfigMismatch", "SessionOrderError", "compare_traces", "load_model",
-           "open_backend", "plan_device", "dense_weights", "FcFormatMismatch", "ModelFormatError"]
+           "RunResult", "Session", "ConfigMismatch", "SessionOrderError", "Model", "compare_traces", "load_model",
+           "as_network", "trace_names", "stored_accuracy", "test_split", "layer_sizes", "open_backend", "plan_device",
+           "dense_weights", "FcFormatMismatch", "ModelFormatError"]
 
-#: Every layer output a trace holds, in order.
+#: Every layer output a LeNet-5 trace holds, in order.
 LAYERS = ("conv1", "pool1", "conv2", "pool2", "fc1", "fc2", "fc3")
+#: A model file's contents: the compressed LeNet-5 or any compressed network.
+Model = CompressedLeNet5 | CompressedNetwork
+#: The model file formats `load_model` reads, by their `format` field.
+FORMATS = {lenet5_file.FORMAT: lenet5_file.model_from_fields, network_file.FORMAT: network_file.model_from_fields}
+#: Bits of one stored spectral entry: its uint16 canonical index and int16 re and im.
+SPECTRAL_ENTRY_BITS = 48
+#: Descriptor fields that count a layer's words per region.
+REGION_COUNTS = {"conv.w": "conv.w_count", "conv.quant": "conv.quant_count", "fc.xor": "fc.xor_count",
+                 "fc.bim": "fc.bim_count", "fc.scale": "fc.scale_count"}
 #: URL schemes `open_backend` knows.
 BACKENDS = ("golden", "tcp", "serial")
 #: Seconds to wait for one answer: a RUN on the virtual board simulates some 50 000 cycles at a few thousand
 #: cycles per second, on a board it takes milliseconds.
 DEFAULT_TIMEOUT = {"tcp": 600.0, "serial": 10.0}
-#: The pooled conv layers a trace also needs unpooled: (pooled layer, unpooled layer).
-UNPOOLED = {"pool1": "conv1", "pool2": "conv2"}
 
 
 class ConfigMismatch(ValueError):
@@ -64,46 +81,139 @@ class SessionOrderError(RuntimeError):
     """A command out of order: running before the weights are loaded, or after the session is closed."""
 
 
-def load_model(path: str | Path, expected: FcFormat | None = DEFAULT_FC_FORMAT) -> CompressedLeNet5:
-    """Read and check a model file (`host.lenet5.compressed.load_model`): ModelFormatError naming the field, or
-    FcFormatMismatch when the file was compressed for another FC engine than `expected` (None: any)."""
-    return _load_model(path, expected)
+def load_model(path: str | Path, expected: FcFormat | None = DEFAULT_FC_FORMAT) -> Model:
+    """Read and check a model file, by its `format` field a `CompressedLeNet5` (`host.lenet5.compressed`) or a
+    `CompressedNetwork` (`hw.spec.network`): ModelFormatError naming the field, or FcFormatMismatch when the file
+    was compressed for another FC engine than `expected` (None: any)."""
+    raw = read_npz(path, ModelFormatError)
+    try:
+        kind = scalar_field(raw, "format", "str")
+        if kind not in FORMATS:
+            raise network_file.field_error("format", f"expected {' or '.join(map(repr, FORMATS))}, got {kind!r}")
+        return FORMATS[kind](raw, expected)
+    except FcFormatMismatch as error:
+        raise FcFormatMismatch(f"{path}: {error}") from None
+    except ModelFormatError as error:
+        raise ModelFormatError(f"{path}: {error}") from None
 
 
-def dense_weights(model: CompressedLeNet5) -> dict[str, int]:
-    """Weights each layer applies per image, counted dense (conv C_out C_in K^2, FC rows cols), and their "all"."""
-    out = {f"conv{i}": conv.c_out * conv.c_in * conv.oaa.k ** 2 for i, conv in enumerate(model.convs(), start=1)}
-    out.update({layer.name: layer.shape[0] * layer.shape[1] for layer in model.fc})
-    out["all"] = sum(out.values())
+def as_network(model: Model) -> CompressedNetwork:
+    """The model as a `CompressedNetwork` (the LeNet-5 by `to_network`: conv1, pool1, conv2, pool2, flatten, fc1,
+    fc2, fc3)."""
+    return model if isinstance(model, CompressedNetwork) else to_network(model)
+
+
+def trace_names(net: CompressedNetwork) -> tuple[str, ...]:
+    """The layers a trace holds, in order: all but the flattens (their codes are the layer before's, reshaped)."""
+    return tuple(layer.name for layer in net.layers if not isinstance(layer, FlattenLayer))
+
+
+def stored_accuracy(model: Model) -> dict[str, float | None]:
+    """The test accuracies a model file stores: `float` (LeNet-5: float32 FC layers) and `compressed` (the golden
+    fixed-point model), None where the file has none."""
+    if isinstance(model, CompressedLeNet5):
+        stored = model.metadata.get("test_accuracy", {})
+        return {"float": stored.get("float_fc"), "compressed": stored.get("golden_fixed")}
+    stored = model.metadata.get("accuracy") or {}
+    return {"float": stored.get("float"), "compressed": stored.get("compressed")}
+
+
+def test_split(model: Model, spec: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The test samples (shaped as the model takes them) and labels to run `model` on, and the data's name: the
+    dataset `spec` names (`host.datasets.load_dataset`), by default the LeNet-5's MNIST or the dataset a network's
+    file names. Samples of a network of (features,) inputs are flattened channel-major. ValueError (one line)
+    when there is no dataset or it does not fit."""
+    if spec is None:
+        spec = "mnist" if isinstance(model, CompressedLeNet5) else model.metadata.get("dataset")
+        if spec not in NAMED:
+            raise ValueError(f"--data: the model file names no dataset sqgen knows ({spec!r}); give --data "
+                             f"{' | '.join(NAMED)} | PATH.npz")
+    data = load_dataset(spec)
+    shape = as_network(model).input_shape
+    x = data.x_test
+    if x.shape[1:] != shape:
+        if len(shape) != 1 or x[0].size != shape[0]:
+            raise ValueError(f"--data: {data.name}'s samples are {x.shape[1:]}, the model takes {shape}")
+        x = x.reshape(len(x), -1)
+    return x, data.y_test, data.name
+
+
+def layer_sizes(model: Model, plan: DevicePlan | None = None) -> dict[str, dict[str, Any]]:
+    """Per conv and FC layer, and in "all": the weights it applies counted dense (`dense_weights`), the bits its
+    compressed format stores (conv: SPECTRAL_ENTRY_BITS per spectral entry, its schedule and constants apart; FC:
+    `size_report`'s total, XOR payload, BIM index, a and bias_q) and, on a device (`plan`), the bits of its words in
+    the device's regions (beats x region width, the program apart), each also per weight."""
+    net = as_network(model)
+    weights = net.dense_weights()
+    fc = size_report(net.fc_layers())
+    out: dict[str, dict[str, Any]] = {}
+    for layer in net.layers:
+        if isinstance(layer, ConvLayer):
+            bits = SPECTRAL_ENTRY_BITS * layer.spectral.nnz
+        elif layer.name in fc:
+            bits = fc[layer.name]["bits"]["total"]
+        else:
+            continue
+        out[layer.name] = {"kind": layer.kind, "weights": weights[layer.name], "format_bits": bits,
+                           "format_bits_per_weight": round(bits / weights[layer.name], 4)}
+    parts = ["format_bits"]
+    if plan is not None:
+        parts.append("device_bits")
+        regions = plan.accel.regions
+        for name, word in zip(plan.weights_of, plan.packed.program):
+            fields = unpack_fields(plan.accel.descriptor, word)
+            by_region = {region: fields[count] * regions[region].width for region, count in REGION_COUNTS.items()
+                         if fields.get(count)}
+            device = sum(by_region.values())
+            out[name].update(device_bits=device, device_bits_by_region=by_region,
+                             device_bits_per_weight=round(device / out[name]["weights"], 4))
+    total = sum(entry["weights"] for entry in out.values())
+    out["all"] = {"weights": total}
+    for part in parts:
+        bits = sum(entry[part] for name, entry in out.items() if name != "all")
+        out["all"].update({part: bits, f"{part}_per_weight": round(bits / total, 4) if total else None})
+    if plan is not None:
+        out["all"]["program_bits"] = len(plan.packed.program) * plan.accel.regions["program"].width
     return out
 
 
-def as_codes(x: np.ndarray, input_scale: float) -> np.ndarray:
-    """(N, 1, 28, 28) float images in [0, 1] or int8 codes, or one (1, 28, 28) int8 image -> int64 codes (N, 1, 28, 28).
+def dense_weights(model: Model) -> dict[str, int]:
+    """Weights each layer applies per image, counted dense (conv C_out C_in K^2, FC rows cols), and their "all"."""
+    return as_network(model).dense_weights()
+
+
+def as_codes(x: np.ndarray, input_scale: float, shape: tuple[int, ...] = IMAGE_SHAPE,
+             unit_range: bool = True) -> np.ndarray:
+    """(N, *shape) float samples (in [0, 1] with `unit_range`) or int8 codes, or one (*shape) int8 sample -> int64
+    codes (N, *shape).
 
     ValueError (one line naming the expected shape and dtype) for anything else.
     """
     x = np.asarray(x)
+    dims = ", ".join(map(str, shape))
+    noun = "images" if len(shape) == 3 else "samples"
+    in_range = " in [0, 1]" if unit_range else ""
     if x.dtype == np.int8:
-        if x.shape == IMAGE_SHAPE:
+        if x.shape == shape:
             x = x[None]
-        if x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
-            raise ValueError(f"int8 codes must have shape (N, 1, 28, 28) or (1, 28, 28), got {x.shape}")
+        if x.ndim != len(shape) + 1 or x.shape[1:] != shape:
+            raise ValueError(f"int8 codes must have shape (N, {dims}) or ({dims}{',' * (len(shape) == 1)}), got "
+                             f"{x.shape}")
         return x.astype(np.int64)
     if x.dtype.kind == "f":
-        if x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
-            raise ValueError(f"float images must have shape (N, 1, 28, 28) with values in [0, 1], got {x.shape}")
-        if not np.isfinite(x).all() or x.min(initial=0) < 0 or x.max(initial=0) > 1:
-            raise ValueError("float images must have values in [0, 1] (finite)")
+        if x.ndim != len(shape) + 1 or x.shape[1:] != shape:
+            with_range = " with values in [0, 1]" if unit_range else ""
+            raise ValueError(f"float {noun} must have shape (N, {dims}){with_range}, got {x.shape}")
+        if not np.isfinite(x).all() or unit_range and (x.min(initial=0) < 0 or x.max(initial=0) > 1):
+            raise ValueError(f"float {noun} must have values{in_range} (finite)")
         return quantize_input(x, input_scale)
-    raise ValueError(f"expected float images (N, 1, 28, 28) in [0, 1] or int8 codes (N, 1, 28, 28), got dtype "
-                     f"{x.dtype}")
+    raise ValueError(f"expected float {noun} (N, {dims}){in_range} or int8 codes (N, {dims}), got dtype {x.dtype}")
 
 
 @dataclass
 class RunResult:
-    """What `Session.run` returns: int8 logits (N, 10), predictions (N,), every layer when traced, and on a
-    device the cycles each image's RUN took (N,)."""
+    """What `Session.run` returns: the last layer's int8 codes (N, *output_shape; LeNet-5's logits (N, 10)),
+    predictions (N,), every layer when traced, and on a device the cycles each image's RUN took (N,)."""
 
     logits: np.ndarray
     predictions: np.ndarray
@@ -117,8 +227,8 @@ class Backend(Protocol):
     name: str
 
     def run_layers(self, codes: np.ndarray, trace: bool) -> tuple[dict[str, np.ndarray], list[int] | None]:
-        """int64 codes (N, 1, 28, 28) -> ({"fc3": logits} and, with trace, every layer of LAYERS as integer
-        codes; the device cycles per image, or None)."""
+        """int64 codes (N, *input_shape) -> (the last layer's codes by its name and, with trace, every layer of
+        `trace_names` as integer codes; the device cycles per image, or None)."""
         ...
 
     def close(self) -> None:
@@ -127,33 +237,22 @@ class Backend(Protocol):
 
 
 class GoldenBackend:
-    """The NumPy golden models end to end: spectral fixed-point conv, integer max-pool, `fc_fixed`."""
+    """The NumPy golden models end to end (`CompressedNetwork.forward`): spectral fixed-point conv, integer
+    max-pool, `fc_fixed`."""
 
     name = "golden"
 
-    def __init__(self, model: CompressedLeNet5):
+    def __init__(self, model: Model):
         self.model = model
+        self.net = as_network(model)
 
     def run_layers(self, codes: np.ndarray, trace: bool) -> tuple[dict[str, np.ndarray], None]:
-        """Every layer's int64 output codes for int64 codes (N, 1, 28, 28); only fc3 unless `trace`."""
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in LAYERS}
-        for start in range(0, len(codes), BATCH):
-            h = codes[start:start + BATCH]
-            out = {}
-            for i, conv in enumerate(self.model.convs(), start=1):
-                h = spectral_conv_fixed(h, conv)
-                out[f"conv{i}"] = h
-                h = max_pool(h)
-                out[f"pool{i}"] = h
-            h = h.reshape(len(h), -1)  # channel-major flatten, as torch's
-            for layer in self.model.fc:
-                h = layer.forward(h)
-                out[layer.name] = h
-            for name in LAYERS if trace else ("fc3",):
-                parts[name].append(out[name])
-        empty = {"fc3": np.zeros((0, 10), dtype=np.int64)}
-        return {name: np.concatenate(v) if v else empty.get(name, np.zeros(0, dtype=np.int64))
-                for name, v in parts.items() if trace or name == "fc3"}, None
+        """The int64 output codes of every layer of `trace_names` for int64 codes (N, *input_shape), and the last
+        layer's; only the last unless `trace`."""
+        out = self.net.forward(codes, trace=trace)
+        output = self.net.names[-1]
+        wanted = (*trace_names(self.net), output) if trace else (output,)
+        return {name: out[name] for name in dict.fromkeys(wanted)}, None
 
     def close(self) -> None:
         """Nothing to release."""
@@ -176,9 +275,10 @@ class TraceStep:
 
 @dataclass(frozen=True)
 class DevicePlan:
-    """The model laid out on one device: `packed` (`host.accel.pack_model`: regions, program, output buffers),
+    """The model laid out on one device: `packed` (`host.accel.pack_network`: regions, program, output buffers),
     the extra descriptors traces need (program words from `trace_first`), and the trace's RUN/READ steps.
-    `trace_problem` says why the device cannot trace (None when it can)."""
+    `trace_problem` says why the device cannot trace (None when it can); `net` is the model as a network and
+    `weights_of`, per program word, the model layer whose weights it holds (a pooled conv layer's conv)."""
 
     accel: AccelInfo
     packed: Packed
@@ -186,6 +286,8 @@ class DevicePlan:
     trace_first: int
     trace: tuple[TraceStep, ...]
     trace_problem: str | None = None
+    net: CompressedNetwork | None = None
+    weights_of: tuple[str, ...] = ()
 
 
 def _unpooled_word(accel: AccelInfo, word: int, pooled_shape: tuple[int, ...], layer: str) -> tuple[int, tuple]:
@@ -200,22 +302,27 @@ def _unpooled_word(accel: AccelInfo, word: int, pooled_shape: tuple[int, ...], l
     return accel.pack_descriptor({**fields, "post.pool": 0, "out_count": count}), shape
 
 
-def plan_device(info: Mapping[str, Any], model: CompressedLeNet5) -> DevicePlan:
+def plan_device(info: Mapping[str, Any], model: Model) -> DevicePlan:
     """Lay `model` out on the device INFO describes; ConfigMismatch (one line) when the device cannot run it."""
+    net = as_network(model)
     try:
         accel = AccelInfo.from_info(info)
-        packed = pack_model(accel, model)
+        packed = pack_network(accel, net)
     except (ValueError, KeyError) as error:
         raise ConfigMismatch(f"model file for another configuration: {error}") from None
     trace_first = packed.first + len(packed.program)
     words: list[int] = []
     steps: list[TraceStep] = []
+    weights_of: list[str] = []
     problem = None
     for i, out in enumerate(packed.layers):
-        if out.name in UNPOOLED and problem is None:
+        pooled = unpack_fields(accel.descriptor, packed.program[i]).get("post.pool", 0)
+        conv = net.names[net.names.index(out.name) - 1] if pooled else None
+        weights_of.append(conv or out.name)
+        if conv is not None and problem is None:
             try:
-                word, shape = _unpooled_word(accel, packed.program[i], out.shape, UNPOOLED[out.name])
-                steps.append(TraceStep(UNPOOLED[out.name], trace_first + len(words), out.buffer, shape, False))
+                word, shape = _unpooled_word(accel, packed.program[i], out.shape, conv)
+                steps.append(TraceStep(conv, trace_first + len(words), out.buffer, shape, False))
                 words.append(word)
             except ValueError as error:
                 problem = str(error)
@@ -224,21 +331,22 @@ def plan_device(info: Mapping[str, Any], model: CompressedLeNet5) -> DevicePlan:
     if problem is None and trace_first + len(words) > depth:
         problem = (f"a trace needs {trace_first + len(words)} program words (the {len(words)} unpooled conv layers "
                    f"after the program), the device holds {depth}")
-    if [s.layer for s in steps] != list(LAYERS) and problem is None:
-        problem = f"the packed program's layers {[s.layer for s in steps]} are not {list(LAYERS)}"
-    return DevicePlan(accel, packed, tuple(words), trace_first, tuple(steps), problem)
+    if [s.layer for s in steps] != list(trace_names(net)) and problem is None:
+        problem = f"the packed program's layers {[s.layer for s in steps]} are not {list(trace_names(net))}"
+    return DevicePlan(accel, packed, tuple(words), trace_first, tuple(steps), problem, net, tuple(weights_of))
 
 
 class DeviceBackend:
     """The model on an sqgen device (`host.device.Device`, or anything with its info/load/run/read): checks the
     model against INFO, LOADs weights and program once (`load`), then runs images; keeps the device's cycles."""
 
-    def __init__(self, device: Any, model: CompressedLeNet5, *, name: str = "device", load: bool = True):
+    def __init__(self, device: Any, model: Model, *, name: str = "device", load: bool = True):
         self.device = device
         self.model = model
         self.name = name
         self.info = device.info()
         self.plan = plan_device(self.info, model)
+        self.net = self.plan.net
         self.loaded = False
         self.closed = False
         if load:
@@ -259,8 +367,7 @@ class DeviceBackend:
         if self.closed:
             raise SessionOrderError(f"the session on {self.name} is closed")
 
-    def run_layers(self, codes: np.ndarray, trace: bool) -> tuple[dict[str, np.ndarray], list[int]]:
-        """Each image: LOAD it, RUN (the whole program, or layer by layer with `trace`), READ; int64 outputs."""
+    def _checked(self, codes: np.ndarray, trace: bool) -> np.ndarray:
         self._check_open()
         if not self.loaded:
             raise SessionOrderError(f"run before load: {self.name} holds no weights for this session yet "
@@ -268,16 +375,26 @@ class DeviceBackend:
         if trace and self.plan.trace_problem:
             raise ConfigMismatch(f"cannot trace on {self.name}: {self.plan.trace_problem}")
         codes = np.asarray(codes)
+        shape = self.plan.packed.input_shape
+        if codes.ndim != len(shape) + 1 or codes.shape[1:] != shape:
+            raise ValueError(f"codes must have shape (N, {', '.join(map(str, shape))}), got {codes.shape}")
+        return codes
+
+    def _load_input(self, x: np.ndarray) -> None:
         packed = self.plan.packed
-        if codes.ndim != 4 or codes.shape[1:] != packed.input_shape:
-            raise ValueError(f"codes must have shape (N, {', '.join(map(str, packed.input_shape))}), got {codes.shape}")
-        names = LAYERS if trace else ("fc3",)
-        outs: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        data = input_bytes(x)  # checks the int8 range before anything is sent
+        self.device.load(self.plan.accel.regions[("act0", "act1")[packed.input_buffer]].id, 0, data)
+
+    def run_layers(self, codes: np.ndarray, trace: bool) -> tuple[dict[str, np.ndarray], list[int]]:
+        """Each image: LOAD it, RUN (the whole program, or layer by layer with `trace`), READ; int64 outputs."""
+        codes = self._checked(codes, trace)
+        packed = self.plan.packed
+        output = self.net.names[-1]
+        outs: dict[str, list[np.ndarray]] = {step.layer: [] for step in self.plan.trace} if trace else {}
+        last_outs: list[np.ndarray] = []
         cycles = []
-        in_region = self.plan.accel.regions[("act0", "act1")[packed.input_buffer]].id
         for x in codes:
-            data = input_bytes(x)  # checks the int8 range before anything is sent
-            self.device.load(in_region, 0, data)
+            self._load_input(x)
             if trace:
                 total = 0
                 for step in self.plan.trace:
@@ -285,12 +402,34 @@ class DeviceBackend:
                     total += spent if step.counted else 0
                     outs[step.layer].append(self._read(step.buffer, step.shape))
                 cycles.append(total)
+                last_outs.append(outs[packed.layers[-1].name][-1])
             else:
                 cycles.append(self.device.run(packed.first, len(packed.program)))
                 last = packed.layers[-1]
-                outs["fc3"].append(self._read(last.buffer, last.shape))
-        return {name: np.stack(v) if v else np.zeros((0, *self._shape(name)), dtype=np.int64)
-                for name, v in outs.items()}, cycles
+                last_outs.append(self._read(last.buffer, last.shape))
+        result = {name: np.stack(v) if v else np.zeros((0, *self._shape(name)), dtype=np.int64)
+                  for name, v in outs.items()}
+        # The program's last output is the model's, up to a flatten after it.
+        result[output] = np.stack(last_outs).reshape(-1, *self.net.output_shape) if last_outs else \
+            np.zeros((0, *self.net.output_shape), dtype=np.int64)
+        return result, cycles
+
+    def layer_cycles(self, x: np.ndarray) -> dict[str, int]:
+        """The cycles each program word takes on one sample's int64 codes (`x`: input_shape), RUN one at a time,
+        by the model layer whose weights it holds (a pooled conv layer's conv name)."""
+        (x,) = self._checked(np.asarray(x)[None], False)
+        self._load_input(x)
+        packed = self.plan.packed
+        return {name: self.device.run(packed.first + i, 1) for i, name in enumerate(self.plan.weights_of)}
+
+    def bytes_loaded(self) -> dict[str, int]:
+        """Bytes a session LOADs: the model once (weights and program, the trace's extra descriptors included),
+        then per sample its input, and READs per sample (the output; a trace reads every layer)."""
+        regions = self.plan.accel.regions
+        model = sum(len(data) for _, _, data in self.plan.packed.loads())
+        model += len(self.plan.trace_words) * regions["program"].bytes
+        return {"model": model, "input_per_sample": int(np.prod(self.plan.packed.input_shape)),
+                "output_per_sample": self.plan.packed.output_count}
 
     def _read(self, buffer: int, shape: tuple[int, ...]) -> np.ndarray:
         return output_array(self.device.read(buffer, 0, int(np.prod(shape))), shape)
@@ -309,9 +448,10 @@ class Session:
     """A model on a backend: `run` checks and quantizes the input and returns logits and predictions; `cycles`
     holds the device's RUN cycles of every image run so far (empty on the golden backend)."""
 
-    def __init__(self, backend: Backend, model: CompressedLeNet5):
+    def __init__(self, backend: Backend, model: Model):
         self.backend = backend
         self.model = model
+        self.net = as_network(model)
         self.cycles: list[int] = []
 
     @property
@@ -320,15 +460,24 @@ class Session:
         return float(np.mean(self.cycles)) if self.cycles else None
 
     def run(self, x: np.ndarray, trace: bool = False) -> RunResult:
-        """Images (module docstring) -> RunResult with int8 logits (N, 10) and predictions; every layer if trace."""
-        codes = as_codes(x, self.model.input_scale)
-        layers, cycles = self.backend.run_layers(codes, trace)
+        """Samples (module docstring) -> RunResult with the last layer's int8 codes (LeNet-5: logits (N, 10)) and
+        predictions (the argmax of each sample's codes); every layer of `trace_names` if trace."""
+        layers, cycles = self.backend.run_layers(self._codes(x), trace)
         if cycles is not None:
             self.cycles.extend(cycles)
-        logits = layers["fc3"].astype(np.int8)
-        return RunResult(logits=logits, predictions=logits.argmax(axis=1),
-                         layers={k: layers[k] for k in LAYERS} if trace else None,
+        logits = layers[self.net.names[-1]].astype(np.int8)
+        return RunResult(logits=logits, predictions=logits.reshape(len(logits), -1).argmax(axis=1),
+                         layers={k: layers[k] for k in trace_names(self.net)} if trace else None,
                          cycles=None if cycles is None else np.asarray(cycles, dtype=np.int64))
+
+    def _codes(self, x: np.ndarray) -> np.ndarray:
+        return as_codes(x, self.net.input_scale, self.net.input_shape, isinstance(self.model, CompressedLeNet5))
+
+    def layer_cycles(self, x: np.ndarray) -> dict[str, int] | None:
+        """On a device, the cycles each program word takes on one sample `x` (RUN one at a time), by the model
+        layer whose weights it holds; None on the golden backend."""
+        run = getattr(self.backend, "layer_cycles", None)
+        return None if run is None else run(self._codes(x)[0])
 
     def close(self) -> None:
         """Close the backend."""
@@ -349,7 +498,7 @@ def backend_scheme(url: str) -> str:
     return scheme
 
 
-def open_backend(url: str, model: CompressedLeNet5, timeout: float | None = None) -> Session:
+def open_backend(url: str, model: Model, timeout: float | None = None) -> Session:
     """A Session on the backend `url` names: "golden" (or "golden://"), "tcp://HOST:PORT" or "serial://DEVICE";
     a device backend checks the model against INFO and loads it (`timeout`: seconds per answer)."""
     scheme = backend_scheme(url)
@@ -366,10 +515,10 @@ def open_backend(url: str, model: CompressedLeNet5, timeout: float | None = None
 
 
 def compare_traces(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict | None:
-    """The first difference between two traces, in LAYERS order: {"layer", "index" (tuple), "a", "b"}, or
-    {"layer", "shape_a", "shape_b"} for a shape mismatch, {"layer", "missing"} for a layer in one only; None if
-    they agree on every layer both hold."""
-    for name in LAYERS:
+    """The first difference between two traces, in layer order (a's, then b's others): {"layer", "index" (tuple),
+    "a", "b"}, or {"layer", "shape_a", "shape_b"} for a shape mismatch, {"layer", "missing"} for a layer in one
+    only; None if they agree on every layer both hold."""
+    for name in dict.fromkeys([*a, *b]):
         if (name in a) != (name in b):
             return {"layer": name, "missing": "b" if name in a else "a"}
         if name not in a:

@@ -5,6 +5,7 @@
     python -m host.compress bim --weights W.npy --sparsity 0.9 --tile 64x64 --rank 8 --out W.bim.npz [--mask-out M.npy]
     python -m host.compress bim-decode W.bim.npz --out MASK.npy [--weights W.npy]
     python -m host.compress model models/lenet5_spec2.npz --fc-bits 1 --fc-sparsity 0.9 --out models/lenet5_full.npz
+    python -m host.compress model --from net.onnx --data digits --out net.npz   # or net.pt --input-shape C,H,W
 """
 
 from __future__ import annotations
@@ -135,13 +136,13 @@ def _tile(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def _bim_sparsity(text: str) -> float:
+def _fraction(text: str, option: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if not 0.0 <= value < 1.0:
-        raise InputError(f"--sparsity: must be in [0, 1), got {text!r}")
+        raise InputError(f"{option}: must be in [0, 1), got {text!r}")
     return value
 
 
@@ -160,7 +161,7 @@ def _bim(args: argparse.Namespace) -> int:
 
     # Options first: they are cheap to check and the weights may be large.
     m_t, n_t = _tile(args.tile)
-    sparsity = _bim_sparsity(args.sparsity)
+    sparsity = _fraction(args.sparsity, "--sparsity")
     rank = _positive(args.rank, "--rank", 1)
     seed = _positive(args.seed, "--seed", 0)
     rounds = _positive(args.rounds, "--rounds", 0)
@@ -226,24 +227,137 @@ def _fc_sparsity(text: str) -> float | tuple[float, ...]:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def _fc_format(args: argparse.Namespace):
+    """The FC engine's default format with the options' overrides."""
+    import dataclasses
+
+    from hw.spec.fc_format import DEFAULT_FC_FORMAT
+
+    overrides = {name: _positive(value, option, 1) for name, value, option in (
+        ("n_in", args.n_in, "--n-in"), ("n_out", args.n_out, "--n-out"), ("m_t", args.tile_rows, "--tile-rows"),
+        ("r", args.rank, "--rank")) if value is not None}
+    try:
+        return dataclasses.replace(DEFAULT_FC_FORMAT, **overrides)
+    except ValueError as error:
+        raise InputError(f"FC format: {error}") from None
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    parts = text.split(",")
+    if len(parts) not in (1, 3) or not all(part.strip().isdigit() and int(part) >= 1 for part in parts):
+        raise InputError(f"--input-shape: expected C,H,W or FEATURES, positive integers, got {text!r}")
+    return tuple(int(part) for part in parts)
+
+
+def _samples(x, shape: tuple[int, ...], name: str):
+    """Samples of the dataset `name` as the network takes them: flattened channel-major for a network of
+    (features,) inputs; InputError when they do not fit."""
+    if tuple(x.shape[1:]) == tuple(shape):
+        return x
+    if len(shape) == 1 and x[0].size == shape[0]:
+        return x.reshape(len(x), -1)
+    raise InputError(f"--data: {name}'s samples are {tuple(x.shape[1:])}, the network takes {tuple(shape)}")
+
+
+def _network_model(args: argparse.Namespace) -> int:
+    """`model --from FILE`: a float network (ONNX or PyTorch) compressed after training on --data."""
+    from host.compress.network import (
+        DEFAULT_CALIBRATION,
+        DEFAULT_CONV_SPARSITY,
+        DEFAULT_FC_SPARSITY,
+        LOSS_WARNING,
+        compress_network,
+    )
+    from host.datasets import load_dataset
+    from host.network import TORCH_SUFFIXES, load_network
+    from host.network.importing import one_line
+    from hw.spec.network import save_model
+
+    if args.spectral is not None:
+        raise InputError(f"give either SPECTRAL.npz or --from, not both (got {args.spectral} and --from)")
+    if args.data is None:
+        raise InputError("--from needs --data: mnist, digits or a .npz dataset (calibration and test samples)")
+    fmt = _fc_format(args)
+    conv_sparsity = _fraction(args.conv_sparsity, "--conv-sparsity") if args.conv_sparsity is not None \
+        else DEFAULT_CONV_SPARSITY
+    fc_sparsity = _fraction(args.fc_sparsity, "--fc-sparsity") if args.fc_sparsity is not None \
+        else DEFAULT_FC_SPARSITY
+    calibration = _positive(args.calibration, "--calibration", 1) if args.calibration is not None \
+        else DEFAULT_CALIBRATION
+    fft_size = _positive(args.fft_size, "--fft-size", 4) if args.fft_size is not None else None
+    seed = _positive(args.seed, "--seed", 0)
+    shape = _shape(args.input_shape) if args.input_shape is not None else None
+    if args.finetune_epochs is not None:
+        raise InputError("--finetune-epochs is for the spectral LeNet-5; a network from --from is compressed "
+                         "without retraining")
+    try:
+        data = load_dataset(args.data)
+    except (ValueError, OSError, ImportError) as error:
+        raise InputError(f"--data: {one_line(error)}") from None
+    if shape is None and Path(args.source).suffix.lower() in TORCH_SUFFIXES:
+        shape = data.sample_shape  # a PyTorch file does not record its input
+    try:
+        net = load_network(args.source, shape)
+    except (ValueError, OSError, ImportError) as error:
+        raise InputError(one_line(error)) from None
+    x_train = _samples(data.x_train, net.input_shape, data.name)
+    x_test = _samples(data.x_test, net.input_shape, data.name)
+    name = args.name or Path(args.source).stem
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    progress(f"{args.source}: {len(net.layers)} layers, {net.parameters():,} parameters; {data.name}: "
+             f"{len(x_train)} training, {len(x_test)} test samples")
+    try:
+        result = compress_network(net, x_train, x_test, data.y_test, conv_sparsity=conv_sparsity,
+                                  fc_sparsity=fc_sparsity, fc_bits=args.fc_bits, fmt=fmt, fft_size=fft_size,
+                                  calibration=calibration, percentile=args.percentile, seed=seed, name=name,
+                                  dataset=str(args.data), progress=progress)
+    except ValueError as error:
+        raise InputError(one_line(error)) from None
+    if result.message is not None:
+        progress(f"advice: {result.message}")
+    _write(args.out, lambda path: save_model(path, result.model))
+    meta = result.model.metadata
+    summary = {
+        "out": args.out, "file_bytes": Path(args.out).stat().st_size, "name": name, "dataset": meta["dataset"],
+        "input_shape": list(net.input_shape),
+        "layers": [{"name": layer.name, "kind": layer.kind, "out_shape": list(shape)}
+                   for layer, shape in zip(result.model.layers, result.model.shapes)],
+        "conv_engine": meta["conv_engine"], "conv_sparsity": meta["conv_sparsity"],
+        "fc_bits": meta["fc_bits"], "fc_sparsity": meta["fc_sparsity"], "accuracy": result.accuracy,
+        "accuracy_lost": None if result.accuracy["compressed"] is None else
+        round(result.accuracy["float"] - result.accuracy["compressed"], 6),
+        "loss_warning": LOSS_WARNING, "advice": result.message,
+        "fc_bits_per_weight": {name: part["bits_per_weight"] for name, part in meta["sizes"].items()},
+        "seconds": meta["compress_seconds"],
+    }
+    print(json.dumps(summary, indent=1 if args.pretty else None))
+    return 0
+
+
 def _model(args: argparse.Namespace) -> int:
     import dataclasses
 
     from host.compress.model import compress_model
     from host.lenet5 import spectral as spectral_model
     from host.lenet5.compressed import save_model
-    from hw.spec.fc_format import DEFAULT_FC_FORMAT
     from hw.spec.spectral.layer import SpectralFormatError
 
-    sparsity = _fc_sparsity(args.fc_sparsity)
-    epochs = _positive(args.finetune_epochs, "--finetune-epochs", 0)
-    overrides = {name: _positive(value, option, 1) for name, value, option in (
-        ("n_in", args.n_in, "--n-in"), ("n_out", args.n_out, "--n-out"), ("m_t", args.tile_rows, "--tile-rows"),
-        ("r", args.rank, "--rank")) if value is not None}
-    try:
-        fmt = dataclasses.replace(DEFAULT_FC_FORMAT, **overrides)
-    except ValueError as error:
-        raise InputError(f"FC format: {error}") from None
+    if args.source is not None:
+        return _network_model(args)
+    if args.spectral is None:
+        raise InputError("give the spectral LeNet-5 (SPECTRAL.npz) or a network to compress (--from FILE)")
+    for option, value in (("--data", args.data), ("--input-shape", args.input_shape),
+                          ("--conv-sparsity", args.conv_sparsity), ("--fft-size", args.fft_size),
+                          ("--calibration", args.calibration), ("--name", args.name)):
+        if value is not None:
+            raise InputError(f"{option} is for a network from --from, not the spectral LeNet-5")
+    sparsity = _fc_sparsity("0.9" if args.fc_sparsity is None else args.fc_sparsity)
+    epochs = _positive("20" if args.finetune_epochs is None else args.finetune_epochs, "--finetune-epochs", 0)
+    fmt = _fc_format(args)
+    fc_bits = 1 if args.fc_bits is None else args.fc_bits
     try:
         spectral = spectral_model.load(args.spectral)
     except SpectralFormatError as error:
@@ -263,7 +377,7 @@ def _model(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        model = compress_model(spectral, fmt=fmt, bits=args.fc_bits, sparsity=sparsity, finetune_epochs=epochs,
+        model = compress_model(spectral, fmt=fmt, bits=fc_bits, sparsity=sparsity, finetune_epochs=epochs,
                                finetune_mode=args.finetune_mode, lr=args.lr, seed=_positive(args.seed, "--seed", 0),
                                percentile=args.percentile, progress=progress)
     except ImportError as error:
@@ -275,7 +389,7 @@ def _model(args: argparse.Namespace) -> int:
     meta = model.metadata
     summary = {
         "out": args.out, "file_bytes": Path(args.out).stat().st_size, "fc_format": dataclasses.asdict(fmt),
-        "fc_bits": args.fc_bits, "fc_sparsity": meta["fc_sparsity"], "test_accuracy": meta["test_accuracy"],
+        "fc_bits": fc_bits, "fc_sparsity": meta["fc_sparsity"], "test_accuracy": meta["test_accuracy"],
         "bits_per_weight": {name: part["bits_per_weight"] for name, part in meta["sizes"].items()},
         "seconds": meta["compress_seconds"],
     }
@@ -350,19 +464,43 @@ def main(argv: list[str] | None = None) -> int:
     bim_dec.set_defaults(run=_bim_decode)
 
     model = sub.add_parser(
-        "model", help="compress the spectral LeNet-5 into the accelerator's model (BIM + XOR FC layers)",
+        "model", help="compress the spectral LeNet-5, or a network of your own (--from), into the accelerator's "
+                      "model",
         description="Compress a spectral LeNet-5 file (models/lenet5_spec2.npz) into the accelerator's model "
                     "(docs/formats.md, 'Compressed LeNet-5'): the conv layers as they are; each FC layer pruned by "
                     "a BIM mask, optionally fine-tuned with the mask fixed (torch), binary-coded, its tile-major "
                     "bit-planes XOR-encoded for the FC engine's fixed format, and requantized to integers "
-                    "calibrated on the training split. Progress on stderr; a JSON summary on stdout (accuracies "
+                    "calibrated on the training split. With --from FILE (.onnx, or a PyTorch file with "
+                    "--input-shape) instead: any network sqgen takes, compressed after training on --data "
+                    "(docs/formats.md, 'Compressed networks'), its accuracy after each stage (float, spectral, "
+                    "pruned, compressed) shown and stored. Progress on stderr; a JSON summary on stdout (accuracies "
                     "on the test split, stored bits per weight of each layer).")
-    model.add_argument("spectral", metavar="SPECTRAL.npz", help="spectral LeNet-5 file (python -m host.train lenet5)")
-    model.add_argument("--fc-bits", type=int, default=1, metavar="Q", help="bit-planes per FC weight (default: 1)")
-    model.add_argument("--fc-sparsity", default="0.9", metavar="S[,S2,S3]",
-                       help="fraction of FC weights pruned, one value or fc1,fc2,fc3 (default: 0.9)")
-    model.add_argument("--finetune-epochs", default="20", metavar="N",
-                       help="epochs of FC fine-tuning with the masks fixed, needs torch; 0 for none (default: 20)")
+    model.add_argument("spectral", metavar="SPECTRAL.npz", nargs="?", default=None,
+                       help="spectral LeNet-5 file (python -m host.train lenet5)")
+    model.add_argument("--from", dest="source", metavar="FILE", default=None,
+                       help="a float network to compress instead: .onnx, or .pt/.pth/.ts/.torchscript (torch)")
+    model.add_argument("--data", metavar="SPEC", default=None,
+                       help="with --from: mnist, digits or a .npz (x_train, y_train, x_test, y_test): calibration "
+                            "samples (the first of x_train) and the test split the accuracies are measured on")
+    model.add_argument("--input-shape", metavar="C,H,W", default=None,
+                       help="with --from: one sample's shape, for a PyTorch file (default: the data's) or an ONNX "
+                            "graph without a fixed input shape")
+    model.add_argument("--conv-sparsity", metavar="S", default=None,
+                       help="with --from: fraction of each conv layer's canonical spectral bins pruned (default: 0.5)")
+    model.add_argument("--fft-size", metavar="N", default=None,
+                       help="with --from: the conv engine's FFT size (default: from the largest kernel, 8 up to 5 x 5)")
+    model.add_argument("--calibration", metavar="N", default=None,
+                       help="with --from: calibration samples, the first of x_train (default: 500)")
+    model.add_argument("--name", default=None, help="with --from: the model's name in its metadata (default: the "
+                                                    "file's stem)")
+    model.add_argument("--fc-bits", type=int, default=None, metavar="Q",
+                       help="bit-planes per FC weight (default: 1; with --from the format's max_planes, 4)")
+    model.add_argument("--fc-sparsity", default=None, metavar="S[,S2,S3]",
+                       help="fraction of FC weights pruned, one value or fc1,fc2,fc3 (default: 0.9; with --from one "
+                            "value for every FC layer, default 0.25)")
+    model.add_argument("--finetune-epochs", default=None, metavar="N",
+                       help="epochs of FC fine-tuning with the masks fixed, needs torch; 0 for none (default: 20; "
+                            "not with --from)")
     model.add_argument("--finetune-mode", choices=("ste", "float"), default="ste",
                        help="ste: train through the binary-coded weights (straight-through); float: train the "
                             "masked float weights, quantize after (default: ste)")
