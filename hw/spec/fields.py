@@ -8,7 +8,8 @@ publishes the hardware's tables, so the host packs beats without importing the h
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import operator
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -27,15 +28,30 @@ def word_bits(fields: FieldTable) -> int:
     return max((offset + width for offset, width in fields.values()), default=0)
 
 
-def pack_fields(fields: FieldTable, values: Mapping[str, Any]) -> int:
-    """One word: each named value, two's complement truncated to its field's width; missing fields are 0."""
+def pack_fields(fields: FieldTable, values: Mapping[str, Any], signed: Collection[str] | None = None) -> int:
+    """One word: each named value in its field (negative ones two's complement); missing fields are 0.
+
+    ValueError naming the field and its range for a value that is no integer or does not fit: with `signed` (the
+    fields holding two's complement values), those fields take -2^(w-1)..2^(w-1)-1 and every other 0..2^w-1;
+    without, a field takes either reading, -2^(w-1)..2^w-1. Nothing is ever cut to fit.
+    """
     unknown = set(values) - set(fields)
     if unknown:
         raise ValueError(f"unknown fields {sorted(unknown)}; known: {sorted(fields)}")
     word = 0
     for name, value in values.items():
         offset, width = fields[name]
-        word |= (int(value) & ((1 << width) - 1)) << offset
+        try:
+            value = int(value) if isinstance(value, np.bool_) else operator.index(value)
+        except TypeError:
+            raise ValueError(f"field {name}={value!r} is not an integer") from None
+        half = 1 << max(width - 1, 0) if width else 0
+        low = -half if signed is None or name in signed else 0
+        high = half - 1 if signed is not None and name in signed else (1 << width) - 1
+        if not low <= value <= high:
+            kind = "either reading" if signed is None else "signed" if name in signed else "unsigned"
+            raise ValueError(f"field {name}={value} does not fit {width} bits ({kind}, {low}..{high})")
+        word |= (value & ((1 << width) - 1)) << offset
     return word
 
 
