@@ -245,7 +245,7 @@ def _reversed_index(fields):
 
 @pytest.mark.parametrize("change, message", [
     (_reversed_index, "conv2: field 'index': indices within a kernel must be strictly ascending"),
-    (lambda f: {"conv1/relu": np.int64(0)}, "conv1: field 'relu': must be 1"),
+    (lambda f: {"conv1/relu": np.int64(0)}, "field 'conv1/relu': must be 1"),
     (lambda f: {"conv2/padding": np.array("same")}, "take 28 x 28 to 7 x 7 after pooling, fc1 needs 5 x 5"),
     (lambda f: {"conv2/in_scale": f["conv2/in_scale"] * np.float32(2)}, "field 'conv2/in_scale': must equal "
                                                                         "conv1/out_scale"),

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from host.lenet5.net import BATCH, CONV_NAMES, FC_NAMES, FC_SHAPES, FEATURE_SHAPE, IMAGE_SHAPE, INPUT_SCALE
+from host.lenet5.spectral import check_convs
 from hw.spec.fc_format import DEFAULT_FC_FORMAT, FcFormat
 from hw.spec.network import (
     BIAS_BITS,
@@ -49,7 +50,7 @@ from hw.spec.npzfile import read_npz
 from hw.spec.pool import max_pool
 from hw.spec.spectral.file import layer_fields
 from hw.spec.spectral.fixed import spectral_conv_fixed
-from hw.spec.spectral.layer import SpectralLayer
+from hw.spec.spectral.layer import SpectralFormatError, SpectralLayer
 
 __all__ = ["FORMAT", "VERSION", "BIAS_BITS", "ModelFormatError", "FcFormatMismatch", "CompressedFcLayer", "untile",
            "CompressedLeNet5", "conv_features", "fc_forward", "size_report", "model_fields", "save_model",
@@ -89,9 +90,10 @@ def _validate_model(model: CompressedLeNet5) -> None:
     for name, conv in zip(CONV_NAMES, model.convs()):
         if not isinstance(conv, SpectralLayer) or conv.quant is None:
             raise ModelFormatError(f"{name}: must be a calibrated SpectralLayer (with quantization fields)")
-    shapes = [(model.conv1.c_in, model.conv1.c_out), (model.conv2.c_in, model.conv2.c_out)]
-    if shapes != [(1, 6), (6, 16)]:
-        raise ModelFormatError(f"conv layers must be 1 -> 6 and 6 -> 16 channels, got {shapes}")
+    try:
+        check_convs(model.conv1, model.conv2)  # the spectral LeNet-5's own checks: ReLU, channels, geometry, scales
+    except SpectralFormatError as error:
+        raise ModelFormatError(str(error)) from None
     if len(model.fc) != len(FC_NAMES):
         raise ModelFormatError(f"expected {len(FC_NAMES)} FC layers, got {len(model.fc)}")
     scale = float(np.float32(model.conv2.quant.out_scale))
@@ -166,7 +168,12 @@ def model_from_fields(raw: dict[str, np.ndarray], expected: FcFormat | None = DE
     version = scalar_field(raw, "version", "int")
     if version != VERSION:
         raise _bad("version", f"unknown version {version} (this reader knows {VERSION})")
-    metadata = metadata_field(raw)
+    try:
+        metadata = metadata_field(raw)
+    except ModelFormatError:
+        raise
+    except (ValueError, RecursionError) as error:  # JSON numbers past int's digit limit, nesting past the stack's
+        raise _bad("metadata", f"not JSON ({str(error)[:120]})") from None
     input_scale = scalar_field(raw, "input_scale", "float")
     if input_scale != INPUT_SCALE:
         raise _bad("input_scale", f"expected float32(1/127) = {INPUT_SCALE!r}, got {input_scale!r}")

@@ -30,7 +30,8 @@ FC_SHAPES = {f"{name}.{part}": shape if part == "weight" else shape[:1]
              for name, shape in net.FC_SHAPES.items() for part in ("weight", "bias")}
 FC_FIELDS = tuple(FC_SHAPES)
 
-__all__ = ["SpectralFormatError", "SpectralLeNetModel", "load", "save", "predict_fixed", "predict_float", "accuracy"]
+__all__ = ["SpectralFormatError", "SpectralLeNetModel", "check_convs", "load", "save", "predict_fixed", "predict_float",
+           "accuracy"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,9 +133,43 @@ def _conv(raw: dict[str, np.ndarray], name: str) -> SpectralLayer:
     if layer.quant is None:
         raise SpectralFormatError(f"{name}: missing field 'in_scale' (the fixed-point model needs the quantization "
                                   "fields)")
-    if not layer.relu:
-        raise SpectralFormatError(f"{name}: field 'relu': must be 1 (LeNet-5 applies ReLU after each conv layer)")
     return layer
+
+
+def check_convs(conv1: SpectralLayer, conv2: SpectralLayer) -> None:
+    """What LeNet-5's inference relies on in its conv layers beyond their own checks (every file holding them runs
+    this): calibrated, ReLU in both, 1 -> 6 -> 16 channels, a geometry taking a 28 x 28 image to fc1's 16 x 5 x 5
+    after the two poolings, and the scale chain (conv1 reads the image's codes, conv2 conv1's); SpectralFormatError
+    naming the field (`conv1/...`, `conv2/...`)."""
+    for name, layer in zip(CONV_NAMES, (conv1, conv2)):
+        if layer.quant is None:
+            raise SpectralFormatError(f"missing field '{name}/in_scale' (the fixed-point model needs the quantization "
+                                      "fields)")
+        if not layer.relu:
+            raise _bad(f"{name}/relu", "must be 1 (LeNet-5 applies ReLU after each conv layer)")
+    shapes = [(conv1.c_in, conv1.c_out), (conv2.c_in, conv2.c_out)]
+    for name, got, want in zip(CONV_NAMES, shapes, [(1, 6), (6, 16)]):
+        for channels, a, b in zip(("c_in", "c_out"), got, want):
+            if a != b:
+                raise _bad(f"{name}/{channels}", f"conv layers must be 1 -> 6 and 6 -> 16 channels, got {shapes}")
+    # The geometry must bring a 28 x 28 image to fc1's 400 inputs (16 x 5 x 5 after the two poolings); only k and
+    # padding change a layer's output size.
+    try:
+        h, w = conv1.oaa.output_shape(28, 28)
+        h, w = conv2.oaa.output_shape(h // 2, w // 2)
+    except ValueError:  # a "valid" kernel larger than its input map
+        h = w = 0
+    if (h // 2, w // 2) != (5, 5):
+        raise SpectralFormatError(f"fields 'conv1/k', 'conv1/padding', 'conv2/k', 'conv2/padding': conv1 and conv2 "
+                                  f"(n, k, l, padding) take 28 x 28 to {h // 2} x {w // 2} after pooling, fc1 needs "
+                                  "5 x 5")
+    # Each layer's integers were derived from its input scale: the chain must be the one inference runs.
+    if conv1.quant.in_scale != INPUT_SCALE:
+        raise _bad("conv1/in_scale", f"must be the input scale float32(1/127) = {INPUT_SCALE}, got "
+                                     f"{conv1.quant.in_scale}")
+    if conv2.quant.in_scale != conv1.quant.out_scale:
+        raise _bad("conv2/in_scale", f"must equal conv1/out_scale = {conv1.quant.out_scale}, got "
+                                     f"{conv2.quant.in_scale}")
 
 
 def _from_fields(raw: dict[str, np.ndarray]) -> SpectralLeNetModel:
@@ -143,31 +178,19 @@ def _from_fields(raw: dict[str, np.ndarray]) -> SpectralLeNetModel:
     if "version" not in raw:
         raise SpectralFormatError("missing field 'version'")
     version = raw["version"]
-    if version.shape != () or version.dtype.kind not in "iu" or int(version) != VERSION:
-        raise _bad("version", f"unknown version {version!r} (this reader knows {VERSION})")
+    if version.shape != () or version.dtype.kind not in "iu":
+        raise _bad("version", f"expected an integer scalar, got {version.dtype} {version.shape}")
+    if int(version) != VERSION:
+        raise _bad("version", f"unknown version {int(version)} (this reader knows {VERSION})")
+    text = _string(raw, "metadata")
     try:
-        metadata = json.loads(_string(raw, "metadata"))
-    except json.JSONDecodeError as error:
-        raise _bad("metadata", f"not JSON ({error})") from None
+        metadata = json.loads(text)
+    except (ValueError, RecursionError) as error:  # also numbers past int's digit limit, nesting past the stack's
+        raise _bad("metadata", f"not JSON ({str(error)[:120]})") from None
     if not isinstance(metadata, dict):
         raise _bad("metadata", f"expected a JSON object, got {type(metadata).__name__}")
     conv1, conv2 = (_conv(raw, name) for name in CONV_NAMES)
-    shapes = [(conv1.c_in, conv1.c_out), (conv2.c_in, conv2.c_out)]
-    if shapes != [(1, 6), (6, 16)]:
-        raise SpectralFormatError(f"conv layers must be 1 -> 6 and 6 -> 16 channels, got {shapes}")
-    # The geometry must bring a 28 x 28 image to fc1's 400 inputs (16 x 5 x 5 after the two poolings).
-    h, w = conv1.oaa.output_shape(28, 28)
-    h, w = conv2.oaa.output_shape(h // 2, w // 2)
-    if (h // 2, w // 2) != (5, 5):
-        raise SpectralFormatError(f"conv1 and conv2 (n, k, l, padding) take 28 x 28 to {h // 2} x {w // 2} after "
-                                  "pooling, fc1 needs 5 x 5")
-    # Each layer's integers were derived from its input scale: the chain must be the one inference runs.
-    if conv1.quant.in_scale != INPUT_SCALE:
-        raise _bad("conv1/in_scale", f"must be the input scale float32(1/127) = {INPUT_SCALE}, got "
-                                     f"{conv1.quant.in_scale}")
-    if conv2.quant.in_scale != conv1.quant.out_scale:
-        raise _bad("conv2/in_scale", f"must equal conv1/out_scale = {conv1.quant.out_scale}, got "
-                                     f"{conv2.quant.in_scale}")
+    check_convs(conv1, conv2)
     fc = {}
     for name in FC_FIELDS:
         if name not in raw:

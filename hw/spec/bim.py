@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .npzfile import load_checked
+from .npzfile import MAX_WEIGHTS, load_checked
 from .params import check_int
 
 FORMAT_VERSION = 1
@@ -172,6 +172,16 @@ def decode(path: str | Path) -> np.ndarray:
     return BimMask.load(path).mask()
 
 
+def _check_size(shape: tuple[int, int], params: BimParams) -> tuple[int, int]:
+    """(T_r, T_c); BimFormatError naming 'shape' when the padded tiles (what `mask` computes) hold more than
+    MAX_WEIGHTS weights."""
+    t_r, t_c = tile_grid(shape, params.m_t, params.n_t)
+    if t_r * params.m_t * t_c * params.n_t > MAX_WEIGHTS:
+        raise BimFormatError(f"field 'shape': {tuple(shape)} in tiles of {params.m_t} x {params.n_t} pads to "
+                             f"{t_r * params.m_t} x {t_c * params.n_t}, more than {MAX_WEIGHTS} weights")
+    return t_r, t_c
+
+
 def _validate(m: BimMask) -> None:
     def bad(field: str, message: str) -> BimFormatError:
         return BimFormatError(f"field '{field}': {message}")
@@ -182,8 +192,8 @@ def _validate(m: BimMask) -> None:
     if (not isinstance(shape, (tuple, list)) or len(shape) != 2
             or not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1
                        for v in shape)):
-        raise bad("shape", f"must be two positive integers (rows, cols), got {shape!r}")
-    t_r, t_c = tile_grid(shape, m.params.m_t, m.params.n_t)
+        raise bad("shape", f"must be two positive integers (rows, cols), got {str(shape)[:80]}")
+    t_r, t_c = _check_size(shape, m.params)
     p = m.params
     for field, value, expected in (("p", m.p, (t_r, t_c, p.m_t, p.r)), ("z", m.z, (t_r, t_c, p.r, p.n_t))):
         if not isinstance(value, np.ndarray) or value.dtype != bool or value.shape != expected:
@@ -241,10 +251,10 @@ def bim_from_fields(raw: dict[str, np.ndarray]) -> BimMask:
         raise BimFormatError(f"field '{name}': {error}") from None
     shape_field = raw["shape"]
     if shape_field.shape != (2,) or shape_field.dtype.kind not in "iu" or (shape_field < 1).any():
-        raise BimFormatError(f"field 'shape': expected two positive integers, got {shape_field.dtype} "
-                             f"{shape_field.tolist()}")
+        got = shape_field.tolist() if shape_field.shape == (2,) else shape_field.shape
+        raise BimFormatError(f"field 'shape': expected two positive integers, got {shape_field.dtype} {got}")
     shape = (int(shape_field[0]), int(shape_field[1]))
-    t_r, t_c = tile_grid(shape, params.m_t, params.n_t)
+    t_r, t_c = _check_size(shape, params)
     p = _unpack_bits(raw["p"], (t_r, t_c, params.m_t, params.r), "p")
     z = _unpack_bits(raw["z"], (t_r, t_c, params.r, params.n_t), "z")
     return BimMask(shape=shape, params=params, p=p, z=z)

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .npzfile import load_checked
+from .npzfile import MAX_WEIGHTS, load_checked
 from .params import check_int, to_int
 
 FORMAT_VERSION = 1
+#: The widest slice: a decoder's M has n_out rows, and decoding holds blocks of slices times n_out in memory.
+MAX_N_OUT = 1024
 
 # Slices per block in decode_slices: bounds the float32 product to about 50 MB at n_out = 200.
 _DECODE_BLOCK = 1 << 16
@@ -37,12 +39,12 @@ class XorFormatError(ValueError):
 
 def check_sizes(n_in: object, n_out: object) -> tuple[int, int]:
     """(n_in, n_out) as ints; ValueError naming the field unless 1 <= n_in < n_out (a slice decodes to more bits
-    than it stores)."""
+    than it stores) <= MAX_N_OUT."""
     n_in = check_int("n_in", n_in, 1)
     n_out = to_int("n_out", n_out)
     if n_out <= n_in:
         raise ValueError(f"n_out must be greater than n_in={n_in}, got {n_out}")
-    return n_in, n_out
+    return n_in, check_int("n_out", n_out, n_in + 1, MAX_N_OUT)
 
 
 def position_width(n_out: int) -> int:
@@ -54,7 +56,7 @@ def position_width(n_out: int) -> int:
 class XorParams:
     """Parameters of one XOR-encoded matrix.
 
-    n_in, n_out: stored and decoded bits per slice (1 <= n_in < n_out). bits: bit-planes q (1..8).
+    n_in, n_out: stored and decoded bits per slice (1 <= n_in < n_out <= MAX_N_OUT). bits: bit-planes q (1..8).
     max_patches: patch positions one decoder beat carries (`hw.spec.xor_stream`); a slice with more
     patches spans several beats, so it limits the decoding rate, not what the format can store.
     seed: the seed `xor_matrix` drew M from (the file stores M itself).
@@ -253,16 +255,28 @@ class XorWeights:
         return storage_bits(p.n_in, p.n_out, self.x.shape[0], int(self.patch_positions.size))
 
 
-def _validate(w: XorWeights) -> None:
-    def bad(field: str, message: str) -> XorFormatError:
-        return XorFormatError(f"field '{field}': {message}")
+def _bad(field: str, message: str) -> XorFormatError:
+    return XorFormatError(f"field '{field}': {message}")
 
+
+def _check_shape(shape: object) -> tuple[int, int]:
+    """(rows, cols) as ints; XorFormatError naming 'shape' unless two integers >= 1 of at most MAX_WEIGHTS weights."""
+    if (not isinstance(shape, (tuple, list)) or len(shape) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in shape)):
+        raise _bad("shape", f"must be two positive sizes (rows, cols), got {str(shape)[:80]}")
+    rows, cols = int(shape[0]), int(shape[1])
+    if min(rows, cols) < 1 or rows * cols > MAX_WEIGHTS:
+        raise _bad("shape", f"must be two positive sizes (rows, cols) of at most {MAX_WEIGHTS} weights, got "
+                            f"{(rows, cols)}")
+    return rows, cols
+
+
+def _validate(w: XorWeights) -> None:
+    bad = _bad
     p = w.params
     if not isinstance(p, XorParams):
         raise bad("params", f"must be XorParams, got {type(p).__name__}")
-    if len(w.shape) != 2 or min(w.shape) < 1:
-        raise bad("shape", f"must be two positive sizes (rows, cols), got {w.shape}")
-    rows, cols = w.shape
+    rows, cols = _check_shape(w.shape)
     s_total = p.bits * num_slices(rows * cols, p.n_out)
     checks = [("m", w.m, (p.n_out, p.n_in), np.uint8), ("alpha", w.alpha, (rows, p.bits), np.float32),
               ("x", w.x, (s_total, p.n_in), np.uint8), ("patch_counts", w.patch_counts, (s_total,), np.int64)]
@@ -402,9 +416,10 @@ def xor_from_fields(raw: dict[str, np.ndarray]) -> XorWeights:
         name = str(error).split(" ", 1)[0]
         raise XorFormatError(f"field '{name}': {error}") from None
     shape_field = raw["shape"]
-    if shape_field.shape != (2,) or shape_field.dtype.kind not in "iu" or (shape_field < 1).any():
-        raise XorFormatError(f"field 'shape': expected two positive integers, got {shape_field!r}")
-    shape = (int(shape_field[0]), int(shape_field[1]))
+    if shape_field.shape != (2,) or shape_field.dtype.kind not in "iu":
+        raise XorFormatError(f"field 'shape': expected two positive integers, got {shape_field.dtype} "
+                             f"{shape_field.shape}")
+    shape = _check_shape((int(shape_field[0]), int(shape_field[1])))
     for name in ("m", "x", "patch_counts", "patch_positions", "mask"):
         if name in raw and (raw[name].dtype != np.uint8 or raw[name].ndim != 1):
             raise XorFormatError(f"field '{name}': expected 1-D uint8 packed bits, got {raw[name].dtype} "

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from hw.spec.params import check_int
+from hw.spec.params import check_int, check_range
 from hw.spec.spectral.geometry import OaaParams, bins, canonical_mask, complete_half, self_conjugate_mask
 
 
@@ -170,6 +170,12 @@ def _validate_quant(q: QuantParams, c_out: int) -> None:
         except ValueError as error:
             raise _bad(name, str(error)) from None
     _array("bias_q", q.bias_q, np.int64, (c_out,))
+    # The datapath bounds |bias_q|, a magnitude int64's minimum does not have.
+    top = np.iinfo(np.int64).max
+    try:
+        check_range("bias_q", q.bias_q, -top, top)
+    except ValueError as error:
+        raise _bad("bias_q", str(error)) from None
 
 
 def _group_layout(sch: Schedule, counts: np.ndarray, index: np.ndarray, c_in: int) -> dict[str, np.ndarray]:
@@ -201,11 +207,14 @@ def _group_layout(sch: Schedule, counts: np.ndarray, index: np.ndarray, c_in: in
         g = int(np.argmax((np.diff(ordered, axis=1) == 0).any(axis=1)))
         raise _bad("order", f"group {g} of {_kernel_name(kernel[g], c_in)}: two entries in one bank")
     rows = np.arange(n_groups)[:, None]
-    used = np.zeros((n_groups, b), dtype=bool)
-    used[np.broadcast_to(rows, banks.shape)[real], banks[real]] = True
+    # Padding takes a group's lowest free banks, p - (its entries) of them: all below p, so banks 0..p-1 place it
+    # (and nothing here grows with b).
+    low = real & (banks < p)
+    used = np.zeros((n_groups, p), dtype=bool)
+    used[np.broadcast_to(rows, banks.shape)[low], banks[low]] = True
     pad = ~used & (np.cumsum(~used, axis=1) <= (p - real.sum(axis=1))[:, None])
-    expected = np.sort(np.where(used | pad, np.arange(b), b), axis=1)[:, :p]
-    expected_pad = pad[rows, expected]
+    expected = np.sort(np.concatenate([banks, np.where(pad, np.arange(p), b)], axis=1), axis=1)[:, :p]
+    expected_pad = (expected < p) & pad[rows, np.minimum(expected, p - 1)]
     wrong = (real == expected_pad) | (real & (banks != expected))
     if wrong.any():
         g = int(np.argmax(wrong.any(axis=1)))
