@@ -113,11 +113,12 @@ class AccelInfo:
         return fmt
 
     def pack_descriptor(self, values: Mapping[str, int]) -> int:
-        """One program word from named descriptor fields (missing fields 0); ValueError on a value too wide."""
-        for name, value in values.items():
-            if name in self.descriptor and not 0 <= int(value) < 1 << self.descriptor[name][1]:
-                raise ValueError(f"descriptor field {name}={value} does not fit {self.descriptor[name][1]} bits")
-        return pack_fields(self.descriptor, values)
+        """One program word from named descriptor fields (missing fields 0, all unsigned); ValueError naming the
+        field and its range on a value too wide."""
+        try:
+            return pack_fields(self.descriptor, values, signed=())
+        except ValueError as error:
+            raise ValueError(f"descriptor {error}") from None
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,7 @@ def plan_fc_layer(accel: AccelInfo, layer: Any, *, src: int, xor_start: int = 0,
                                  ("fc.scale", scale_start, streams["scale"])):
         _fits(accel, region, start, len(words))
     cfg = fmt.unpack_cfg(streams["cfg"][0])
-    if pack_fields(accel.fc_streams["cfg"], cfg) != streams["cfg"][0]:
+    if pack_fields(accel.fc_streams["cfg"], cfg, signed=()) != streams["cfg"][0]:
         raise ValueError("the FC engine's cfg beat layout disagrees with hw.spec.fc_stream's")
     descriptor = {"kind": accel.kinds["fc"], "src": src, "x_count": cols, "out_count": rows,
                   **{f"fc.cfg.{name}": value for name, value in cfg.items()},
