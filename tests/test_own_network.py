@@ -351,3 +351,24 @@ class _InfoOnly:
 
     def load(self, *args):
         raise AssertionError("nothing may be loaded")
+
+
+def test_the_e2e_benchmark_takes_any_model(nets, compressed):
+    from sim.bench.e2e import bench_e2e
+
+    result = bench_e2e(nets / "cnn.npz", None, sim=False, count=50)
+    model = load_model(nets / "cnn.npz")
+    assert result["data"] == "digits" and result["device_problem"] is None and result["simulation"] is None
+    assert result["accuracy"]["images"] == 50 and result["accuracy"]["float"] == model.metadata["accuracy"]["float"]
+    assert result["accuracy"]["compressed_stored"] == model.metadata["accuracy"]["compressed"]
+    sizes = result["model_size"]
+    assert list(sizes["layers"]) == ["conv1", "conv2", "logits"]
+    assert sizes["all"]["device_bits"] == sum(layer["device_bits"] for layer in sizes["layers"].values())
+    fc_bits = sizes["layers"]["logits"]["format_bits_per_weight"]
+    assert sizes["all"]["fc_format_bits_per_weight"] == pytest.approx(fc_bits, abs=1e-4)
+    # A model the config cannot run: its sizes in the format alone, no cycles, and the reason.
+    small = bench_e2e(nets / "cnn.npz", None, sim=True, count=10, config="fc_only")
+    assert small["device_problem"].endswith("the device has no conv engine: it cannot run this network's conv "
+                                            "layers")
+    assert small["simulation"] is None and small["simulation_skipped"] == small["device_problem"]
+    assert "device_bits" not in small["model_size"]["all"] and small["model_size"]["all"]["format_bits"] > 0
