@@ -121,11 +121,11 @@ def stored_accuracy(model: Model) -> dict[str, float | None]:
 def test_split(model: Model, spec: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """The test samples (shaped as the model takes them) and labels to run `model` on, and the data's name: the
     dataset `spec` names (`host.datasets.load_dataset`), by default the LeNet-5's MNIST or the dataset a network's
-    file names. Samples of a network of (features,) inputs are flattened channel-major. ValueError (one line)
-    when there is no dataset or it does not fit."""
+    file names (a name, or a .npz that is there). Samples of a network of (features,) inputs are flattened
+    channel-major. ValueError (one line) when there is no dataset or it does not fit."""
     if spec is None:
         spec = "mnist" if isinstance(model, CompressedLeNet5) else model.metadata.get("dataset")
-        if spec not in NAMED:
+        if spec not in NAMED and not (str(spec).lower().endswith(".npz") and Path(str(spec)).is_file()):
             raise ValueError(f"--data: the model file names no dataset sqgen knows ({spec!r}); give --data "
                              f"{' | '.join(NAMED)} | PATH.npz")
     data = load_dataset(spec)

@@ -153,7 +153,7 @@ def _onnx_with_sigmoid() -> onnx.ModelProto:
     ("wrong-shape", r"--data: .*samples are \(1, 2, 2\), the network takes \(1, 8, 8\)"),
     ("both", r"give either SPECTRAL.npz or --from"),
     ("sparsity", r"--conv-sparsity: must be in \[0, 1\)"),
-    ("state-dict", r"--input-shape: expected C,H,W or FEATURES"),
+    ("input-shape", r"--input-shape: expected C,H,W or FEATURES"),
 ])
 def test_compress_cli_refusals_are_one_line(nets, tmp_path, case, message):
     (tmp_path / "sigmoid.onnx").write_bytes(_onnx_with_sigmoid().SerializeToString())
@@ -171,12 +171,25 @@ def test_compress_cli_refusals_are_one_line(nets, tmp_path, case, message):
             "wrong-shape": ["--from", mlp, "--data", tmp_path / "small.npz"],
             "both": ["models/lenet5_spec2.npz", "--from", mlp, "--data", "digits"],
             "sparsity": ["--from", mlp, "--data", "digits", "--conv-sparsity", "1.5"],
-            "state-dict": ["--from", tmp_path / "net.pt", "--data", "digits", "--input-shape", "1,8"]}[case]
+            "input-shape": ["--from", tmp_path / "net.pt", "--data", "digits", "--input-shape", "1,8"]}[case]
     done = _cli("model", *args, "--out", out)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert re.search(message, done.stderr), done.stderr
     assert not out.exists()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
+def test_a_pytorch_file_takes_the_data_s_sample_shape(tmp_path, digits):
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(128, 10))
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 1, 8, 8)), tmp_path / "net.pt")
+    done = _cli("model", "--from", tmp_path / "net.pt", "--data", "digits", "--out", tmp_path / "net.npz",
+                "--calibration", "100")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["input_shape"] == [1, 8, 8]
+    assert load_network_model(tmp_path / "net.npz").names[0] == "0"
 
 
 def test_run_cli_on_the_golden_backend(nets, compressed, digits):
@@ -245,7 +258,6 @@ class NetworkFake:
         steps = network_steps(model)
         for (_, layer, _), word in zip(steps, pack_network(info, model).program):
             self.layers[self._start(unpack_fields(self.fields, word))] = layer
-        self.runs: list[tuple[int, int]] = []
 
     @staticmethod
     def _start(d: dict) -> tuple[int, int]:
@@ -263,7 +275,6 @@ class NetworkFake:
                 self.program[offset + k] = int.from_bytes(data[k * size:(k + 1) * size], "little")
 
     def run(self, first: int, count: int) -> int:
-        self.runs.append((first, count))
         cycles = 0
         for word in range(first, first + count):
             d = unpack_fields(self.fields, self.program[word])
