@@ -1,0 +1,343 @@
+"""An accelerator config derived from a compressed network and a board: `plan(model, board)`.
+
+The network (`hw.spec.network.CompressedNetwork`) runs as one program of layer descriptors (`program_steps`): one
+per conv layer, with the pool right after it as its post stage, and one per FC layer; a flatten costs nothing (the
+buffers hold maps channel-major, as a flatten reads them). The derived config has:
+
+* the conv engine when there are conv layers: their geometry (N, K, L), ReLU and schedule (P lanes, B banks), which
+  the compressor fixes for all of them (`compress_network(p=, b=)`), so they must agree; "same" padding ("valid"
+  layers run as its crops); the largest C_in, C_out and input map of any conv layer; the default fixed point and
+  kernel replay buffer (`Spec2ConvParams`). A board without multipliers for P lanes is refused, naming them: P is
+  the model's, recompress with a smaller `p` for a smaller board.
+* the FC engine when there are FC layers: the model's `FcFormat` (`FcEngineParams.from_format`), max_rows x max_cols
+  the largest layer (its cost grows with them only through counters and memory depth: 120 x 400 -> 128 x 784 took
+  1 % more LUT4s on the iCE40, the same EBR), x written lane by lane on the iCE40, where logic is scarce. One
+  exception: when the widest layer's x memory (max_cols / n_t words of n_t bytes) is so shallow that yosys builds it
+  of flip-flops, max_cols is also tried rounded up to where it becomes block RAM (the 64-column digits MLP: 4 words
+  of 128 bits in flip-flops are 900 of the UP5K's 5 280 LCs, 8 EBR instead), and the better of the two kept.
+* regions sized from the model's own streams, packed as the host packs them (`hw.spec.spectral.stream`,
+  `hw.spec.fc_stream.layer_streams`): each weight region holds the model's words plus `HEADROOM` (a retrained model
+  of the same shape may need a few more kernel groups or XOR beats), rounded up to what the memory's block RAMs or
+  LUT RAMs hold anyway; the activation buffers the largest map a descriptor reads or writes (the input, or an
+  output after its pool), the program one descriptor per step, both rounded up the same way. When the config does
+  not fit with the headroom it is tried without. (Rounding stops at the next power of two: an address bit more would
+  cost logic in the region's reader and the descriptor.)
+* on the iCE40, SPRAM for the regions that save most EBR per 16-bit SPRAM lane (weight regions and activation
+  buffers; the program stays in its memory), as long as lanes are left (4 on the UP5K).
+
+Every candidate is estimated (`hw.estimate`) and the one that fits with the least use of its scarcest resource
+(logic, block RAM or DSPs) is kept, with the headroom if that fits. A resource within the estimate's tolerance of
+the budget gets a note: the build may not fit. A network that fits no candidate is refused with one line naming the
+limit and the board's budget (`PlanError`), e.g. "fc engine needs 43 EBR, icebreaker has 30". `plan(model)`
+without a board takes the smallest board (by logic) the network fits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from boards import BOARDS, get_board
+from hw.spec.fc import ACT_BITS
+from hw.spec.fc_stream import layer_streams
+from hw.spec.network import CompressedFcLayer, CompressedNetwork, ConvLayer, FlattenLayer, PoolLayer
+from hw.spec.spectral.engine import check_layer_fits
+from hw.spec.spectral.stream import kernel_beats, quant_beats
+
+from .config import MAX_DEPTH, AcceleratorConfig
+from .estimate import Estimate, Memory, estimate, map_memory
+from .fc_engine import FcEngineParams
+from .layouts import layout_fields
+from .memory import SPRAM_DEPTH, SpramParams
+from .spectral.pipeline import Spec2ConvParams
+
+#: Room the weight regions get beyond the model's own words.
+HEADROOM = 0.25
+#: Regions that may go to SPRAM (the program is read by the sequencer itself, not streamed).
+SPRAM_CANDIDATES = ("fc.xor", "fc.bim", "fc.scale", "conv.w", "conv.quant", "act0", "act1")
+
+
+class PlanError(ValueError):
+    """The network cannot run on the board (or on any): one line naming the limit."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One layer descriptor of the network's program: the layer it runs, whether its pool follows as its post
+    stage, the name of the last layer it covers (the pool's when pooled), the shapes it reads and writes."""
+
+    name: str
+    layer: ConvLayer | CompressedFcLayer
+    pool: bool
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+    @property
+    def kind(self) -> str:
+        return self.layer.kind
+
+
+def program_steps(model: CompressedNetwork) -> list[Step]:
+    """The network as descriptors: conv (pooled when a pool follows), FC; flattens skipped. PlanError for a pool
+    that does not follow a conv layer (the device pools only in a conv layer's post stage) or a network with
+    nothing to run."""
+    steps: list[Step] = []
+    layers = model.layers
+    for i, layer in enumerate(layers):
+        if isinstance(layer, FlattenLayer):
+            continue
+        if isinstance(layer, PoolLayer):
+            if not steps or steps[-1].pool or layers[i - 1] is not steps[-1].layer:
+                raise PlanError(f"layer {layer.name}: the device pools only in a conv layer's post stage, and this "
+                                f"pool does not follow a conv layer")
+            steps[-1] = replace(steps[-1], name=layer.name, pool=True, out_shape=model.shapes[i])
+            continue
+        steps.append(Step(layer.name, layer, False, model.in_shape(i), model.shapes[i]))
+    if not steps:
+        raise PlanError("the network has no conv or FC layer: nothing for the device to run")
+    return steps
+
+
+def _agree(steps: list[Step], what: str, value: Any) -> Any:
+    """The one value `value(step)` the conv steps share; PlanError naming the layers when they differ."""
+    values = {step.name: value(step) for step in steps}
+    if len(set(values.values())) > 1:
+        listed = ", ".join(f"{name} {v}" for name, v in values.items())
+        raise PlanError(f"the conv layers differ in {what} ({listed}); the conv engine fixes it for all of them")
+    return next(iter(values.values()))
+
+
+def conv_engine(steps: list[Step]) -> Spec2ConvParams | None:
+    """The conv engine of the conv steps (module docstring), None without them."""
+    convs = [step for step in steps if step.kind == "conv"]
+    if not convs:
+        return None
+    oaa = _agree(convs, "geometry (n, k, l)", lambda s: (s.layer.spectral.oaa.n, s.layer.spectral.oaa.k,
+                                                          s.layer.spectral.oaa.l))
+    relu = _agree(convs, "relu", lambda s: bool(s.layer.spectral.relu))
+    p, b = _agree(convs, "schedule (p, b)", lambda s: (s.layer.spectral.schedule.p, s.layer.spectral.schedule.b))
+    try:
+        return Spec2ConvParams(n=oaa[0], k=oaa[1], l=oaa[2], padding="same", relu=relu, p=p, b=b,
+                               max_c_in=max(s.layer.spectral.c_in for s in convs),
+                               max_c_out=max(s.layer.spectral.c_out for s in convs),
+                               max_height=max(2, *(s.in_shape[1] for s in convs)),
+                               max_width=max(2, *(s.in_shape[2] for s in convs)))
+    except ValueError as error:
+        raise PlanError(f"conv engine: {error}") from None
+
+
+def fc_engine(model: CompressedNetwork, steps: list[Step], family: str, max_cols: int | None = None
+              ) -> FcEngineParams | None:
+    """The FC engine of the FC steps (module docstring), None without them; `max_cols` overrides the widest."""
+    fcs = [step.layer for step in steps if step.kind == "fc"]
+    if not fcs:
+        return None
+    try:
+        return FcEngineParams.from_format(model.fmt, max_rows=max(layer.shape[0] for layer in fcs),
+                                          max_cols=max_cols or max(layer.shape[1] for layer in fcs),
+                                          x_lane_writes=family == "ice40")
+    except ValueError as error:
+        raise PlanError(f"fc engine: {error}") from None
+
+
+def program_words(steps: list[Step], conv: Spec2ConvParams | None, fc: FcEngineParams | None) -> dict[str, int]:
+    """Words the network's program takes in each region: descriptors, kernel groups, quant beats, XOR, BIM and
+    scale beats, as the host packs them. PlanError naming the layer when one does not run on these engines."""
+    words = {"program": len(steps)}
+    for step in steps:
+        try:
+            if step.kind == "conv":
+                spectral = step.layer.spectral
+                check_layer_fits(conv.describe(), spectral, step.in_shape, valid_as_crop=True)
+                counts = {"conv.w": len(kernel_beats(layout_fields(conv.kernel_layout), spectral, conv.p)),
+                          "conv.quant": len(quant_beats(layout_fields(conv.quant_layout), spectral))}
+            else:
+                streams = layer_streams(fc.stream_format, step.layer.engine_layer(),
+                                        np.zeros(step.layer.shape[1], dtype=np.int64))
+                counts = {f"fc.{name}": len(streams[name]) for name in ("xor", "bim", "scale")}
+        except ValueError as error:
+            raise PlanError(f"layer {step.layer.name}: {error}") from None
+        for region, count in counts.items():
+            words[region] = words.get(region, 0) + count
+    return words
+
+
+def _holds(family: str, width: int, depth: int, spram: bool) -> int:
+    """The depth a width x depth region holds at no extra cost: what its block or LUT RAMs (or SPRAM cells) hold
+    anyway, within the address bits `depth` takes."""
+    cells = SPRAM_DEPTH if spram else map_memory(family, Memory(("region",), width, depth, 1, 1, width)).holds
+    return min(MAX_DEPTH, cells, 1 << (depth - 1).bit_length())
+
+
+def _spram_regions(config: AcceleratorConfig) -> tuple[str, ...]:
+    """The regions to put in SPRAM on an iCE40 with SPRAM (module docstring)."""
+    board = get_board(config.board)
+    lanes = board.budget.get("ICESTORM_SPRAM", 0)
+    if board.family != "ice40" or not lanes:
+        return ()
+    saving = []
+    for region in config.regions:
+        if region.name in SPRAM_CANDIDATES and region.depth <= SPRAM_DEPTH:
+            cells = map_memory("ice40", Memory(("region",), region.width, region.depth, 1, 1, region.width)).cells
+            need = SpramParams(region.width, region.depth).lanes
+            if cells:
+                saving.append((cells / need, cells, region.name, need))
+    chosen = []
+    for _, _, name, need in sorted(saving, reverse=True):
+        if need <= lanes:
+            chosen.append(name)
+            lanes -= need
+    return tuple(chosen)
+
+
+def _config(board: str, steps: list[Step], words: dict[str, int], conv: Spec2ConvParams | None,
+            fc: FcEngineParams | None, headroom: float, **overrides: Any) -> AcceleratorConfig:
+    """The config of these engines and words on `board`, regions sized by the rules of the module docstring."""
+    family = get_board(board).family
+    act = max(math.prod(shape) for step in steps for shape in (step.in_shape, step.out_shape))
+    act = max(act, fc.max_cols if fc is not None else 0)
+    depths = {"program": words["program"], "act0": act, "act1": act,
+              **{name: max(1, math.ceil(count * (1 + headroom))) for name, count in words.items()
+                 if name != "program"}}
+    for name, depth in depths.items():
+        if depth > MAX_DEPTH:
+            raise PlanError(f"region {name} needs {depth} words, a region holds at most {MAX_DEPTH}")
+    fields = {"program": "program_depth", "act0": "act_depth", "conv.w": "conv_w_depth",
+              "conv.quant": "conv_quant_depth", "fc.xor": "fc_xor_depth", "fc.bim": "fc_bim_depth",
+              "fc.scale": "fc_scale_depth"}
+    try:
+        config = AcceleratorConfig(board=board, conv=conv, fc=fc, **{fields[n]: d for n, d in depths.items()
+                                                                    if n in fields}, **overrides)
+        spram = _spram_regions(config)
+        widths = {region.name: region.width for region in config.regions}
+        rounded = {name: _holds(family, widths[name], depth, name in spram) for name, depth in depths.items()}
+        # One depth for both buffers: what the one outside SPRAM holds (SPRAM's whole cell if both are in it).
+        rounded["act0"] = min(rounded["act0"], rounded.pop("act1"))
+        return replace(config, spram_regions=spram, **{fields[n]: d for n, d in rounded.items()})
+    except ValueError as error:
+        raise PlanError(str(error)) from None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A derived config, its estimate, and what the network's program takes of it."""
+
+    config: AcceleratorConfig
+    estimate: Estimate
+    steps: tuple[Step, ...]
+    words: dict[str, int]
+    headroom: float
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def utilisation(self) -> float:
+        """The largest share of the board's budget logic, block RAM or DSPs take (SPRAM is filled as long as it
+        saves block RAM, so it does not count)."""
+        e = self.estimate
+        return max(e.total(r) / e.budget(r) for r in ("logic", "bram", "dsp") if e.budget(r))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able: the steps, the engines' parameters, each region's words used of its depth, the estimate."""
+        c = self.config
+        regions = {r.name: {"width": r.width, "depth": r.depth, "used": self.words.get(r.name, self.act_words),
+                            "spram": r.name in c.spram_regions} for r in c.regions}
+        return {"board": c.board, "steps": [{"name": s.name, "kind": s.kind, "pool": s.pool,
+                                             "in": list(s.in_shape), "out": list(s.out_shape)} for s in self.steps],
+                "conv": None if c.conv is None else c.conv.describe(),
+                "fc": None if c.fc is None else {**c.fc.describe(), "x_lane_writes": c.fc.x_lane_writes},
+                "regions": regions, "headroom": self.headroom, "notes": list(self.notes),
+                "estimate": self.estimate.describe()}
+
+    @property
+    def act_words(self) -> int:
+        return max(math.prod(shape) for step in self.steps for shape in (step.in_shape, step.out_shape))
+
+    def format(self) -> str:
+        """What `python -m hw.build --plan` prints: the program, the engines, the regions, the estimate."""
+        c = self.config
+        board = get_board(c.board)
+        lines = [f"board: {board.name} ({board.device}, {c.clock_hz / 1e6:g} MHz)",
+                 "program: " + ", ".join(f"{s.name} ({s.kind}{' + pool' if s.pool else ''} "
+                                         f"{'x'.join(map(str, s.in_shape))} -> {'x'.join(map(str, s.out_shape))})"
+                                         for s in self.steps)]
+        if c.conv is not None:
+            p = c.conv
+            lines.append(f"conv engine: N={p.n} K={p.k} L={p.l} relu={p.relu} P={p.p} B={p.b}, up to {p.max_c_in} -> "
+                         f"{p.max_c_out} channels on {p.max_height} x {p.max_width}")
+        if c.fc is not None:
+            f = c.fc
+            lines.append(f"fc engine: n_in={f.n_in} n_out={f.n_out} max_patches={f.max_patches} m_t={f.m_t} r={f.r} "
+                         f"a_bits={f.a_bits} max_bits={f.max_bits}, up to {f.max_rows} x {f.max_cols}"
+                         f"{', x lane writes' if f.x_lane_writes else ''}")
+        lines.append(f"regions (words used of depth; weight regions with {self.headroom:.0%} headroom):")
+        for name, r in self.describe()["regions"].items():
+            lines.append(f"  {name:<11}{r['width']:>4} bits {r['used']:>6} of {r['depth']:>6}"
+                         f"{'  SPRAM' if r['spram'] else ''}")
+        lines += [f"note: {note}" for note in self.notes]
+        lines.append("estimate:")
+        lines.append(self.estimate.format())
+        return "\n".join(lines)
+
+
+def _candidates(model: CompressedNetwork, steps: list[Step], board: str, headroom: float,
+                overrides: dict[str, Any]) -> list[Plan]:
+    family = get_board(board).family
+    conv = conv_engine(steps)
+    fc = fc_engine(model, steps, family)
+    words = program_words(steps, conv, fc)
+    sizings: list[tuple[FcEngineParams | None, tuple[str, ...]]] = [(fc, ())]
+    if fc is not None:
+        x = Memory(("fc", "x_mem"), fc.n_t * ACT_BITS, fc.x_depth, 1, 1, ACT_BITS if fc.x_lane_writes else
+                   fc.n_t * ACT_BITS)
+        ram = next((d for d in range(fc.x_depth + 1, 2 * fc.x_depth + 64)
+                    if map_memory(family, replace(x, depth=d)).kind != "logic"), None)
+        if map_memory(family, x).kind == "logic" and ram is not None:
+            wide = fc_engine(model, steps, family, max_cols=ram * fc.n_t)
+            sizings.append((wide, (f"fc max_cols {fc.max_cols} -> {wide.max_cols}: its x memory ({fc.x_depth} "
+                                   f"words of {fc.n_t * ACT_BITS} bits) in RAM cells rather than flip-flops",)))
+    plans = []
+    for room in dict.fromkeys((headroom, 0.0)):
+        for engine, notes in sizings:
+            config = _config(board, steps, words, conv, engine, room, **overrides)
+            plans.append(Plan(config, estimate(config), tuple(steps), words, room, notes))
+    return plans
+
+
+def plan(model: CompressedNetwork, board: str | None = None, *, headroom: float = HEADROOM,
+         **overrides: Any) -> Plan:
+    """The config `model` runs on, on `board` (None: the smallest board it fits), with its estimate; `overrides`
+    are other `AcceleratorConfig` fields (baud, max_payload, ...). PlanError, one line, when it fits nowhere."""
+    if not isinstance(model, CompressedNetwork):
+        raise PlanError(f"model must be a CompressedNetwork, got {type(model).__name__}")
+    if not 0 <= headroom <= 4:
+        raise PlanError(f"headroom must be in 0..4, got {headroom}")
+    steps = program_steps(model)
+    boards = [board] if board is not None else sorted(BOARDS, key=lambda name: _logic_budget(name))
+    refusals = []
+    for name in boards:
+        get_board(name)  # an unknown board raises, naming the known ones
+        try:
+            plans = _candidates(model, steps, name, headroom, overrides)
+        except PlanError as error:
+            refusals.append((name, str(error)))
+            continue
+        fitting = [p for p in plans if p.estimate.fits]
+        if fitting:
+            return min(fitting, key=lambda p: (p.headroom != headroom, p.utilisation))
+        least = min(plans, key=lambda p: p.utilisation)
+        refusals.append((name, "; ".join(least.estimate.over())))
+    if board is not None:
+        raise PlanError(refusals[0][1])
+    raise PlanError("fits no board: " + "; ".join(f"{name}: {why}" for name, why in refusals))
+
+
+def _logic_budget(board: str) -> int:
+    budget = get_board(board).budget
+    return budget.get("ICESTORM_LC", budget.get("TRELLIS_COMB", 0))
+
+
+__all__ = ["HEADROOM", "PlanError", "Step", "program_steps", "conv_engine", "fc_engine", "program_words", "Plan",
+           "plan"]
