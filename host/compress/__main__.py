@@ -6,11 +6,13 @@
     python -m host.compress bim-decode W.bim.npz --out MASK.npy [--weights W.npy]
     python -m host.compress model models/lenet5_spec2.npz --fc-bits 1 --fc-sparsity 0.9 --out models/lenet5_full.npz
     python -m host.compress model --from net.onnx --data digits --out net.npz   # or net.pt --input-shape C,H,W
+    python -m host.compress model --from net.onnx --data digits --retrain [--epochs N] --out net.npz   # torch
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -259,6 +261,33 @@ def _samples(x, shape: tuple[int, ...], name: str):
     raise InputError(f"--data: {name}'s samples are {tuple(x.shape[1:])}, the network takes {tuple(shape)}")
 
 
+def _retraining(args: argparse.Namespace):
+    """With --retrain: `host.train.network` and the recipe its options make (InputError naming the `train` extra
+    without torch); (None, None) without it."""
+    options = {"--epochs": args.epochs, "--admm-iterations": args.admm_iterations, "--admm-epochs": args.admm_epochs}
+    if not args.retrain:
+        given = [option for option, value in options.items() if value is not None]
+        if given:
+            raise InputError(f"{given[0]} needs --retrain")
+        return None, None
+    lowest = {"--epochs": 0, "--admm-iterations": 0, "--admm-epochs": 1, "--finetune-epochs": 0}
+    value = {option: None if text is None else _positive(text, option, lowest[option])
+             for option, text in {**options, "--finetune-epochs": args.finetune_epochs}.items()}
+    try:
+        # host.train sits above host.compress in the floor plan (the compressor never needs torch); only this CLI
+        # option reaches up to it, at run time.
+        training = importlib.import_module("host.train.network")
+    except ImportError as error:
+        raise InputError(str(error).splitlines()[0]) from None
+    recipe = training.DEFAULT_NETWORK_RECIPE
+    admm = recipe.admm.replace(iterations=value["--admm-iterations"] or recipe.admm.iterations)
+    admm = admm.replace(w_step=admm.w_step.replace(epochs=value["--admm-epochs"] or admm.w_step.epochs))
+    retrain, finetune = (stage if value[option] is None else stage.replace(epochs=value[option])
+                         for stage, option in ((recipe.retrain, "--epochs"), (recipe.finetune, "--finetune-epochs")))
+    return training, recipe.replace(admm=None if value["--admm-iterations"] == 0 else admm, retrain=retrain,
+                                    finetune=finetune)
+
+
 def _network_model(args: argparse.Namespace) -> int:
     """`model --from FILE`: a float network (ONNX or PyTorch) compressed after training on --data."""
     from host.compress.network import (
@@ -287,9 +316,10 @@ def _network_model(args: argparse.Namespace) -> int:
     fft_size = _positive(args.fft_size, "--fft-size", 4) if args.fft_size is not None else None
     seed = _positive(args.seed, "--seed", 0)
     shape = _shape(args.input_shape) if args.input_shape is not None else None
-    if args.finetune_epochs is not None:
-        raise InputError("--finetune-epochs is for the spectral LeNet-5; a network from --from is compressed "
-                         "without retraining")
+    if args.finetune_epochs is not None and not args.retrain:
+        raise InputError("--finetune-epochs is for the spectral LeNet-5, or with --retrain; a network from --from is "
+                         "otherwise compressed without retraining")
+    training, recipe = _retraining(args)
     try:
         data = load_dataset(args.data)
     except (ValueError, OSError, ImportError) as error:
@@ -310,10 +340,16 @@ def _network_model(args: argparse.Namespace) -> int:
     progress(f"{args.source}: {len(net.layers)} layers, {net.parameters():,} parameters; {data.name}: "
              f"{len(x_train)} training, {len(x_test)} test samples")
     try:
-        result = compress_network(net, x_train, x_test, data.y_test, conv_sparsity=conv_sparsity,
-                                  fc_sparsity=fc_sparsity, fc_bits=args.fc_bits, fmt=fmt, fft_size=fft_size,
-                                  calibration=calibration, percentile=args.percentile, seed=seed, name=name,
-                                  dataset=str(args.data), progress=progress)
+        if training is None:
+            result = compress_network(net, x_train, x_test, data.y_test, conv_sparsity=conv_sparsity,
+                                      fc_sparsity=fc_sparsity, fc_bits=args.fc_bits, fmt=fmt, fft_size=fft_size,
+                                      calibration=calibration, percentile=args.percentile, seed=seed, name=name,
+                                      dataset=str(args.data), progress=progress)
+        else:
+            result = training.retrain_and_compress(
+                net, x_train, data.y_train, x_test, data.y_test, conv_sparsity=conv_sparsity, fc_sparsity=fc_sparsity,
+                fc_bits=args.fc_bits, fmt=fmt, fft_size=fft_size, recipe=recipe, seed=seed, progress=progress,
+                calibration=calibration, percentile=args.percentile, name=name, dataset=str(args.data))
     except ValueError as error:
         raise InputError(one_line(error)) from None
     if result.message is not None:
@@ -333,6 +369,8 @@ def _network_model(args: argparse.Namespace) -> int:
         "fc_bits_per_weight": {name: part["bits_per_weight"] for name, part in meta["sizes"].items()},
         "seconds": meta["compress_seconds"],
     }
+    if "retrain" in meta:
+        summary["retrain_seconds"] = meta["retrain"]["train_seconds"]
     print(json.dumps(summary, indent=1 if args.pretty else None))
     return 0
 
@@ -351,7 +389,9 @@ def _model(args: argparse.Namespace) -> int:
         raise InputError("give the spectral LeNet-5 (SPECTRAL.npz) or a network to compress (--from FILE)")
     for option, value in (("--data", args.data), ("--input-shape", args.input_shape),
                           ("--conv-sparsity", args.conv_sparsity), ("--fft-size", args.fft_size),
-                          ("--calibration", args.calibration), ("--name", args.name)):
+                          ("--calibration", args.calibration), ("--name", args.name),
+                          ("--retrain", args.retrain or None), ("--epochs", args.epochs),
+                          ("--admm-iterations", args.admm_iterations), ("--admm-epochs", args.admm_epochs)):
         if value is not None:
             raise InputError(f"{option} is for a network from --from, not the spectral LeNet-5")
     sparsity = _fc_sparsity("0.9" if args.fc_sparsity is None else args.fc_sparsity)
@@ -498,9 +538,19 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--fc-sparsity", default=None, metavar="S[,S2,S3]",
                        help="fraction of FC weights pruned, one value or fc1,fc2,fc3 (default: 0.9; with --from one "
                             "value for every FC layer, default 0.25)")
+    model.add_argument("--retrain", action="store_true",
+                       help="with --from: retrain on the training split of --data before compressing (torch, the "
+                            "train extra): ADMM pruning of the conv layers' spectral bins, retraining with the conv "
+                            "and FC masks fixed, FC fine-tuning through the binary-coded weights")
+    model.add_argument("--epochs", default=None, metavar="N",
+                       help="with --retrain: epochs of retraining with the masks fixed (default: 10)")
+    model.add_argument("--admm-iterations", default=None, metavar="N",
+                       help="with --retrain: ADMM rounds, 0 to prune the bins by magnitude at once (default: 6)")
+    model.add_argument("--admm-epochs", default=None, metavar="N",
+                       help="with --retrain: epochs per ADMM round (default: 2)")
     model.add_argument("--finetune-epochs", default=None, metavar="N",
                        help="epochs of FC fine-tuning with the masks fixed, needs torch; 0 for none (default: 20; "
-                            "not with --from)")
+                            "with --from only with --retrain, default 5)")
     model.add_argument("--finetune-mode", choices=("ste", "float"), default="ste",
                        help="ste: train through the binary-coded weights (straight-through); float: train the "
                             "masked float weights, quantize after (default: ste)")

@@ -44,7 +44,9 @@ def binary_coded(w: torch.Tensor, mask: torch.Tensor, bits: int) -> torch.Tensor
     return out
 
 
-def _effective(w: torch.Tensor, mask: torch.Tensor, bits: int, mode: str) -> torch.Tensor:
+def coded_weight(w: torch.Tensor, mask: torch.Tensor, bits: int, mode: str = "ste") -> torch.Tensor:
+    """The weight a layer trains through in `mode` (module docstring): "ste" the binary-coded kept weights with the
+    masked float weights' gradient, "float" the masked float weights."""
     if mode == "float":
         return w * mask
     # Straight through: the value is the binary-coded matrix, the gradient that of the masked float one.
@@ -89,7 +91,7 @@ def finetune_fc(weights: Sequence[tuple[np.ndarray, np.ndarray]], masks: Sequenc
             for batch in torch.randperm(len(xs), generator=generator).split(batch_size):
                 h = xs[batch]
                 for i, ((w_t, b_t), mask_t) in enumerate(zip(params, keep)):
-                    h = F.linear(h, _effective(w_t, mask_t, bits, mode), b_t)
+                    h = F.linear(h, coded_weight(w_t, mask_t, bits, mode), b_t)
                     if i < len(params) - 1:
                         h = F.relu(h)
                 loss = F.cross_entropy(h, ys[batch])

@@ -24,6 +24,10 @@ The float chain becomes the compressed one layer by layer; each ReLU is fused in
    activations) and `compressed` (the golden fixed-point model end to end). When the compressed model is more
    than `LOSS_WARNING` below the float one, `CompressionResult.message` says where it was lost and suggests a
    lower sparsity (or more FC bits).
+
+Retraining (`host.train.network`, torch) hands its weights in as `Retrained`: each conv layer's pruned spectrum
+replaces the magnitude-pruned one, each Linear's weights and the BIM mask they were trained under replace the float
+ones and the mask factored here, and the accuracies it measured (`RETRAINED_STAGES`) come before `compressed`.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from typing import Any
 import numpy as np
 
 from host.compress.model import DEFAULT_PERCENTILE, accuracy, compress_fc, factor_mask, keep_every_row
-from host.compress.spectral import calibrate, compress_spatial
+from host.compress.spectral import calibrate, compress_spatial, layer_from_half
 from host.network.ir import Conv2d, Flatten, FloatNetwork, Linear, MaxPool2d, NetworkError, ReLU
+from hw.spec.bim import BimMask
 from hw.spec.fc import ACT_BITS
 from hw.spec.fc_format import DEFAULT_FC_FORMAT, FcFormat
 from hw.spec.network import (
@@ -60,8 +65,8 @@ from hw.spec.spectral.layer import SpectralLayer
 from hw.spec.spectral.operator import spectral_conv_float
 
 __all__ = ["DEFAULT_CONV_SPARSITY", "DEFAULT_FC_SPARSITY", "DEFAULT_CALIBRATION", "LOSS_WARNING",
-           "STAGES", "Step", "CompressionResult", "choose_geometry", "engine_geometry", "embed_kernel",
-           "layer_geometry", "plan", "compress_network"]
+           "STAGES", "RETRAINED_STAGES", "Step", "Retrained", "CompressionResult", "choose_geometry",
+           "engine_geometry", "embed_kernel", "layer_geometry", "plan", "compress_network"]
 
 #: Without retraining pruning costs accuracy fast, FC pruning most on small layers (a BIM mask of one or two tiles
 #: keeps whole blocks): docs/formats.md, "Compressed networks", has the measurements behind these.
@@ -73,6 +78,8 @@ DEFAULT_CALIBRATION = 500
 LOSS_WARNING = 0.02
 #: The accuracy stages, in order.
 STAGES = ("float", "spectral", "pruned", "compressed")
+#: The accuracy stages with retraining: `pruned` is then before retraining, `retrained` after it (`Retrained`).
+RETRAINED_STAGES = ("float", "spectral", "pruned", "retrained", "compressed")
 
 Progress = Callable[[str], None]
 
@@ -177,6 +184,27 @@ def plan(net: FloatNetwork) -> list[Step]:
 # --- compression ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, eq=False)
+class Retrained:
+    """Weights retrained for compression (`host.train.network`), by float layer name: per Conv2d its pruned spectrum
+    (C_out, C_in, N, N/2 + 1) at its `layer_geometry` and its bias, per Linear its weight, bias and the BIM mask
+    it was trained under; the accuracies measured while training (`RETRAINED_STAGES` but `compressed`), and what
+    the model's metadata records of the training (`retrain`: recipe, seconds)."""
+
+    convs: dict[str, tuple[np.ndarray, np.ndarray]]
+    fcs: dict[str, tuple[np.ndarray, np.ndarray, BimMask]]
+    accuracy: dict[str, float | None] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, steps: Sequence[Step]) -> None:
+        """ValueError naming the first conv or FC layer of `steps` with no retrained weights."""
+        for step in steps:
+            weights = {"conv": self.convs, "fc": self.fcs}.get(step.kind)
+            if weights is not None and step.source.name not in weights:
+                raise ValueError(f"layer {step.source.name!r}: no retrained weights (the retrained layers are "
+                                 f"{', '.join([*self.convs, *self.fcs]) or 'none'})")
+
+
 @dataclass
 class CompressionResult:
     """The compressed model, its accuracy after each stage (`STAGES`; None without labelled test samples, or when
@@ -234,7 +262,9 @@ def advice(acc: dict[str, float | None], conv_sparsity: float, fc_sparsity: floa
     lost = acc["float"] - acc["compressed"]
     if lost <= LOSS_WARNING:
         return None
-    pruning = acc["spectral"] - acc["pruned"]
+    # After retraining, what pruning still costs is what the retrained model lacks.
+    pruned = acc["retrained"] if acc.get("retrained") is not None else acc["pruned"]
+    pruning = acc["spectral"] - pruned
     head = (f"the compressed model loses {100 * lost:.1f} points ({100 * acc['float']:.1f} % -> "
             f"{100 * acc['compressed']:.1f} %)")
     if pruning >= lost / 2:
@@ -252,12 +282,14 @@ def compress_network(net: FloatNetwork, x_train: np.ndarray, x_test: np.ndarray 
                      fc_sparsity: float = DEFAULT_FC_SPARSITY, fc_bits: int | None = None,
                      fmt: FcFormat = DEFAULT_FC_FORMAT, fft_size: int | None = None, p: int = 4, b: int | None = None,
                      calibration: int = DEFAULT_CALIBRATION, percentile: float = DEFAULT_PERCENTILE, seed: int = 0,
-                     name: str = "", dataset: str = "", progress: Progress | None = None) -> CompressionResult:
+                     name: str = "", dataset: str = "", progress: Progress | None = None,
+                     retrained: Retrained | None = None) -> CompressionResult:
     """`net` compressed after training (module docstring): calibrated on the first `calibration` samples of
     x_train (N, *input_shape), evaluated on (x_test, y_test) when given. Every conv layer runs on one engine
     geometry (`engine_geometry`; `fft_size` fixes its N, by default the largest kernel's); p, b: the conv
     engine's lanes and banks (b defaults to 2 p); fc_bits: binary-coding planes (default the format's max_planes:
-    without retraining one plane loses much)."""
+    without retraining one plane loses much); `retrained`: weights and masks retrained for these options, used
+    instead of pruning the float ones."""
     started = time.perf_counter()
     say = progress or (lambda message: None)
     fc_bits = fmt.max_planes if fc_bits is None else fc_bits
@@ -267,6 +299,8 @@ def compress_network(net: FloatNetwork, x_train: np.ndarray, x_test: np.ndarray 
         raise ValueError(f"x_train must be real samples (N >= 1, {', '.join(map(str, net.input_shape))}), got "
                          f"{x_train.dtype} {x_train.shape}")
     steps = plan(net)
+    if retrained is not None:
+        retrained.check(steps)
     last_fc = steps[-1].name if steps[-1].kind == "fc" else None
     samples = x_train[:calibration]
     input_scale = _input_scale(samples)
@@ -286,16 +320,23 @@ def compress_network(net: FloatNetwork, x_train: np.ndarray, x_test: np.ndarray 
             embedded = f", embedded in {oaa.k} x {oaa.k}" if oaa.k != src.k else ""
             say(f"{step.name}: {src.c_in} -> {src.c_out} channels, k={src.k} {src.padding}{embedded}, spectral "
                 f"N={oaa.n} L={oaa.l}, {conv_sparsity:g} of the bins pruned")
-            unpruned[step.name] = compress_spatial(weight, oaa, 0.0, p, b, src.bias, step.relu)
-            spectral = compress_spatial(weight, oaa, conv_sparsity, p, b, src.bias, step.relu)
+            if retrained is None:
+                unpruned[step.name] = compress_spatial(weight, oaa, 0.0, p, b, src.bias, step.relu)
+                spectral = compress_spatial(weight, oaa, conv_sparsity, p, b, src.bias, step.relu)
+            else:
+                half, bias = retrained.convs[src.name]
+                spectral = layer_from_half(half, oaa, p, b, bias, step.relu)
             spectral = calibrate(spectral, h, scale, batch=spectral_batch(spectral, *h.shape[-2:]))
             layer: Layer = ConvLayer(step.name, spectral)
         elif step.kind == "fc":
             w, bias = src.weight, src.bias
             say(f"{step.name}: {w.shape[0]} x {w.shape[1]}, BIM mask at sparsity {fc_sparsity:g} (tile "
                 f"{fmt.m_t}x{fmt.n_t}, rank {fmt.r}), {fc_bits}-bit binary coding, XOR encoding")
-            bim = factor_mask(w, fc_sparsity, fmt, seed)
-            bim = keep_every_row(bim, w) if step.name == last_fc else bim
+            if retrained is None:
+                bim = factor_mask(w, fc_sparsity, fmt, seed)
+                bim = keep_every_row(bim, w) if step.name == last_fc else bim
+            else:
+                w, bias, bim = retrained.fcs[src.name]
             source_fc[step.name] = (w, bias)
             pruned_fc[step.name] = (np.where(bim.mask(), w, 0).astype(np.float32), bias)
             layer = compress_fc(step.name, w, bias, bim, h, scale, fmt=fmt, bits=fc_bits, relu=step.relu,
@@ -310,7 +351,9 @@ def compress_network(net: FloatNetwork, x_train: np.ndarray, x_test: np.ndarray 
         scale = getattr(layer, "out_scale", scale)
     model = CompressedNetwork(input_shape=net.input_shape, input_scale=input_scale, layers=tuple(layers), fmt=fmt)
 
-    acc: dict[str, float | None] = dict.fromkeys(STAGES)
+    acc: dict[str, float | None] = dict.fromkeys(STAGES if retrained is None else RETRAINED_STAGES)
+    if retrained is not None:
+        acc.update((stage, value) for stage, value in retrained.accuracy.items() if stage in acc)
     classes = len(model.output_shape) == 1
     if x_test is not None and y_test is not None and classes and len(y_test):
         batch = model.batch_size()
@@ -318,7 +361,7 @@ def compress_network(net: FloatNetwork, x_train: np.ndarray, x_test: np.ndarray 
         pruned_conv = {layer.name: layer.spectral for layer in model.conv_layers()}
         runs = {"float": lambda x: net.forward(x.astype(np.float64)),
                 "spectral": _float_chain(steps, unpruned, source_fc),
-                "pruned": _float_chain(steps, pruned_conv, pruned_fc)}
+                "pruned": _float_chain(steps, pruned_conv, pruned_fc)} if retrained is None else {}
         for stage, run in runs.items():
             acc[stage] = accuracy(_batched(run, x_test, batch), y_test)
             say(f"accuracy {stage}: {100 * acc[stage]:.1f} %")
@@ -344,6 +387,8 @@ def compress_network(net: FloatNetwork, x_train: np.ndarray, x_test: np.ndarray 
         "sizes": size_report(fc_layers) if fc_layers else {},
         "compress_seconds": round(time.perf_counter() - started, 3),
     }
+    if retrained is not None:
+        metadata["retrain"] = retrained.info
     model = CompressedNetwork(input_shape=model.input_shape, input_scale=model.input_scale, layers=model.layers,
                               fmt=fmt, metadata=metadata)
     return CompressionResult(model=model, accuracy=acc, message=message)

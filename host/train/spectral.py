@@ -13,7 +13,9 @@ canonical bin once, a self-conjugate bin by its real part), so the Z-step is the
 the mask of the last Z is fixed and the model retrained ("spectral retraining"). `magnitude_prune` is the
 baseline: the same mask rule applied once to the dense spectra.
 
-The exported model (`export`) is read and run without torch by `host.lenet5.spectral`.
+Pruning and retraining take any module whose `spectral_layers()` names its `SpectralConv2d` layers (the spectral
+LeNet-5 here, any float network in `host.train.network`). The exported model (`export`) is read and run without
+torch by `host.lenet5.spectral`.
 """
 
 from __future__ import annotations
@@ -182,13 +184,15 @@ def project(half: np.ndarray, sparsity: float) -> np.ndarray:
     return np.where(prune_mask(half, sparsity, "layer"), half, 0)
 
 
-def layer_masks(model: SpectralLeNet5, halves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Parameter masks (True = kept) for `fit` from pruned halves: the nonzero canonical bins of each layer."""
+def layer_masks(model: nn.Module, halves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Parameter masks (True = kept) for `fit` from pruned halves: the nonzero canonical bins of each of the model's
+    `spectral_layers()`, under the parameters' names in the model."""
+    names = {id(param): name for name, param in model.named_parameters()}
     masks = {}
     for name, layer in model.spectral_layers().items():
         keep = halves[name] != 0
-        masks[f"{name}.weight_re"] = keep & layer.mask_re.numpy()
-        masks[f"{name}.weight_im"] = keep & layer.mask_im.numpy()
+        masks[names[id(layer.weight_re)]] = keep & layer.mask_re.numpy()
+        masks[names[id(layer.weight_im)]] = keep & layer.mask_im.numpy()
     return masks
 
 
@@ -265,11 +269,11 @@ def _penalty(targets: dict[str, tuple[torch.Tensor, torch.Tensor]], rho: float) 
     return penalty
 
 
-def admm_prune(model: SpectralLeNet5, sparsity: float, recipe: AdmmRecipe, data: Data, *,
+def admm_prune(model: nn.Module, sparsity: float, recipe: AdmmRecipe, data: Data, *,
                progress: Progress | None = None,
                log: Callable[[str], None] | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """ADMM on the spectral weights of both conv layers, in place; returns the last Z (pruned halves) and, per
-    round, rho and the relative primal residual ||W - Z|| / ||W|| per layer (`log` gets one line per round)."""
+    """ADMM on the spectral weights of the model's `spectral_layers()`, in place; returns the last Z (pruned halves)
+    and, per round, rho and the relative primal residual ||W - Z|| / ||W|| per layer (`log`: one line per round)."""
     x_train, y_train, x_test, y_test = data
     layers = model.spectral_layers()
     z = {name: project(layer.half(), sparsity) for name, layer in layers.items()}
@@ -299,7 +303,7 @@ def admm_prune(model: SpectralLeNet5, sparsity: float, recipe: AdmmRecipe, data:
     return z, history
 
 
-def hard_prune(model: SpectralLeNet5, halves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def hard_prune(model: nn.Module, halves: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Zero the model's spectral weights outside the nonzero bins of `halves` (in place); returns the `fit` masks."""
     masks = layer_masks(model, halves)
     params = dict(model.named_parameters())
@@ -309,12 +313,12 @@ def hard_prune(model: SpectralLeNet5, halves: dict[str, np.ndarray]) -> dict[str
     return masks
 
 
-def magnitude_prune(model: SpectralLeNet5, sparsity: float) -> dict[str, np.ndarray]:
+def magnitude_prune(model: nn.Module, sparsity: float) -> dict[str, np.ndarray]:
     """The baseline: prune each layer's dense spectrum once by magnitude (in place); returns the `fit` masks."""
     return hard_prune(model, {name: project(layer.half(), sparsity) for name, layer in model.spectral_layers().items()})
 
 
-def model_sparsity(model: SpectralLeNet5) -> dict[str, float]:
+def model_sparsity(model: nn.Module) -> dict[str, float]:
     """Canonical-bin sparsity of each spectral layer."""
     return {name: canonical_sparsity(layer.half()) for name, layer in model.spectral_layers().items()}
 
