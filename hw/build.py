@@ -9,6 +9,10 @@ commands one stage at a time with progress, per-tool logs and clear errors, then
 
 Tools are found through Amaranth's environment variables (`YOSYS`, `NEXTPNR_ECP5`, `ECPPACK`, ...); an
 unset one defaults to the YoWASP build of that tool installed with sqgen.
+
+The config is a named one (`--config`) or the one `hw.plan` derives from a compressed network (`--model NET.npz`,
+on `--board` or the smallest board it fits); `--plan` prints it with its resource estimate (`hw.estimate`) and
+builds nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from amaranth.hdl import Elaboratable
 from boards import BOARDS, DEFAULT_BOARD, UnknownBoardError, get_board
 
 from .config import CONFIGS, DEFAULT_CONFIG, AcceleratorConfig
+from .estimate import estimate
+from .plan import PlanError, load_network, plan
 from .toolchain import (
     ABC_LUT_MAPPING,
     STAGE_NAMES,
@@ -182,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                "then).")
     parser.add_argument("--board", default=None,
                         help=f"board to build for: {', '.join(BOARDS)} (default: the config's own; "
-                             f"{DEFAULT_BOARD} for {DEFAULT_CONFIG} and link, icebreaker for fc_only)")
+                             f"{DEFAULT_BOARD} for {DEFAULT_CONFIG} and link, icebreaker for fc_only; with --model "
+                             "the smallest board the network fits)")
     parser.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: build/<board>/)")
     parser.add_argument("--baud", type=int, default=AcceleratorConfig.baud,
                         help="host link baud rate (default: %(default)s)")
@@ -190,16 +197,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--router", default=DEFAULT_ROUTER, choices=ROUTERS,
                         help="nextpnr router: router1 reaches the higher Fmax, router2 routes the LeNet-5 "
                              "accelerator in about half the time at about 10 %% lower Fmax (default: %(default)s)")
-    parser.add_argument("--config", default=DEFAULT_CONFIG, choices=sorted(CONFIGS),
-                        help="named accelerator config (hw.config.CONFIGS): lenet5, the whole LeNet-5 (conv and FC "
-                             "engines); fc_only, the FC engine alone (fits the iCE40UP5K); link, the host link alone "
-                             "(default: %(default)s)")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--config", default=None, choices=sorted(CONFIGS),
+                      help="named accelerator config (hw.config.CONFIGS): lenet5, the whole LeNet-5 (conv and FC "
+                           "engines); fc_only, the FC engine alone (fits the iCE40UP5K); link, the host link alone "
+                           f"(default: {DEFAULT_CONFIG})")
+    what.add_argument("--model", type=Path, metavar="NET.npz",
+                      help="instead of --config: the accelerator derived from a compressed network (sqgen-net, "
+                           "hw.spec.network) by hw.plan, for --board or else the smallest board it fits")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the config and its resource estimate (hw.estimate) against the board, and "
+                             "build nothing")
     args = parser.parse_args(argv)
-    try:
-        # --board overrides the board the named config is meant for.
-        config = CONFIGS[args.config](baud=args.baud, **({"board": args.board} if args.board else {}))
-    except (UnknownBoardError, ValueError) as error:
-        parser.error(str(error))
+    if args.model is not None:
+        try:
+            derived = plan(load_network(args.model), args.board, baud=args.baud)
+        except (PlanError, UnknownBoardError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        config = derived.config
+        if args.plan:
+            print(derived.format())
+            return 0
+    else:
+        try:
+            # --board overrides the board the named config is meant for.
+            config = CONFIGS[args.config or DEFAULT_CONFIG](baud=args.baud,
+                                                            **({"board": args.board} if args.board else {}))
+        except (UnknownBoardError, ValueError) as error:
+            parser.error(str(error))
+        if args.plan:
+            print(estimate(config).format())
+            return 0
 
     try:
         result = build(config, args.out, seed=args.seed, router=args.router)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,15 @@ import numpy as np
 from boards import BOARDS, get_board
 from hw.spec.fc import ACT_BITS
 from hw.spec.fc_stream import layer_streams
-from hw.spec.network import CompressedFcLayer, CompressedNetwork, ConvLayer, FlattenLayer, PoolLayer
+from hw.spec.network import (
+    CompressedFcLayer,
+    CompressedNetwork,
+    ConvLayer,
+    FlattenLayer,
+    ModelFormatError,
+    PoolLayer,
+    load_model,
+)
 from hw.spec.spectral.engine import check_layer_fits
 from hw.spec.spectral.stream import kernel_beats, quant_beats
 
@@ -306,6 +315,17 @@ def _candidates(model: CompressedNetwork, steps: list[Step], board: str, headroo
     return plans
 
 
+def load_network(path: str | Path) -> CompressedNetwork:
+    """A compressed network file (`hw.spec.network`, any `FcFormat`); PlanError, one line naming the file and the
+    field, when it is not one."""
+    try:
+        return load_model(path, expected=None)
+    except ModelFormatError as error:
+        hint = ("; the compressed LeNet-5 file becomes one with host.lenet5.compressed.to_network and "
+                "hw.spec.network.save_model" if "sqgen-lenet5-full" in str(error) else "")
+        raise PlanError(f"{error}{hint}") from None
+
+
 def plan(model: CompressedNetwork, board: str | None = None, *, headroom: float = HEADROOM,
          **overrides: Any) -> Plan:
     """The config `model` runs on, on `board` (None: the smallest board it fits), with its estimate; `overrides`
@@ -340,4 +360,4 @@ def _logic_budget(board: str) -> int:
 
 
 __all__ = ["HEADROOM", "PlanError", "Step", "program_steps", "conv_engine", "fc_engine", "program_words", "Plan",
-           "plan"]
+           "load_network", "plan"]

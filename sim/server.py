@@ -1,7 +1,7 @@
 """The virtual board: the accelerator's RTL simulated, served on a TCP socket.
 
-    python -m sim.server [--port N] [--config NAME] [--board NAME] [--sim icarus|verilator] [--idle-timeout S]
-                         [--once]
+    python -m sim.server [--port N] [--config NAME | --model NET.npz] [--board NAME] [--sim icarus|verilator]
+                         [--idle-timeout S] [--once]
 
 Prints `listening on 127.0.0.1:PORT` as its first line on stdout once the simulation is compiled (progress
 goes to stderr), then serves clients speaking the link protocol one after the other, all to the same
@@ -19,7 +19,8 @@ Python in the loop; `--sim icarus` the cocotb bridge under Icarus) and this proc
 client and it. An idle board stops its clock and uses no CPU.
 
 `--config` picks a named config of `hw.config.CONFIGS` (default `link`, the link alone); `--config lenet5`
-serves the whole LeNet-5 accelerator. `--board` and `--max-payload` override what the config says.
+serves the whole LeNet-5 accelerator; `--model NET.npz` the accelerator `hw.plan` derives from a compressed network
+(on `--board`, else the smallest board it fits). `--board` and `--max-payload` override what the config says.
 `start()` runs the server as a subprocess for tests, the demo and the benchmarks.
 """
 
@@ -150,10 +151,12 @@ def _relay(client: socket.socket, board: socket.socket, idle_timeout: float) -> 
 
 def serve(port: int, board: str | None, idle_timeout: float, stats_path: Path | None = None,
           max_payload: int | None = None, config_name: str = "link", sim: str | None = None,
-          once: bool = False) -> int:
-    """Build the simulation of config `config_name`, announce the port, serve clients one after the other (the
-    first only with `once`) until none comes or one idles for `idle_timeout` s; returns the exit code."""
+          once: bool = False, model: Path | None = None) -> int:
+    """Build the simulation of config `config_name` (or of the config `hw.plan` derives from the network file
+    `model`), announce the port, serve clients one after the other (the first only with `once`) until none comes
+    or one idles for `idle_timeout` s; returns the exit code."""
     from hw.config import CONFIGS
+    from hw.plan import PlanError, load_network, plan
     from sim import runner
     from sim.board import BoardFailed, listen, simulate
 
@@ -163,8 +166,17 @@ def serve(port: int, board: str | None, idle_timeout: float, stats_path: Path | 
     except OSError as exc:
         log(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}; pick another --port (0: any free port)")
         return 1
-    overrides = {**({"board": board} if board else {}), **({"max_payload": max_payload} if max_payload else {})}
-    config = CONFIGS[config_name](**overrides)
+    if model is not None:
+        try:
+            config = plan(load_network(model), board, **({"max_payload": max_payload} if max_payload else {})).config
+        except PlanError as exc:
+            log(str(exc))
+            public.close()
+            return 2
+        config_name = str(model)
+    else:
+        overrides = {**({"board": board} if board else {}), **({"max_payload": max_payload} if max_payload else {})}
+        config = CONFIGS[config_name](**overrides)
     log(f"building the simulation of {config_name} on {config.board} with {sim}")
     started = time.monotonic()
     try:
@@ -264,12 +276,16 @@ def main(argv: list[str] | None = None) -> int:
                     "time, client after client).",
     )
     parser.add_argument("--port", type=int, default=0, help="TCP port (default: 0, any free port)")
-    parser.add_argument("--config", default="link", choices=sorted(CONFIGS),
-                        help="named accelerator config (hw.config.CONFIGS) to simulate (default: %(default)s, the "
-                             "link alone; lenet5: the whole accelerator)")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--config", default="link", choices=sorted(CONFIGS),
+                      help="named accelerator config (hw.config.CONFIGS) to simulate (default: %(default)s, the "
+                           "link alone; lenet5: the whole accelerator)")
+    what.add_argument("--model", type=Path, default=None, metavar="NET.npz",
+                      help="instead of --config: the accelerator hw.plan derives from a compressed network "
+                           "(sqgen-net), on --board or else the smallest board it fits")
     parser.add_argument("--board", default=None, choices=sorted(BOARDS),
                         help=f"board whose clock and link settings are simulated (default: the config's, "
-                             f"{DEFAULT_BOARD} for the link alone)")
+                             f"{DEFAULT_BOARD} for the link alone; with --model the smallest the network fits)")
     parser.add_argument("--sim", default=None, choices=runner.SIMULATORS,
                         help=f"simulator (default: ${runner.SIM_ENV}, else {runner.WHOLE}: fast, compiles once per "
                              "design; icarus: 4-state, compiles in seconds, runs ~50x slower)")
@@ -292,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does: cleanly
     try:
         return serve(args.port, args.board, args.idle_timeout, args.stats, args.max_payload, args.config, sim,
-                     args.once)
+                     args.once, args.model)
     except KeyboardInterrupt:
         log("interrupted")
         return 130

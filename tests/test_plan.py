@@ -1,0 +1,340 @@
+"""An accelerator derived from a compressed network (hw.plan) and its resource estimate (hw.estimate): the committed
+LeNet-5 against the named `lenet5` config, an FC-only digits MLP (64 -> 32 -> 10) on the iCEBreaker, networks refused
+with the limit named, the estimate against the measured builds (README's Measured table and the calibration builds
+below) within `hw.estimate.TOLERANCE`, the memory mapping against yosys's choices, and the `--model` / `--plan`
+command lines. Two slow tests: the derived digits MLP accelerator on the virtual board, bit-exact with the golden
+backend, and built for the iCEBreaker."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from host.accel import pack_network
+from host.compress.network import compress_network
+from host.device import Device
+from host.infer import DeviceBackend, Session, compare_traces, load_model, open_backend
+from host.lenet5.compressed import load_model as load_lenet5
+from host.lenet5.compressed import to_network
+from host.network import FloatNetwork, Linear, ReLU
+from hw import build as hwbuild
+from hw.config import AcceleratorConfig
+from hw.estimate import TOLERANCE, UNITS, Memory, estimate, map_memory
+from hw.fc_engine import FcEngineParams
+from hw.plan import PlanError, plan, program_steps
+from hw.spec.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT
+from hw.spec.network import CompressedNetwork, FlattenLayer, PoolLayer, save_model
+from sim import server
+from sim.server import start
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mlp(sizes: tuple[int, ...], fmt, seed: int = 0) -> CompressedNetwork:
+    """A random float MLP of these layer sizes (ReLU between), compressed for `fmt` at FC sparsity 0.25."""
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i, (cols, rows) in enumerate(zip(sizes, sizes[1:]), start=1):
+        layers.append(Linear(f"fc{i}", rng.normal(0, cols ** -0.5, (rows, cols)).astype(np.float32),
+                             np.zeros(rows, dtype=np.float32)))
+        if i < len(sizes) - 1:
+            layers.append(ReLU(f"relu{i}"))
+    samples = rng.random((100, sizes[0])).astype(np.float32)
+    return compress_network(FloatNetwork((sizes[0],), layers), samples, fmt=fmt, fc_sparsity=0.25).model
+
+
+@pytest.fixture(scope="module")
+def digits() -> CompressedNetwork:
+    """The digits MLP (8 x 8 images, 64 -> 32 -> 10) compressed for the FC-only iCEBreaker format."""
+    return _mlp((64, 32, 10), FC16_FORMAT)
+
+
+@pytest.fixture(scope="module")
+def lenet5() -> CompressedNetwork:
+    return to_network(load_lenet5(ROOT / "models" / "lenet5_full.npz"))
+
+
+def _within(resource: str, estimated: int, measured: int) -> bool:
+    relative, absolute = TOLERANCE[resource]
+    return abs(estimated - measured) <= max(relative * measured, absolute)
+
+
+def _check_holds(derived, model: CompressedNetwork) -> None:
+    """The host packs `model` for the derived device, and the regions hold exactly the words the plan counted."""
+    packed = pack_network(derived.config.describe(), model)
+    assert {name: len(words) for name, words in packed.regions.items()} == derived.words
+    for name, words in derived.words.items():
+        assert words <= derived.config.region(name).depth
+
+
+# --- derived configs -------------------------------------------------------------------------------------------
+
+
+def test_lenet5_derived_is_the_named_config_but_for_depths(lenet5):
+    """The committed LeNet-5 on the ULX3S: the same conv and FC engines as `AcceleratorConfig.lenet5()`, the conv
+    regions as deep (265 kernel groups and 22 quant beats plus 25 %, rounded up to their RAMs: 512 and 32). What
+    differs, and why: the activation buffers hold the largest map a descriptor reads or writes (conv1's pooled
+    6 x 14 x 14 = 1 176 codes, rounded up to the 2 048 of its DP16KD; the named config keeps conv1's unpooled
+    4 704); the program its 5 descriptors (rounded up to 8, within their address bits; the named config 16); the FC
+    regions the model's words plus 25 % rounded up to their block RAMs (fc.xor 1 200 and fc.bim 1 158 words ->
+    1 536, three 512-word PDPW16KD rows; fc.scale 214 -> 512, one row) where the named config has 2 560, 2 560 and
+    256."""
+    derived = plan(lenet5, "ulx3s-85f")
+    named = AcceleratorConfig.lenet5()
+    config = derived.config
+    assert config.conv == named.conv and config.fc == named.fc
+    fields = ("act_depth", "program_depth", "conv_w_depth", "conv_quant_depth", "fc_xor_depth", "fc_bim_depth",
+              "fc_scale_depth", "spram_regions", "board", "baud", "max_payload")
+    differ = {name: (getattr(config, name), getattr(named, name)) for name in fields
+              if getattr(config, name) != getattr(named, name)}
+    assert differ == {"act_depth": (2048, 4704), "program_depth": (8, 16), "fc_xor_depth": (1536, 2560),
+                      "fc_bim_depth": (1536, 2560), "fc_scale_depth": (512, 256)}
+    assert derived.words == {"program": 5, "conv.w": 265, "conv.quant": 22, "fc.xor": 1200, "fc.bim": 1158,
+                             "fc.scale": 214}
+    assert [step.name for step in derived.steps] == ["pool1", "pool2", "fc1", "fc2", "fc3"]
+    assert derived.estimate.fits and derived.headroom == 0.25
+    _check_holds(derived, lenet5)
+    # Without a board: the smallest it fits, which is not the iCEBreaker (the conv engine alone is over it).
+    assert plan(lenet5).config.board == "ulx3s-85f"
+
+
+def test_digits_mlp_fits_the_icebreaker(digits):
+    """64 -> 32 -> 10 compressed for FC16_FORMAT: the iCEBreaker, the smallest board, takes it. The engine is the
+    model's (n_out 16, one plane) for 32 rows; its 64 columns would leave x in 4 words of 128 bits that yosys makes
+    flip-flops (about 900 LCs: over the UP5K), so max_cols grows to 80 and x takes block RAM. SPRAM holds the
+    regions that save the most EBR."""
+    derived = plan(digits)
+    config = derived.config
+    assert config.board == "icebreaker" and config.conv is None
+    assert config.fc.fc_format == FC16_FORMAT and config.fc.x_lane_writes
+    assert (config.fc.max_rows, config.fc.max_cols) == (32, 80)
+    assert any("max_cols 64 -> 80" in note for note in derived.notes)
+    assert config.spram_regions and "program" not in config.spram_regions
+    assert derived.estimate.fits
+    total = derived.estimate.describe()["total"]
+    assert total["ICESTORM_SPRAM"] <= 4 and total["ICESTORM_RAM"] <= 30 and total["ICESTORM_LC"] <= 5280
+    _check_holds(derived, digits)
+    # Sized to the model's 64 columns the same config is over the UP5K's LCs.
+    exact = AcceleratorConfig(**{**{f: getattr(config, f) for f in ("board", "act_depth", "program_depth",
+                                                                    "fc_xor_depth", "fc_bim_depth", "fc_scale_depth",
+                                                                    "spram_regions")},
+                                 "fc": FcEngineParams.from_format(FC16_FORMAT, 32, 64, x_lane_writes=True)})
+    assert not estimate(exact).fits
+
+
+def test_plan_describe_and_format(digits):
+    derived = plan(digits, "icebreaker")
+    doc = json.loads(json.dumps(derived.describe()))
+    assert doc["board"] == "icebreaker" and doc["conv"] is None and doc["fc"]["n_out"] == 16
+    assert doc["regions"]["fc.xor"]["used"] == derived.words["fc.xor"]
+    assert doc["estimate"]["fits"] is True
+    text = derived.format()
+    assert "board: icebreaker" in text and "fc engine: n_in=3 n_out=16" in text
+    assert re.search(r"^  total +\d+ +\d+ +\d+ +\d+$", text, re.M)
+
+
+# --- refusals --------------------------------------------------------------------------------------------------
+
+
+def test_default_format_mlp_is_refused_on_the_icebreaker_naming_the_limit(digits):
+    """The same MLP compressed for the default format (64-wide slices, four planes): its FC engine alone is over
+    the UP5K's logic, and the message says so with the budget; the ULX3S takes it."""
+    wide = _mlp((64, 32, 10), DEFAULT_FC_FORMAT)
+    with pytest.raises(PlanError, match=r"^fc engine needs \d+ LC, icebreaker has 5280"):
+        plan(wide, "icebreaker")
+    assert plan(wide).config.board == "ulx3s-85f"
+
+
+def test_lenet5_is_refused_on_the_icebreaker(lenet5):
+    with pytest.raises(PlanError, match=r"conv engine needs \d+ LC, icebreaker has 5280.*conv engine needs \d+ DSP, "
+                                        r"icebreaker has 8"):
+        plan(lenet5, "icebreaker")
+
+
+def test_a_layer_past_the_largest_region_is_refused_everywhere():
+    """784 -> 512 -> 10 at FC16_FORMAT: fc1's XOR beats are more than a region can hold (LOAD addresses words with
+    u16 offsets), on any board."""
+    with pytest.raises(PlanError, match=r"^fits no board: icebreaker: region fc.xor needs \d+ words, a region holds "
+                                        r"at most 65536; ulx3s-85f: "):
+        plan(_mlp((784, 512, 10), FC16_FORMAT))
+
+
+def test_steps_the_device_cannot_run_are_refused():
+    pooled_input = CompressedNetwork((1, 8, 8), 1.0, (PoolLayer("p"), FlattenLayer("f")))
+    with pytest.raises(PlanError, match="layer p: the device pools only in a conv layer's post stage"):
+        program_steps(pooled_input)
+    with pytest.raises(PlanError, match="no conv or FC layer"):
+        program_steps(CompressedNetwork((16,), 1.0, (FlattenLayer("f"),)))
+
+
+# --- the estimate against builds ---------------------------------------------------------------------------------
+
+
+def _readme_builds() -> list[tuple[AcceleratorConfig, dict[str, int]]]:
+    """README's Measured figures: (config, {budget resource: used}) for lenet5, fc_only and the link alone."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+
+    def row(start: str) -> list[str]:
+        line = next(line for line in lines if line.startswith(start))
+        return [cell.strip() for cell in line.strip("|").split("|")]
+
+    def used(cell: str, unit: str) -> int:
+        match = re.search(rf"(\d[\d ]*?)(?: / [\d ]+)? {unit}\b", cell)
+        return int(match.group(1).replace(" ", ""))
+
+    lenet, fc_only = row("| `lenet5`"), row("| `fc_only`")
+    logic, bram = row("| logic |"), row("| block RAM |")
+    return [
+        (AcceleratorConfig.lenet5(), {"TRELLIS_COMB": used(lenet[2], "LUT4"), "TRELLIS_FF": used(lenet[2], "FF"),
+                                      "DP16KD": used(lenet[3], "DP16KD"), "MULT18X18D": used(lenet[4], "MULT18X18D")}),
+        (AcceleratorConfig.fc_only(), {"ICESTORM_LC": used(fc_only[2], "LC"), "ICESTORM_RAM": used(fc_only[3], "EBR"),
+                                       "ICESTORM_SPRAM": used(fc_only[3], "SPRAM"),
+                                       "ICESTORM_DSP": int(fc_only[4].split("/")[0])}),
+        (AcceleratorConfig(board="icebreaker"), {"ICESTORM_LC": used(logic[1], "LC"),
+                                                 "ICESTORM_RAM": used(bram[1], "EBR")}),
+        (AcceleratorConfig(), {"TRELLIS_COMB": used(logic[2], "LUT4"), "TRELLIS_FF": used(logic[2], "FF"),
+                               "DP16KD": used(bram[2], "DP16KD")}),
+    ]
+
+
+def _fc16(rows: int, cols: int) -> AcceleratorConfig:
+    return AcceleratorConfig.fc_only(fc=FcEngineParams.from_format(FC16_FORMAT, rows, cols, x_lane_writes=True),
+                                     act_depth=cols)
+
+
+#: Calibration builds besides README's (`hw.build.build(config)`, nextpnr seed 1): what nextpnr reported used.
+#: The 32 x 64 one does not fit: its figure is nextpnr's packer's count before it gave up placing.
+CALIBRATION_BUILDS = [
+    (lambda: AcceleratorConfig.fc_only(board="ulx3s-85f"),
+     {"TRELLIS_COMB": 4768, "TRELLIS_FF": 1957, "DP16KD": 26, "MULT18X18D": 1}),
+    (lambda: AcceleratorConfig.lenet5(conv=None),
+     {"TRELLIS_COMB": 8870, "TRELLIS_FF": 3860, "DP16KD": 30, "MULT18X18D": 1}),
+    (lambda: _fc16(128, 784), {"ICESTORM_LC": 4982, "ICESTORM_RAM": 27, "ICESTORM_SPRAM": 3, "ICESTORM_DSP": 1}),
+    (lambda: _fc16(32, 64), {"ICESTORM_LC": 5586}),
+]
+
+
+def _check_estimate(config: AcceleratorConfig, measured: dict[str, int]) -> None:
+    total = estimate(config).describe()["total"]
+    family = "ice40" if config.board == "icebreaker" else "ecp5"
+    resource = {name: generic for generic, name in UNITS[family].items()}
+    for name, used in measured.items():
+        assert _within(resource[name], total[name], used), (config.board, name, total[name], used)
+
+
+@pytest.mark.parametrize("index", range(4), ids=["lenet5", "fc_only", "link-icebreaker", "link-ulx3s"])
+def test_estimate_matches_the_readme_builds(index):
+    _check_estimate(*_readme_builds()[index])
+
+
+@pytest.mark.parametrize("index", range(len(CALIBRATION_BUILDS)),
+                         ids=["fc_only-ulx3s", "lenet5-fc-only", "fc16-128x784", "fc16-32x64"])
+def test_estimate_matches_the_calibration_builds(index):
+    make, measured = CALIBRATION_BUILDS[index]
+    _check_estimate(make(), measured)
+
+
+@pytest.mark.parametrize("family, mem, kind, cells", [
+    ("ice40", Memory(("program",), 114, 3, 1, 1, 114), "logic", 0),          # 8 RAM4K would cost more than 342 bits
+    ("ice40", Memory(("rx_fifo",), 8, 15, 1, 1, 8), "block", 1),
+    ("ice40", Memory(("info",), 8, 115, 1, 0, 8), "logic", 0),               # a small ROM goes to LUTs
+    ("ice40", Memory(("x",), 128, 25, 1, 1, 8), "block", 8),                 # per-lane writes: 16-bit mode
+    ("ice40", Memory(("x",), 128, 4, 1, 1, 8), "logic", 0),                  # 512 bits tie 8 RAM4K: logic
+    ("ecp5", Memory(("x",), 512, 7, 1, 1, 512), "distributed", 128),
+    ("ecp5", Memory(("bim",), 23, 8192, 1, 1, 23), "block", 12),             # 12 DP16KD of 8192 x 2
+    ("ecp5", Memory(("xor",), 34, 2560, 1, 1, 34), "block", 5),              # 5 PDPW16KD of 512 x 36
+    ("ecp5", Memory(("acc",), 90, 10, 2, 1, 90), "distributed", 46),         # a copy per read port
+])
+def test_memories_map_as_yosys_maps_them(family, mem, kind, cells):
+    """`map_memory` against yosys 0.70's memory_libmap on these memories of the fc_only, LeNet-5 and link builds."""
+    mapping = map_memory(family, mem)
+    assert (mapping.kind, mapping.cells) == (kind, cells)
+
+
+# --- command lines ---------------------------------------------------------------------------------------------
+
+
+def test_build_plan_prints_the_derived_config_and_estimate(digits, tmp_path, capsys):
+    path = tmp_path / "digits.npz"
+    save_model(path, digits)
+    assert hwbuild.main(["--model", str(path), "--board", "icebreaker", "--plan", "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("board: icebreaker (iCE40UP5K, 12 MHz)\nprogram: fc1 (fc 64 -> 32), fc2 (fc 32 -> 10)")
+    assert "fc engine: n_in=3 n_out=16" in out and "estimate:" in out and "ICESTORM" not in out
+    assert re.search(r"^  icebreaker +5280 +30 +4 +8$", out, re.M)
+    assert not (tmp_path / "b").exists()  # nothing built
+    # --plan for a named config: its estimate alone.
+    assert hwbuild.main(["--config", "fc_only", "--plan"]) == 0
+    assert re.search(r"^  total +\d+ +25 +3 +1$", capsys.readouterr().out, re.M)
+
+
+def test_build_model_error_paths(digits, lenet5, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        hwbuild.main(["--model", "net.npz", "--config", "lenet5"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    assert hwbuild.main(["--model", str(tmp_path / "missing.npz"), "--plan"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'missing.npz'}: no such file\n"
+    assert hwbuild.main(["--model", str(ROOT / "models" / "lenet5_full.npz"), "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert "expected 'sqgen-net', got 'sqgen-lenet5-full'" in err and "to_network" in err and err.count("\n") == 1
+    path = tmp_path / "lenet5.npz"
+    save_model(path, lenet5)
+    assert hwbuild.main(["--model", str(path), "--board", "icebreaker", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: conv engine needs ") and "icebreaker has 5280" in err and err.count("\n") == 1
+
+
+def test_server_model_refused_before_compiling(tmp_path, capsys):
+    """`python -m sim.server --model`: a network the board cannot run exits 2 with the reason, nothing compiled."""
+    assert server.main(["--model", str(tmp_path / "missing.npz"), "--once"]) == 2
+    assert "missing.npz: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        server.main(["--model", "net.npz", "--config", "lenet5"])
+
+
+# --- the derived accelerator at work ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.cost(seconds=45)
+def test_derived_digits_mlp_on_the_virtual_board_bit_exact(digits, tmp_path):
+    """`python -m sim.server --model digits.npz` serves the derived accelerator (the iCEBreaker's clock), and the
+    host runs the network on it bit-exact with the golden backend at every layer."""
+    path = tmp_path / "digits.npz"
+    save_model(path, digits)
+    model = load_model(path, expected=None)
+    x = np.random.default_rng(1).random((3, 64)).astype(np.float32)
+    golden = open_backend("golden", model).run(x, trace=True)
+    with start("--model", str(path), once=False) as board:
+        with Device.open(board.url, timeout=300) as dev:
+            assert dev.info()["board"] == "icebreaker"
+            session = Session(DeviceBackend(dev, model, name=board.url), model)
+            result = session.run(x, trace=True)
+        board.stop()
+    assert compare_traces(golden.layers, result.layers) is None
+    np.testing.assert_array_equal(result.logits, golden.logits)
+
+
+# --- a build -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.cost(seconds=70)
+def test_derived_digits_mlp_builds_on_the_icebreaker(digits, tmp_path, capsys):
+    """`python -m hw.build --model digits.npz`: the derived digits MLP accelerator fits the iCEBreaker, meets its
+    12 MHz, and lands within the estimate's tolerance; its manifest is the derived config's."""
+    path = tmp_path / "digits.npz"
+    save_model(path, digits)
+    assert hwbuild.main(["--model", str(path), "--out", str(tmp_path / "build")]) == 0
+    assert "timing met" in capsys.readouterr().out
+    derived = plan(digits)
+    report = json.loads((tmp_path / "build" / "report.json").read_text())
+    assert report["timing_met"] is True and report["board"] == "icebreaker"
+    measured = {name: use["used"] for name, use in report["resources"].items() if name in UNITS["ice40"].values()}
+    _check_estimate(derived.config, measured)
+    manifest = json.loads((tmp_path / "build" / "manifest.json").read_text())
+    assert manifest == {**derived.config.describe(), "bitstream": hwbuild.BITSTREAM["ice40"]}
