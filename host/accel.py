@@ -16,8 +16,10 @@ Any compressed network (`hw.spec.network.CompressedNetwork`): `pack_network`, th
 ... fc ... (a pool is the conv layer's post stage before it, a flatten costs nothing: the buffers hold maps
 channel-major), named by each descriptor's last layer.
 
-The conv engine runs "same" padding; a "valid" layer is the "same" output cropped at (k - 1) // 2 to H - k + 1
-by W - k + 1, which the descriptor's post-stage window does. The pool flag adds a 2 x 2 max-pool after the crop.
+The conv engine runs "same" padding; a "valid" layer (of the engine's K, or a smaller k on its N and L) is the
+"same" output cropped to H - k + 1 by W - k + 1 from row and column `crop_offset` (the layer's crop minus the
+engine's: (k - 1) // 2 at k = K), which the descriptor's post-stage window does. The pool flag adds a 2 x 2
+max-pool after the crop.
 An FC layer reads its cols activations from the source buffer and writes its rows outputs; its regions hold
 the engine's xor, bim (all planes' tiles, one canonical stream) and scale beats.
 """
@@ -33,7 +35,7 @@ import numpy as np
 from hw.spec import fc_stream
 from hw.spec.fields import beats_to_bytes, fields_from_json, pack_fields, unpack_fields, word_bits
 from hw.spec.network import CompressedNetwork, ConvLayer, FlattenLayer, PoolLayer
-from hw.spec.spectral.engine import check_layer_fits
+from hw.spec.spectral.engine import check_layer_fits, crop_offset
 from hw.spec.spectral.layer import SpectralLayer
 from hw.spec.spectral.stream import cfg_beat, kernel_beats, quant_beats
 
@@ -142,9 +144,10 @@ def plan_conv_layer(accel: AccelInfo, layer: SpectralLayer, in_shape: tuple[int,
     check_layer_fits(p, layer, in_shape, valid_as_crop=True)
     oaa = layer.oaa
     c_in, h, w = in_shape
-    # "same" is the engine's own output; "valid" is its window at (k - 1) // 2 (the offsets of OaaParams.crop).
+    # The engine's "same" output cropped: "same" is the whole of it, "valid" its window from the layer's crop
+    # minus the engine's (the offsets of OaaParams.crop on one canvas).
     h_out, w_out = oaa.output_shape(h, w)
-    top = 0 if oaa.padding == "same" else (oaa.k - 1) // 2
+    top = crop_offset(p, oaa)
     out_h, out_w = (h_out // 2, w_out // 2) if pool else (h_out, w_out)
     if pool and min(out_h, out_w) < 1:
         raise ValueError(f"a {h_out} x {w_out} map is too small to pool")

@@ -5,11 +5,18 @@ quantization's tolerance of the float network."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from host.compress.network import compress_network, embed_kernel, engine_geometry, layer_geometry
+from host.compress.spectral import calibrate, compress_spatial
 from host.network import Conv2d, Flatten, FloatNetwork, Linear, MaxPool2d, ReLU
+from hw.config import AcceleratorConfig
+from hw.spec.spectral.engine import check_layer_fits, crop_offset
+from hw.spec.spectral.fixed import spectral_conv_fixed
+from hw.spec.spectral.geometry import OaaParams
 
 RNG = np.random.default_rng(0)
 
@@ -73,3 +80,27 @@ def test_a_mixed_network_compresses_onto_one_geometry_and_follows_the_float_netw
         error = np.abs(trace[layer.name] - y)
         assert error.shape == y.shape and error.max() <= 1.5 and error.mean() <= 0.35, layer.name
     assert trace["v3"].shape == (120, 8, 5, 5) and trace["fc"].shape == (120, 10)
+
+
+@pytest.mark.parametrize("k, padding, offset", [(1, "valid", -2), (2, "valid", -1), (3, "valid", 0), (4, "valid", 1),
+                                                (5, "valid", 2), (4, "same", 0), (3, "same", -1), (5, "same", 0)])
+def test_a_layer_on_the_engine_s_n_and_l_is_a_window_of_its_same_output(k, padding, offset):
+    """The LeNet-5 conv engine (8, 5, 4) "same": a layer of its N and L runs when its output is a window of the
+    engine's, from row and column `crop_offset` (bit for bit on the golden model); the others are refused."""
+    engine = AcceleratorConfig.lenet5().describe()["engines"]["conv"]["params"]
+    rng = np.random.default_rng(k)
+    layer = compress_spatial(rng.normal(0, 0.3, (5, 3, k, k)), OaaParams(8, k, 4, padding), 0.5, p=engine["p"],
+                             b=engine["b"], bias=rng.normal(0, 0.1, 5), relu=True)
+    layer = calibrate(layer, rng.integers(-128, 128, (4, 3, 11, 9)), in_scale=1 / 64)
+    assert crop_offset(engine, layer.oaa) == offset
+    if offset < 0 or (padding == "same" and offset):
+        with pytest.raises(ValueError, match=rf"^layer \(n, k, l\)=\(8, {k}, 4\) does not match the engine's "
+                                             rf"\(8, 5, 4\): its '{padding}' output is no window"):
+            check_layer_fits(engine, layer, (3, 11, 9), valid_as_crop=True)
+        return
+    check_layer_fits(engine, layer, (3, 11, 9), valid_as_crop=True)
+    x = rng.integers(-128, 128, (2, 3, 11, 9))
+    same = dataclasses.replace(layer, oaa=OaaParams(8, 5, 4, "same"))
+    out = spectral_conv_fixed(x, layer)
+    h, w = out.shape[-2:]
+    np.testing.assert_array_equal(out, spectral_conv_fixed(x, same)[..., offset:offset + h, offset:offset + w])

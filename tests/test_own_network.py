@@ -7,6 +7,7 @@ LeNet-5 accelerator cannot run. tests/test_own_network_board.py runs one through
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -39,6 +40,7 @@ from hw.spec.fields import unpack_fields  # noqa: E402
 from hw.spec.network import load_model as load_network_model  # noqa: E402
 from hw.spec.pool import max_pool  # noqa: E402
 from hw.spec.spectral.fixed import spectral_conv_fixed  # noqa: E402
+from hw.spec.spectral.geometry import OaaParams  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET5_INFO = AcceleratorConfig.lenet5().describe()
@@ -244,9 +246,10 @@ def test_golden_backend_on_a_network_file_is_its_forward_pass(nets, compressed, 
 
 
 class NetworkFake:
-    """LOAD / RUN / READ on regions in Python; each descriptor is computed by the golden model of the layer whose
-    weights start where it says (conv.w_start, fc.xor_start; what pack_network laid out), its window checked
-    against that layer's own output, pooled when it says so."""
+    """LOAD / RUN / READ on regions in Python; each descriptor is computed by the golden model of the engine on the
+    layer whose weights start where it says (conv.w_start, fc.xor_start; what pack_network laid out): a conv layer
+    as the conv engine runs it, "same" on its own geometry, then the descriptor's crop window, pooled when it says
+    so."""
 
     def __init__(self, model, info=LENET5_INFO):
         self._info = info
@@ -281,8 +284,11 @@ class NetworkFake:
             layer = self.layers[self._start(d)]
             x = self.acts[d["src"]][:d["x_count"]]
             if d["kind"] == 0:
-                y = spectral_conv_fixed(x.reshape(layer.c_in, d["conv.cfg.height"], d["conv.cfg.width"]), layer)
-                assert (d["post.top"], d["post.height"], d["post.width"]) == (0, *y.shape[1:])  # "same" layers
+                engine = self._info["engines"]["conv"]["params"]
+                same = dataclasses.replace(layer, oaa=OaaParams(engine["n"], engine["k"], engine["l"], "same"))
+                y = spectral_conv_fixed(x.reshape(layer.c_in, d["conv.cfg.height"], d["conv.cfg.width"]), same)
+                top, left = d["post.top"], d["post.left"]
+                y = y[:, top:top + d["post.height"], left:left + d["post.width"]]
                 y = max_pool(y) if d["post.pool"] else y
             else:
                 y = layer.forward(x)
@@ -321,6 +327,27 @@ def test_device_backend_runs_any_network_as_the_golden_one(nets, compressed, dig
         assert loaded["input_per_sample"] == 64 and loaded["output_per_sample"] == 10 and loaded["model"] > 0
         sizes = layer_sizes(model, session.backend.plan)
         assert sizes["all"]["device_bits"] == sum(v["device_bits"] for k, v in sizes.items() if k != "all")
+
+
+def test_a_smaller_valid_kernel_runs_as_a_window_of_the_engine_s_output(digits):
+    """A 5 x 5 "same" conv sets the engine's geometry (8, 5, 4); a 3 x 3 "valid" conv keeps k = 3 on N = 8, L = 4,
+    and the device runs it as the engine's "same" output from row and column 0 (its crop 2 minus the engine's 2)."""
+    rng = np.random.default_rng(3)
+    net = FloatNetwork((1, 8, 8), (Conv2d("conv1", rng.normal(0, 0.2, (4, 1, 5, 5))), ReLU("relu1"),
+                                   MaxPool2d("pool1"), Conv2d("conv2", rng.normal(0, 0.3, (6, 4, 3, 3)),
+                                                              padding="valid"),
+                                   ReLU("relu2"), Flatten("flat"), Linear("fc", rng.normal(0, 0.2, (10, 24)))))
+    model = compress_network(net, digits.x_train[:200], fc_sparsity=0.0, fc_bits=2).model
+    assert [c.spectral.oaa for c in model.conv_layers()] == [OaaParams(8, 5, 4, "same"), OaaParams(8, 3, 4, "valid")]
+    packed = pack_network(LENET5_INFO, model)
+    fields = {f["name"]: (f["offset"], f["width"]) for f in LENET5_INFO["descriptor"]["fields"]}
+    window = unpack_fields(fields, packed.program[1])
+    assert [window[f"post.{name}"] for name in ("top", "left", "height", "width", "pool")] == [0, 0, 2, 2, 0]
+    session = Session(DeviceBackend(NetworkFake(model), model), model)
+    golden = open_backend("golden", model).run(digits.x_test[:20], trace=True)
+    traced = session.run(digits.x_test[:20], trace=True)
+    assert compare_traces(golden.layers, traced.layers) is None
+    np.testing.assert_array_equal(traced.logits, golden.logits)
 
 
 def _conv_net(c_out: int = 4, size: int = 8, relu: bool = True, padding: str = "same", k: int = 5,

@@ -7,26 +7,45 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .geometry import OaaParams
 from .layer import SpectralLayer
 
 #: Width of the engine's run-time `mac_shift` and `out_shift` fields.
 SHIFT_BITS = 6
 
 
+def crop_offset(engine: Mapping[str, Any], oaa: OaaParams) -> int:
+    """Row (and column) of the engine's "same" output where the output of a layer of geometry `oaa` starts.
+
+    On the engine's N and L the layer's tiles, spectra and overlap-add canvas are the engine's (K only places the
+    output window on the canvas), so its output is the canvas from `oaa.crop` and the engine's from its own crop.
+    Negative when the layer's output starts before the engine's.
+    """
+    return oaa.crop - OaaParams(engine["n"], engine["k"], engine["l"], "same").crop
+
+
 def check_layer_fits(engine: Mapping[str, Any], layer: SpectralLayer, in_shape: Sequence[int], *,
                      valid_as_crop: bool) -> None:
     """ValueError naming the field unless `layer` on an input of `in_shape` (C_in, H, W) runs on `engine`.
 
-    With `valid_as_crop` the engine runs "same" padding and a "valid" layer runs as its output cropped (the
-    accelerator's post stage); without, the layer's padding must be the engine's own (the engine alone).
+    With `valid_as_crop` the engine runs "same" padding and a layer runs as a window of its output (the
+    accelerator's post stage crops it): a layer of the engine's N and L whose output starts `crop_offset` >= 0
+    rows and columns into the engine's, 0 for a "same" layer (its output is as large). So a "valid" layer of
+    any k with k - 1 >= the engine's crop (K - 1 - (K - 1) // 2) runs, a smaller "valid" kernel than K included.
+    Without, the layer's geometry and padding must be the engine's own (the engine alone).
     """
     oaa = layer.oaa
     geometry = (engine["n"], engine["k"], engine["l"])
     if valid_as_crop:
-        if (oaa.n, oaa.k, oaa.l) != geometry:
-            raise ValueError(f"layer (n, k, l)=({oaa.n}, {oaa.k}, {oaa.l}) does not match the engine's {geometry}")
         if engine["padding"] != "same":
             raise ValueError(f"the engine must run 'same' padding, it runs {engine['padding']!r}")
+        if (oaa.n, oaa.l) != (engine["n"], engine["l"]):
+            raise ValueError(f"layer (n, k, l)=({oaa.n}, {oaa.k}, {oaa.l}) does not match the engine's {geometry}")
+        offset = crop_offset(engine, oaa)
+        if offset < 0 or (oaa.padding == "same" and offset != 0):
+            raise ValueError(f"layer (n, k, l)=({oaa.n}, {oaa.k}, {oaa.l}) does not match the engine's {geometry}: "
+                             f"its {oaa.padding!r} output is no window of the engine's 'same' output (it would start "
+                             f"at row {offset} of it)")
     elif (oaa.n, oaa.k, oaa.l, oaa.padding) != (*geometry, engine["padding"]):
         raise ValueError(f"layer geometry (n, k, l, padding)=({oaa.n}, {oaa.k}, {oaa.l}, {oaa.padding!r}) does not "
                          f"match the engine's ({', '.join(map(repr, (*geometry, engine['padding'])))})")
