@@ -17,6 +17,7 @@ from hw.spec.fc_format import DEFAULT_FC_FORMAT
 from hw.spec.network import (
     FORMAT,
     CompressedNetwork,
+    ConvLayer,
     FcFormatMismatch,
     FlattenLayer,
     ModelFormatError,
@@ -133,6 +134,10 @@ def _kinds(f: dict, index: int, kind: str) -> None:
     (lambda f: f.update({"metadata": np.array("[1]")}), "field 'metadata': expected a JSON object"),
     (lambda f: f.update({"fc1/p": f["fc1/p"][:-1]}), "field 'fc1/p'"),
     (lambda f: f.update({"fc_format/m": np.zeros_like(f["fc_format/m"])}), "field 'fc_format/m'"),
+    (lambda f: f.update({"conv1/kernel_size": np.int64(4)}), "field 'conv1/kernel_size': must be an integer in 1..3"),
+    (lambda f: f.update({"conv2/kernel_size": np.int64(2)}), "field 'conv2/kernel_size': a 'valid' layer keeps its "
+                                                             "own kernel size k=3, got 2"),
+    (lambda f: f.update({"conv1/kernel_size": np.float32(2)}), "field 'conv1/kernel_size': expected an integer"),
 ])
 def test_malformed_files_are_rejected_naming_the_field(small, tmp_path, change, message):
     fields = model_fields(small[0])
@@ -142,6 +147,24 @@ def test_malformed_files_are_rejected_naming_the_field(small, tmp_path, change, 
         load_model(path)
     text = str(info.value)
     assert text.startswith(f"{path}: ") and message in text and "\n" not in text
+
+
+def test_a_smaller_kernel_embedded_counts_its_own_dense_weights(small, tmp_path):
+    """A conv layer stores the size of the kernels it stands for: a 2 x 2 "same" kernel embedded in the 3 x 3
+    geometry counts 4 dense weights per kernel; a file without the field (older ones) gives the layer's own k."""
+    model, _ = small
+    conv1 = model.layers[0]
+    assert conv1.kernel_size == 3 and model.dense_weights()["conv1"] == 4 * 1 * 9
+    embedded = dataclasses.replace(model, layers=(ConvLayer("conv1", conv1.spectral, 2), *model.layers[1:]))
+    assert embedded.dense_weights()["conv1"] == 4 * 1 * 4
+    assert embedded.dense_weights()["all"] == model.dense_weights()["all"] - 4 * 5
+    save_model(tmp_path / "embedded.npz", embedded)
+    loaded = load_model(tmp_path / "embedded.npz")
+    assert [c.kernel_size for c in loaded.conv_layers()] == [2, 3]
+    fields = model_fields(embedded)
+    assert fields["conv1/kernel_size"] == 2 and fields["conv1/kernel_size"].dtype == np.int64
+    del fields["conv1/kernel_size"], fields["conv2/kernel_size"]
+    assert [c.kernel_size for c in load_model(_write(tmp_path, fields)).conv_layers()] == [3, 3]
 
 
 def test_a_pool_for_the_flatten_is_a_broken_chain(small, tmp_path):

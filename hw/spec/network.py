@@ -297,10 +297,13 @@ def size_report(layers: Sequence[CompressedFcLayer]) -> dict[str, Any]:
 @dataclass(frozen=True, eq=False)
 class ConvLayer:
     """A calibrated sparse spectral conv layer: kernel size, tile, FFT size and padding in `spectral.oaa`, ReLU in
-    `spectral.relu`, the fixed-point parameters in `spectral.quant`."""
+    `spectral.relu`, the fixed-point parameters in `spectral.quant`. `kernel_size`: the size k of the spatial
+    kernels the layer stands for, 1..K (K = `spectral.oaa.k`; a smaller "same" kernel embedded in K x K, a "valid"
+    one keeps its own K); None gives K."""
 
     name: str
     spectral: SpectralLayer
+    kernel_size: int | None = None
     kind = "conv"
 
     def __post_init__(self) -> None:
@@ -308,6 +311,14 @@ class ConvLayer:
             raise ModelFormatError(f"{self.name}: must be a calibrated SpectralLayer (with quantization fields)")
         if self.spectral.schedule is None:
             raise ModelFormatError(f"{self.name}: the spectral layer has no schedule (the file carries it)")
+        oaa = self.spectral.oaa
+        k = oaa.k if self.kernel_size is None else self.kernel_size
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or not 1 <= k <= oaa.k:
+            raise field_error(f"{self.name}/kernel_size", f"must be an integer in 1..{oaa.k} (k), got {k!r}")
+        if oaa.padding == "valid" and k != oaa.k:
+            raise field_error(f"{self.name}/kernel_size", f"a 'valid' layer keeps its own kernel size k={oaa.k}, "
+                                                          f"got {k}")
+        object.__setattr__(self, "kernel_size", int(k))
 
     @property
     def in_scale(self) -> float:
@@ -435,8 +446,9 @@ class CompressedNetwork:
         return quantize_input(x, self.input_scale)
 
     def dense_weights(self) -> dict[str, int]:
-        """Weights each layer applies per sample, counted dense (conv C_out C_in K^2, FC rows cols), and "all"."""
-        out = {layer.name: layer.spectral.c_out * layer.spectral.c_in * layer.spectral.oaa.k ** 2
+        """Weights each layer applies per sample, counted dense (conv C_out C_in k^2 of its `kernel_size`, FC rows
+        cols), and "all"."""
+        out = {layer.name: layer.spectral.c_out * layer.spectral.c_in * layer.kernel_size ** 2
                for layer in self.conv_layers()}
         out.update({layer.name: layer.shape[0] * layer.shape[1] for layer in self.fc_layers()})
         out["all"] = sum(out.values())
@@ -675,6 +687,7 @@ def model_fields(model: CompressedNetwork) -> dict[str, np.ndarray]:
     for layer in model.layers:
         if isinstance(layer, ConvLayer):
             out.update({f"{layer.name}/{k}": v for k, v in layer_fields(layer.spectral).items()})
+            out[f"{layer.name}/kernel_size"] = np.int64(layer.kernel_size)
         elif isinstance(layer, CompressedFcLayer):
             out.update(fc_layer_fields(layer))
     return out
@@ -734,7 +747,10 @@ def model_from_fields(raw: Mapping[str, np.ndarray], expected: FcFormat | None =
     shape = input_shape
     for name, kind in _names_and_kinds(raw):
         if kind == "conv":
-            layer: Layer = ConvLayer(name, conv_layer_from_fields(raw, name))
+            spectral = conv_layer_from_fields(raw, name)
+            # Files written before kernel_size existed stored every kernel at its layer's own k.
+            size = scalar_field(raw, f"{name}/kernel_size", "int") if f"{name}/kernel_size" in raw else None
+            layer: Layer = ConvLayer(name, spectral, size)
         elif kind == "fc":
             layer = fc_layer_from_fields(raw, name, fmt, functools.partial(_fits, name, shape))
         else:
