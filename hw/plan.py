@@ -112,7 +112,7 @@ def program_steps(model: CompressedNetwork) -> list[Step]:
 
 def _agree(steps: list[Step], what: str, value: Any) -> Any:
     """The one value `value(step)` the conv steps share; PlanError naming the layers when they differ."""
-    values = {step.name: value(step) for step in steps}
+    values = {step.layer.name: value(step) for step in steps}
     if len(set(values.values())) > 1:
         listed = ", ".join(f"{name} {v}" for name, v in values.items())
         raise PlanError(f"the conv layers differ in {what} ({listed}); the conv engine fixes it for all of them")
@@ -312,6 +312,8 @@ def _candidates(model: CompressedNetwork, steps: list[Step], board: str, headroo
         for engine, notes in sizings:
             config = _config(board, steps, words, conv, engine, room, **overrides)
             plans.append(Plan(config, estimate(config), tuple(steps), words, room, notes))
+        if any(p.estimate.fits for p in plans):
+            break  # the headroom fits: no need to try without
     return plans
 
 
@@ -348,10 +350,20 @@ def plan(model: CompressedNetwork, board: str | None = None, *, headroom: float 
         if fitting:
             return min(fitting, key=lambda p: (p.headroom != headroom, p.utilisation))
         least = min(plans, key=lambda p: p.utilisation)
-        refusals.append((name, "; ".join(least.estimate.over())))
-    if board is not None:
+        refusals.append((name, "; ".join(_hinted(line, least.config) for line in least.estimate.over())))
+    if board is not None or len({why for _, why in refusals}) == 1:
         raise PlanError(refusals[0][1])
     raise PlanError("fits no board: " + "; ".join(f"{name}: {why}" for name, why in refusals))
+
+
+def _hinted(line: str, config: AcceleratorConfig) -> str:
+    """An estimate's refusal line, with what to change in the model when the conv engine's multipliers are over:
+    its lanes are the model's schedule."""
+    units = ("DSP", "MULT18X18D")
+    if config.conv is not None and line.startswith("conv engine needs") and line.split(",")[0].endswith(units):
+        return (f"{line} (P = {config.conv.p} lanes of 4 real products: compress the model with a smaller p for "
+                f"fewer)")
+    return line
 
 
 def _logic_budget(board: str) -> int:
