@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                     "$ECPPACK when set, else from the YoWASP packages.",
         epilog="Writes into DIR the bitstream (top.bit or top.bin), report.json, manifest.json and one log "
                "per tool. Exits 1 when a tool fails or timing is not met (report.json is still written "
-               "then).")
+               "then), 2 when the --model network cannot run on the board (one line naming the limit).")
     parser.add_argument("--board", default=None,
                         help=f"board to build for: {', '.join(BOARDS)} (default: the config's own; "
                              f"{DEFAULT_BOARD} for {DEFAULT_CONFIG} and link, icebreaker for fc_only; with --model "

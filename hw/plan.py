@@ -10,26 +10,28 @@ buffers hold maps channel-major, as a flatten reads them). The derived config ha
   kernel replay buffer (`Spec2ConvParams`). A board without multipliers for P lanes is refused, naming them: P is
   the model's, recompress with a smaller `p` for a smaller board.
 * the FC engine when there are FC layers: the model's `FcFormat` (`FcEngineParams.from_format`), max_rows x max_cols
-  the largest layer (its cost grows with them only through counters and memory depth: 120 x 400 -> 128 x 784 took
-  1 % more LUT4s on the iCE40, the same EBR), x written lane by lane on the iCE40, where logic is scarce. One
-  exception: when the widest layer's x memory (max_cols / n_t words of n_t bytes) is so shallow that yosys builds it
-  of flip-flops, max_cols is also tried rounded up to where it becomes block RAM (the 64-column digits MLP: 4 words
-  of 128 bits in flip-flops are 900 of the UP5K's 5 280 LCs, 8 EBR instead), and the better of the two kept.
+  the largest layer (its cost grows with them only through counters and memory depth: at n_out 16 on the iCE40,
+  120 x 400 -> 128 x 784 took 3 % more of the engine's LUT4s and the same EBR), x written lane by lane on the
+  iCE40, where logic is scarce. One exception: when the widest layer's x memory (max_cols / n_t words of n_t bytes)
+  is so shallow that yosys builds it of flip-flops, max_cols is also tried rounded up to where it becomes RAM cells
+  (the 64-column digits MLP: 4 words of 128 bits in flip-flops are 900 of the UP5K's 5 280 LCs, 8 EBR instead),
+  and the better of the two kept.
 * regions sized from the model's own streams, packed as the host packs them (`hw.spec.spectral.stream`,
   `hw.spec.fc_stream.layer_streams`): each weight region holds the model's words plus `HEADROOM` (a retrained model
   of the same shape may need a few more kernel groups or XOR beats), rounded up to what the memory's block RAMs or
   LUT RAMs hold anyway; the activation buffers the largest map a descriptor reads or writes (the input, or an
   output after its pool), the program one descriptor per step, both rounded up the same way. When the config does
-  not fit with the headroom it is tried without. (Rounding stops at the next power of two: an address bit more would
-  cost logic in the region's reader and the descriptor.)
+  not fit with the headroom it is tried without. (Rounding stops at the next power of two: an address bit more
+  would cost logic in the region's reader and the descriptor.)
 * on the iCE40, SPRAM for the regions that save most EBR per 16-bit SPRAM lane (weight regions and activation
   buffers; the program stays in its memory), as long as lanes are left (4 on the UP5K).
 
 Every candidate is estimated (`hw.estimate`) and the one that fits with the least use of its scarcest resource
 (logic, block RAM or DSPs) is kept, with the headroom if that fits. A resource within the estimate's tolerance of
 the budget gets a note: the build may not fit. A network that fits no candidate is refused with one line naming the
-limit and the board's budget (`PlanError`), e.g. "fc engine needs 43 EBR, icebreaker has 30". `plan(model)`
-without a board takes the smallest board (by logic) the network fits.
+limit and the board's budget (`PlanError`), e.g. "fc.xor region needs 91 EBR, icebreaker has 30" (784 -> 256 -> 10
+at `FC16_FORMAT`: more XOR beats than one SPRAM cell holds). `plan(model)` without a board takes the smallest board
+(by logic) the network fits.
 """
 
 from __future__ import annotations
