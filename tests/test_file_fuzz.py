@@ -3,11 +3,11 @@ archive, the format's loader answers with its own one-line error naming the fiel
 exception, and never allocates what the file only declares.
 
 Each kind starts from a small valid file (the two LeNet-5 kinds from the committed models, whose shapes the format
-fixes). Every field is mutated (wrong dtype, wrong shape, extreme values, missing, extra, swapped with another
-field), and each archive is damaged at the zip and .npy level (truncation, flipped bytes, a bad CRC, sizes larger
-than the file, forged .npy headers, duplicate members, a compression bomb, encryption, other compression methods,
-a member that is no array). A mutation that happens to give a valid file may load: the only outcomes allowed are
-"loaded" and the format's own error.
+fixes; a compressed network of every layer kind built in `hw.spec.network`'s own terms). Every field is mutated
+(wrong dtype, wrong shape, extreme values, missing, extra, swapped with another field), and each archive is damaged
+at the zip and .npy level (truncation, flipped bytes, a bad CRC, sizes larger than the file, forged .npy headers,
+duplicate members, a compression bomb, encryption, other compression methods, a member that is no array). A mutation
+that happens to give a valid file may load: the only outcomes allowed are "loaded" and the format's own error.
 """
 
 from __future__ import annotations
@@ -30,9 +30,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from host.compress.model import compress_fc, factor_mask
 from host.compress.spectral import calibrate, compress_spatial
 from host.lenet5 import compressed, spectral
+from hw.spec import network
 from hw.spec.bim import BimFormatError, BimMask, BimParams, bim_fields, decode, tile_grid
+from hw.spec.fc_format import DEFAULT_FC_FORMAT
+from hw.spec.pool import max_pool
 from hw.spec.spectral.file import layer_fields, load_spectral, save_spectral
 from hw.spec.spectral.geometry import OaaParams, bins, canonical_mask, self_conjugate_mask
 from hw.spec.spectral.layer import Schedule, SpectralFormatError, SpectralLayer
@@ -69,6 +73,23 @@ def _bim() -> dict[str, np.ndarray]:
                               z=rng.random((t_r, t_c, 3, 8)) < 0.5))
 
 
+def _network() -> dict[str, np.ndarray]:
+    """conv (3 x 3 "same", 1 -> 2, ReLU), pool, flatten, FC 18 -> 4, on 6 x 6 inputs at scale 1/64."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (8, 1, 6, 6))
+    conv = compress_spatial(rng.standard_normal((2, 1, 3, 3)), OaaParams(8, 3, 6, "same"), 0.5, p=2, b=4,
+                            bias=rng.standard_normal(2), relu=True)
+    conv = calibrate(conv, x, 1 / 64)
+    features = max_pool(network.ConvLayer("conv", conv).forward(x)).reshape(len(x), -1)
+    weight = rng.standard_normal((4, 18))
+    fc = compress_fc("fc", weight, rng.standard_normal(4), factor_mask(weight, 0.25, DEFAULT_FC_FORMAT), features,
+                     conv.quant.out_scale, bits=2, relu=False)
+    model = network.CompressedNetwork((1, 6, 6), 1 / 64, (network.ConvLayer("conv", conv), network.PoolLayer("pool"),
+                                                          network.FlattenLayer("flatten"), fc),
+                                      metadata={"name": "tiny"})
+    return network.model_fields(model)
+
+
 def _committed(name: str) -> Callable[[], dict[str, np.ndarray]]:
     def fields() -> dict[str, np.ndarray]:
         with np.load(MODELS / name, allow_pickle=False) as npz:
@@ -97,6 +118,7 @@ KINDS = {
     "bim": Kind(BimFormatError, decode, _bim),
     "lenet5_spec2": Kind(SpectralFormatError, spectral.load, _committed("lenet5_spec2.npz")),
     "lenet5_full": Kind(compressed.ModelFormatError, compressed.load_model, _committed("lenet5_full.npz")),
+    "network": Kind(network.ModelFormatError, network.load_model, _network),
 }
 _VALID: dict[str, dict[str, np.ndarray]] = {}
 

@@ -168,12 +168,7 @@ def model_from_fields(raw: dict[str, np.ndarray], expected: FcFormat | None = DE
     version = scalar_field(raw, "version", "int")
     if version != VERSION:
         raise _bad("version", f"unknown version {version} (this reader knows {VERSION})")
-    try:
-        metadata = metadata_field(raw)
-    except ModelFormatError:
-        raise
-    except (ValueError, RecursionError) as error:  # JSON numbers past int's digit limit, nesting past the stack's
-        raise _bad("metadata", f"not JSON ({str(error)[:120]})") from None
+    metadata = metadata_field(raw)
     input_scale = scalar_field(raw, "input_scale", "float")
     if input_scale != INPUT_SCALE:
         raise _bad("input_scale", f"expected float32(1/127) = {INPUT_SCALE!r}, got {input_scale!r}")

@@ -569,11 +569,12 @@ def array_field(raw: Mapping[str, np.ndarray], name: str, dtype: Any,
 
 
 def metadata_field(raw: Mapping[str, np.ndarray]) -> dict:
-    """The `metadata` field: a JSON object."""
+    """The `metadata` field: a JSON object; ModelFormatError naming it otherwise."""
+    text = scalar_field(raw, "metadata", "str")
     try:
-        metadata = json.loads(scalar_field(raw, "metadata", "str"))
-    except json.JSONDecodeError as error:
-        raise field_error("metadata", f"not JSON ({error})") from None
+        metadata = json.loads(text)
+    except (ValueError, RecursionError) as error:  # also numbers past int's digit limit, nesting past the stack's
+        raise field_error("metadata", f"not JSON ({str(error)[:120]})") from None
     if not isinstance(metadata, dict):
         raise field_error("metadata", f"expected a JSON object, got {type(metadata).__name__}")
     return metadata
