@@ -11,7 +11,7 @@ from hw.bim_unpacker import BimUnpackerParams, SparseExpanderParams, mask_row_la
 from hw.fc_engine import FcEngineParams
 from hw.layouts import layout_fields, struct_layout
 from hw.spec import bim_stream, fc_stream, xor_stream
-from hw.spec.fields import Array, Signed, field_table, field_width
+from hw.spec.fields import Array, Signed, field_table, field_width, signed_fields
 from hw.spec.xor import xor_matrix
 from hw.xor_decoder import XorDecoderParams
 
@@ -34,11 +34,22 @@ DESCRIPTIONS = (
 )
 
 
+def signed_leaves(shape, name: str = "") -> set[str]:
+    """The dotted names of an Amaranth layout's signed leaf fields."""
+    if isinstance(shape, data.StructLayout):
+        return set().union(*(signed_leaves(f.shape, f"{name}.{m}" if name else m) for m, f in shape))
+    if isinstance(shape, data.ArrayLayout):
+        return set().union(*(signed_leaves(shape.elem_shape, f"{name}.{j}" if name else str(j))
+                             for j in range(shape.length)))
+    return {name} if shape.signed else set()
+
+
 @pytest.mark.parametrize("desc", DESCRIPTIONS)
 def test_struct_layout_has_the_field_table(desc):
     layout = struct_layout(desc)
     assert layout_fields(layout) == field_table(desc)
     assert layout.size == field_width(desc)
+    assert signed_leaves(layout) == signed_fields(desc)
 
 
 def test_field_table_names_and_positions():
@@ -50,6 +61,9 @@ def test_field_table_names_and_positions():
         "c": (11, 5),
     }
     assert field_table(Array(4, 3)) == {"0": (0, 4), "1": (4, 4), "2": (8, 4)}
+    assert signed_fields(desc) == {"a"}
+    assert signed_fields({"s": Array({"x": Signed(2), "y": 1}, 2)}) == {"s.0.x", "s.1.x"}
+    assert signed_fields(Array(4, 3)) == frozenset()
 
 
 def test_struct_layout_shapes():
@@ -80,12 +94,14 @@ def test_xor_decoder_layout_is_the_stream_format(n_in, n_out, max_patches):
     fmt = xor_stream.BeatFormat(n_in, n_out, max_patches)
     assert layout_fields(params.beat_layout) == fmt.table
     assert params.beat_layout.size == fmt.width
+    assert fmt.signed == signed_leaves(params.beat_layout) == frozenset()
 
 
 @pytest.mark.parametrize("n_t, r", BIM)
 def test_bim_unpacker_layouts_are_the_stream_format(n_t, r):
     params = BimUnpackerParams(4, n_t, r)
     assert layout_fields(params.beat_layout) == bim_stream.UnpackerBeatFormat(n_t, r).table
+    assert bim_stream.UnpackerBeatFormat(n_t, r).signed == signed_leaves(params.beat_layout) == frozenset()
     assert layout_fields(params.row_layout) == layout_fields(mask_row_layout(n_t)) == {"row": (0, n_t),
                                                                                        "last": (n_t, 1)}
 
@@ -96,6 +112,8 @@ def test_expander_layouts_are_the_stream_format(n_t, width, per_beat):
     fmt = bim_stream.ExpanderFormat(n_t, width, per_beat)
     assert layout_fields(params.values_layout) == fmt.value_table
     assert layout_fields(params.dense_layout) == fmt.dense_table
+    assert (fmt.value_signed, fmt.dense_signed) == (signed_leaves(params.values_layout),
+                                                    signed_leaves(params.dense_layout))
     assert layout_fields(params.mask_layout) == field_table(bim_stream.mask_row_fields(n_t))
 
 
@@ -109,3 +127,5 @@ def test_fc_engine_layouts_are_the_stream_format(cfg, scale):
     assert layout_fields(params.cfg_layout) == fmt.cfg_table
     assert layout_fields(params.scale_layout) == fmt.scale_table
     assert params.scale_layout["bias"].shape == signed(bias_bits)
+    assert fmt.scale_signed == signed_leaves(params.scale_layout) == {"bias"}
+    assert fmt.cfg_signed == signed_leaves(params.cfg_layout) == frozenset()

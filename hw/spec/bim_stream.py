@@ -38,7 +38,16 @@ from functools import cached_property
 import numpy as np
 
 from hw.spec.bim import boolean_product
-from hw.spec.fields import Array, Description, bits_to_int, field_table, pack_fields, unpack_fields, word_bits
+from hw.spec.fields import (
+    Array,
+    Description,
+    bits_to_int,
+    field_table,
+    pack_fields,
+    signed_fields,
+    unpack_fields,
+    word_bits,
+)
 
 
 def _tiles(p: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,9 +89,19 @@ class UnpackerBeatFormat:
     r: int
 
     @cached_property
+    def description(self) -> Description:
+        """The beat's fields (`unpacker_beat_fields`)."""
+        return unpacker_beat_fields(self.n_t, self.r)
+
+    @cached_property
     def table(self) -> dict[str, tuple[int, int]]:
         """The beat's field table: p, z, z_row, has_p, has_z, first, last."""
-        return field_table(unpacker_beat_fields(self.n_t, self.r))
+        return field_table(self.description)
+
+    @cached_property
+    def signed(self) -> frozenset[str]:
+        """The beat's two's complement fields (none)."""
+        return signed_fields(self.description)
 
     @property
     def z_row_width(self) -> int:
@@ -120,7 +139,7 @@ class UnpackerBeatFormat:
             if not 0 <= row < 1 << self.n_t:
                 raise ValueError(f"Z row {row:#x} does not fit n_t={self.n_t} bits")
             values |= {"z": row, "z_row": index, "has_z": 1}
-        return pack_fields(self.table, values)
+        return pack_fields(self.table, values, signed=self.signed)
 
     def unpack(self, beat: int) -> dict[str, int]:
         """All fields of a beat, ignored ones included."""
@@ -154,15 +173,17 @@ def mask_row_beats(masks: np.ndarray) -> list[int]:
     """Mask rows of tiles (..., m_t, n_t) as row beats, `last` on each tile's final row."""
     masks = np.asarray(masks, dtype=bool)
     masks = masks.reshape(-1, *masks.shape[-2:])
-    fields = field_table(mask_row_fields(masks.shape[2]))
-    return [pack_fields(fields, {"row": bits_to_int(row), "last": int(i == len(tile) - 1)})
+    desc = mask_row_fields(masks.shape[2])
+    fields, signed = field_table(desc), signed_fields(desc)
+    return [pack_fields(fields, {"row": bits_to_int(row), "last": int(i == len(tile) - 1)}, signed=signed)
             for tile in masks for i, row in enumerate(tile)]
 
 
 def unpack_beats(beats: list[int], n_t: int, r: int) -> list[int]:
     """What the unpacker emits for any beat stream: the shadow/active Z rules applied beat by beat."""
     fmt = UnpackerBeatFormat(n_t, r)
-    row_fields = field_table(mask_row_fields(n_t))
+    row_desc = mask_row_fields(n_t)
+    row_fields, row_signed = field_table(row_desc), signed_fields(row_desc)
     shadow, active, rows = [0] * r, [0] * r, []
     for beat in beats:
         f = fmt.unpack(beat)
@@ -175,7 +196,7 @@ def unpack_beats(beats: list[int], n_t: int, r: int) -> list[int]:
             for k in range(r):
                 if f["p"] >> k & 1:
                     row |= active[k]
-            rows.append(pack_fields(row_fields, {"row": row, "last": f["last"]}))
+            rows.append(pack_fields(row_fields, {"row": row, "last": f["last"]}, signed=row_signed))
     return rows
 
 
@@ -236,20 +257,40 @@ class ExpanderFormat:
     values_per_beat: int
 
     @cached_property
+    def value_description(self) -> Array:
+        """A value beat's fields (`value_beat_fields`)."""
+        return value_beat_fields(self.value_width, self.values_per_beat)
+
+    @cached_property
+    def dense_description(self) -> Description:
+        """A dense row's fields (`dense_row_fields`)."""
+        return dense_row_fields(self.n_t, self.value_width)
+
+    @cached_property
     def value_table(self) -> dict[str, tuple[int, int]]:
         """A value beat's field table: "0" .. str(values_per_beat - 1)."""
-        return field_table(value_beat_fields(self.value_width, self.values_per_beat))
+        return field_table(self.value_description)
 
     @cached_property
     def dense_table(self) -> dict[str, tuple[int, int]]:
         """A dense row's field table: row.0 .. row.{n_t - 1}, last."""
-        return field_table(dense_row_fields(self.n_t, self.value_width))
+        return field_table(self.dense_description)
+
+    @cached_property
+    def value_signed(self) -> frozenset[str]:
+        """A value beat's two's complement fields."""
+        return signed_fields(self.value_description)
+
+    @cached_property
+    def dense_signed(self) -> frozenset[str]:
+        """A dense row's two's complement fields."""
+        return signed_fields(self.dense_description)
 
     def pack_beat(self, values: list[int]) -> int:
         """One value beat, value e at bits [e·w, (e+1)·w); fewer than values_per_beat values are zero-padded."""
         if len(values) > self.values_per_beat:
             raise ValueError(f"{len(values)} values in one beat, values_per_beat={self.values_per_beat}")
-        return pack_fields(self.value_table, self._checked(values, ""))
+        return pack_fields(self.value_table, self._checked(values, ""), signed=self.value_signed)
 
     def unpack_beat(self, beat: int) -> list[int]:
         return list(unpack_fields(self.value_table, beat).values())
@@ -257,7 +298,8 @@ class ExpanderFormat:
     def pack_dense(self, row: list[int], last: bool) -> int:
         if len(row) != self.n_t:
             raise ValueError(f"a dense row has n_t={self.n_t} values, got {len(row)}")
-        return pack_fields(self.dense_table, {**self._checked(row, "row."), "last": int(last)})
+        return pack_fields(self.dense_table, {**self._checked(row, "row."), "last": int(last)},
+                           signed=self.dense_signed)
 
     def _checked(self, words: list[int], prefix: str) -> dict[str, int]:
         """{prefix + str(e): word e}, each word checked to fit value_width bits."""

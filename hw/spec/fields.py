@@ -68,7 +68,7 @@ def beats_to_bytes(beats: Sequence[int], width: int) -> bytes:
 
 
 __all__ = ["FieldTable", "fields_from_json", "word_bits", "pack_fields", "unpack_fields", "beats_to_bytes", "Signed",
-           "Array", "Field", "Description", "field_width", "field_table"]
+           "Array", "Field", "Description", "field_width", "field_table", "signed_fields"]
 
 
 def bits_to_int(bits: np.ndarray) -> int:
@@ -113,10 +113,8 @@ def field_width(field: Field) -> int:
     return int(field)
 
 
-def field_table(desc: Field) -> dict[str, tuple[int, int]]:
-    """The leaf fields of a description as {dotted name: (offset, width)}, LSB first, named as
-    `hw.layouts.layout_fields` names an Amaranth layout's (nested names joined by dots, array elements by number)."""
-    table: dict[str, tuple[int, int]] = {}
+def _leaves(desc: Field) -> Iterable[tuple[str, int, int | Signed]]:
+    """(dotted name, offset, field) of each leaf field of a description, LSB first."""
     pending: list[tuple[str, int, Field]] = [("", 0, desc)]
     while pending:
         name, offset, field = pending.pop()
@@ -125,11 +123,21 @@ def field_table(desc: Field) -> dict[str, tuple[int, int]]:
         elif isinstance(field, Mapping):
             members = list(field.items())
         else:
-            table[name] = (offset, field_width(field))
+            yield name, offset, field
             continue
         placed = []
         for member, sub in members:
             placed.append((f"{name}.{member}" if name else member, offset, sub))
             offset += field_width(sub)
         pending += reversed(placed)
-    return table
+
+
+def field_table(desc: Field) -> dict[str, tuple[int, int]]:
+    """The leaf fields of a description as {dotted name: (offset, width)}, LSB first, named as
+    `hw.layouts.layout_fields` names an Amaranth layout's (nested names joined by dots, array elements by number)."""
+    return {name: (offset, field_width(field)) for name, offset, field in _leaves(desc)}
+
+
+def signed_fields(desc: Field) -> frozenset[str]:
+    """The dotted names of a description's `Signed` leaf fields: `pack_fields`'s `signed` for its table."""
+    return frozenset(name for name, _, field in _leaves(desc) if isinstance(field, Signed))

@@ -22,7 +22,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .fields import Array, Description, bits_to_int, field_table, pack_fields, unpack_fields, word_bits
+from .fields import Array, Description, bits_to_int, field_table, pack_fields, signed_fields, unpack_fields, word_bits
 from .xor import decode_slices, position_width
 
 
@@ -41,9 +41,19 @@ class BeatFormat:
     max_patches: int
 
     @cached_property
+    def description(self) -> Description:
+        """The beat's fields (`beat_fields`)."""
+        return beat_fields(self.n_in, self.n_out, self.max_patches)
+
+    @cached_property
     def table(self) -> dict[str, tuple[int, int]]:
         """The beat's field table: x, positions.0 .. positions.{max_patches - 1}, count, last."""
-        return field_table(beat_fields(self.n_in, self.n_out, self.max_patches))
+        return field_table(self.description)
+
+    @cached_property
+    def signed(self) -> frozenset[str]:
+        """The beat's two's complement fields (none)."""
+        return signed_fields(self.description)
 
     @property
     def position_width(self) -> int:
@@ -81,7 +91,7 @@ class BeatFormat:
             if not 0 <= position < 1 << self.position_width:
                 raise ValueError(f"patch position {position} does not fit {self.position_width} bits")
             values[f"positions.{k}"] = position
-        return pack_fields(self.table, values)
+        return pack_fields(self.table, values, signed=self.signed)
 
     def unpack(self, beat: int) -> tuple[int, list[int], int, bool]:
         """(x, all max_patches position fields, count, last) of a beat."""
