@@ -146,6 +146,13 @@ def test_compress_network_refuses_retrained_weights_that_miss_a_layer(digits):
         compress_network(net, x, retrained=Retrained(convs={}, fcs={"fc1": (np.ones((8, 64)), np.zeros(8), None)}))
 
 
+def test_retraining_needs_one_output_per_class(train, digits):
+    net = FloatNetwork((64,), (Linear("fc1", np.ones((8, 64))),))
+    x = digits.x_train[:40].reshape(40, -1)
+    with pytest.raises(ValueError, match=r"one output per class: the network gives \(8,\), the labels need \(10,\)"):
+        train.retrain_network(net, x, digits.y_train[:40], x, digits.y_train[:40])
+
+
 def _cli(*args: str, prefix: str = "") -> subprocess.CompletedProcess:
     code = prefix + "import sys\nfrom host.compress.__main__ import main\nsys.exit(main(sys.argv[1:]))\n"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, cwd=ROOT,

@@ -184,6 +184,11 @@ def retrain_network(net: FloatNetwork, x_train: np.ndarray, y_train: np.ndarray,
             raise ValueError(f"{option} must be in [0, 1), got {value}")
     fmt.xor_params(fc_bits)  # bits within 1..max_planes before the long part
     steps = plan(net)  # a ReLU the compressor cannot fuse is refused before any training
+    classes = net.output_shape[0] if len(net.output_shape) == 1 else 0
+    labels = max(int(np.max(y_train, initial=0)), int(np.max(y_test, initial=0))) + 1
+    if labels > classes:
+        raise ValueError(f"retraining needs one output per class: the network gives {net.output_shape}, the labels "
+                         f"need ({labels},)")
     recipe = recipe.seeded(seed)
     x_train, x_test = (np.ascontiguousarray(x, dtype=np.float32) for x in (x_train, x_test))
     y_train, y_test = (np.ascontiguousarray(y, dtype=np.int64) for y in (y_train, y_test))
