@@ -560,6 +560,10 @@ def test_a_valid_schedule_over_many_banks_loads_in_memory_its_size_allows(workdi
     (lambda f: {"conv1/in_scale": np.float32(0.01)}, "field 'conv1/in_scale': must be the input scale"),
     (lambda f: {"conv2/in_scale": f["conv2/in_scale"] * np.float32(2)}, "field 'conv2/in_scale': must equal "
                                                                         "conv1/out_scale"),
+    (lambda f: {"conv1/out_mult": np.int64(1 << 16)}, "field 'conv1/out_mult': out_mult=65536 does not fit "
+                                                      "mult_bits=16"),
+    (lambda f: {"conv2/bias_q": np.where(np.arange(16) == 3, -(1 << 35), f["conv2/bias_q"])},
+     "field 'conv2/bias_q': bias_q must be below 2^35 in magnitude"),
 ])
 def test_both_lenet5_files_run_the_same_conv_checks(kind, change, message, workdir):
     fields = valid_fields(kind)

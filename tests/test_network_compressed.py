@@ -138,6 +138,10 @@ def _kinds(f: dict, index: int, kind: str) -> None:
     (lambda f: f.update({"conv2/kernel_size": np.int64(2)}), "field 'conv2/kernel_size': a 'valid' layer keeps its "
                                                              "own kernel size k=3, got 2"),
     (lambda f: f.update({"conv1/kernel_size": np.float32(2)}), "field 'conv1/kernel_size': expected an integer"),
+    # what the golden datapath holds
+    (lambda f: f.update({"conv1/out_mult": np.int64(1 << 16)}), "field 'conv1/out_mult': out_mult=65536 does not "
+                                                                "fit mult_bits=16"),
+    (lambda f: f.update({"conv2/bias_q": np.full(8, 1 << 40)}), "field 'conv2/bias_q': bias_q must be below 2^"),
 ])
 def test_malformed_files_are_rejected_naming_the_field(small, tmp_path, change, message):
     fields = model_fields(small[0])

@@ -19,7 +19,7 @@ from host.lenet5.net import BATCH, CONV_NAMES, INPUT_SCALE, quantize_input
 from hw.spec.npzfile import load_checked
 from hw.spec.pool import max_pool
 from hw.spec.spectral.file import layer_fields, layer_from_fields
-from hw.spec.spectral.fixed import spectral_conv_fixed
+from hw.spec.spectral.fixed import DatapathLimitError, Spec2Fixed, check_quant_limits, spectral_conv_fixed
 from hw.spec.spectral.layer import SpectralFormatError, SpectralLayer
 from hw.spec.spectral.operator import spectral_conv_float
 
@@ -138,15 +138,19 @@ def _conv(raw: dict[str, np.ndarray], name: str) -> SpectralLayer:
 
 def check_convs(conv1: SpectralLayer, conv2: SpectralLayer) -> None:
     """What LeNet-5's inference relies on in its conv layers beyond their own checks (every file holding them runs
-    this): calibrated, ReLU in both, 1 -> 6 -> 16 channels, a geometry taking a 28 x 28 image to fc1's 16 x 5 x 5
-    after the two poolings, and the scale chain (conv1 reads the image's codes, conv2 conv1's); SpectralFormatError
-    naming the field (`conv1/...`, `conv2/...`)."""
+    this): calibrated within the golden datapath's limits, ReLU in both, 1 -> 6 -> 16 channels, a geometry taking a
+    28 x 28 image to fc1's 16 x 5 x 5 after the two poolings, and the scale chain (conv1 reads the image's codes,
+    conv2 conv1's); SpectralFormatError naming the field (`conv1/...`, `conv2/...`)."""
     for name, layer in zip(CONV_NAMES, (conv1, conv2)):
         if layer.quant is None:
             raise SpectralFormatError(f"missing field '{name}/in_scale' (the fixed-point model needs the quantization "
                                       "fields)")
         if not layer.relu:
             raise _bad(f"{name}/relu", "must be 1 (LeNet-5 applies ReLU after each conv layer)")
+        try:
+            check_quant_limits(layer.quant, Spec2Fixed(), layer.oaa)
+        except DatapathLimitError as error:
+            raise _bad(f"{name}/{error.field}", str(error)) from None
     shapes = [(conv1.c_in, conv1.c_out), (conv2.c_in, conv2.c_out)]
     for name, got, want in zip(CONV_NAMES, shapes, [(1, 6), (6, 16)]):
         for channels, a, b in zip(("c_in", "c_out"), got, want):

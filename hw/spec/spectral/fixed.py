@@ -252,11 +252,30 @@ def ifft_input(acc_r: np.ndarray, acc_i: np.ndarray, mac_shift: int, spec: Spec2
     return yr, yi
 
 
+class DatapathLimitError(ValueError):
+    """A layer's value the fixed-point datapath cannot hold; `field` names the QuantParams field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def check_quant_limits(quant: QuantParams, spec: Spec2Fixed, oaa: OaaParams | None = None) -> None:
+    """DatapathLimitError unless `spec`'s datapath holds the requantization: out_mult below 2^mult_bits (the
+    unsigned multiplier) and, given the layer's geometry `oaa`, |bias_q| below 2^(ola_bits + mult_bits - 1) (it is
+    added to a canvas value times out_mult). The golden model checks these before it runs, the loaders at load."""
+    if quant.out_mult >= 1 << spec.mult_bits:
+        raise DatapathLimitError("out_mult", f"out_mult={quant.out_mult} does not fit mult_bits={spec.mult_bits}")
+    if oaa is not None:
+        top = spec.ola_bits(oaa) + spec.mult_bits - 1
+        if (np.abs(quant.bias_q) >= 1 << top).any():
+            raise DatapathLimitError("bias_q", f"bias_q must be below 2^{top} in magnitude")
+
+
 def requantize(v: np.ndarray, quant: QuantParams, spec: Spec2Fixed, relu: bool) -> np.ndarray:
     """Canvas values -> outputs: clamp(rs(v * out_mult + bias_q[o], out_shift)), lower bound 0 with ReLU.
     v is (..., C_out, H, W)."""
-    if quant.out_mult >= 1 << spec.mult_bits:
-        raise ValueError(f"out_mult={quant.out_mult} does not fit mult_bits={spec.mult_bits}")
+    check_quant_limits(quant, spec)
     r = np.asarray(v, dtype=np.int64) * quant.out_mult + quant.bias_q[:, None, None]
     y = saturate(round_shift(r, quant.out_shift), spec.out_bits)
     return np.maximum(y, 0) if relu else y
@@ -272,9 +291,7 @@ def spectral_conv_fixed_stages(x_q: np.ndarray, layer: SpectralLayer, spec: Spec
         raise ValueError(f"input must have shape (..., C_in={layer.c_in}, H, W), got {x_q.shape}")
     if layer.quant is None:
         raise ValueError("the layer has no quantization parameters (calibrate it first)")
-    lim = 1 << (spec.ola_bits(layer.oaa) + spec.mult_bits - 1)
-    if (np.abs(layer.quant.bias_q) >= lim).any():
-        raise ValueError(f"bias_q must be below 2^{spec.ola_bits(layer.oaa) + spec.mult_bits - 1} in magnitude")
+    check_quant_limits(layer.quant, spec, layer.oaa)
     st: dict[str, Any] = {"tiles": tile_input(x_q.astype(np.int64), layer.oaa)}
     st["spectrum"] = fft2_fixed(st["tiles"], spec)
     st["acc"] = spectral_mac(*st["spectrum"], layer, spec)
