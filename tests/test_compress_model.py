@@ -166,7 +166,7 @@ def _write(tmp_path: Path, fields: dict) -> Path:
                                                 f["fc1/bias_q"])}),
      "field 'fc1/bias_q': entries must be in -2147483648..2147483647 (signed 32 bits)"),
     (lambda f: f.update({"fc2/bias_q": f["fc2/bias_q"] + (1 << 31)}), "field 'fc2/bias_q': entries must be in"),
-    (lambda f: f.update({"fc1/shift": np.int64(40)}), "field 'fc1/shift'"),
+    (lambda f: f.update({"fc1/shift": np.int64(63)}), "field 'fc1/shift'"),
     (lambda f: f.update({"fc2/x": f["fc2/x"][:-1]}), "field 'fc2/x'"),
     (lambda f: f.update({"fc1/p": f["fc1/p"][:-1]}), "field 'fc1/p'"),
     (lambda f: f.update({"fc2/in_scale": np.float32(0.5)}), "field 'fc2/in_scale'"),

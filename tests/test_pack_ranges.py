@@ -1,6 +1,7 @@
 """Packing for the device never cuts a value to fit: `pack_fields` refuses a value outside its field with the
 field and its range, and the conv engine's packers refuse exactly the layers the golden model refuses (out_mult,
-the shifts, the input channels, bias_q), so golden and device cannot disagree without an error."""
+the shifts, the input channels, bias_q), so golden and device cannot disagree without an error; an FC layer's
+shift is taken to the same bound by model files, the golden model and the FC engine."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from host.accel import AccelInfo, plan_conv_layer
+from host.accel import AccelInfo, plan_conv_layer, plan_fc_layer
 from host.compress.spectral import calibrate, compress_spatial
-from host.lenet5.compressed import load_model
+from host.lenet5.compressed import load_model, model_fields
 from hw.config import AcceleratorConfig
+from hw.spec.fc import MAX_SHIFT, fc_fixed
 from hw.spec.fields import pack_fields, unpack_fields
+from hw.spec.network import ModelFormatError
 from hw.spec.spectral.fixed import Spec2Fixed, spectral_conv_fixed
 from hw.spec.spectral.geometry import OaaParams
 from hw.spec.spectral.layer import SpectralFormatError, SpectralLayer
@@ -104,3 +107,33 @@ def test_golden_and_device_refuse_the_same_input_channels(c_in):
     layer = calibrate(layer, rng.integers(-128, 128, (1, c_in, 8, 8)), 0.02)
     golden, device = _refusals(layer, (c_in, 8, 8))
     assert (golden is None) == (device is None) == (c_in <= ACCEL.conv_params["max_c_in"]), (golden, device)
+
+
+@pytest.mark.parametrize("shift", [0, 31, 32, MAX_SHIFT, MAX_SHIFT + 1])
+def test_files_golden_and_device_take_the_same_fc_shifts(shift, tmp_path):
+    model = load_model(MODEL)
+    fc3 = model.fc[2]
+    fields = model_fields(model)
+    fields["fc3/shift"] = np.int64(shift)
+    path = tmp_path / "shift.npz"
+    with open(path, "wb") as f:
+        np.savez(f, **fields)
+    assert ACCEL.fc_stream_format().max_shift == MAX_SHIFT
+
+    def golden() -> np.ndarray:
+        return fc_fixed(np.ones((1, 84), dtype=np.int64), fc3.planes, fc3.keep, fc3.a, fc3.bias_q, shift, False)
+
+    def device() -> dict:
+        return plan_fc_layer(ACCEL, dataclasses.replace(fc3.engine_layer(), shift=shift), src=0).descriptor
+
+    if shift <= MAX_SHIFT:
+        assert load_model(path).fc[2].shift == shift
+        golden()
+        assert device()["fc.cfg.shift"] == shift
+        return
+    with pytest.raises(ModelFormatError, match=rf"field 'fc3/shift': must be an integer in 0\.\.{MAX_SHIFT}, got"):
+        load_model(path)
+    with pytest.raises(ValueError, match=rf"shift must be in 0\.\.{MAX_SHIFT}"):
+        golden()
+    with pytest.raises(ValueError, match="shift"):
+        device()

@@ -33,6 +33,9 @@ from hw.spec.params import check_int
 
 #: Activation codes in and out are int8.
 ACT_BITS = 8
+#: The requantization shift is 0..MAX_SHIFT: what `fc_fixed` computes, the FC engine's cfg beat takes (where its
+#: shift field is wide enough, `hw.spec.fc_stream.FcStreamFormat.max_shift`) and a model file may hold.
+MAX_SHIFT = 62
 
 
 @dataclass(frozen=True)
@@ -101,8 +104,8 @@ def fc_accumulate(x: np.ndarray, planes: np.ndarray, mask: np.ndarray, a: np.nda
 def fc_fixed(x: np.ndarray, planes: np.ndarray, mask: np.ndarray, a: np.ndarray, bias_q: np.ndarray, shift: int,
              relu: bool, out_bits: int = ACT_BITS) -> np.ndarray:
     """The layer's int64 output codes (..., rows): requantized `fc_accumulate` plus bias, optional ReLU."""
-    if not 0 <= shift <= 62:
-        raise ValueError(f"shift must be in 0..62, got {shift}")
+    if not 0 <= shift <= MAX_SHIFT:
+        raise ValueError(f"shift must be in 0..{MAX_SHIFT}, got {shift}")
     acc = fc_accumulate(x, planes, mask, a) + np.asarray(bias_q, dtype=np.int64)
     y = saturate(round_shift(acc, shift), out_bits)
     return np.maximum(y, 0) if relu else y

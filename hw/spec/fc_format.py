@@ -24,7 +24,9 @@ from hw.spec.xor import XorParams, xor_matrix
 
 #: The adder tree sums n_out signed activations per cycle; wider trees cost more than they save (see DEFAULT).
 MAX_N_OUT = 64
-#: `a` must fit unsigned a_bits, and the requantization shift is at most this (`hw.spec.fc.fc_fixed` allows 62).
+#: The largest requantization shift the compressor picks for `a` (`host.compress.model.requantize`): at most 31,
+#: bias_q = round(bias / s_y 2^shift) stays a signed 32-bit value for |bias| < s_y. It is no limit of the format:
+#: model files, the golden model and the FC engine take shifts up to `hw.spec.fc.MAX_SHIFT`.
 MAX_SHIFT = 31
 
 

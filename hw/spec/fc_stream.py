@@ -49,7 +49,7 @@ import numpy as np
 
 from hw.spec.bim import boolean_product, tiles_to_mask
 from hw.spec.bim_stream import tiles_to_beats
-from hw.spec.fc import ACT_BITS, FcLayout, fc_fixed
+from hw.spec.fc import ACT_BITS, MAX_SHIFT, FcLayout, fc_fixed
 from hw.spec.fields import (
     Array,
     Description,
@@ -63,9 +63,6 @@ from hw.spec.fields import (
 from hw.spec.params import check_range
 from hw.spec.xor import decode_slices
 from hw.spec.xor_stream import slices_to_beats
-
-#: The golden model's shift range ends here (`fc_fixed`).
-MAX_SHIFT = 62
 
 
 def cfg_beat_fields(max_rows: int, max_cols: int, max_bits: int, shift_bits: int) -> Description:

@@ -32,8 +32,8 @@ import numpy as np
 
 from hw.spec import fc_stream
 from hw.spec.bim import BimFormatError, BimMask, bim_fields, bim_from_fields, boolean_product, from_tiles
-from hw.spec.fc import ACT_BITS, fc_fixed
-from hw.spec.fc_format import DEFAULT_FC_FORMAT, FIELD_NAMES, MAX_SHIFT, FcFormat
+from hw.spec.fc import ACT_BITS, MAX_SHIFT, fc_fixed
+from hw.spec.fc_format import DEFAULT_FC_FORMAT, FIELD_NAMES, FcFormat
 from hw.spec.npzfile import read_npz
 from hw.spec.pool import max_pool
 from hw.spec.spectral.file import layer_fields, layer_from_fields
