@@ -18,7 +18,8 @@ or no answer in time raise DeviceError, and the next request works normally: aft
 left a frame half parsed in the device (no answer, a corrupt one, BAD_CRC, LENGTH_OVER_MAX) the next request
 first lets the link fall silent for the device's frame timeout, so the device has dropped whatever it held.
 How long an answer may take is the work's time on the transport (`Transport.seconds`: the request and answer
-bytes, and the cycles of a RUN whose length the caller gives), twice over, and never less than `timeout`.
+bytes, and for a RUN the cycles the caller expects plus INFO's `watchdog_cycles`, after which a stalled layer is
+answered), twice over, and never less than `timeout`.
 """
 
 from __future__ import annotations
@@ -273,12 +274,14 @@ class Device:
     def run(self, first: int, count: int, expected_cycles: int | None = None) -> int:
         """Run program descriptors first..first+count-1; returns the clock cycles the device took.
 
-        `expected_cycles` (when the caller knows them) makes the timeout fit the run, at INFO's clock_hz.
+        The timeout fits the run at INFO's clock_hz: `expected_cycles` (when the caller knows them) plus INFO's
+        `watchdog_cycles`, the quiet a layer may have before the device aborts it and answers STALLED.
         """
         payload = run_payload(first, count)
-        if expected_cycles is not None and self._info is None:
-            self.info()  # its clock_hz
-        answer = self.request(Command.RUN, payload, expected_cycles or 0)
+        if self._info is None:
+            self.info()  # its clock_hz and watchdog_cycles
+        watchdog = int(self._info.get("watchdog_cycles", 0))
+        answer = self.request(Command.RUN, payload, (expected_cycles or 0) + watchdog)
         if len(answer) != 4:
             raise DeviceError(f"RUN answer must be 4 bytes (the cycle count), got {len(answer)}")
         return int.from_bytes(answer, "little")

@@ -179,6 +179,20 @@ def test_timeouts_fit_the_work():
     assert time.monotonic() - started >= 2 * 0.0005 * 402 - 0.005
 
 
+def test_a_run_waits_for_the_watchdog_too():
+    """A stalled layer is answered after INFO's watchdog_cycles without progress, so a RUN's timeout adds them to
+    the expected cycles at INFO's clock; a Device that has no INFO yet asks for it first."""
+    run_answer = answer(Status.OK, (77).to_bytes(4, "little"))
+    transport = ScriptedTransport(info_answer(clock_hz=1000, watchdog_cycles=200), run_answer, run_answer,
+                                  seconds_per_byte=0.0005)
+    dev = Device(transport, timeout=0.05)
+    assert dev.run(0, 1) == 77
+    assert [frame[1] for frame in transport.written] == [Command.INFO, Command.RUN]  # CMD follows the sync byte
+    assert transport.timeouts[-1] == pytest.approx(2 * (0.2 + 0.0005 * (9 + 7)), abs=0.005)
+    assert dev.run(0, 1, expected_cycles=300) == 77
+    assert transport.timeouts[-1] == pytest.approx(2 * (0.5 + 0.0005 * (9 + 7)), abs=0.005)
+
+
 def test_stalled_run_names_the_layer():
     """A STALLED answer raises DeviceError with the aborted layer, what it waited for and the cycles; the next
     request goes out at once (the device answered a whole frame)."""
