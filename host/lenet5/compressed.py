@@ -16,7 +16,7 @@ each encoding and its checks serves every file.
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,18 +35,20 @@ from hw.spec.network import (
     FlattenLayer,
     ModelFormatError,
     PoolLayer,
+    check_header,
     conv_layer_from_fields,
     fc_format_fields,
     fc_format_from_fields,
     fc_layer_fields,
     fc_layer_from_fields,
-    metadata_field,
+    header_fields,
+    read_model,
+    save_fields,
     scalar_field,
     size_report,
     untile,
 )
 from hw.spec.network import field_error as _bad
-from hw.spec.npzfile import read_npz
 from hw.spec.pool import max_pool
 from hw.spec.spectral.file import layer_fields
 from hw.spec.spectral.fixed import spectral_conv_fixed
@@ -142,8 +144,7 @@ def fc_forward(layers: Sequence[CompressedFcLayer], features: np.ndarray) -> lis
 
 def model_fields(model: CompressedLeNet5) -> dict[str, np.ndarray]:
     """Every array of the model file (docs/formats.md), by field name."""
-    out: dict[str, np.ndarray] = {"format": np.array(FORMAT), "version": np.int64(VERSION),
-                                  "metadata": np.array(json.dumps(model.metadata, sort_keys=True)),
+    out: dict[str, np.ndarray] = {**header_fields(FORMAT, VERSION, model.metadata),
                                   "input_scale": np.float32(model.input_scale)}
     for name, conv in zip(CONV_NAMES, model.convs()):
         out.update({f"{name}/{k}": v for k, v in layer_fields(conv).items()})
@@ -155,20 +156,12 @@ def model_fields(model: CompressedLeNet5) -> dict[str, np.ndarray]:
 
 def save_model(path: str | Path, model: CompressedLeNet5) -> None:
     """Write the model file: one uncompressed np.savez archive of `model_fields`."""
-    fields = model_fields(model)
-    with open(path, "wb") as f:
-        np.savez(f, **fields)
+    save_fields(path, model_fields(model))
 
 
 def model_from_fields(raw: dict[str, np.ndarray], expected: FcFormat | None = DEFAULT_FC_FORMAT) -> CompressedLeNet5:
     """Check and decode a model file's arrays (see `load_model`)."""
-    fmt_name = scalar_field(raw, "format", "str")
-    if fmt_name != FORMAT:
-        raise _bad("format", f"expected {FORMAT!r}, got {fmt_name!r}")
-    version = scalar_field(raw, "version", "int")
-    if version != VERSION:
-        raise _bad("version", f"unknown version {version} (this reader knows {VERSION})")
-    metadata = metadata_field(raw)
+    metadata = check_header(raw, FORMAT, VERSION)
     input_scale = scalar_field(raw, "input_scale", "float")
     if input_scale != INPUT_SCALE:
         raise _bad("input_scale", f"expected float32(1/127) = {INPUT_SCALE!r}, got {input_scale!r}")
@@ -189,13 +182,7 @@ def model_from_fields(raw: dict[str, np.ndarray], expected: FcFormat | None = DE
 def load_model(path: str | Path, expected: FcFormat | None = DEFAULT_FC_FORMAT) -> CompressedLeNet5:
     """Read and check a model file; ModelFormatError (one line: path, field) if malformed, its subclass
     FcFormatMismatch if compressed for another FcFormat than `expected` (None accepts any)."""
-    raw = read_npz(path, ModelFormatError)
-    try:
-        return model_from_fields(raw, expected)
-    except FcFormatMismatch as error:
-        raise FcFormatMismatch(f"{path}: {error}") from None
-    except ModelFormatError as error:
-        raise ModelFormatError(f"{path}: {error}") from None
+    return read_model(path, functools.partial(model_from_fields, expected=expected))
 
 
 # --- as a generic compressed network -------------------------------------------------------------------------

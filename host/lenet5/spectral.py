@@ -8,7 +8,6 @@ calibrated out_scale, max-pooling on the integers, which commutes with the monot
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from host.lenet5 import net
 from host.lenet5.net import BATCH, CONV_NAMES, INPUT_SCALE, quantize_input
+from hw.spec.network import ModelFormatError, check_header, header_fields, save_fields
 from hw.spec.npzfile import load_checked
 from hw.spec.pool import max_pool
 from hw.spec.spectral.file import layer_fields, layer_from_fields
@@ -99,28 +99,18 @@ def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
 def save(path: str | Path, model: SpectralLeNetModel) -> None:
     """Write the container: each conv layer's fields (`layer_fields`, as in its own file) prefixed by "conv1/" or
     "conv2/", the FC arrays as float32, metadata as a JSON string; one uncompressed np.savez archive."""
-    fields: dict[str, np.ndarray] = {"format": np.array(FORMAT), "version": np.int64(VERSION),
-                                     "metadata": np.array(json.dumps(model.metadata, sort_keys=True))}
+    fields: dict[str, np.ndarray] = header_fields(FORMAT, VERSION, model.metadata)
     for name, layer in zip(CONV_NAMES, model.convs()):
         if layer.quant is None:
             raise ValueError(f"{name} has no quantization parameters (calibrate it first)")
         fields.update({f"{name}/{key}": value for key, value in layer_fields(layer).items()})
     for name in FC_FIELDS:
         fields[name] = np.asarray(model.fc[name], dtype=np.float32)
-    with open(path, "wb") as f:
-        np.savez(f, **fields)
+    save_fields(path, fields)
 
 
 def _bad(field_name: str, message: str) -> SpectralFormatError:
     return SpectralFormatError(f"field '{field_name}': {message}")
-
-
-def _string(raw: dict[str, np.ndarray], name: str) -> str:
-    if name not in raw:
-        raise SpectralFormatError(f"missing field '{name}'")
-    if raw[name].shape != () or raw[name].dtype.kind != "U":
-        raise _bad(name, f"expected a string scalar, got {raw[name].dtype} {raw[name].shape}")
-    return str(raw[name])
 
 
 def _conv(raw: dict[str, np.ndarray], name: str) -> SpectralLayer:
@@ -177,22 +167,10 @@ def check_convs(conv1: SpectralLayer, conv2: SpectralLayer) -> None:
 
 
 def _from_fields(raw: dict[str, np.ndarray]) -> SpectralLeNetModel:
-    if (text := _string(raw, "format")) != FORMAT:
-        raise _bad("format", f"expected {FORMAT!r}, got {text!r}")
-    if "version" not in raw:
-        raise SpectralFormatError("missing field 'version'")
-    version = raw["version"]
-    if version.shape != () or version.dtype.kind not in "iu":
-        raise _bad("version", f"expected an integer scalar, got {version.dtype} {version.shape}")
-    if int(version) != VERSION:
-        raise _bad("version", f"unknown version {int(version)} (this reader knows {VERSION})")
-    text = _string(raw, "metadata")
     try:
-        metadata = json.loads(text)
-    except (ValueError, RecursionError) as error:  # also numbers past int's digit limit, nesting past the stack's
-        raise _bad("metadata", f"not JSON ({str(error)[:120]})") from None
-    if not isinstance(metadata, dict):
-        raise _bad("metadata", f"expected a JSON object, got {type(metadata).__name__}")
+        metadata = check_header(raw, FORMAT, VERSION)
+    except ModelFormatError as error:  # the model files' header rules, raised as this file's error
+        raise SpectralFormatError(str(error)) from None
     conv1, conv2 = (_conv(raw, name) for name in CONV_NAMES)
     check_convs(conv1, conv2)
     fc = {}

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -68,6 +68,8 @@ CODE_MIN, CODE_MAX = -(1 << (ACT_BITS - 1)), (1 << (ACT_BITS - 1)) - 1
 #: Bytes of int64 intermediates one golden batch may hold (the spectral datapath's stages of the largest layer).
 BATCH_BYTES = 1 << 27
 MAX_BATCH = 1024
+
+T = TypeVar("T")
 
 
 class ModelFormatError(ValueError):
@@ -572,6 +574,24 @@ def array_field(raw: Mapping[str, np.ndarray], name: str, dtype: Any,
     return value
 
 
+def header_fields(name: str, version: int, metadata: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The fields a model file starts with: its `format` name, `version` and `metadata` (JSON, keys sorted)."""
+    return {"format": np.array(name), "version": np.int64(version),
+            "metadata": np.array(json.dumps(metadata, sort_keys=True))}
+
+
+def check_header(raw: Mapping[str, np.ndarray], name: str, version: int) -> dict:
+    """A model file's `format` (must be `name`) and `version` (must be `version`) checked; its metadata
+    (`metadata_field`). ModelFormatError naming the field."""
+    fmt_name = scalar_field(raw, "format", "str")
+    if fmt_name != name:
+        raise field_error("format", f"expected {name!r}, got {fmt_name!r}")
+    got = scalar_field(raw, "version", "int")
+    if got != version:
+        raise field_error("version", f"unknown version {got} (this reader knows {version})")
+    return metadata_field(raw)
+
+
 def metadata_field(raw: Mapping[str, np.ndarray]) -> dict:
     """The `metadata` field: a JSON object; ModelFormatError naming it otherwise."""
     text = scalar_field(raw, "metadata", "str")
@@ -683,8 +703,7 @@ def conv_layer_from_fields(raw: Mapping[str, np.ndarray], name: str) -> Spectral
 def model_fields(model: CompressedNetwork) -> dict[str, np.ndarray]:
     """Every array of the model file (docs/formats.md, "Compressed networks"), by field name."""
     out: dict[str, np.ndarray] = {
-        "format": np.array(FORMAT), "version": np.int64(VERSION),
-        "metadata": np.array(json.dumps(model.metadata, sort_keys=True)),
+        **header_fields(FORMAT, VERSION, model.metadata),
         "input_shape": np.array(model.input_shape, dtype=np.int64), "input_scale": np.float32(model.input_scale),
         "layers": np.array(model.names, dtype=str), "kinds": np.array([layer.kind for layer in model.layers]),
         **fc_format_fields(model.fmt),
@@ -698,11 +717,27 @@ def model_fields(model: CompressedNetwork) -> dict[str, np.ndarray]:
     return out
 
 
-def save_model(path: str | Path, model: CompressedNetwork) -> None:
-    """Write the model file: one uncompressed np.savez archive of `model_fields`."""
-    fields = model_fields(model)
+def save_fields(path: str | Path, fields: Mapping[str, np.ndarray]) -> None:
+    """Write a model file: one uncompressed np.savez archive of `fields`."""
     with open(path, "wb") as f:
         np.savez(f, **fields)
+
+
+def read_model(path: str | Path, decode: Callable[[Mapping[str, np.ndarray]], T]) -> T:
+    """`decode` (a model file's checked field decoder) on the arrays of the file at `path` (`read_npz`, which
+    trusts nothing in it); its ModelFormatError, or FcFormatMismatch, with the path in front."""
+    raw = read_npz(path, ModelFormatError)
+    try:
+        return decode(raw)
+    except FcFormatMismatch as error:
+        raise FcFormatMismatch(f"{path}: {error}") from None
+    except ModelFormatError as error:
+        raise ModelFormatError(f"{path}: {error}") from None
+
+
+def save_model(path: str | Path, model: CompressedNetwork) -> None:
+    """Write the model file: one uncompressed np.savez archive of `model_fields`."""
+    save_fields(path, model_fields(model))
 
 
 def _names_and_kinds(raw: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
@@ -732,13 +767,7 @@ def _fits(name: str, features: tuple[int, ...], declared: tuple[int, ...]) -> No
 def model_from_fields(raw: Mapping[str, np.ndarray], expected: FcFormat | None = DEFAULT_FC_FORMAT
                       ) -> CompressedNetwork:
     """Check and decode a model file's arrays (see `load_model`)."""
-    fmt_name = scalar_field(raw, "format", "str")
-    if fmt_name != FORMAT:
-        raise field_error("format", f"expected {FORMAT!r}, got {fmt_name!r}")
-    version = scalar_field(raw, "version", "int")
-    if version != VERSION:
-        raise field_error("version", f"unknown version {version} (this reader knows {VERSION})")
-    metadata = metadata_field(raw)
+    metadata = check_header(raw, FORMAT, VERSION)
     dims = raw.get("input_shape")
     if dims is None:
         raise ModelFormatError("missing field 'input_shape'")
@@ -769,10 +798,4 @@ def model_from_fields(raw: Mapping[str, np.ndarray], expected: FcFormat | None =
 def load_model(path: str | Path, expected: FcFormat | None = DEFAULT_FC_FORMAT) -> CompressedNetwork:
     """Read and check a model file; ModelFormatError (one line: path, field) if malformed, its subclass
     FcFormatMismatch if compressed for another FcFormat than `expected` (None accepts any)."""
-    raw = read_npz(path, ModelFormatError)
-    try:
-        return model_from_fields(raw, expected)
-    except FcFormatMismatch as error:
-        raise FcFormatMismatch(f"{path}: {error}") from None
-    except ModelFormatError as error:
-        raise ModelFormatError(f"{path}: {error}") from None
+    return read_model(path, functools.partial(model_from_fields, expected=expected))
