@@ -20,7 +20,7 @@ from host.compress.spectral import calibrate, compress_spatial
 from hw.layouts import pack
 from hw.spec.spectral.engine import SHIFT_BITS
 from hw.spec.spectral.fixed import Spec2Fixed, ifft_input, spectral_conv_fixed_stages
-from hw.spec.spectral.geometry import OaaParams
+from hw.spec.spectral.geometry import OaaParams, bins, half_cols
 from hw.spec.spectral.operator import tile_input
 from hw.spectral.ifft_input import IfftInput, IfftInputParams
 from hw.spectral.spectral_mac import canonical_bins
@@ -141,7 +141,7 @@ def _ifft_streams(params: IfftInputParams, acc_r: np.ndarray, acc_i: np.ndarray,
     """Beats for channels (..., n, n/2 + 1) of accumulators: canonical bins ascending in, `ifft_input`
     column-major out."""
     n = params.n
-    acc_r, acc_i = acc_r.reshape(-1, params.bins), acc_i.reshape(-1, params.bins)
+    acc_r, acc_i = acc_r.reshape(-1, bins(n)), acc_i.reshape(-1, bins(n))
     canon = canonical_bins(n)
     beats = [pack(params.in_layout, dict(re=r[k], im=i[k], last=j == len(canon) - 1))
              for r, i in zip(acc_r, acc_i) for j, k in enumerate(canon)]
@@ -166,7 +166,7 @@ def _random_acc(params: IfftInputParams, shift: int, count: int, rng: np.random.
     (both signs), then the extremes of acc_bits, all at random positions."""
     top = 1 << (params.acc_bits - 1)
     reach = min(top, 1 << (params.ifft_in_bits - 1 + shift)) * 5 // 4
-    shape = (count, params.n, params.half_cols)
+    shape = (count, params.n, half_cols(params.n))
     r, i = rng.integers(-reach, reach, size=shape), rng.integers(-reach, reach, size=shape)
     if 0 < shift <= params.acc_bits - 8:  # exact halves k 2^s + 2^(s-1), within acc_bits
         halves = (rng.integers(-64, 64, size=shape) << shift) + (1 << (shift - 1))
@@ -228,4 +228,4 @@ def test_ifft_input_params():
         IfftInput(TilerParams())
     p = IfftInputParams()
     assert p == IfftInputParams.from_spec(Spec2Fixed(), 8)
-    assert (p.ifft_in_bits, p.bins, p.canonical, SHIFT_BITS) == (17, 40, 34, 6)
+    assert (p.ifft_in_bits, bins(p.n), p.canonical, SHIFT_BITS) == (17, 40, 34, 6)

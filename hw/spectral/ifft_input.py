@@ -51,15 +51,6 @@ class IfftInputParams:
         return self.data_bits - 1
 
     @property
-    def half_cols(self) -> int:
-        return half_cols(self.n)
-
-    @property
-    def bins(self) -> int:
-        """Bins of the half spectrum, n (n/2 + 1): beats out per channel."""
-        return bins(self.n)
-
-    @property
     def canonical(self) -> int:
         """Canonical bins, beats in per channel (34 at n = 8)."""
         return len(canonical_bins(self.n))
@@ -116,7 +107,8 @@ class IfftInput(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        n, cols, size, bits = p.n, p.half_cols, p.bins, p.ifft_in_bits
+        # The half spectrum's bins (n (n/2 + 1)) are the beats out per channel.
+        n, cols, size, bits = p.n, half_cols(p.n), bins(p.n), p.ifft_in_bits
         m.submodules.buffer = buffer = Memory(shape=complex_layout(bits), depth=2 * size, init=[])
         write, read = buffer.write_port(), buffer.read_port(transparent_for=())
         full = Signal(2)  # bank b holds a whole channel not yet read
