@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import cocotb
 from cocotb.clock import Clock
@@ -210,6 +211,28 @@ async def run_streams(
     await ClockCycles(dut.clk, settle_cycles)
     assert len(sink.beats) == len(expected), f"{len(sink.beats) - len(expected)} output beats too many"
     return cycles
+
+
+def stress_tests(run: Callable[[Any, float, float], Awaitable[object]], module: str) -> tuple[Any, Any]:
+    """The two cocotb tests every streaming block's testbench runs, each on `run(dut, gap_probability,
+    ready_probability)`, for the testbench module `module` (its `__name__`, under which cocotb finds and names
+    them): `random_gaps_and_backpressure`, at the probabilities in `tb_data()`, and `fast_producer_slow_consumer`,
+    no input gaps into an output ready a fifth of the time."""
+
+    async def random_gaps_and_backpressure(dut) -> None:
+        """Random input gaps and random output backpressure."""
+        data = tb_data()
+        await run(dut, data["gap_probability"], data["ready_probability"])
+
+    async def fast_producer_slow_consumer(dut) -> None:
+        """No input gaps into a mostly stalled output: every buffer fills and must hold its data."""
+        await run(dut, 0.0, 0.2)
+
+    tests = []
+    for test in (random_gaps_and_backpressure, fast_producer_slow_consumer):
+        test.__module__, test.__qualname__ = module, test.__name__
+        tests.append(cocotb.test(test))
+    return tests[0], tests[1]
 
 
 async def run_data_streams(dut, gap_probability: float, ready_probability: float) -> dict[str, list[int]]:

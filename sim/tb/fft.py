@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import cocotb
 
-from sim.tb.common import assert_back_to_back, run_streams, tb_data
+from sim.tb.common import assert_back_to_back, run_streams, stress_tests, tb_data
 
 
 async def _run(dut, stream: str, gap_probability: float, ready_probability: float) -> dict[str, list[int]]:
@@ -25,17 +25,8 @@ async def _run(dut, stream: str, gap_probability: float, ready_probability: floa
         describe=lambda i, g, e: f"transform {i // beats_out}, beat {i % beats_out}: expected {e:#x}, got {g:#x}")
 
 
-@cocotb.test()
-async def random_gaps_and_backpressure(dut):
-    """Random input gaps and random output backpressure."""
-    data = tb_data()
-    await _run(dut, "random", data["gap_probability"], data["ready_probability"])
-
-
-@cocotb.test()
-async def fast_producer_slow_consumer(dut):
-    """No input gaps into a mostly stalled output: every buffer fills and must hold its data."""
-    await _run(dut, "random", gap_probability=0.0, ready_probability=0.2)
+random_gaps_and_backpressure, fast_producer_slow_consumer = stress_tests(
+    lambda dut, gaps, ready: _run(dut, "random", gaps, ready), __name__)
 
 
 @cocotb.test()

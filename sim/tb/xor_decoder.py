@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import cocotb
 
-from sim.tb.common import assert_back_to_back, bit_difference, hex_words, run_streams, tb_data
+from sim.tb.common import assert_back_to_back, bit_difference, hex_words, run_streams, stress_tests, tb_data
 
 
 async def _run(dut, stream: str, gap_probability: float, ready_probability: float) -> dict[str, list[int]]:
@@ -24,17 +24,9 @@ async def _run(dut, stream: str, gap_probability: float, ready_probability: floa
                              settle_cycles=4 * latency + 20, describe=bit_difference("slice"))
 
 
-@cocotb.test()
-async def random_gaps_and_backpressure(dut):
-    """Real encoder output with continuation beats, random input gaps and output backpressure."""
-    data = tb_data()
-    await _run(dut, "random", data["gap_probability"], data["ready_probability"])
-
-
-@cocotb.test()
-async def fast_producer_slow_consumer(dut):
-    """The same stream offered back to back into a mostly stalled output: the pipe fills and must hold."""
-    await _run(dut, "random", gap_probability=0.0, ready_probability=0.2)
+# The random stream is real encoder output with continuation beats.
+random_gaps_and_backpressure, fast_producer_slow_consumer = stress_tests(
+    lambda dut, gaps, ready: _run(dut, "random", gaps, ready), __name__)
 
 
 @cocotb.test()
