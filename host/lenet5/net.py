@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from host.mnist import IMAGE_SHAPE
+from hw.spec import network
 
 __all__ = ["IMAGE_SHAPE", "CONV_NAMES", "FC_NAMES", "FC_SHAPES", "FC_RELU", "FEATURE_SHAPE", "INPUT_SCALE", "BATCH",
            "quantize_input"]
@@ -26,5 +27,6 @@ BATCH = 250
 
 
 def quantize_input(x: np.ndarray, scale: float = INPUT_SCALE) -> np.ndarray:
-    """Images in [0, 1] -> int64 codes floor(x / scale + 1/2) (round half up), clamped to int8."""
-    return np.clip(np.floor(np.asarray(x, dtype=np.float64) / scale + 0.5), -128, 127).astype(np.int64)
+    """Images in [0, 1] -> int64 codes at LeNet-5's input scale (`hw.spec.network.quantize_input`: round half up,
+    clamped to int8)."""
+    return network.quantize_input(x, scale)
