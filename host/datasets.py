@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 from host.mnist import DataError, load_mnist
 from hw.spec.npzfile import read_npz
 
-__all__ = ["Dataset", "DatasetError", "NAMED", "FIELDS", "load_dataset"]
+__all__ = ["Dataset", "DatasetError", "NAMED", "FIELDS", "load_dataset", "as_input"]
 
 #: The datasets known by name; anything ending in .npz is read as a file.
 NAMED = ("mnist", "digits")
@@ -106,3 +107,13 @@ def load_dataset(spec: str | Path) -> Dataset:
     if spec == "digits":
         return _digits()
     raise DatasetError(f"unknown dataset {str(spec)!r}: expected {', '.join(NAMED)} or a .npz file")
+
+
+def as_input(x: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """Samples `x` (N, ...) of the dataset `name` as a network of input `shape` takes them: as they are, or flattened
+    channel-major for a network of (features,) inputs; DatasetError when they do not fit."""
+    if tuple(x.shape[1:]) == tuple(shape):
+        return x
+    if len(shape) == 1 and math.prod(x.shape[1:]) == shape[0]:
+        return x.reshape(len(x), -1)
+    raise DatasetError(f"{name}'s samples are {tuple(x.shape[1:])}, the network takes {tuple(shape)}")

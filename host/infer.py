@@ -40,7 +40,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from host.accel import AccelInfo, Packed, input_bytes, load_packed, output_array, pack_network
-from host.datasets import NAMED, load_dataset
+from host.datasets import NAMED, DatasetError, as_input, load_dataset
 from host.lenet5 import compressed as lenet5_file
 from host.lenet5.compressed import CompressedLeNet5, FcFormatMismatch, ModelFormatError, to_network
 from host.lenet5.net import IMAGE_SHAPE
@@ -129,12 +129,10 @@ def test_split(model: Model, spec: str | None = None) -> tuple[np.ndarray, np.nd
             raise ValueError(f"--data: the model file names no dataset sqgen knows ({spec!r}); give --data "
                              f"{' | '.join(NAMED)} | PATH.npz")
     data = load_dataset(spec)
-    shape = as_network(model).input_shape
-    x = data.x_test
-    if x.shape[1:] != shape:
-        if len(shape) != 1 or x[0].size != shape[0]:
-            raise ValueError(f"--data: {data.name}'s samples are {x.shape[1:]}, the model takes {shape}")
-        x = x.reshape(len(x), -1)
+    try:
+        x = as_input(data.x_test, as_network(model).input_shape, data.name)
+    except DatasetError as error:
+        raise ValueError(f"--data: {error}") from None
     return x, data.y_test, data.name
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from host.datasets import DatasetError, load_dataset
+from host.datasets import DatasetError, as_input, load_dataset
 
 
 def test_mnist():
@@ -79,3 +81,15 @@ def test_unreadable_and_unknown(tmp_path):
     with pytest.raises(DatasetError, match="unknown dataset 'cifar10': expected mnist, digits or a .npz file"):
         load_dataset("cifar10")
     assert issubclass(DatasetError, ValueError)
+
+
+def test_samples_as_a_network_takes_them():
+    """As they are for the network's own sample shape; flattened channel-major for (features,) inputs."""
+    x = np.arange(2 * 2 * 3 * 3, dtype=np.float32).reshape(2, 2, 3, 3)
+    assert as_input(x, (2, 3, 3), "d") is x
+    np.testing.assert_array_equal(as_input(x, (18,), "d"), x.reshape(2, 18))
+    np.testing.assert_array_equal(as_input(x, (18,), "d")[1, 9:], x[1, 1].reshape(-1))  # channel 1 after channel 0
+    for shape in ((17,), (1, 6, 3), (3, 3, 2)):
+        with pytest.raises(DatasetError, match=rf"^d's samples are \(2, 3, 3\), the network takes "
+                                               rf"{re.escape(str(shape))}$"):
+            as_input(x, shape, "d")

@@ -219,7 +219,7 @@ def test_run_cli_on_the_golden_backend(nets, compressed, digits):
     assert lines[1].startswith("images         12 (digits test split") and lines[2].startswith("accuracy ")
     assert any(line.startswith("layer fc1      fc 3,072 weights") for line in lines)
     bad = _cli("run", "--model", nets / "mlp.npz", "--data", "mnist", "--count", "2", module="host")
-    assert bad.returncode == 1 and bad.stderr.strip().endswith("the model takes (1, 8, 8)")
+    assert bad.returncode == 1 and bad.stderr.strip().endswith("the network takes (1, 8, 8)")
 
 
 def test_golden_backend_on_a_network_file_is_its_forward_pass(nets, compressed, digits):

@@ -251,13 +251,14 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _samples(x, shape: tuple[int, ...], name: str):
-    """Samples of the dataset `name` as the network takes them: flattened channel-major for a network of
-    (features,) inputs; InputError when they do not fit."""
-    if tuple(x.shape[1:]) == tuple(shape):
-        return x
-    if len(shape) == 1 and x[0].size == shape[0]:
-        return x.reshape(len(x), -1)
-    raise InputError(f"--data: {name}'s samples are {tuple(x.shape[1:])}, the network takes {tuple(shape)}")
+    """Samples of the dataset `name` as the network takes them (`host.datasets.as_input`); InputError when they do
+    not fit."""
+    from host.datasets import DatasetError, as_input
+
+    try:
+        return as_input(x, shape, name)
+    except DatasetError as error:
+        raise InputError(f"--data: {error}") from None
 
 
 def _retraining(args: argparse.Namespace):
