@@ -1,6 +1,6 @@
 """Resources and Fmax of one block alone on a board: `python -m hw.characterise --board icebreaker [--block bim]`.
 
-SPEC2 blocks (`--block fft2d`, `ifft2d`, `mac`, `oaa`, `baseline`) go through `characterise_spec2`: a multi-stream
+SPEC2 blocks (`--block fft2d`, `ifft2d`, `mac`, `oaa`, `baseline`) go through `characterise_spectral`: a multi-stream
 `StreamHarness`, out dir `build/characterise/<board>-<block>/`; the report adds DSPs, BRAMs, the RTL's `$mul`
 count, whether multipliers landed on DSPs, and records a design that does not fit (nextpnr's error line) or
 a block whose alone synthesis is unavailable (Fft2d with DSP twiddles: yosys's abc9 asserts) instead of
@@ -36,14 +36,14 @@ from .bim_unpacker import BimUnpacker, BimUnpackerParams
 from .build import DESIGN_NAME, TimingError, build
 from .config import AcceleratorConfig
 from .harness import (
-    SPEC2_BLOCKS,
+    SPECTRAL_BLOCKS,
     BimUnpackerHarness,
-    Spec2Block,
+    SpectralBlock,
     StreamHarness,
     XorDecoderHarness,
     random_full_rank_matrix,
-    spec2_block,
-    spec2_harness,
+    spectral_block,
+    spectral_harness,
 )
 from .toolchain import (
     ABC_LUT_MAPPING,
@@ -203,7 +203,7 @@ def characterise_bim(params: BimUnpackerParams, board_name: str, out_dir: Path |
                                       progress=progress)
 
 
-def characterise_spec2(block: Spec2Block | str, board_name: str, out_dir: Path | None = None, *, seed: int = 1,
+def characterise_spectral(block: SpectralBlock | str, board_name: str, out_dir: Path | None = None, *, seed: int = 1,
                        alone: bool = True, progress: Callable[[str], None] = print_progress) -> dict[str, Any]:
     """Build a SPEC2 block's multi-stream harness for a board; return (and write) the characterisation report.
 
@@ -212,13 +212,13 @@ def characterise_spec2(block: Spec2Block | str, board_name: str, out_dir: Path |
     `block.alone_unavailable` says why not; a failed alone synthesis is recorded, not raised.
     """
     if isinstance(block, str):
-        block = spec2_block(block)
+        block = spectral_block(block)
     board = get_board(board_name)
     out_dir = _out_dir(out_dir, f"{board.name}-{block.key}")
     # The classic abc mapping exists to work around abc9 on the families that need it; elsewhere abc9 maps.
     mapper = block.lut_mapper if board.family in ABC_LUT_MAPPING else "abc9"
     report = {**_head(block.name, board, seed, block.params), "lut_mapper": mapper}
-    subject = _Subject(block.name, block.key, spec2_harness(block, board.uart_resource), block.make, mapper)
+    subject = _Subject(block.name, block.key, spectral_harness(block, board.uart_resource), block.make, mapper)
     try:
         measured = _measure(subject, board, out_dir, seed=seed, progress=progress, record_alone_failure=True,
                             skip_alone=block.alone_unavailable or (None if alone else "not run"))
@@ -255,7 +255,7 @@ def characterise_spec2(block: Spec2Block | str, board_name: str, out_dir: Path |
     })
 
 
-def format_spec2_characterisation(report: dict[str, Any]) -> str:
+def format_spectral_characterisation(report: dict[str, Any]) -> str:
     """A SPEC2 characterisation report as the CLI prints it: resources, cells, multipliers, Fmax."""
     title = f"{report['block']} {report['params']} on {report['board']} ({report['device']})"
     if not report["fits"]:
@@ -306,9 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hw.characterise",
                                      description="Resources and Fmax of one block alone on a board.")
     parser.add_argument("--board", default=DEFAULT_BOARD, help=f"{', '.join(BOARDS)} (default: %(default)s)")
-    parser.add_argument("--block", choices=("xor", "bim", *SPEC2_BLOCKS), default="xor",
+    parser.add_argument("--block", choices=("xor", "bim", *SPECTRAL_BLOCKS), default="xor",
                         help="xor: the XOR-gate weight decoder; bim: the BIM mask unpacker; fft2d: SPEC2's forward "
-                             "2-D FFT (N=8, Spec2Fixed widths); ifft2d: its inverse; mac: the spectral MAC; oaa: "
+                             "2-D FFT (N=8, SpectralFixed widths); ifft2d: its inverse; mac: the spectral MAC; oaa: "
                              "overlap-add and requantize; baseline: the dense M-multiplier conv (LeNet conv2 layer) "
                              "(default: %(default)s)")
     xor = parser.add_argument_group("--block xor")
@@ -320,19 +320,19 @@ def main(argv: list[str] | None = None) -> int:
     bim.add_argument("--m-t", type=int, default=64, help="tile rows (default: %(default)s)")
     bim.add_argument("--n-t", type=int, default=64, help="tile columns: mask bits per row (default: %(default)s)")
     bim.add_argument("--rank", type=int, default=8, help="rank r (default: %(default)s)")
-    spec2 = parser.add_argument_group("--block fft2d / mac / oaa / baseline")
-    spec2.add_argument("--mac-p", type=int, default=4, help="MAC lanes P (default: %(default)s)")
-    spec2.add_argument("--mac-b", type=int, default=8, help="MAC spectrum banks B (default: %(default)s)")
-    spec2.add_argument("--oaa-max", type=int, default=28, help="largest OaA map side (default: %(default)s)")
-    spec2.add_argument("--baseline-m", type=int, default=16, help="baseline multipliers M (default: %(default)s)")
-    spec2.add_argument("--no-alone", action="store_true", help="skip synthesising the block alone")
+    spectral = parser.add_argument_group("--block fft2d / mac / oaa / baseline")
+    spectral.add_argument("--mac-p", type=int, default=4, help="MAC lanes P (default: %(default)s)")
+    spectral.add_argument("--mac-b", type=int, default=8, help="MAC spectrum banks B (default: %(default)s)")
+    spectral.add_argument("--oaa-max", type=int, default=28, help="largest OaA map side (default: %(default)s)")
+    spectral.add_argument("--baseline-m", type=int, default=16, help="baseline multipliers M (default: %(default)s)")
+    spectral.add_argument("--no-alone", action="store_true", help="skip synthesising the block alone")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: %(default)s)")
     parser.add_argument("--out", type=Path, metavar="DIR")
     args = parser.parse_args(argv)
     try:
         get_board(args.board)
-        if args.block in SPEC2_BLOCKS:
-            block = spec2_block(args.block, mac_p=args.mac_p, mac_b=args.mac_b, oaa_max=args.oaa_max,
+        if args.block in SPECTRAL_BLOCKS:
+            block = spectral_block(args.block, mac_p=args.mac_p, mac_b=args.mac_b, oaa_max=args.oaa_max,
                                 baseline_m=args.baseline_m)
         elif args.block == "bim":
             params = BimUnpackerParams(args.m_t, args.n_t, args.rank)
@@ -342,9 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError) as error:
         parser.error(str(error))
     try:
-        if args.block in SPEC2_BLOCKS:
-            text = format_spec2_characterisation(
-                characterise_spec2(block, args.board, args.out, seed=args.seed, alone=not args.no_alone))
+        if args.block in SPECTRAL_BLOCKS:
+            text = format_spectral_characterisation(
+                characterise_spectral(block, args.board, args.out, seed=args.seed, alone=not args.no_alone))
         else:
             text = format_characterisation(characterise(params, args.board, args.out, seed=args.seed))
     except BuildError as error:

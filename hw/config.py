@@ -33,7 +33,7 @@ from .fc_engine import FcEngineParams
 from .layouts import fields_json
 from .memory import SPRAM_DEPTH, SpramParams
 from .pool import CropParams, MaxPoolParams
-from .spectral.pipeline import Spec2ConvParams
+from .spectral.pipeline import SpectralConvParams
 from .spectral.spectral_mac import canonical_bins
 
 #: A UART bit must last at least this many clock cycles for the receiver's mid-bit sampling to work.
@@ -90,7 +90,7 @@ class AcceleratorConfig:
     blocks: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The SPEC2 conv engine, or None. It must be elaborated with "same" padding to run "valid" layers too
     #: (as crops of the "same" output), and its activations must be the buffers' int8.
-    conv: Spec2ConvParams | None = None
+    conv: SpectralConvParams | None = None
     #: The FC engine (`hw.fc_engine`, descriptor kind "fc"), or None. Built with `FcEngineParams.from_format`, so
     #: INFO can name the `FcFormat` its models must have.
     fc: FcEngineParams | None = None
@@ -121,8 +121,8 @@ class AcceleratorConfig:
             raise ValueError(f"baud must be in 1200..{top_baud} for a {self.clock_hz} Hz clock, got {self.baud}")
         if not 0.01 <= self.frame_timeout_ms <= 10_000:
             raise ValueError(f"frame_timeout_ms must be in 0.01..10000, got {self.frame_timeout_ms}")
-        if self.conv is not None and not isinstance(self.conv, Spec2ConvParams):
-            raise ValueError(f"conv must be a Spec2ConvParams or None, got {type(self.conv).__name__}")
+        if self.conv is not None and not isinstance(self.conv, SpectralConvParams):
+            raise ValueError(f"conv must be a SpectralConvParams or None, got {type(self.conv).__name__}")
         if self.fc is not None and not isinstance(self.fc, FcEngineParams):
             raise ValueError(f"fc must be an FcEngineParams or None, got {type(self.fc).__name__}")
         if self.fc is not None and self.fc.seed is None:
@@ -209,7 +209,7 @@ class AcceleratorConfig:
         regions `models/lenet5_full.npz`'s three 1-plane layers (1200 XOR beats, 1158 BIM beats, 214 rows), each
         with room for a denser retraining or a second plane.
         """
-        conv = Spec2ConvParams(n=8, k=5, l=4, padding="same", relu=True, p=4, b=8, max_c_in=6, max_c_out=16,
+        conv = SpectralConvParams(n=8, k=5, l=4, padding="same", relu=True, p=4, b=8, max_c_in=6, max_c_out=16,
                                max_height=28, max_width=28)
         fc = FcEngineParams.from_format(DEFAULT_FC_FORMAT, max_rows=120, max_cols=400)
         return cls(**{"conv": conv, "fc": fc, "act_depth": 6 * 28 * 28, "program_depth": 16, "conv_w_depth": 512,

@@ -1,8 +1,8 @@
 """Harnesses that keep one block alive on a board for `hw.characterise`, and the blocks it characterises.
 
 `StreamHarness` places a block with stream ports between registers fed and observed through the board's
-UART pins; `XorDecoderHarness` and `BimUnpackerHarness` hold the FC engine's blocks, `spec2_block` and
-`spec2_harness` the SPEC2 (and baseline) blocks with the characterisation's default parameters.
+UART pins; `XorDecoderHarness` and `BimUnpackerHarness` hold the FC engine's blocks, `spectral_block` and
+`spectral_harness` the SPEC2 (and baseline) blocks with the characterisation's default parameters.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class BimUnpackerHarness(StreamHarness):
 
 
 @dataclass(frozen=True)
-class Spec2Block:
+class SpectralBlock:
     """One SPEC2 (or baseline) block characterised in a multi-stream `StreamHarness`."""
 
     key: str  #: the `--block` choice
@@ -144,56 +144,56 @@ class Spec2Block:
 
 
 def _default_fft_params() -> FftParams:
-    from hw.spec.spectral.fixed import Spec2Fixed
+    from hw.spec.spectral.fixed import SpectralFixed
     from hw.spec.spectral.geometry import DEFAULT_N
-    return FftParams.from_spec(Spec2Fixed(), DEFAULT_N)
+    return FftParams.from_spec(SpectralFixed(), DEFAULT_N)
 
 
 #: The baseline layer: LeNet-5 conv2 (6 -> 16 channels, 14 x 14 in, K = 5, "valid": 10 x 10 out), M = 16.
 BASELINE_PARAMS = BaselineConvParams(c_in=6, c_out=16, height=14, width=14, m=16, k=5, padding="valid")
 
 
-def spec2_block(key: str, *, mac_p: int = 4, mac_b: int = 8, mac_max_c_in: int = 64, oaa_max: int = 28,
-                baseline_m: int = 16) -> Spec2Block:
+def spectral_block(key: str, *, mac_p: int = 4, mac_b: int = 8, mac_max_c_in: int = 64, oaa_max: int = 28,
+                baseline_m: int = 16) -> SpectralBlock:
     """The `--block` `key` (fft2d, ifft2d, mac, oaa, baseline, conv) with the defaults of the characterisation."""
     if key in ("fft2d", "ifft2d"):
         fp = _default_fft_params()
         block = Fft2d if key == "fft2d" else Ifft2d
-        return Spec2Block(key, key, lambda: block(fp), ("i",), ("o",), fp.describe(),
+        return SpectralBlock(key, key, lambda: block(fp), ("i",), ("o",), fp.describe(),
                           # `synth_ecp5` of the block alone with `*` twiddles (twiddle_mult "dsp") hits an internal
                           # assert in yosys's abc9; the default shift-add twiddles synthesise alone.
                           alone_unavailable="yosys abc9 assert" if fp.twiddle_mult == "dsp" else None)
     if key == "mac":
         mp = SpectralMacParams(p=mac_p, b=mac_b, max_c_in=mac_max_c_in)
-        return Spec2Block("mac", "spectral_mac", lambda: SpectralMac(mp), ("x", "w"), ("o",), mp.describe())
+        return SpectralBlock("mac", "spectral_mac", lambda: SpectralMac(mp), ("x", "w"), ("o",), mp.describe())
     if key == "oaa":
         op = OverlapAddParams(max_height=oaa_max, max_width=oaa_max)
-        return Spec2Block("oaa", "overlap_add", lambda: OverlapAdd(op), ("cfg", "i"), ("o",),
+        return SpectralBlock("oaa", "overlap_add", lambda: OverlapAdd(op), ("cfg", "i"), ("o",),
                           {k: getattr(op, k) for k in ("n", "l", "k", "padding", "max_height", "max_width",
                                                        "in_bits", "mult_bits", "out_bits", "relu")})
     if key == "baseline":
         bp = BASELINE_PARAMS if baseline_m == BASELINE_PARAMS.m else \
             BaselineConvParams(**{**BASELINE_PARAMS.__dict__, "m": baseline_m})
-        return Spec2Block("baseline", "baseline_conv", lambda: BaselineConv(bp), ("quant", "w", "x"), ("o",),
+        return SpectralBlock("baseline", "baseline_conv", lambda: BaselineConv(bp), ("quant", "w", "x"), ("o",),
                           {k: getattr(bp, k) for k in ("c_in", "c_out", "height", "width", "m", "k", "padding",
                                                        "act_bits", "weight_bits", "mult_bits", "out_bits")})
     if key == "conv":
-        from hw.spectral.pipeline import Spec2Conv, Spec2ConvParams
+        from hw.spectral.pipeline import SpectralConv, SpectralConvParams
 
-        cp = Spec2ConvParams(p=mac_p, b=mac_b, **CONV_SIZE)
+        cp = SpectralConvParams(p=mac_p, b=mac_b, **CONV_SIZE)
         # yosys's abc9 mis-maps the layer's FFT pipeline on ECP5 (see hw.toolchain.ABC_LUT_MAPPING).
-        return Spec2Block("conv", "spec2_conv", lambda: Spec2Conv(cp), ("cfg", "x", "w", "quant"), ("o",),
+        return SpectralBlock("conv", "spectral_conv", lambda: SpectralConv(cp), ("cfg", "x", "w", "quant"), ("o",),
                           cp.describe(), lut_mapper="abc")
-    raise ValueError(f"unknown SPEC2 block {key!r}: one of {', '.join(SPEC2_BLOCKS)}")
+    raise ValueError(f"unknown SPEC2 block {key!r}: one of {', '.join(SPECTRAL_BLOCKS)}")
 
 
-SPEC2_BLOCKS = ("fft2d", "ifft2d", "mac", "oaa", "baseline", "conv")
+SPECTRAL_BLOCKS = ("fft2d", "ifft2d", "mac", "oaa", "baseline", "conv")
 #: The whole layer's characterisation size: VGG-like channel counts (64 -> 64) on maps up to 14 x 14, whose
 #: spectra (C_in x tiles x bins) still fit the ECP5-85F's block RAM.
 CONV_SIZE = {"k": 3, "l": 6, "max_c_in": 64, "max_c_out": 64, "max_height": 14, "max_width": 14}
 
 
-def spec2_harness(block: Spec2Block, uart_resource: tuple[str, int] = ("uart", 0)) -> StreamHarness:
+def spectral_harness(block: SpectralBlock, uart_resource: tuple[str, int] = ("uart", 0)) -> StreamHarness:
     """`block` in a `StreamHarness` driving each input stream from its own shift register."""
     return StreamHarness(block.make(), uart_resource, block.name, block.inputs, block.outputs)
 

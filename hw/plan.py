@@ -7,7 +7,7 @@ buffers hold maps channel-major, as a flatten reads them). The derived config ha
 * the conv engine when there are conv layers: their geometry (N, K, L), ReLU and schedule (P lanes, B banks), which
   the compressor fixes for all of them (`compress_network(p=, b=)`), so they must agree; "same" padding ("valid"
   layers run as its crops); the largest C_in, C_out and input map of any conv layer; the default fixed point and
-  kernel replay buffer (`Spec2ConvParams`). A board without multipliers for P lanes is refused, naming them: P is
+  kernel replay buffer (`SpectralConvParams`). A board without multipliers for P lanes is refused, naming them: P is
   the model's, recompress with a smaller `p` for a smaller board.
 * the FC engine when there are FC layers: the model's `FcFormat` (`FcEngineParams.from_format`), max_rows x max_cols
   the largest layer (its cost grows with them only through counters and memory depth: at n_out 16 on the iCE40,
@@ -63,7 +63,7 @@ from .estimate import Estimate, Memory, estimate, map_memory
 from .fc_engine import FcEngineParams
 from .layouts import layout_fields
 from .memory import SPRAM_DEPTH, SpramParams
-from .spectral.pipeline import Spec2ConvParams
+from .spectral.pipeline import SpectralConvParams
 
 #: Room the weight regions get beyond the model's own words.
 HEADROOM = 0.25
@@ -121,7 +121,7 @@ def _agree(steps: list[Step], what: str, value: Any) -> Any:
     return next(iter(values.values()))
 
 
-def conv_engine(steps: list[Step]) -> Spec2ConvParams | None:
+def conv_engine(steps: list[Step]) -> SpectralConvParams | None:
     """The conv engine of the conv steps (module docstring), None without them."""
     convs = [step for step in steps if step.kind == "conv"]
     if not convs:
@@ -131,7 +131,7 @@ def conv_engine(steps: list[Step]) -> Spec2ConvParams | None:
     relu = _agree(convs, "relu", lambda s: bool(s.layer.spectral.relu))
     p, b = _agree(convs, "schedule (p, b)", lambda s: (s.layer.spectral.schedule.p, s.layer.spectral.schedule.b))
     try:
-        return Spec2ConvParams(n=oaa[0], k=oaa[1], l=oaa[2], padding="same", relu=relu, p=p, b=b,
+        return SpectralConvParams(n=oaa[0], k=oaa[1], l=oaa[2], padding="same", relu=relu, p=p, b=b,
                                max_c_in=max(s.layer.spectral.c_in for s in convs),
                                max_c_out=max(s.layer.spectral.c_out for s in convs),
                                max_height=max(2, *(s.in_shape[1] for s in convs)),
@@ -154,7 +154,7 @@ def fc_engine(model: CompressedNetwork, steps: list[Step], family: str, max_cols
         raise PlanError(f"fc engine: {error}") from None
 
 
-def program_words(steps: list[Step], conv: Spec2ConvParams | None, fc: FcEngineParams | None) -> dict[str, int]:
+def program_words(steps: list[Step], conv: SpectralConvParams | None, fc: FcEngineParams | None) -> dict[str, int]:
     """Words the network's program takes in each region: descriptors, kernel groups, quant beats, XOR, BIM and
     scale beats, as the host packs them. PlanError naming the layer when one does not run on these engines."""
     words = {"program": len(steps)}
@@ -204,7 +204,7 @@ def _spram_regions(config: AcceleratorConfig) -> tuple[str, ...]:
     return tuple(chosen)
 
 
-def _config(board: str, steps: list[Step], words: dict[str, int], conv: Spec2ConvParams | None,
+def _config(board: str, steps: list[Step], words: dict[str, int], conv: SpectralConvParams | None,
             fc: FcEngineParams | None, headroom: float, **overrides: Any) -> AcceleratorConfig:
     """The config of these engines and words on `board`, regions sized by the rules of the module docstring."""
     family = get_board(board).family

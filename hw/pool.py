@@ -2,7 +2,7 @@
 (2 x 2 max-pooling, stride 2), what LeNet-5 needs between its conv layers.
 
 `MaxPool2` takes one `cfg` beat per layer (height, width, channels) and then the layer's maps channel by
-channel, each in raster order, one signed sample per beat (the order `Spec2Conv` writes them). It emits
+channel, each in raster order, one signed sample per beat (the order `SpectralConv` writes them). It emits
 each channel's (height // 2) x (width // 2) maxima in raster order. An odd last row or column is read and
 dropped, as torch's `max_pool2d` does. The golden model is `hw.spec.pool.max_pool`.
 

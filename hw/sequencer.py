@@ -6,10 +6,10 @@ engine's weight streams), the engines the config has, and the conv engine's post
 hands it a LOAD, RUN or READ request whose payload sits in the frame buffer; the sequencer reads its arguments
 from there, checks them, does the work and answers through the frame transmitter.
 
-Kind "conv" (the SPEC2 engine, `Spec2Conv`, then `Crop`, then `MaxPool2` or a bypass):
+Kind "conv" (the SPEC2 engine, `SpectralConv`, then `Crop`, then `MaxPool2` or a bypass):
 
     act[src] ─ RegionReader ─ x ─┐
-    conv.w   ─ RegionReader ─ w ─ Spec2Conv ─ o ─ Crop ─┬─ MaxPool2 ─┬─ writer ─ act[1 - src]
+    conv.w   ─ RegionReader ─ w ─ SpectralConv ─ o ─ Crop ─┬─ MaxPool2 ─┬─ writer ─ act[1 - src]
     conv.quant ─ RegionReader ──┘   ↑ cfg      ↑ cfg    └─ (pool 0) ─┘
                                     descriptor (program[layer])
 
@@ -66,7 +66,7 @@ from .fc_engine import FcEngine
 from .link import Response
 from .memory import RegionReader, SpramMemory, SpramParams
 from .pool import Crop, MaxPool2
-from .spectral.pipeline import Spec2Conv
+from .spectral.pipeline import SpectralConv
 
 #: Bytes of the RUN answer: the cycle count, u32 little-endian.
 CYCLE_BYTES = 4
@@ -138,7 +138,7 @@ class _State:
         self.writes: dict[str, Any] = {}
         self.reads: dict[str, Any] = {}
         self.streamers: dict[str, RegionReader] = {}
-        self.conv: Spec2Conv | None = None
+        self.conv: SpectralConv | None = None
         self.crop: Crop | None = None
         self.pool: MaxPool2 | None = None
         self.fc: FcEngine | None = None
@@ -221,7 +221,7 @@ class Sequencer(wiring.Component):
     def _add_engines(self, m: Module, s: _State) -> None:
         """The config's engines; the conv engine with its post stage, a crop and a pool. An abort resets them all."""
         if self.config.conv is not None:
-            s.conv, s.crop, s.pool = Spec2Conv(self.config.conv), Crop(self.config.crop), MaxPool2(self.config.pool)
+            s.conv, s.crop, s.pool = SpectralConv(self.config.conv), Crop(self.config.crop), MaxPool2(self.config.pool)
             m.submodules.conv = ResetInserter(s.abort)(s.conv)
             m.submodules.crop = ResetInserter(s.abort)(s.crop)
             m.submodules.pool = ResetInserter(s.abort)(s.pool)

@@ -1,4 +1,4 @@
-"""Run layers through the `Spec2Conv` RTL simulation: the streams `hw.spectral.streams.encode` makes, the outputs
+"""Run layers through the `SpectralConv` RTL simulation: the streams `hw.spectral.streams.encode` makes, the outputs
 `spectral_conv_fixed` expects, the generic stream testbench. Shared by the tests and `python -m sim.bench spectral`."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import numpy as np
 
 from hw.spec.spectral.fixed import spectral_conv_fixed
 from hw.spec.spectral.layer import SpectralLayer
-from hw.spectral.pipeline import Spec2Conv, Spec2ConvParams, cycle_model
+from hw.spectral.pipeline import SpectralConv, SpectralConvParams, cycle_model
 from hw.spectral.streams import encode
 from sim import runner
 
 
-def simulate_layers(params: Spec2ConvParams, layers: list[tuple[SpectralLayer, np.ndarray]], name: str,
+def simulate_layers(params: SpectralConvParams, layers: list[tuple[SpectralLayer, np.ndarray]], name: str,
                     workdir: Path, *, testcase: str | None = None, gap_probability: float = 0.3,
                     ready_probability: float = 0.6, simulator: str | None = None) -> dict[str, list[int]]:
     """Stream the layers (each with its input) back to back through the RTL; raise `runner.SimulationFailed`
@@ -38,7 +38,7 @@ def simulate_layers(params: Spec2ConvParams, layers: list[tuple[SpectralLayer, n
         "inputs": {port: [f"{b:x}" for b in beats] for port, beats in inputs.items()},
         "expected": [f"{b:x}" for b in expected], "compute_cycles": compute,
         "gap_probability": gap_probability, "ready_probability": ready_probability, "report": str(report)}))
-    sim = runner.build(Spec2Conv(params), name, simulator=simulator or runner.choose(runner.WHOLE))
+    sim = runner.build(SpectralConv(params), name, simulator=simulator or runner.choose(runner.WHOLE))
     runner.run(sim, "sim.tb.streams", {"data": str(data)}, testcase=testcase)
     return json.loads(report.read_text()) if testcase in (None, "full_rate") else {}
 

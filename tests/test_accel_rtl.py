@@ -29,7 +29,7 @@ from hw.spec.protocol import Command, Status, encode_request, encode_response
 from hw.spec.spectral.fixed import spectral_conv_fixed
 from hw.spec.spectral.geometry import OaaParams
 from hw.spec.spectral.layer import SpectralLayer
-from hw.spectral.pipeline import Spec2ConvParams, cycle_model
+from hw.spectral.pipeline import SpectralConvParams, cycle_model
 from hw.spectral.streams import encode
 from sim import runner
 from sim.board import play as board_play
@@ -38,7 +38,7 @@ from sim.board import simulate
 MODEL = Path(__file__).resolve().parent.parent / "models" / "lenet5_spec2.npz"
 
 TINY = AcceleratorConfig(
-    conv=Spec2ConvParams(n=8, k=3, l=6, relu=True, max_c_in=3, max_c_out=3, max_height=8, max_width=8),
+    conv=SpectralConvParams(n=8, k=3, l=6, relu=True, max_c_in=3, max_c_out=3, max_height=8, max_width=8),
     act_depth=128, program_depth=4, conv_w_depth=64, conv_quant_depth=8, max_payload=128)
 
 
@@ -123,7 +123,7 @@ def test_lenet_program_words_are_the_engine_streams():
     p1, p2 = program.plans
     x1 = np.zeros((1, 28, 28), dtype=np.int64)
     x2 = np.zeros((6, 14, 14), dtype=np.int64)
-    valid = Spec2ConvParams(**{**{f: getattr(config.conv, f) for f in ("n", "k", "l", "relu", "p", "b", "max_c_in",
+    valid = SpectralConvParams(**{**{f: getattr(config.conv, f) for f in ("n", "k", "l", "relu", "p", "b", "max_c_in",
                                                                        "max_c_out")}, "padding": "valid"})
     e1, e2 = encode(config.conv, conv1, x1), encode(valid, conv2, x2)
     assert (p1.w, p1.quant, p2.w, p2.quant) == (e1["w"], e1["quant"], e2["w"], e2["quant"])
@@ -162,16 +162,16 @@ def test_plan_rejects_what_does_not_fit():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"conv": "big"}, "conv must be a Spec2ConvParams"),
+    ({"conv": "big"}, "conv must be a SpectralConvParams"),
     ({"fc": object()}, "fc must be an FcEngineParams or None"),
     ({"act_depth": 0}, "act_depth must be in 1..65536"),
     ({"program_depth": 1 << 17}, "program_depth must be"),
     ({"conv_w_depth": 2.5}, "conv_w_depth must be"),
-    ({"conv": Spec2ConvParams(k=3, l=6, padding="valid")}, "conv.padding must be 'same'"),
+    ({"conv": SpectralConvParams(k=3, l=6, padding="valid")}, "conv.padding must be 'same'"),
     ({"max_payload": 16}, "max_payload must be at least 23"),
 ])
 def test_config_rejected(kwargs: dict, message: str):
-    base = {"conv": Spec2ConvParams(k=3, l=6)}
+    base = {"conv": SpectralConvParams(k=3, l=6)}
     with pytest.raises(ValueError, match=message):
         AcceleratorConfig(**{**base, **kwargs})
 

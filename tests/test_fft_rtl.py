@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hw.spec.arith import round_shift
-from hw.spec.spectral.fixed import Spec2Fixed, fft2_fixed, fft_fixed, ifft2_fixed, ifft_input, twiddles
+from hw.spec.spectral.fixed import SpectralFixed, fft2_fixed, fft_fixed, ifft2_fixed, ifft_input, twiddles
 from hw.spectral.fft import (
     Fft1d,
     Fft2d,
@@ -81,12 +81,12 @@ def _fft1d_inputs(n: int, limit: int, count: int, rng: np.random.Generator) -> t
 
 FFT1D_CASES = {
     # name: (n, spec, inverse, shifts or None, input limit, twiddle_mult)
-    "fwd8": (8, Spec2Fixed(), False, None, 1 << 13, "logic"),
-    "inv8": (8, Spec2Fixed(), True, None, 1 << 16, "logic"),
-    "fwd16_shifted": (16, Spec2Fixed(act_bits=6, data_bits=14, twiddle_bits=12), False, (1, 0, 1, 1), 1 << 12,
+    "fwd8": (8, SpectralFixed(), False, None, 1 << 13, "logic"),
+    "inv8": (8, SpectralFixed(), True, None, 1 << 16, "logic"),
+    "fwd16_shifted": (16, SpectralFixed(act_bits=6, data_bits=14, twiddle_bits=12), False, (1, 0, 1, 1), 1 << 12,
                       "logic"),
     # n = 16 has every kind of twiddle: trivial, |wr| = |wi| and general.
-    "inv16_dsp": (16, Spec2Fixed(), True, None, 1 << 16, "dsp"),
+    "inv16_dsp": (16, SpectralFixed(), True, None, 1 << 16, "dsp"),
 }
 
 
@@ -124,10 +124,10 @@ def _tiles(n: int, act_bits: int, count: int, rng: np.random.Generator) -> np.nd
 
 FFT2D_CASES = {
     # name: (n, spec, twiddle_mult)
-    "n8": (8, Spec2Fixed(), "logic"),
-    "n8_shift_every_stage": (8, Spec2Fixed(data_bits=14, in_shift=5), "logic"),
-    "n4_narrow": (4, Spec2Fixed(data_bits=12, twiddle_bits=10), "logic"),
-    "n8_dsp": (8, Spec2Fixed(), "dsp"),
+    "n8": (8, SpectralFixed(), "logic"),
+    "n8_shift_every_stage": (8, SpectralFixed(data_bits=14, in_shift=5), "logic"),
+    "n4_narrow": (4, SpectralFixed(data_bits=12, twiddle_bits=10), "logic"),
+    "n8_dsp": (8, SpectralFixed(), "dsp"),
 }
 
 
@@ -152,7 +152,7 @@ def test_fft2d_matches_golden(tmp_path: Path, case: str):
 # --- Ifft2d -----------------------------------------------------------------------------------------------
 
 
-def _half_spectra(n: int, spec: Spec2Fixed, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _half_spectra(n: int, spec: SpectralFixed, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """IFFT inputs as `ifft_input` makes them (clamped, columns 0 and n/2 mirrored) from random accumulators
     (past the clamp at times), then all max, all min (its mirrored -min needs the top bit), and impulses."""
     top = 1 << (spec.ifft_in_bits - 1)
@@ -170,8 +170,8 @@ def _half_spectra(n: int, spec: Spec2Fixed, count: int, rng: np.random.Generator
 
 
 IFFT2D_CASES = {
-    "n8": (8, Spec2Fixed()),
-    "n4_narrow": (4, Spec2Fixed(data_bits=12, twiddle_bits=10)),
+    "n8": (8, SpectralFixed()),
+    "n4_narrow": (4, SpectralFixed(data_bits=12, twiddle_bits=10)),
 }
 
 
@@ -196,9 +196,9 @@ def test_ifft2d_matches_golden(tmp_path: Path, case: str):
 # --- parameters -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n, spec", [(8, Spec2Fixed()), (16, Spec2Fixed()), (4, Spec2Fixed(data_bits=12,
+@pytest.mark.parametrize("n, spec", [(8, SpectralFixed()), (16, SpectralFixed()), (4, SpectralFixed(data_bits=12,
                                                                                            twiddle_bits=10))])
-def test_params_mirror_spec(n: int, spec: Spec2Fixed):
+def test_params_mirror_spec(n: int, spec: SpectralFixed):
     params = FftParams.from_spec(spec, n)
     assert params.in_shift == spec.input_shift(n) and params.fwd_shifts == spec.forward_shifts(n)
     assert params.inverse_shifts + params.inverse_shifts == spec.inverse_shifts(n)
@@ -207,7 +207,7 @@ def test_params_mirror_spec(n: int, spec: Spec2Fixed):
 
 
 def test_default_params_are_the_default_spec():
-    assert FftParams() == FftParams.from_spec(Spec2Fixed(), 8)
+    assert FftParams() == FftParams.from_spec(SpectralFixed(), 8)
 
 
 def test_complex_layout_packs_re_low():
@@ -235,15 +235,15 @@ def test_params_rejected(kwargs: dict, message: str):
 
 
 def test_components_check_their_arguments():
-    with pytest.raises(TypeError, match="params must be an? FftParams, got Spec2Fixed"):
-        Fft2d(Spec2Fixed())
+    with pytest.raises(TypeError, match="params must be an? FftParams, got SpectralFixed"):
+        Fft2d(SpectralFixed())
     with pytest.raises(ValueError, match="shifts must be a tuple of 3 0s and 1s"):
         Fft1d(FftParams(), shifts=(1, 1))
 
 
 def test_params_describe_twiddle_mult():
     assert FftParams().twiddle_mult == "logic"
-    assert FftParams.from_spec(Spec2Fixed(), 8, "dsp").describe()["twiddle_mult"] == "dsp"
+    assert FftParams.from_spec(SpectralFixed(), 8, "dsp").describe()["twiddle_mult"] == "dsp"
     assert FftParams().describe() == {"n": 8, "data_bits": 18, "twiddle_bits": 16, "act_bits": 8, "in_shift": 3,
                                       "fwd_shifts": [0] * 6, "twiddle_mult": "logic"}
 

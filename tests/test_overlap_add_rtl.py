@@ -16,7 +16,7 @@ import pytest
 
 from hw.layouts import pack
 from hw.spec.spectral.engine import SHIFT_BITS
-from hw.spec.spectral.fixed import Spec2Fixed, requantize
+from hw.spec.spectral.fixed import SpectralFixed, requantize
 from hw.spec.spectral.layer import QuantParams
 from hw.spec.spectral.operator import crop, overlap_add
 from hw.spectral.overlap_add import OverlapAdd, OverlapAddParams
@@ -29,7 +29,7 @@ def golden_map(params: OverlapAddParams, tiles: np.ndarray, h: int, w: int, mult
     canvas = overlap_add(tiles, params.l)
     assert np.abs(canvas).max() < 1 << (params.ola_bits - 1)
     quant = QuantParams(1.0, 1.0, 0, mult, shift, np.array([bias], dtype=np.int64))
-    spec = Spec2Fixed(data_bits=params.in_bits, mult_bits=params.mult_bits, out_bits=params.out_bits)
+    spec = SpectralFixed(data_bits=params.in_bits, mult_bits=params.mult_bits, out_bits=params.out_bits)
     return requantize(crop(canvas, params.oaa, h, w)[None], quant, spec, params.relu)[0]
 
 
@@ -103,5 +103,5 @@ def test_params_validation():
     with pytest.raises(TypeError, match="OverlapAddParams"):
         OverlapAdd({"n": 8})
     p = OverlapAddParams()
-    assert p.ola_bits == Spec2Fixed().ola_bits(p.oaa) == 20
+    assert p.ola_bits == SpectralFixed().ola_bits(p.oaa) == 20
     assert p.cfg_layout.size == 5 + 5 + 16 + SHIFT_BITS + 36

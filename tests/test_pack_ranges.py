@@ -20,14 +20,14 @@ from hw.config import AcceleratorConfig
 from hw.spec.fc import MAX_SHIFT, fc_fixed
 from hw.spec.fields import pack_fields, unpack_fields
 from hw.spec.network import ModelFormatError
-from hw.spec.spectral.fixed import Spec2Fixed, spectral_conv_fixed
+from hw.spec.spectral.fixed import SpectralFixed, spectral_conv_fixed
 from hw.spec.spectral.geometry import OaaParams
 from hw.spec.spectral.layer import SpectralFormatError, SpectralLayer
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "lenet5_full.npz"
 ACCEL = AccelInfo.from_info(AcceleratorConfig.lenet5().describe())
 #: The golden datapath of the device: its multiplier width (the quant beat's out_mult field) and input channels.
-SPEC = Spec2Fixed(mult_bits=ACCEL.conv_streams["quant"]["out_mult"][1], max_c_in=ACCEL.conv_params["max_c_in"])
+SPEC = SpectralFixed(mult_bits=ACCEL.conv_streams["quant"]["out_mult"][1], max_c_in=ACCEL.conv_params["max_c_in"])
 
 
 @settings(derandomize=True, max_examples=300)

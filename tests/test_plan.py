@@ -1,9 +1,9 @@
 """An accelerator derived from a compressed network (hw.plan) and its resource estimate (hw.estimate): the committed
 LeNet-5 against the named `lenet5` config, an FC-only digits MLP (64 -> 32 -> 10) on the iCEBreaker, networks refused
-with the limit named, the estimate against the measured builds (README's Measured table and the calibration builds
-below) within `hw.estimate.TOLERANCE`, the memory mapping against yosys's choices, and the `--model` / `--plan`
-command lines. Two slow tests: the derived digits MLP accelerator on the virtual board, bit-exact with the golden
-backend, and built for the iCEBreaker."""
+with the limit named, the estimate against the measured builds (README's, in docs/figures/build-*.json, and the
+calibration builds below) within `hw.estimate.TOLERANCE`, the memory mapping against yosys's choices, and the
+`--model` / `--plan` command lines. Two slow tests: the derived digits MLP accelerator on the virtual board,
+bit-exact with the golden backend, and built for the iCEBreaker."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from hw.plan import PlanError, plan, program_steps
 from hw.spec.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT
 from hw.spec.network import CompressedNetwork, FlattenLayer, PoolLayer, save_model
 from sim import server
+from sim.bench import readme
 from sim.server import start
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,29 +205,20 @@ def test_steps_the_device_cannot_run_are_refused():
 
 
 def _readme_builds() -> list[tuple[AcceleratorConfig, dict[str, int]]]:
-    """README's Measured figures: (config, {budget resource: used}) for lenet5, fc_only and the link alone."""
-    lines = (ROOT / "README.md").read_text().splitlines()
+    """The builds README's Measured figures come from (docs/figures/build-*.json): (config, {resource: used}) for
+    lenet5, fc_only and the link alone on both boards."""
+    figures = readme.load()
 
-    def row(start: str) -> list[str]:
-        line = next(line for line in lines if line.startswith(start))
-        return [cell.strip() for cell in line.strip("|").split("|")]
+    def used(name: str, resources: tuple[str, ...]) -> dict[str, int]:
+        report = figures[name]["report"]["resources"]
+        return {resource: report[resource]["used"] for resource in resources}
 
-    def used(cell: str, unit: str) -> int:
-        match = re.search(rf"(\d[\d ]*?)(?: / [\d ]+)? {unit}\b", cell)
-        return int(match.group(1).replace(" ", ""))
-
-    lenet, fc_only = row("| `lenet5`"), row("| `fc_only`")
-    logic, bram = row("| logic |"), row("| block RAM |")
     return [
-        (AcceleratorConfig.lenet5(), {"TRELLIS_COMB": used(lenet[2], "LUT4"), "TRELLIS_FF": used(lenet[2], "FF"),
-                                      "DP16KD": used(lenet[3], "DP16KD"), "MULT18X18D": used(lenet[4], "MULT18X18D")}),
-        (AcceleratorConfig.fc_only(), {"ICESTORM_LC": used(fc_only[2], "LC"), "ICESTORM_RAM": used(fc_only[3], "EBR"),
-                                       "ICESTORM_SPRAM": used(fc_only[3], "SPRAM"),
-                                       "ICESTORM_DSP": int(fc_only[4].split("/")[0])}),
-        (AcceleratorConfig(board="icebreaker"), {"ICESTORM_LC": used(logic[1], "LC"),
-                                                 "ICESTORM_RAM": used(bram[1], "EBR")}),
-        (AcceleratorConfig(), {"TRELLIS_COMB": used(logic[2], "LUT4"), "TRELLIS_FF": used(logic[2], "FF"),
-                               "DP16KD": used(bram[2], "DP16KD")}),
+        (AcceleratorConfig.lenet5(), used("build-lenet5", ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D"))),
+        (AcceleratorConfig.fc_only(), used("build-fc_only",
+                                           ("ICESTORM_LC", "ICESTORM_RAM", "ICESTORM_SPRAM", "ICESTORM_DSP"))),
+        (AcceleratorConfig(board="icebreaker"), used("build-link-icebreaker", ("ICESTORM_LC", "ICESTORM_RAM"))),
+        (AcceleratorConfig(), used("build-link-ulx3s-85f", ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD"))),
     ]
 
 

@@ -17,13 +17,13 @@ import pytest
 
 from host.compress.spectral import calibrate, compress_spatial, schedule_stats
 from hw.layouts import pack
-from hw.spec.spectral.fixed import Spec2Fixed, spectral_conv_fixed_stages
+from hw.spec.spectral.fixed import SpectralFixed, spectral_conv_fixed_stages
 from hw.spec.spectral.geometry import OaaParams, canonical_mask
 from hw.spec.spectral.layer import stream_entries
 from hw.spectral.spectral_mac import SpectralMac, SpectralMacParams, canonical_bins
 from sim import runner
 
-SPEC = Spec2Fixed()
+SPEC = SpectralFixed()
 OAA = OaaParams(n=8, k=3, l=6, padding="same")
 MAX_C_IN = 32
 LANES = [2, 4, 8]
@@ -137,7 +137,7 @@ def test_params_rejected(kwargs: dict, message: str):
 
 
 def test_params_defaults_match_golden_widths():
-    """The default widths are `Spec2Fixed`'s, the accumulator sized for its max_c_in."""
+    """The default widths are `SpectralFixed`'s, the accumulator sized for its max_c_in."""
     params = SpectralMacParams(max_c_in=SPEC.max_c_in)
     assert (params.data_bits, params.weight_bits, params.acc_bits) == (SPEC.data_bits, SPEC.weight_bits,
                                                                         SPEC.acc_bits)

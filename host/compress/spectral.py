@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from hw.spec.spectral.fixed import Spec2Fixed, fft2_fixed, quant_params, round_shift, spectral_mac
+from hw.spec.spectral.fixed import SpectralFixed, fft2_fixed, quant_params, round_shift, spectral_mac
 from hw.spec.spectral.geometry import OaaParams, canonical_mask, kernel_spectrum, self_conjugate_mask
 from hw.spec.spectral.layer import Schedule, SpectralLayer
 from hw.spec.spectral.operator import spectral_conv_float, tile_input
@@ -128,13 +128,13 @@ def compress_spatial(w: np.ndarray, oaa: OaaParams | None = None, sparsity: floa
     return layer_from_half(np.where(prune_mask(half, sparsity, scope), half, 0), oaa, p, b, bias, relu)
 
 
-def calibrate(layer: SpectralLayer, x_q: np.ndarray, in_scale: float, spec: Spec2Fixed | None = None,
+def calibrate(layer: SpectralLayer, x_q: np.ndarray, in_scale: float, spec: SpectralFixed | None = None,
               out_percentile: float | None = None, batch: int | None = None) -> SpectralLayer:
     """The layer with quantization parameters from sample inputs x_q (..., C_in, H, W), activations of scale
     in_scale: the smallest mac_shift that clamps no sample accumulator, and an out_scale that maps the
     out_percentile-th percentile of |output| to the largest output code, or (None) minimises the output
     quantization error on the samples. `batch` samples at a time (None: all at once) bounds the spectra held."""
-    spec = spec or Spec2Fixed()
+    spec = spec or SpectralFixed()
     x_q = np.asarray(x_q)
     samples = x_q.reshape(-1, *x_q.shape[-3:])
     step = batch or max(len(samples), 1)

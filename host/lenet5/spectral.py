@@ -19,7 +19,7 @@ from hw.spec.network import ModelFormatError, check_header, header_fields, save_
 from hw.spec.npzfile import load_checked
 from hw.spec.pool import max_pool
 from hw.spec.spectral.file import layer_fields, layer_from_fields
-from hw.spec.spectral.fixed import DatapathLimitError, Spec2Fixed, check_quant_limits, spectral_conv_fixed
+from hw.spec.spectral.fixed import DatapathLimitError, SpectralFixed, check_quant_limits, spectral_conv_fixed
 from hw.spec.spectral.layer import SpectralFormatError, SpectralLayer
 from hw.spec.spectral.operator import spectral_conv_float
 
@@ -138,7 +138,7 @@ def check_convs(conv1: SpectralLayer, conv2: SpectralLayer) -> None:
         if not layer.relu:
             raise _bad(f"{name}/relu", "must be 1 (LeNet-5 applies ReLU after each conv layer)")
         try:
-            check_quant_limits(layer.quant, Spec2Fixed(), layer.oaa)
+            check_quant_limits(layer.quant, SpectralFixed(), layer.oaa)
         except DatapathLimitError as error:
             raise _bad(f"{name}/{error.field}", str(error)) from None
     shapes = [(conv1.c_in, conv1.c_out), (conv2.c_in, conv2.c_out)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hw.spec.spectral.fixed import Spec2Fixed, requantize
+from hw.spec.spectral.fixed import SpectralFixed, requantize
 from hw.spec.spectral.geometry import PADDINGS
 from hw.spec.spectral.layer import QuantParams
 
@@ -41,7 +41,7 @@ def conv2d_int(x: np.ndarray, w: np.ndarray, padding: str) -> np.ndarray:
 
 
 def baseline_conv_fixed(x: np.ndarray, w: np.ndarray, padding: str, out_mult: int, out_shift: int,
-                        bias_q: np.ndarray, relu: bool, spec: Spec2Fixed | None = None) -> np.ndarray:
+                        bias_q: np.ndarray, relu: bool, spec: SpectralFixed | None = None) -> np.ndarray:
     """The bit-exact baseline layer: `conv2d_int`, then clamp(rs(v * out_mult + bias_q[o], out_shift))."""
     quant = QuantParams(1.0, 1.0, 0, int(out_mult), int(out_shift), np.asarray(bias_q, dtype=np.int64))
-    return requantize(conv2d_int(x, w, padding), quant, spec or Spec2Fixed(), relu)
+    return requantize(conv2d_int(x, w, padding), quant, spec or SpectralFixed(), relu)

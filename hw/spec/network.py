@@ -37,7 +37,7 @@ from hw.spec.fc_format import DEFAULT_FC_FORMAT, FIELD_NAMES, FcFormat
 from hw.spec.npzfile import read_npz
 from hw.spec.pool import max_pool
 from hw.spec.spectral.file import layer_fields, layer_from_fields
-from hw.spec.spectral.fixed import DatapathLimitError, Spec2Fixed, check_quant_limits, spectral_conv_fixed
+from hw.spec.spectral.fixed import DatapathLimitError, SpectralFixed, check_quant_limits, spectral_conv_fixed
 from hw.spec.spectral.layer import SpectralFormatError, SpectralLayer
 from hw.spec.xor import (
     XorFormatError,
@@ -315,7 +315,7 @@ class ConvLayer:
             raise ModelFormatError(f"{self.name}: the spectral layer has no schedule (the file carries it)")
         oaa = self.spectral.oaa
         try:  # what the golden datapath (`forward`) holds
-            check_quant_limits(self.spectral.quant, Spec2Fixed(), oaa)
+            check_quant_limits(self.spectral.quant, SpectralFixed(), oaa)
         except DatapathLimitError as error:
             raise field_error(f"{self.name}/{error.field}", str(error)) from None
         k = oaa.k if self.kernel_size is None else self.kernel_size

@@ -23,7 +23,7 @@ Why not DSPs: DSP blocks are the budget the SPEC2-vs-baseline comparison counts 
 M weight multipliers, and an iCE40 UP5K has 8), and spending them on constants wastes them. "dsp" keeps plain
 `*` by a constant, which Yosys maps to DSPs (MULT18X18D, SB_MAC16), for comparison.
 
-Widths and the stage schedule come from `FftParams` (`FftParams.from_spec(Spec2Fixed(), n)` mirrors the golden
+Widths and the stage schedule come from `FftParams` (`FftParams.from_spec(SpectralFixed(), n)` mirrors the golden
 spec). Registers are data_bits wide: results outside that range wrap, where the golden model raises; the golden
 stage plan is what proves the range sufficient for activations of act_bits (forward) and the IFFT's clamped input.
 """
@@ -63,7 +63,7 @@ class FftParams:
     n: FFT size (power of two, 4..64). data_bits: data path per component. twiddle_bits: twiddles, Q1.(bits-2).
     act_bits: `Fft2d` input activations. in_shift: their left shift into the data path. fwd_shifts: per forward
     stage 0 or 1, the log2 n row stages then the log2 n column stages (None: all 0). The inverse shifts 1 per
-    stage. Defaults are `Spec2Fixed()`'s at n = 8; `from_spec` takes any spec's (with its overflow-checked plan).
+    stage. Defaults are `SpectralFixed()`'s at n = 8; `from_spec` takes any spec's (with its overflow-checked plan).
     twiddle_mult: how non-trivial twiddle products are built, "logic" (CSD shift-and-add, no DSP; the default,
     since DSPs are the budget SPEC2 is compared on and twiddles are constants) or "dsp" (`*`, mapped to DSPs).
     Both are bit-exact with the golden model.
@@ -96,7 +96,8 @@ class FftParams:
 
     @classmethod
     def from_spec(cls, spec: Any, n: int = DEFAULT_N, twiddle_mult: str = "logic") -> FftParams:
-        """The parameters a `hw.spec.spectral.fixed.Spec2Fixed` gives size n (its plan raises if it could overflow)."""
+        """The parameters a `hw.spec.spectral.fixed.SpectralFixed` gives size n (its plan raises if it could
+        overflow)."""
         return cls(n=n, data_bits=spec.data_bits, twiddle_bits=spec.twiddle_bits, act_bits=spec.act_bits,
                    in_shift=spec.input_shift(n), fwd_shifts=tuple(spec.forward_shifts(n)), twiddle_mult=twiddle_mult)
 

@@ -27,8 +27,8 @@ from .spectral_mac import canonical_bins
 class IfftInputParams:
     """Structural parameters of `IfftInput`; validated on construction, hashable.
 
-    n: FFT size (power of two, 4..256). acc_bits: the MAC's accumulator width (`Spec2Fixed.acc_bits`, 45).
-    data_bits: the IFFT data path (`Spec2Fixed.data_bits`, 18); values are clamped to data_bits - 1.
+    n: FFT size (power of two, 4..256). acc_bits: the MAC's accumulator width (`SpectralFixed.acc_bits`, 45).
+    data_bits: the IFFT data path (`SpectralFixed.data_bits`, 18); values are clamped to data_bits - 1.
     """
 
     n: int = DEFAULT_N
@@ -43,7 +43,7 @@ class IfftInputParams:
 
     @classmethod
     def from_spec(cls, spec: Any, n: int = DEFAULT_N) -> IfftInputParams:
-        """The parameters of a `hw.spec.spectral.fixed.Spec2Fixed` at FFT size n."""
+        """The parameters of a `hw.spec.spectral.fixed.SpectralFixed` at FFT size n."""
         return cls(n=n, acc_bits=spec.acc_bits, data_bits=spec.data_bits)
 
     @property

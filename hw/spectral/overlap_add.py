@@ -1,7 +1,7 @@
 """SPEC2 overlap-add and output stage: IFFT tiles in, the cropped, requantized int8 feature map out.
 
 Implements steps 4-5 of `hw.spec.spectral` for one output channel at a time: `overlap_add` (exact integer
-sums, `Spec2Fixed.ola_bits` wide), `crop` ("same" / "valid") and `requantize` (clamp(rs(v * out_mult +
+sums, `SpectralFixed.ola_bits` wide), `crop` ("same" / "valid") and `requantize` (clamp(rs(v * out_mult +
 bias_q, out_shift)), round half up, optional ReLU). `requant_stages` is that output stage alone, shared with
 the dense baseline (`hw.baseline.conv`) so both engines end in the same logic.
 """
@@ -59,7 +59,7 @@ class OverlapAddParams:
     """Structural parameters of `OverlapAdd`; validated on construction, hashable.
 
     n, l, k, padding: the OaA geometry (`hw.spec.spectral.geometry.OaaParams` rules). max_height, max_width: the
-    largest input map (H x W) the canvas buffer holds. in_bits: IFFT output width (`Spec2Fixed.data_bits`).
+    largest input map (H x W) the canvas buffer holds. in_bits: IFFT output width (`SpectralFixed.data_bits`).
     mult_bits, out_bits: requantization multiplier and output widths. relu: clamp outputs below at 0.
     """
 

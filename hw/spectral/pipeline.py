@@ -1,4 +1,4 @@
-"""SPEC2 spectral convolution layer: `Spec2Conv` chains the stages into one streaming block.
+"""SPEC2 spectral convolution layer: `SpectralConv` chains the stages into one streaming block.
 
 Dataflow of one layer (the operator and its fixed point are `hw.spec.spectral.fixed.spectral_conv_fixed`):
 
@@ -31,7 +31,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.spec.spectral.engine import SHIFT_BITS
-from hw.spec.spectral.fixed import Spec2Fixed
+from hw.spec.spectral.fixed import SpectralFixed
 from hw.spec.spectral.geometry import DEFAULT_N, OaaParams
 from hw.spec.spectral.layer import SpectralLayer
 
@@ -44,14 +44,14 @@ from .tiler import Tiler, TilerParams
 
 
 @dataclass(frozen=True)
-class Spec2ConvParams:
-    """Structural parameters of `Spec2Conv`; validated on construction (errors name the field), hashable.
+class SpectralConvParams:
+    """Structural parameters of `SpectralConv`; validated on construction (errors name the field), hashable.
 
     n, k, l, padding: the OaA geometry (FFT size, kernel size the layers were made for, tile size, "same" or
     "valid"). relu: clamp outputs at 0. p, b: MAC lanes and spectrum banks (the host's schedule must use the
     same). max_c_in, max_c_out, max_height, max_width: the largest layer; actual sizes are run-time `cfg`
     values. max_groups: kernel groups of one output channel the replay buffer holds (default the worst case,
-    max_c_in times the canonical bins: one entry per group). spec: the fixed-point widths (`Spec2Fixed`).
+    max_c_in times the canonical bins: one entry per group). spec: the fixed-point widths (`SpectralFixed`).
     """
 
     n: int = DEFAULT_N
@@ -66,7 +66,7 @@ class Spec2ConvParams:
     max_height: int = 28
     max_width: int = 28
     max_groups: int | None = None
-    spec: Spec2Fixed = Spec2Fixed()
+    spec: SpectralFixed = SpectralFixed()
 
     def __post_init__(self) -> None:
         for name in ("n", "k", "l", "p", "b"):  # bounded by OaaParams and SpectralMacParams, below
@@ -75,8 +75,8 @@ class Spec2ConvParams:
                           ("max_width", 1, None)))
         if not isinstance(self.relu, bool):
             raise ValueError(f"relu must be a bool, got {self.relu!r}")
-        if not isinstance(self.spec, Spec2Fixed):
-            raise ValueError(f"spec must be a Spec2Fixed, got {type(self.spec).__name__}")
+        if not isinstance(self.spec, SpectralFixed):
+            raise ValueError(f"spec must be a SpectralFixed, got {type(self.spec).__name__}")
         OaaParams(self.n, self.k, self.l, self.padding)  # its errors name n, k, l or padding
         if self.max_c_in > self.spec.max_c_in:
             raise ValueError(f"max_c_in must be at most spec.max_c_in={self.spec.max_c_in} (the accumulator "
@@ -184,8 +184,8 @@ class KernelReplay(wiring.Component):
     One group per cycle while a channel is loaded; `busy` is high from `start` to the layer's last group.
     """
 
-    def __init__(self, params: Spec2ConvParams):
-        require_params(self, params, Spec2ConvParams)
+    def __init__(self, params: SpectralConvParams):
+        require_params(self, params, SpectralConvParams)
         self.params = params
         tile_bits = params.tile_bits
         super().__init__({
@@ -274,7 +274,7 @@ class KernelReplay(wiring.Component):
         return m
 
 
-class Spec2Conv(wiring.Component):
+class SpectralConv(wiring.Component):
     """A SPEC2 sparse spectral convolution layer in one block, bit-exact with `spectral_conv_fixed`.
 
     Streams (Amaranth valid/ready; `hw.spectral.streams.encode` builds them from a layer and an input):
@@ -294,8 +294,8 @@ class Spec2Conv(wiring.Component):
     previous one's last output has left, so a layer's settings never change under data in flight.
     """
 
-    def __init__(self, params: Spec2ConvParams):
-        require_params(self, params, Spec2ConvParams)
+    def __init__(self, params: SpectralConvParams):
+        require_params(self, params, SpectralConvParams)
         self.params = params
         super().__init__({
             "cfg": In(stream.Signature(params.cfg_layout)),
@@ -425,7 +425,7 @@ class Spec2Conv(wiring.Component):
         return m
 
 
-def cycle_model(params: Spec2ConvParams, layer: SpectralLayer, h: int, w: int) -> dict[str, int]:
+def cycle_model(params: SpectralConvParams, layer: SpectralLayer, h: int, w: int) -> dict[str, int]:
     """Full-rate cycles of one layer on an H x W input (the figures `sim.spectral` checks against the RTL).
 
     `load`: the tiler and forward FFT, C_in T N^2. `compute`: per output channel the slower of the MAC, T G_o
@@ -450,4 +450,4 @@ def cycle_model(params: Spec2ConvParams, layer: SpectralLayer, h: int, w: int) -
             "steady": max(load, compute)}
 
 
-__all__ = ["Spec2ConvParams", "Spec2Conv", "KernelReplay", "cycle_model"]
+__all__ = ["SpectralConvParams", "SpectralConv", "KernelReplay", "cycle_model"]

@@ -35,8 +35,8 @@ class SpectralMacParams:
     n: FFT size (a power of two, 4..256). p: lanes. b: spectrum banks, a power of two (bank and address
     are then bit fields of the bin index) with p <= b <= the n (n/2 + 1) bins. max_c_in: input channels
     one output bin sums over. slots: spectra one buffer holds, addressed by the streams' `chan` field
-    (default max_c_in: one tile of every channel; `Spec2Conv` keeps a whole layer, slot t C_in + i).
-    data_bits, weight_bits, acc_bits: `Spec2Fixed` widths (defaults 18, 16, 45); acc_bits must hold
+    (default max_c_in: one tile of every channel; `SpectralConv` keeps a whole layer, slot t C_in + i).
+    data_bits, weight_bits, acc_bits: `SpectralFixed` widths (defaults 18, 16, 45); acc_bits must hold
     data + weight + 1 + ceil(log2 max_c_in) bits so the sums stay exact.
     """
 

@@ -24,7 +24,7 @@ from ..spec.spectral.geometry import DEFAULT_N, check_fft_size
 class TilerParams:
     """Structural parameters of `Tiler`; validated on construction, hashable.
 
-    n: FFT size (power of two, 4..256). l: tile size (1..n). act_bits: activation width (`Spec2Fixed.act_bits`).
+    n: FFT size (power of two, 4..256). l: tile size (1..n). act_bits: activation width (`SpectralFixed.act_bits`).
     max_height, max_width: the largest map; the actual H x W is a run-time `cfg` value.
     """
 

@@ -5,7 +5,8 @@
 * `spectral` (or `spec2`): SPEC2 against the dense baseline on equal DSPs;
 * `admm`: LeNet-5's spectral pruning, ADMM against magnitude (needs torch);
 * `e2e`: the compressed LeNet-5 end to end (size, accuracy, cycles, images/s);
-* `link`, `board`: the simulated board's speed (echo throughput; images through a whole accelerator).
+* `link`, `board`: the simulated board's speed (echo throughput; images through a whole accelerator);
+* `readme`: README.md's measured figures, rendered from the JSON the others wrote into docs/figures/.
 
 They sit on top of the floor plan (docs/architecture.md): they build gateware, run simulations and drive the
 host, so only here may all three meet.

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import admm, bim, board, e2e, spectral, xor
+from . import admm, bim, board, e2e, readme, spectral, xor
 
-BENCHMARKS = (xor, bim, spectral, admm, e2e, board)
+BENCHMARKS = (xor, bim, spectral, admm, e2e, board, readme)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,10 +6,10 @@ equal DSPs, as JSON.
 
 Per layer (LeNet-5 conv1 and conv2, a VGG-like 64 -> 64 layer at 56 x 56, and the same VGG layer on a 12 x 12
 map): spatial-equivalent operations 2 H_out W_out K^2 C_in C_out, the sparse spectral layer's lane utilisation,
-cycles of `Spec2Conv` from its cycle model (`hw.spectral.pipeline.cycle_model`), checked against the RTL
+cycles of `SpectralConv` from its cycle model (`hw.spectral.pipeline.cycle_model`), checked against the RTL
 simulation (bit-exact outputs, full rate) on every layer but the full-size VGG one, and cycles of the dense
 baseline (`hw.baseline.conv`, one output per ceil(C_in K^2 / M) cycles, as its bench checks). DSPs and Fmax
-come from ECP5-85F builds (`hw.characterise`): Spec2Conv's stages one by one (DSPs summed, Fmax the lowest),
+come from ECP5-85F builds (`hw.characterise`): SpectralConv's stages one by one (DSPs summed, Fmax the lowest),
 the baseline whole, with M = 4 P multipliers, the MAC lanes' real multipliers. Effective operations per DSP
 per cycle are given for one layer alone (`single`: the forward FFT's load, then the compute) and for a
 stream of inputs through the layer (`steady`: the next input loads while this one computes, which the MAC's
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-#: The issue's target: Spec2Conv at least 5x the baseline's effective operations per DSP per cycle on VGG.
+#: The issue's target: SpectralConv at least 5x the baseline's effective operations per DSP per cycle on VGG.
 TARGET = {"layer": "vgg", "sparsity": 0.75, "ratio": 5.0, "measure": "steady"}
 
 
@@ -86,14 +86,14 @@ def make_layer(spec: LayerSpec, p: int, b: int, sparsity: float, seed: int) -> t
 
 
 def conv_params(spec: LayerSpec, p: int, b: int) -> Any:
-    """The smallest `Spec2ConvParams` that runs `spec`."""
-    from hw.spectral.pipeline import Spec2ConvParams
+    """The smallest `SpectralConvParams` that runs `spec`."""
+    from hw.spectral.pipeline import SpectralConvParams
 
-    return Spec2ConvParams(k=spec.k, l=spec.l, padding=spec.padding, relu=spec.relu, p=p, b=b,
+    return SpectralConvParams(k=spec.k, l=spec.l, padding=spec.padding, relu=spec.relu, p=p, b=b,
                            max_c_in=spec.c_in, max_c_out=spec.c_out, max_height=spec.height, max_width=spec.width)
 
 
-#: Spec2Conv's stages with multipliers or timing of their own, characterised one by one (the tiler and the
+#: SpectralConv's stages with multipliers or timing of their own, characterised one by one (the tiler and the
 #: glue are small counters and buffers). The whole layer does not go through Yosys 0.70's abc9 on ECP5 (an
 #: internal assert in ABC_OPS_REINTEGRATE), so its DSPs are the stages' sum and its Fmax their minimum.
 SPEC2_STAGES = ("fft2d", "mac", "ifft2d", "oaa")
@@ -102,10 +102,10 @@ SPEC2_STAGES = ("fft2d", "mac", "ifft2d", "oaa")
 def _characterised(key: str, board: str, **kwargs: Any) -> dict[str, Any]:
     from hw import characterise
 
-    block = characterise.spec2_block(key, **kwargs)
+    block = characterise.spectral_block(key, **kwargs)
     _progress(f"[bench] building {block.name} for {board} ...")
     started = time.perf_counter()
-    report = characterise.characterise_spec2(block, board, alone=False, progress=lambda message: None)
+    report = characterise.characterise_spectral(block, board, alone=False, progress=lambda message: None)
     if not report.get("fits"):
         raise RuntimeError(f"{block.name} does not build for {board}: {report.get('error')}")
     return {"dsp": report["dsp"], "fmax_mhz": report["fmax_mhz"], "params": report["params"],
@@ -114,9 +114,9 @@ def _characterised(key: str, board: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def hardware(p: int, b: int, board: str, build: bool, whole_layer: bool = False) -> dict[str, Any]:
-    """DSPs, Fmax and logic of Spec2Conv (P lanes) and of the baseline (M = 4 P) built for `board`.
+    """DSPs, Fmax and logic of SpectralConv (P lanes) and of the baseline (M = 4 P) built for `board`.
 
-    Spec2Conv is built stage by stage (DSPs summed, the lowest Fmax: minutes), or with `whole_layer` as one
+    SpectralConv is built stage by stage (DSPs summed, the lowest Fmax: minutes), or with `whole_layer` as one
     layer (`hw.characterise --block conv`: about 20 minutes on 2 cores), which is the Fmax it really reaches.
     """
     if not build:
@@ -148,7 +148,7 @@ def _rates(ops: int, cycles: int, dsp: int, fmax_mhz: float | None) -> dict[str,
 
 def bench_layer(spec: LayerSpec, p: int, b: int, sparsity: float, seed: int, hw: dict[str, Any],
                 simulate: bool, workdir: Path) -> dict[str, Any]:
-    """One layer's figures: operations, utilisation, Spec2Conv and baseline cycles and rates, their ratio."""
+    """One layer's figures: operations, utilisation, SpectralConv and baseline cycles and rates, their ratio."""
     from host.compress.spectral import schedule_stats
     from hw.spectral.pipeline import cycle_model
 
@@ -207,7 +207,7 @@ def register(sub) -> None:
 
     parser = sub.add_parser("spectral", aliases=["spec2"],
                             help="SPEC2 vs dense baseline: cycles, DSPs, Fmax, ops per DSP per cycle",
-                            description="Spec2Conv against the dense spatial baseline with as many multipliers, "
+                            description="SpectralConv against the dense spatial baseline with as many multipliers, "
                                         "on LeNet-5's conv layers and a VGG-like layer: cycles (model, checked "
                                         "against bit-exact RTL simulation), DSPs and Fmax of ECP5 builds, "
                                         "effective operations per DSP per cycle.")
@@ -220,7 +220,7 @@ def register(sub) -> None:
                         help="skip the builds: DSPs counted from the design, no Fmax or GOP/s")
     parser.add_argument("--no-sim", action="store_true", help="skip the RTL simulations (cycle model only)")
     parser.add_argument("--whole-layer", action="store_true",
-                        help="build Spec2Conv as one layer (its real Fmax, about 20 min) instead of stage by stage")
+                        help="build SpectralConv as one layer (its real Fmax, about 20 min) instead of stage by stage")
     parser.add_argument("--layers", nargs="+", metavar="NAME", help="only these layers (default: all)")
     parser.set_defaults(run=run)
 

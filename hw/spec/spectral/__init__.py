@@ -26,7 +26,7 @@ N = 8); the other bins of those two columns are the conjugates of their partners
 bins (0 or N/2, 0 or N/2) must be real. A kernel is a list of (canonical index, complex value), indices
 ascending; the stored values are int16 re/im times one float `weight_scale` per layer.
 
-Fixed point (`Spec2Fixed`; every width a parameter, defaults in brackets). Rounding is round-half-up by
+Fixed point (`SpectralFixed`; every width a parameter, defaults in brackets). Rounding is round-half-up by
 add-then-arithmetic-shift everywhere: rs(v, s) = (v + 2^(s-1)) >> s, rs(v, 0) = v (`hw.spec.arith.round_shift`).
 
 * Activations in: signed act_bits [8], entering the FFT shifted left by in_shift guard bits [3 at N = 8:
@@ -41,7 +41,7 @@ add-then-arithmetic-shift everywhere: rs(v, s) = (v + 2^(s-1)) >> s, rs(v, 0) = 
   component of the exact complex product), x[g m + j] = rs(a + t, s_st), x[g m + j + m/2] = rs(a - t, s_st).
 * Forward 2-D FFT (`fft2_fixed`): row FFTs (along the last axis, imaginary input 0), keep columns 0..N/2,
   then column FFTs of those N/2 + 1 columns. Stage shifts s_st (0 or 1): the log2 N row stages then the
-  log2 N column stages (`Spec2Fixed.forward_shifts`); by default a stage shifts only when a worst-case bound
+  log2 N column stages (`SpectralFixed.forward_shifts`); by default a stage shifts only when a worst-case bound
   (`fft_bounds`) says it could overflow otherwise (none at N = 8). The result is DFT(x) 2^-E,
   E = sum(shifts) - in_shift (`forward_exponent`, -3 by default).
 * Spectral weights: signed weight_bits [16] re/im (int16 in the file). MAC (`spectral_mac`): per tile and

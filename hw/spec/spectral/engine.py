@@ -1,5 +1,5 @@
 """Whether a sparse spectral layer runs on a conv engine: the one check the gateware's encoder and the host's
-planner share, on the engine's description (`Spec2ConvParams.describe()`, which INFO publishes as
+planner share, on the engine's description (`SpectralConvParams.describe()`, which INFO publishes as
 `engines.conv.params`)."""
 
 from __future__ import annotations

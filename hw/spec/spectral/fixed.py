@@ -37,7 +37,7 @@ def bit_reverse(n: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Spec2Fixed:
+class SpectralFixed:
     """Fixed-point widths of the SPEC2 datapath (all signed two's complement but out_mult).
 
     act_bits: input activations. data_bits: FFT/IFFT data per component. twiddle_bits: twiddles, Q1.(bits-2).
@@ -109,7 +109,7 @@ class Spec2Fixed:
 
 
 @functools.lru_cache(maxsize=64)
-def _forward_plan(spec: Spec2Fixed, n: int) -> tuple[int, tuple[int, ...]]:
+def _forward_plan(spec: SpectralFixed, n: int) -> tuple[int, tuple[int, ...]]:
     stages = 2 * _log2(n)
     top = (1 << (spec.data_bits - 1)) - 1
 
@@ -160,7 +160,7 @@ def fft_bounds(shifts: tuple[int, ...], in_max: float, twiddle_bits: int) -> tup
     return peak, e
 
 
-def fft_fixed(re: np.ndarray, im: np.ndarray, shifts: tuple[int, ...], spec: Spec2Fixed,
+def fft_fixed(re: np.ndarray, im: np.ndarray, shifts: tuple[int, ...], spec: SpectralFixed,
               inverse: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Radix-2 DIT FFT along the last axis (n = 2^len(shifts)) of int64 (re, im); see `hw.spec.spectral`."""
     re, im = np.asarray(re, dtype=np.int64), np.asarray(im, dtype=np.int64)
@@ -190,7 +190,7 @@ def fft_fixed(re: np.ndarray, im: np.ndarray, shifts: tuple[int, ...], spec: Spe
     return re, im
 
 
-def fft2_fixed(tiles: np.ndarray, spec: Spec2Fixed) -> tuple[np.ndarray, np.ndarray]:
+def fft2_fixed(tiles: np.ndarray, spec: SpectralFixed) -> tuple[np.ndarray, np.ndarray]:
     """(..., n, n) integer tiles -> (..., n, n/2 + 1) int64 (re, im): row FFTs, columns 0..n/2, column FFTs."""
     tiles = np.asarray(tiles, dtype=np.int64)
     n = tiles.shape[-1]
@@ -205,7 +205,7 @@ def fft2_fixed(tiles: np.ndarray, spec: Spec2Fixed) -> tuple[np.ndarray, np.ndar
     return re.swapaxes(-1, -2), im.swapaxes(-1, -2)
 
 
-def ifft2_fixed(re: np.ndarray, im: np.ndarray, spec: Spec2Fixed) -> np.ndarray:
+def ifft2_fixed(re: np.ndarray, im: np.ndarray, spec: SpectralFixed) -> np.ndarray:
     """(..., n, n/2 + 1) int64 (re, im) -> (..., n, n) int64: column IFFTs, rows completed by conjugates,
     row IFFTs, real part."""
     n = re.shape[-2]
@@ -219,7 +219,7 @@ def ifft2_fixed(re: np.ndarray, im: np.ndarray, spec: Spec2Fixed) -> np.ndarray:
     return fft_fixed(fr, fi, shifts[cols:], spec, inverse=True)[0]
 
 
-def spectral_mac(xr: np.ndarray, xi: np.ndarray, layer: SpectralLayer, spec: Spec2Fixed) -> tuple[np.ndarray,
+def spectral_mac(xr: np.ndarray, xi: np.ndarray, layer: SpectralLayer, spec: SpectralFixed) -> tuple[np.ndarray,
                                                                                                   np.ndarray]:
     """Input spectra (..., C_in, T_r, T_c, n, n/2 + 1) -> exact accumulators (..., C_out, T_r, T_c, n, n/2 + 1):
     sum over input channels and stored entries of X * W; bins no entry touches stay 0."""
@@ -239,7 +239,7 @@ def spectral_mac(xr: np.ndarray, xi: np.ndarray, layer: SpectralLayer, spec: Spe
     return mix(wr, xr) - mix(wi, xi), mix(wr, xi) + mix(wi, xr)
 
 
-def ifft_input(acc_r: np.ndarray, acc_i: np.ndarray, mac_shift: int, spec: Spec2Fixed) -> tuple[np.ndarray,
+def ifft_input(acc_r: np.ndarray, acc_i: np.ndarray, mac_shift: int, spec: SpectralFixed) -> tuple[np.ndarray,
                                                                                                np.ndarray]:
     """Accumulators -> IFFT input: round-shift by mac_shift, clamp to ifft_in_bits, mirror columns 0 and n/2."""
     yr = saturate(round_shift(acc_r, mac_shift), spec.ifft_in_bits)
@@ -260,7 +260,7 @@ class DatapathLimitError(ValueError):
         self.field = field
 
 
-def check_quant_limits(quant: QuantParams, spec: Spec2Fixed, oaa: OaaParams | None = None) -> None:
+def check_quant_limits(quant: QuantParams, spec: SpectralFixed, oaa: OaaParams | None = None) -> None:
     """DatapathLimitError unless `spec`'s datapath holds the requantization: out_mult below 2^mult_bits (the
     unsigned multiplier) and, given the layer's geometry `oaa`, |bias_q| below 2^(ola_bits + mult_bits - 1) (it is
     added to a canvas value times out_mult). The golden model checks these before it runs, the loaders at load."""
@@ -272,7 +272,7 @@ def check_quant_limits(quant: QuantParams, spec: Spec2Fixed, oaa: OaaParams | No
             raise DatapathLimitError("bias_q", f"bias_q must be below 2^{top} in magnitude")
 
 
-def requantize(v: np.ndarray, quant: QuantParams, spec: Spec2Fixed, relu: bool) -> np.ndarray:
+def requantize(v: np.ndarray, quant: QuantParams, spec: SpectralFixed, relu: bool) -> np.ndarray:
     """Canvas values -> outputs: clamp(rs(v * out_mult + bias_q[o], out_shift)), lower bound 0 with ReLU.
     v is (..., C_out, H, W)."""
     check_quant_limits(quant, spec)
@@ -281,7 +281,7 @@ def requantize(v: np.ndarray, quant: QuantParams, spec: Spec2Fixed, relu: bool) 
     return np.maximum(y, 0) if relu else y
 
 
-def spectral_conv_fixed_stages(x_q: np.ndarray, layer: SpectralLayer, spec: Spec2Fixed) -> dict[str, Any]:
+def spectral_conv_fixed_stages(x_q: np.ndarray, layer: SpectralLayer, spec: SpectralFixed) -> dict[str, Any]:
     """The fixed-point layer stage by stage (what each RTL block must produce): tiles, spectrum (re, im),
     acc (re, im), ifft_in (re, im), ifft_out, canvas, cropped, out."""
     x_q = np.asarray(x_q)
@@ -303,12 +303,12 @@ def spectral_conv_fixed_stages(x_q: np.ndarray, layer: SpectralLayer, spec: Spec
     return st
 
 
-def spectral_conv_fixed(x_q: np.ndarray, layer: SpectralLayer, spec: Spec2Fixed | None = None) -> np.ndarray:
+def spectral_conv_fixed(x_q: np.ndarray, layer: SpectralLayer, spec: SpectralFixed | None = None) -> np.ndarray:
     """The bit-exact layer: signed act_bits integers (..., C_in, H, W) -> int64 (..., C_out, H_out, W_out)."""
-    return spectral_conv_fixed_stages(x_q, layer, spec or Spec2Fixed())["out"]
+    return spectral_conv_fixed_stages(x_q, layer, spec or SpectralFixed())["out"]
 
 
-def canvas_scale(layer: SpectralLayer, spec: Spec2Fixed) -> float:
+def canvas_scale(layer: SpectralLayer, spec: SpectralFixed) -> float:
     """Real value of one canvas LSB: 2^(mac_shift + F) in_scale weight_scale."""
     if layer.quant is None:
         raise ValueError("the layer has no quantization parameters")
@@ -317,7 +317,7 @@ def canvas_scale(layer: SpectralLayer, spec: Spec2Fixed) -> float:
 
 
 def quant_params(layer: SpectralLayer, in_scale: float, out_scale: float, mac_shift: int,
-                 spec: Spec2Fixed) -> QuantParams:
+                 spec: SpectralFixed) -> QuantParams:
     """out_mult 2^-out_shift ~ canvas LSB / out_scale with out_mult in [2^(mult_bits-1), 2^mult_bits);
     bias_q = round(bias / out_scale * 2^out_shift)."""
     in_scale, out_scale = float(np.float32(in_scale)), float(np.float32(out_scale))
@@ -341,10 +341,10 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     return math.inf if noise == 0 else 10 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
-def layer_sqnr(x_q: np.ndarray, layer: SpectralLayer, spec: Spec2Fixed | None = None) -> dict[str, float]:
+def layer_sqnr(x_q: np.ndarray, layer: SpectralLayer, spec: SpectralFixed | None = None) -> dict[str, float]:
     """SQNR (dB) of the fixed-point layer against `spectral_conv_float` on the dequantized input:
     "canvas" before requantization (FFT, MAC, IFFT rounding), "output" after it (as the next layer sees it)."""
-    spec = spec or Spec2Fixed()
+    spec = spec or SpectralFixed()
     st = spectral_conv_fixed_stages(x_q, layer, spec)
     x = np.asarray(x_q, dtype=np.float64) * layer.quant.in_scale
     canvas = oaa_conv_float(x, layer.half_spectrum(), layer.oaa)

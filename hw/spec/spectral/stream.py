@@ -1,7 +1,7 @@
-"""The beats of `Spec2Conv`'s input streams packed from field tables (`hw.spec.fields`): the executable spec
+"""The beats of `SpectralConv`'s input streams packed from field tables (`hw.spec.fields`): the executable spec
 hw and host share.
 
-Streams (`hw.spectral.pipeline.Spec2Conv` documents their meaning):
+Streams (`hw.spectral.pipeline.SpectralConv` documents their meaning):
 
 * cfg: one beat per layer, fields height, width, c_in, c_out, mac_shift.
 * x: the input map channel by channel, raster order, each value as act_bits two's complement.

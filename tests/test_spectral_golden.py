@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from host.compress.spectral import calibrate, compress_spatial, layer_from_half
 from hw.spec.arith import round_shift
 from hw.spec.spectral.fixed import (
-    Spec2Fixed,
+    SpectralFixed,
     bit_reverse,
     canvas_scale,
     fft2_fixed,
@@ -42,7 +42,7 @@ from hw.spec.spectral.geometry import (
 from hw.spec.spectral.layer import QuantParams, stream_entries
 from hw.spec.spectral.operator import conv2d_float, overlap_add, spectral_conv_float, tile_input
 
-SPEC = Spec2Fixed()
+SPEC = SpectralFixed()
 
 # --- the float operator ----------------------------------------------------------------------------------
 
@@ -280,7 +280,7 @@ def test_fft_fixed_is_its_scalar_spec(n, inverse, seed):
 
 def test_fft2_fixed_is_rows_then_columns_of_the_scalar_spec():
     rng = np.random.default_rng(7)
-    n, spec = 8, Spec2Fixed()
+    n, spec = 8, SpectralFixed()
     tile = rng.integers(-128, 128, (n, n))
     shifts, g = spec.forward_shifts(n), spec.input_shift(n)
     rows = [_fft_scalar([(int(v) << g, 0) for v in r], shifts[:3], 16, False)[: n // 2 + 1] for r in tile]
@@ -303,7 +303,7 @@ def test_fft2_fixed_is_rows_then_columns_of_the_scalar_spec():
 
 @pytest.mark.parametrize("n, data_bits", [(4, 18), (8, 16), (8, 18), (16, 18), (32, 20)])
 def test_fixed_fft2_against_numpy_within_the_bound(n, data_bits):
-    spec = Spec2Fixed(data_bits=data_bits)
+    spec = SpectralFixed(data_bits=data_bits)
     rng = np.random.default_rng(n + data_bits)
     tiles = rng.integers(-128, 128, (64, n, n))
     tiles[0] = 127  # a DC tile: the worst case for growth
@@ -333,16 +333,16 @@ def test_forward_plan_defaults_and_overflow_checks():
     assert SPEC.data_bits == 18 and SPEC.input_shift(8) == 3 and SPEC.forward_shifts(8) == (0,) * 6
     assert SPEC.forward_exponent(8) == -3 and SPEC.acc_bits == 45 and SPEC.ola_bits(OaaParams()) == 20
     assert SPEC.ola_bits(OaaParams(8, 3, 2)) == 22 and SPEC.inverse_shifts(8) == (1,) * 6
-    assert Spec2Fixed(data_bits=16).input_shift(8) == 1
-    big = Spec2Fixed(data_bits=12)  # 8-bit activations, N = 16: growth 2^8 needs shifts
+    assert SpectralFixed(data_bits=16).input_shift(8) == 1
+    big = SpectralFixed(data_bits=12)  # 8-bit activations, N = 16: growth 2^8 needs shifts
     assert big.input_shift(16) == 0 and sum(big.forward_shifts(16)) == 5 and big.forward_shifts(16)[:3] == (0,) * 3
-    assert Spec2Fixed(data_bits=16, in_shift=3).forward_shifts(8) == (0, 0, 0, 0, 1, 1)  # shifts as late as can be
+    assert SpectralFixed(data_bits=16, in_shift=3).forward_shifts(8) == (0, 0, 0, 0, 1, 1)  # shifts as late as can be
     with pytest.raises(ValueError, match="can overflow"):
-        Spec2Fixed(data_bits=16, in_shift=3, fwd_shifts=(0,) * 6).forward_shifts(8)
+        SpectralFixed(data_bits=16, in_shift=3, fwd_shifts=(0,) * 6).forward_shifts(8)
     with pytest.raises(ValueError, match="can overflow"):
-        Spec2Fixed(data_bits=12, fwd_shifts=(0,) * 8).forward_shifts(16)
+        SpectralFixed(data_bits=12, fwd_shifts=(0,) * 8).forward_shifts(16)
     with pytest.raises(ValueError, match="must have 6 entries"):
-        Spec2Fixed(fwd_shifts=(0,) * 8).forward_shifts(8)
+        SpectralFixed(fwd_shifts=(0,) * 8).forward_shifts(8)
     with pytest.raises(OverflowError, match="stage 2"):
         fft_fixed(np.full((1, 8), 20000), np.zeros((1, 8)), (0, 0, 0), SPEC)
     with pytest.raises(ValueError, match="activations must be signed 8-bit"):
@@ -358,7 +358,7 @@ def test_forward_plan_defaults_and_overflow_checks():
 ])
 def test_spec_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field} must"):
-        Spec2Fixed(**kwargs)
+        SpectralFixed(**kwargs)
     with pytest.raises(AttributeError):
         SPEC.data_bits = 3  # frozen
 
@@ -392,7 +392,7 @@ def test_sparse_lane_stream_accumulates_to_the_mac():
 
 
 def test_ifft_input_rounds_clamps_and_mirrors():
-    spec = Spec2Fixed(data_bits=10)  # IFFT input: 9 bits, -256..255
+    spec = SpectralFixed(data_bits=10)  # IFFT input: 9 bits, -256..255
     acc_r = np.zeros((8, 5), dtype=np.int64)
     acc_i = np.zeros((8, 5), dtype=np.int64)
     acc_r[0, 1], acc_r[1, 1], acc_r[2, 1], acc_i[3, 1] = 6, -6, 5000, -5000
@@ -405,7 +405,7 @@ def test_ifft_input_rounds_clamps_and_mirrors():
 
 
 def test_requantize_rounding_saturation_relu_and_bias():
-    spec = Spec2Fixed()
+    spec = SpectralFixed()
     q = QuantParams(1.0, 1.0, 0, 3, 2, np.array([0, 2], dtype=np.int64))
     v = np.array([[[1, 2, -2, -3, 1000, -1000]], [[1, 2, -2, -3, 0, -1]]])
     assert requantize(v, q, spec, relu=False).tolist() == [[[1, 2, -1, -2, 127, -128]], [[1, 2, -1, -2, 1, 0]]]
@@ -461,9 +461,9 @@ def test_fixed_layer_rejects_bad_inputs():
     with pytest.raises(ValueError, match="C_in=3"):
         spectral_conv_fixed(np.zeros((2, 6, 6), dtype=np.int8), layer)
     with pytest.raises(ValueError, match="weight_bits=12"):
-        spectral_conv_fixed(np.zeros((3, 6, 6), dtype=np.int8), layer, Spec2Fixed(weight_bits=12))
+        spectral_conv_fixed(np.zeros((3, 6, 6), dtype=np.int8), layer, SpectralFixed(weight_bits=12))
     with pytest.raises(ValueError, match="max_c_in"):
-        spectral_conv_fixed(np.zeros((3, 6, 6), dtype=np.int8), layer, Spec2Fixed(max_c_in=2))
+        spectral_conv_fixed(np.zeros((3, 6, 6), dtype=np.int8), layer, SpectralFixed(max_c_in=2))
     uncalibrated = layer_from_half(kernel_spectrum(np.ones((1, 1, 3, 3)), 8), OaaParams())
     with pytest.raises(ValueError, match="calibrate"):
         spectral_conv_fixed(np.zeros((1, 6, 6), dtype=np.int8), uncalibrated)
@@ -481,7 +481,7 @@ def test_sqnr_floor_at_default_widths(c_in, c_out, size, oaa, floor_canvas):
     x_q = np.random.default_rng(11).integers(-128, 128, (4, c_in, size, size))
     db = layer_sqnr(x_q, layer)
     assert db["canvas"] > floor_canvas and db["output"] > 37.0, db
-    narrow = layer_sqnr(x_q, calibrate(layer, x_q, 1 / 64, Spec2Fixed(data_bits=16)), Spec2Fixed(data_bits=16))
+    narrow = layer_sqnr(x_q, calibrate(layer, x_q, 1 / 64, SpectralFixed(data_bits=16)), SpectralFixed(data_bits=16))
     assert narrow["canvas"] < db["canvas"] - 6  # two data bits fewer cost about 12 dB: the test can tell
 
 

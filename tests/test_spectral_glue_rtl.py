@@ -19,7 +19,7 @@ import pytest
 from host.compress.spectral import calibrate, compress_spatial
 from hw.layouts import pack
 from hw.spec.spectral.engine import SHIFT_BITS
-from hw.spec.spectral.fixed import Spec2Fixed, ifft_input, spectral_conv_fixed_stages
+from hw.spec.spectral.fixed import SpectralFixed, ifft_input, spectral_conv_fixed_stages
 from hw.spec.spectral.geometry import OaaParams, bins, half_cols
 from hw.spec.spectral.operator import tile_input
 from hw.spectral.ifft_input import IfftInput, IfftInputParams
@@ -44,7 +44,7 @@ def _run(tmp_path: Path, dut, name: str, inputs: dict[str, list[int]], expected:
     return json.loads(report.read_text())
 
 
-def _layer_stages(oaa: OaaParams, c_in: int, c_out: int, hw: tuple[int, int], spec: Spec2Fixed, seed: int) -> dict:
+def _layer_stages(oaa: OaaParams, c_in: int, c_out: int, hw: tuple[int, int], spec: SpectralFixed, seed: int) -> dict:
     """The fixed-point stages of a calibrated random layer on one random input (C_in, H, W)."""
     rng = np.random.default_rng(seed)
     layer = compress_spatial(rng.standard_normal((c_out, c_in, oaa.k, oaa.k)), oaa, sparsity=0.75, p=4, b=8)
@@ -110,7 +110,7 @@ def test_tiler_feeds_the_golden_fft_stage(tmp_path: Path, padding: str):
     """A calibrated layer's input, channel after channel: the tiles are the golden's `tiles` stage, which the
     FFT stage takes (its spectra are `fft2_fixed` of them), for either padding: the input map is never padded."""
     oaa = OaaParams(8, 3, 6, padding)
-    st = _layer_stages(oaa, c_in=3, c_out=2, hw=(14, 13), spec=Spec2Fixed(), seed=7)
+    st = _layer_stages(oaa, c_in=3, c_out=2, hw=(14, 13), spec=SpectralFixed(), seed=7)
     assert np.array_equal(st["tiles"], tile_input(st["x_q"], oaa))
     params = TilerParams(max_height=14, max_width=14)
     maps = list(st["x_q"])
@@ -137,7 +137,7 @@ def test_tiler_params():
 
 
 def _ifft_streams(params: IfftInputParams, acc_r: np.ndarray, acc_i: np.ndarray, mac_shift: int,
-                  spec: Spec2Fixed) -> tuple[dict, list[int]]:
+                  spec: SpectralFixed) -> tuple[dict, list[int]]:
     """Beats for channels (..., n, n/2 + 1) of accumulators: canonical bins ascending in, `ifft_input`
     column-major out."""
     n = params.n
@@ -180,11 +180,11 @@ def _random_acc(params: IfftInputParams, shift: int, count: int, rng: np.random.
 
 IFFT_CASES = {
     # name: (n, spec, mac_shift)
-    "n8_shift20": (8, Spec2Fixed(), 20),
-    "n8_shift0_saturating": (8, Spec2Fixed(), 0),
-    "n8_shift44": (8, Spec2Fixed(), 44),
-    "n8_shift63_zero": (8, Spec2Fixed(), 63),
-    "n4_narrow_shift9": (4, Spec2Fixed(data_bits=12, twiddle_bits=10), 9),
+    "n8_shift20": (8, SpectralFixed(), 20),
+    "n8_shift0_saturating": (8, SpectralFixed(), 0),
+    "n8_shift44": (8, SpectralFixed(), 44),
+    "n8_shift63_zero": (8, SpectralFixed(), 63),
+    "n4_narrow_shift9": (4, SpectralFixed(data_bits=12, twiddle_bits=10), 9),
 }
 
 
@@ -202,7 +202,7 @@ def test_ifft_input_matches_golden(tmp_path: Path, case: str):
 def test_ifft_input_from_the_golden_mac_stage(tmp_path: Path):
     """A calibrated layer: the MAC's `acc` stage in (per tile, output channel after output channel), its
     `ifft_in` stage out, with the layer's own mac_shift."""
-    spec = Spec2Fixed()
+    spec = SpectralFixed()
     st = _layer_stages(OaaParams(), c_in=3, c_out=4, hw=(12, 12), spec=spec, seed=3)
     params = IfftInputParams.from_spec(spec)
     shift = st["layer"].quant.mac_shift
@@ -227,5 +227,5 @@ def test_ifft_input_params():
     with pytest.raises(TypeError, match="params must be an IfftInputParams, got TilerParams"):
         IfftInput(TilerParams())
     p = IfftInputParams()
-    assert p == IfftInputParams.from_spec(Spec2Fixed(), 8)
+    assert p == IfftInputParams.from_spec(SpectralFixed(), 8)
     assert (p.ifft_in_bits, bins(p.n), p.canonical, SHIFT_BITS) == (17, 40, 34, 6)

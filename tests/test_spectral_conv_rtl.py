@@ -1,4 +1,4 @@
-"""The whole SPEC2 layer (`hw.spectral.pipeline.Spec2Conv`) in RTL against `spectral_conv_fixed`, bit-exact.
+"""The whole SPEC2 layer (`hw.spectral.pipeline.SpectralConv`) in RTL against `spectral_conv_fixed`, bit-exact.
 
 Random calibrated layers at 75 % spectral sparsity under cocotb, with random input gaps on all four input
 streams and random output backpressure: the LeNet-5 layers back to back in one run (1 -> 6 at 28 x 28,
@@ -16,17 +16,17 @@ import pytest
 from host.compress.spectral import calibrate, compress_spatial
 from hw.spec.spectral.fixed import spectral_conv_fixed
 from hw.spec.spectral.layer import SpectralLayer
-from hw.spectral.pipeline import Spec2ConvParams, cycle_model
+from hw.spectral.pipeline import SpectralConvParams, cycle_model
 from hw.spectral.streams import decode_output, encode
 from sim import runner
 from sim.spectral import simulate_layers, span
 
-LENET = Spec2ConvParams(k=5, l=4, relu=True, max_c_in=6, max_c_out=16, max_height=28, max_width=28)
-VGG = Spec2ConvParams(k=3, l=6, max_c_in=64, max_c_out=64, max_height=12, max_width=12)
-VALID = Spec2ConvParams(k=3, l=6, padding="valid", max_c_in=4, max_c_out=5, max_height=16, max_width=16)
+LENET = SpectralConvParams(k=5, l=4, relu=True, max_c_in=6, max_c_out=16, max_height=28, max_width=28)
+VGG = SpectralConvParams(k=3, l=6, max_c_in=64, max_c_out=64, max_height=12, max_width=12)
+VALID = SpectralConvParams(k=3, l=6, padding="valid", max_c_in=4, max_c_out=5, max_height=16, max_width=16)
 
 
-def make_layer(params: Spec2ConvParams, c_in: int, c_out: int, hw: tuple[int, int], seed: int,
+def make_layer(params: SpectralConvParams, c_in: int, c_out: int, hw: tuple[int, int], seed: int,
                ) -> tuple[SpectralLayer, np.ndarray]:
     """A magnitude-pruned (75 %), calibrated random layer for `params` and one random input (C_in, H, W)."""
     rng = np.random.default_rng(seed)
@@ -41,7 +41,7 @@ def make_layer(params: Spec2ConvParams, c_in: int, c_out: int, hw: tuple[int, in
 def test_lenet_layers_back_to_back(tmp_path: Path):
     conv1 = make_layer(LENET, 1, 6, (28, 28), seed=1)
     conv2 = make_layer(LENET, 6, 16, (14, 14), seed=2)
-    cycles = simulate_layers(LENET, [conv1, conv2], "spec2_conv_lenet", tmp_path)
+    cycles = simulate_layers(LENET, [conv1, conv2], "spectral_conv_lenet", tmp_path)
     model = [cycle_model(LENET, layer, *x.shape[1:]) for layer, x in (conv1, conv2)]
     # The second layer's load overlaps the first's compute, so the run lies between the two bounds.
     assert model[0]["single"] + model[1]["compute"] <= span(cycles) <= model[0]["single"] + model[1]["single"]
@@ -50,7 +50,7 @@ def test_lenet_layers_back_to_back(tmp_path: Path):
 @pytest.mark.cost(seconds=45)
 def test_vgg_like_layer(tmp_path: Path):
     layer, x = make_layer(VGG, 64, 64, (12, 12), seed=3)
-    cycles = simulate_layers(VGG, [(layer, x)], "spec2_conv_vgg", tmp_path)
+    cycles = simulate_layers(VGG, [(layer, x)], "spectral_conv_vgg", tmp_path)
     model = cycle_model(VGG, layer, 12, 12)
     assert span(cycles) == pytest.approx(model["single"], rel=0.01)
 
@@ -58,7 +58,7 @@ def test_vgg_like_layer(tmp_path: Path):
 @pytest.mark.cost(seconds=20)
 def test_valid_padding_odd_map(tmp_path: Path):
     layers = [make_layer(VALID, 3, 5, (13, 11), seed=4), make_layer(VALID, 4, 2, (7, 16), seed=5)]
-    simulate_layers(VALID, layers, "spec2_conv_valid", tmp_path, simulator=runner.choose(runner.TESTBENCH))  # small
+    simulate_layers(VALID, layers, "spectral_conv_valid", tmp_path, simulator=runner.choose(runner.TESTBENCH))  # small
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -72,11 +72,11 @@ def test_valid_padding_odd_map(tmp_path: Path):
     ({"max_c_in": 2048}, "max_c_in must be at most spec.max_c_in=1024"),
     ({"max_height": 2, "padding": "valid"}, "at least k=3"),
     ({"max_groups": 0}, "max_groups must be >= 1, got 0"),
-    ({"spec": None}, "spec must be a Spec2Fixed"),
+    ({"spec": None}, "spec must be a SpectralFixed"),
 ])
 def test_params_rejected(kwargs: dict, message: str):
     with pytest.raises(ValueError, match=message):
-        Spec2ConvParams(**kwargs)
+        SpectralConvParams(**kwargs)
 
 
 def test_encode_rejects_mismatches():
@@ -87,12 +87,12 @@ def test_encode_rejects_mismatches():
         encode(VALID, layer, x[:2])
     with pytest.raises(ValueError, match="geometry"):
         encode(LENET, layer, x)
-    small = Spec2ConvParams(k=3, l=6, padding="valid", max_c_in=4, max_c_out=5, max_height=16, max_width=16,
+    small = SpectralConvParams(k=3, l=6, padding="valid", max_c_in=4, max_c_out=5, max_height=16, max_width=16,
                             max_groups=1)
     with pytest.raises(ValueError, match="more than max_groups=1"):
         encode(small, layer, x)
     with pytest.raises(ValueError, match="c_out=5 outside 1..4"):
-        encode(Spec2ConvParams(k=3, l=6, padding="valid", max_c_in=4, max_c_out=4), layer, x)
+        encode(SpectralConvParams(k=3, l=6, padding="valid", max_c_in=4, max_c_out=4), layer, x)
 
 
 def test_decode_output_sign_extends_and_checks_count():

@@ -51,7 +51,7 @@ def test_cli_prints_json(capsys):
 
 
 def test_whole_layer_figures_replace_the_stages(monkeypatch):
-    """With --whole-layer the Spec2Conv DSPs and Fmax are the one-layer build's, not the stages' sum and minimum."""
+    """With --whole-layer the SpectralConv DSPs and Fmax are the one-layer build's, not the stages' sum and minimum."""
     from sim.bench import spectral as module
 
     built = []

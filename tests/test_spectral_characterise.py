@@ -9,31 +9,31 @@ import pytest
 
 from boards import get_board
 from hw import characterise
-from hw.harness import SPEC2_BLOCKS, StreamHarness, spec2_block, spec2_harness
+from hw.harness import SPECTRAL_BLOCKS, StreamHarness, spectral_block, spectral_harness
 from hw.toolchain import nextpnr_error, rtlil_multipliers
 
 
-def test_spec2_block_defaults():
-    """The defaults the brief asks for: N=8 Spec2Fixed FFT, MAC P=4 B=8, OaA 28x28, baseline LeNet conv2, M=16."""
-    assert spec2_block("fft2d").params["n"] == 8
-    assert spec2_block("fft2d").params["data_bits"] == 18
-    mac = spec2_block("mac").params
+def test_spectral_block_defaults():
+    """The defaults the brief asks for: N=8 SpectralFixed FFT, MAC P=4 B=8, OaA 28x28, baseline LeNet conv2, M=16."""
+    assert spectral_block("fft2d").params["n"] == 8
+    assert spectral_block("fft2d").params["data_bits"] == 18
+    mac = spectral_block("mac").params
     assert (mac["p"], mac["b"]) == (4, 8)
-    oaa = spec2_block("oaa").params
+    oaa = spectral_block("oaa").params
     assert (oaa["max_height"], oaa["max_width"]) == (28, 28)
-    base = spec2_block("baseline").params
+    base = spectral_block("baseline").params
     assert (base["c_in"], base["c_out"], base["height"], base["width"], base["k"], base["m"]) == (6, 16, 14, 14, 5, 16)
     with pytest.raises(ValueError):
-        spec2_block("nope")
+        spectral_block("nope")
 
 
 @pytest.mark.parametrize("board_name", ["icebreaker", "ulx3s-85f"])
-@pytest.mark.parametrize("key", SPEC2_BLOCKS)
-def test_spec2_harness_elaborates(key, board_name):
+@pytest.mark.parametrize("key", SPECTRAL_BLOCKS)
+def test_spectral_harness_elaborates(key, board_name):
     """Every SPEC2 harness builds a plan for iCE40 and ECP5: each input stream driven, each output observed."""
     board = get_board(board_name)
-    block = spec2_block(key)
-    harness = spec2_harness(block, board.uart_resource)
+    block = spectral_block(key)
+    harness = spectral_harness(block, board.uart_resource)
     plan = board.make_platform().prepare(harness, name="top")
     il = plan.files["top.il"]
     for port in block.inputs:
@@ -43,7 +43,7 @@ def test_spec2_harness_elaborates(key, board_name):
 
 
 def test_multi_stream_harness_limits():
-    block = spec2_block("baseline")
+    block = spectral_block("baseline")
     with pytest.raises(ValueError, match="input"):
         StreamHarness(block.make(), inputs=("quant", "w", "x", "x", "x"))
 
@@ -57,15 +57,16 @@ def test_nextpnr_error_line():
 @pytest.mark.slow
 @pytest.mark.cost(seconds=100)
 @pytest.mark.parametrize("key", ["fft2d", "mac", "baseline"])
-def test_characterise_spec2_ulx3s(tmp_path: Path, key):
+def test_characterise_spectral_ulx3s(tmp_path: Path, key):
     """fft2d, the spectral MAC and the dense baseline on the ULX3S: timing met at the 25 MHz board clock,
-    multipliers on DSPs (fft2d: none, its twiddles are shift-and-add), within budget. (The whole Spec2Conv
+    multipliers on DSPs (fft2d: none, its twiddles are shift-and-add), within budget. (The whole SpectralConv
     trips an abc9 assert in Yosys 0.70's default ECP5 flow; `sim.bench spectral` builds its stages.)"""
     # The MAC at P = 2 lanes, B = 4 banks and 16 input channels: the same lane, bank and accumulator structure as
     # the default P = 4, B = 8, 64 channels, at half the multipliers and a shorter build (the default's
     # figures are `python -m hw.characterise --block mac`'s, and the default MAC is in the LeNet-5 build).
-    block = spec2_block(key, mac_p=2, mac_b=4, mac_max_c_in=16)
-    report = characterise.characterise_spec2(block, "ulx3s-85f", tmp_path, alone=False, progress=lambda message: None)
+    block = spectral_block(key, mac_p=2, mac_b=4, mac_max_c_in=16)
+    report = characterise.characterise_spectral(block, "ulx3s-85f", tmp_path, alone=False,
+                                                progress=lambda message: None)
     assert json.loads((tmp_path / characterise.RESULT_FILE).read_text()) == report
     assert report["fits"], report.get("error")
     assert report["board_clock_mhz"] == 25.0
