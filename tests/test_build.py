@@ -312,16 +312,14 @@ def test_fc_only_builds_on_icebreaker(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.cost(seconds=600)
 def test_default_build_is_the_whole_lenet5(tmp_path, capsys):
-    """`python -m hw.build`'s default config: the whole LeNet-5 accelerator (conv and FC engines) on the
-    ULX3S-85F, mapped with the classic abc (the FFT defeats abc9), timing met at the board's 25 MHz. Routed with
-    router2, which takes about half of router1's time on this design (router1, the default, reaches a higher
-    Fmax; README's figures are its)."""
-    assert hwbuild.main(["--out", str(tmp_path), "--router", "router2"]) == 0
+    """`python -m hw.build` with no arguments: the whole LeNet-5 accelerator (conv and FC engines) on the
+    ULX3S-85F, mapped with the classic abc (the FFT defeats abc9), timing met at the board's 25 MHz."""
+    assert hwbuild.main(["--out", str(tmp_path)]) == 0
     assert "timing met" in capsys.readouterr().out
     config = CONFIGS[DEFAULT_CONFIG]()
     assert config.board == "ulx3s-85f" and config.conv is not None and config.fc is not None
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["timing_met"] is True and report["lut_mapper"] == "abc" and report["router"] == "router2"
+    assert report["timing_met"] is True and report["lut_mapper"] == "abc" and report["router"] == "router1"
     assert all(fmax >= report["target_mhz"] for fmax in report["fmax_mhz"].values())
     used = {name: use["used"] for name, use in report["resources"].items()}
     assert all(use["used"] <= use["available"] for use in report["resources"].values())
