@@ -3,7 +3,7 @@
 Every measured block of README.md sits between `<!-- figures:BLOCK -->` and `<!-- /figures -->` and is rendered
 here from the JSON files in docs/figures/, each written by one command of `SOURCES` (a build's report and
 manifest, or a benchmark's output). `--refresh NAME` reruns that command and stores its JSON; with no option the
-README's blocks are rewritten from the stored JSON; `--check` (run by `make test`) fails when a block differs
+README's blocks are rewritten from the stored JSON; `--check` (tests/test_readme_figures.py) fails when a block differs
 from its rendering, so a figure edited by hand, or JSON refreshed without re-rendering, does not go unnoticed.
 """
 
@@ -244,7 +244,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.check and args.refresh:
         parser.error("--check and --refresh exclude each other")
     for name in args.refresh:
-        refresh(name, progress=lambda message: print(message, file=sys.stderr, flush=True))
+        try:
+            refresh(name, progress=lambda message: print(message, file=sys.stderr, flush=True))
+        except (RuntimeError, OSError, json.JSONDecodeError) as error:
+            print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+            return 1
     text = README.read_text()
     rendered = render(text, load())
     if args.check:
