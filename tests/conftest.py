@@ -9,6 +9,17 @@ from hypothesis import settings
 
 from sim.server import VirtualBoard, start
 
+#: Python that a test's subprocess runs first to stand in for an environment without the train extra: a meta-path
+#: finder that refuses torch and its submodules.
+BLOCK_TORCH = (
+    "import sys\n"
+    "class NoTorch:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'torch' or name.startswith('torch.'):\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
+    "sys.meta_path.insert(0, NoTorch())\n"
+)
+
 # Property tests judge results, not speed: a loaded CI machine must not turn a slow example into a failure.
 settings.register_profile("sqgen", deadline=None)
 settings.load_profile("sqgen")

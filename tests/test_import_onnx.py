@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BLOCK_TORCH
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -249,17 +250,7 @@ def test_files(tmp_path):
         load_network(tmp_path / "net.h5")
 
 
-NO_TORCH = """
-import sys
-
-
-class NoTorch:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "torch":
-            raise ImportError("torch is blocked")
-
-
-sys.meta_path.insert(0, NoTorch())
+NO_TORCH = BLOCK_TORCH + """
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 from host.network import load_network

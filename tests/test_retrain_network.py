@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BLOCK_TORCH
 
 pytest.importorskip("sklearn")
 
@@ -24,14 +25,6 @@ from hw.spec.network import load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_TORCH = "torch is not installed (the train extra): pip install 'sqgen[train]'"
-BLOCK_TORCH = (
-    "import sys\n"
-    "class NoTorch:\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name == 'torch' or name.startswith('torch.'):\n"
-    "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
-    "sys.meta_path.insert(0, NoTorch())\n"
-)
 #: The networks' options: the compressor's defaults for the CNN; FC sparsity 0.5 for the MLP, where post-training
 #: compression loses most (its default 0.25 loses nothing to recover on this MLP).
 OPTIONS = {"cnn": {}, "mlp": {"fc_sparsity": 0.5}}

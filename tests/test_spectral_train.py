@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BLOCK_TORCH
 
 from host.lenet5 import spectral as spectral_model
 from host.mnist import load_mnist
@@ -277,15 +278,6 @@ def test_load_rejects_a_broken_file(tmp_path, change, message):
 
 # ---- the committed model: no torch needed ----
 
-# A meta-path finder that refuses torch stands in for an environment without the train extra.
-BLOCK_TORCH = (
-    "import sys\n"
-    "class NoTorch:\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name == 'torch' or name.startswith('torch.'):\n"
-    "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
-    "sys.meta_path.insert(0, NoTorch())\n"
-)
 
 
 @pytest.mark.cost(seconds=15)

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import BLOCK_TORCH
 
 from host.mnist import N_TEST, N_TRAIN, load_mnist, split_indices
 
@@ -65,14 +66,7 @@ def test_data_module_does_not_import_torch():
 
 
 def test_lenet_without_torch_says_how_to_install():
-    # A meta-path finder that refuses torch stands in for an environment without the train extra.
-    code = (
-        "import sys\n"
-        "class NoTorch:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'torch' or name.startswith('torch.'):\n"
-        "            raise ModuleNotFoundError(f'No module named {name!r}')\n"
-        "sys.meta_path.insert(0, NoTorch())\n"
+    code = BLOCK_TORCH + (
         "from host.train.__main__ import main\n"
         "sys.exit(main(['lenet5-fc-prune']))\n"
     )
