@@ -34,8 +34,8 @@ import numpy as np
 
 from hw.spec import fc_stream
 from hw.spec.fields import beats_to_bytes, fields_from_json, pack_fields, unpack_fields, word_bits
-from hw.spec.network import CompressedNetwork, ConvLayer, FlattenLayer, PoolLayer
-from hw.spec.spectral.engine import check_layer_fits, crop_offset
+from hw.spec.network import CompressedNetwork, ConvLayer, program_steps
+from hw.spec.spectral.engine import check_layer_fits, crop_offset, layer_cycles
 from hw.spec.spectral.layer import SpectralLayer
 from hw.spec.spectral.stream import cfg_beat, kernel_beats, quant_beats
 
@@ -132,6 +132,8 @@ class ConvLayerPlan:
     quant: list[int]
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
+    #: The engine's full-rate cycles for the layer (`hw.spec.spectral.engine.layer_cycles`), what RUN waits for.
+    cycles: int = 0
 
 
 def plan_conv_layer(accel: AccelInfo, layer: SpectralLayer, in_shape: tuple[int, int, int], *, src: int,
@@ -170,7 +172,8 @@ def plan_conv_layer(accel: AccelInfo, layer: SpectralLayer, in_shape: tuple[int,
                   "conv.quant_start": quant_start, "conv.quant_count": len(q_words),
                   "post.top": top, "post.left": top, "post.height": h_out, "post.width": w_out,
                   "post.pool": int(pool)}
-    return ConvLayerPlan(descriptor, w_words, q_words, (c_in, h, w), (layer.c_out, out_h, out_w))
+    return ConvLayerPlan(descriptor, w_words, q_words, (c_in, h, w), (layer.c_out, out_h, out_w),
+                         layer_cycles(p, layer, h, w, valid_as_crop=True)["single"])
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,8 @@ class FcLayerPlan:
     scale: list[int]
     cols: int
     rows: int
+    #: The engine's full-rate cycles for the layer (`hw.spec.fc_stream.fc_layer_cycles`).
+    cycles: int = 0
 
 
 def check_fc_format(accel: AccelInfo, fmt: Any) -> None:
@@ -266,7 +271,8 @@ def plan_fc_layer(accel: AccelInfo, layer: Any, *, src: int, xor_start: int = 0,
                   "fc.xor_start": xor_start, "fc.xor_count": len(streams["xor"]),
                   "fc.bim_start": bim_start, "fc.bim_count": len(streams["bim"]),
                   "fc.scale_start": scale_start, "fc.scale_count": len(streams["scale"])}
-    return FcLayerPlan(descriptor, streams["xor"], streams["bim"], streams["scale"], cols, rows)
+    return FcLayerPlan(descriptor, streams["xor"], streams["bim"], streams["scale"], cols, rows,
+                       fc_stream.fc_layer_cycles(accel.fc_params, cols, rows, len(streams["xor"])))
 
 
 @dataclass(frozen=True)
@@ -276,6 +282,8 @@ class LayerOut:
     name: str
     buffer: int
     shape: tuple[int, ...]
+    #: Cycles the layer is expected to take on the device (its engine's cycle model), for RUN's wait.
+    cycles: int = 0
 
     @property
     def count(self) -> int:
@@ -308,6 +316,11 @@ class Packed:
     @property
     def output_count(self) -> int:
         return self.layers[-1].count
+
+    @property
+    def expected_cycles(self) -> int:
+        """The program's cycles by the engines' cycle models: what `Device.run` waits for (with its margin)."""
+        return sum(layer.cycles for layer in self.layers)
 
     def loads(self) -> list[tuple[int, int, bytes]]:
         """(region id, first word, LOAD bytes) of every region, program last: `Device.load`'s arguments."""
@@ -354,7 +367,7 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
             regions.setdefault(region, []).extend(new)
         descriptors.append(accel.pack_descriptor(plan.descriptor))
         src = 1 - src
-        outs.append(LayerOut(name, src, shape))
+        outs.append(LayerOut(name, src, shape, plan.cycles))
     _fits(accel, "program", first, len(descriptors))
     regions["program"] = descriptors
     return Packed(regions=regions, program=descriptors, first=first, input_buffer=in_buffer,
@@ -364,26 +377,10 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
 
 
 def network_steps(net: CompressedNetwork) -> list[tuple[str, Any, bool]]:
-    """`net`'s (name, layer, pool) steps for `pack_program`: each conv layer's `SpectralLayer`, pooled when a pool
-    comes next (the step then has the pool's name), each FC layer; flattens skipped. ValueError for a pool the
-    device cannot run (one that does not follow a conv layer)."""
-    steps: list[tuple[str, Any, bool]] = []
-    layers = net.layers
-    for i, layer in enumerate(layers):
-        if isinstance(layer, FlattenLayer):
-            continue
-        if isinstance(layer, PoolLayer):
-            if i == 0 or not isinstance(layers[i - 1], ConvLayer):
-                before = "the input" if i == 0 else f"{layers[i - 1].kind} layer {layers[i - 1].name!r}"
-                raise ValueError(f"layer {layer.name}: the device pools only in a conv layer's post stage, and this "
-                                 f"pool follows {before}")
-            continue
-        pooled = i + 1 < len(layers) and isinstance(layers[i + 1], PoolLayer)
-        if isinstance(layer, ConvLayer):
-            steps.append((layers[i + 1].name if pooled else layer.name, layer.spectral, pooled))
-        else:
-            steps.append((layer.name, layer, False))
-    return steps
+    """`net`'s (name, layer, pool) steps for `pack_program`, by the step rule (`hw.spec.network.program_steps`): a
+    conv step runs its layer's `SpectralLayer`, an FC step its layer. ValueError, one line, for what it refuses."""
+    return [(step.name, step.layer.spectral if isinstance(step.layer, ConvLayer) else step.layer, step.pool)
+            for step in program_steps(net)]
 
 
 def pack_network(info: Mapping[str, Any] | AccelInfo, net: CompressedNetwork) -> Packed:
@@ -400,10 +397,7 @@ def pack_network(info: Mapping[str, Any] | AccelInfo, net: CompressedNetwork) ->
                          f"{' and '.join(missing)} layers")
     if needed["fc"]:
         check_fc_format(accel, net.fmt)
-    steps = network_steps(net)
-    if not steps:
-        raise ValueError("the network has no conv or FC layer: nothing for the device to run")
-    return pack_program(accel, steps, net.input_shape)
+    return pack_program(accel, network_steps(net), net.input_shape)
 
 
 def pack_model(info: Mapping[str, Any] | AccelInfo, model: Any) -> Packed:
@@ -435,7 +429,7 @@ def run_packed(device: Any, packed: Packed, x_q: np.ndarray) -> tuple[np.ndarray
     if x.shape != packed.input_shape:
         raise ValueError(f"input must have shape {packed.input_shape}, got {x.shape}")
     device.load(packed.region_ids[("act0", "act1")[packed.input_buffer]], 0, input_bytes(x))
-    cycles = device.run(packed.first, len(packed.program))
+    cycles = device.run(packed.first, len(packed.program), expected_cycles=packed.expected_cycles)
     last = packed.layers[-1]
     return output_array(device.read(last.buffer, 0, last.count), last.shape), cycles
 
@@ -466,7 +460,7 @@ def run_conv_program(device: Any, accel: AccelInfo, program: ConvProgram, x_q: n
     if x.shape != program.in_shape:
         raise ValueError(f"input must have shape {program.in_shape}, got {x.shape}")
     device.load(accel.regions[("act0", "act1")[program.in_buffer]].id, 0, input_bytes(x))
-    cycles = device.run(program.first, len(program.plans))
+    cycles = device.run(program.first, len(program.plans), expected_cycles=sum(plan.cycles for plan in program.plans))
     size = int(np.prod(program.out_shape))
     return output_array(device.read(program.out_buffer, 0, size), program.out_shape), cycles
 

@@ -262,13 +262,15 @@ class GoldenBackend:
 @dataclass(frozen=True)
 class TraceStep:
     """One RUN of a traced image: descriptor `word` alone, then READ `layer`'s output (`shape`) from `buffer`.
-    `counted`: the descriptor belongs to the inference program, so its cycles are the image's."""
+    `counted`: the descriptor belongs to the inference program, so its cycles are the image's. `cycles`: what the
+    engine's cycle model expects of it (RUN's wait)."""
 
     layer: str
     word: int
     buffer: int
     shape: tuple[int, ...]
     counted: bool
+    cycles: int = 0
 
 
 @dataclass(frozen=True)
@@ -320,11 +322,11 @@ def plan_device(info: Mapping[str, Any], model: Model) -> DevicePlan:
         if conv is not None and problem is None:
             try:
                 word, shape = _unpooled_word(accel, packed.program[i], out.shape, conv)
-                steps.append(TraceStep(conv, trace_first + len(words), out.buffer, shape, False))
+                steps.append(TraceStep(conv, trace_first + len(words), out.buffer, shape, False, out.cycles))
                 words.append(word)
             except ValueError as error:
                 problem = str(error)
-        steps.append(TraceStep(out.name, packed.first + i, out.buffer, tuple(out.shape), True))
+        steps.append(TraceStep(out.name, packed.first + i, out.buffer, tuple(out.shape), True, out.cycles))
     depth = accel.regions["program"].depth
     if problem is None and trace_first + len(words) > depth:
         problem = (f"a trace needs {trace_first + len(words)} program words (the {len(words)} unpooled conv layers "
@@ -396,13 +398,14 @@ class DeviceBackend:
             if trace:
                 total = 0
                 for step in self.plan.trace:
-                    spent = self.device.run(step.word, 1)
+                    spent = self.device.run(step.word, 1, expected_cycles=step.cycles)
                     total += spent if step.counted else 0
                     outs[step.layer].append(self._read(step.buffer, step.shape))
                 cycles.append(total)
                 last_outs.append(outs[packed.layers[-1].name][-1])
             else:
-                cycles.append(self.device.run(packed.first, len(packed.program)))
+                cycles.append(self.device.run(packed.first, len(packed.program),
+                                              expected_cycles=packed.expected_cycles))
                 last = packed.layers[-1]
                 last_outs.append(self._read(last.buffer, last.shape))
         result = {name: np.stack(v) if v else np.zeros((0, *self._shape(name)), dtype=np.int64)
@@ -418,7 +421,8 @@ class DeviceBackend:
         (x,) = self._checked(np.asarray(x)[None], False)
         self._load_input(x)
         packed = self.plan.packed
-        return {name: self.device.run(packed.first + i, 1) for i, name in enumerate(self.plan.weights_of)}
+        return {name: self.device.run(packed.first + i, 1, expected_cycles=packed.layers[i].cycles)
+                for i, name in enumerate(self.plan.weights_of)}
 
     def bytes_loaded(self) -> dict[str, int]:
         """Bytes a session LOADs: the model once (weights and program, the trace's extra descriptors included),

@@ -183,7 +183,8 @@ class FcEngineParams:
         """The parameters as plain JSON-able data."""
         return {**self.xor.describe(), "r": self.r, "m_t": self.m_t, "max_rows": self.max_rows,
                 "max_cols": self.max_cols, "max_bits": self.max_bits, "a_bits": self.a_bits,
-                "bias_bits": self.bias_bits, "shift_bits": self.shift_bits, "tree_fanin": self.tree_fanin}
+                "bias_bits": self.bias_bits, "shift_bits": self.shift_bits, "tree_fanin": self.tree_fanin,
+                "latency": self.latency}
 
 
 class FcEngine(wiring.Component):

@@ -162,6 +162,7 @@ class FakeDevice:
         self.acts = [np.zeros(r["depth"], dtype=np.int64) for r in info.get("regions", [])[1:3]]
         self.fail: dict[str, int] = {}
         self.log: list[tuple] = []
+        self.expected_cycles: list[int | None] = []  # what each RUN was told to expect (its wait)
         self.closed = False
 
     def _answer(self, command: str) -> None:
@@ -186,8 +187,9 @@ class FakeDevice:
         for k in range(len(data) // size):
             self.words[region][offset + k] = int.from_bytes(data[k * size:(k + 1) * size], "little")
 
-    def run(self, first: int, count: int) -> int:
+    def run(self, first: int, count: int, expected_cycles: int | None = None) -> int:
         self.log.append(("RUN", first, count))
+        self.expected_cycles.append(expected_cycles)
         self._answer("RUN")
         program = self.words[0]
         if first + count > (max(program) + 1 if program else 0):
@@ -289,9 +291,15 @@ def test_device_backend_matches_golden_with_cycles_and_traces(model, test_split,
     np.testing.assert_array_equal(result.logits, traced.logits[:3])
     np.testing.assert_array_equal(result.cycles, [2 * 1000 + 3 * 100] * 3)
     assert [e for e in device.log if e[0] == "RUN"] == [("RUN", 0, 5)] * 3
+    # RUN's wait is sized by the engines' cycle models: within 1 % of the 49 093 cycles the RTL takes for one
+    # LeNet-5 image (README, `python -m sim.bench e2e`).
+    assert len(set(device.expected_cycles)) == 1 and abs(device.expected_cycles[0] - 49_093) <= 491
     assert [e for e in device.log if e[0] == "READ"] == [("READ", 1, 0, 10)] * 3
     trace = session.run(test_split[0][3:5], trace=True)
     assert compare_traces({k: v[3:5] for k, v in traced.layers.items()}, trace.layers) is None
+    # Each traced descriptor waits for its own layer: the two conv layers some 23 000 cycles, the FC ones fewer.
+    per_word = device.expected_cycles[3:3 + 7]
+    assert all(e > 20_000 for e in per_word[:4]) and all(0 < e < 2_000 for e in per_word[4:]), per_word
     # Only the program's descriptors count: the unpooled ones are extra work for the trace.
     assert session.cycles == [2300] * 5 and session.cycles_per_image == 2300
     session.close()

@@ -277,7 +277,8 @@ class NetworkFake:
             for k in range(len(data) // size):
                 self.program[offset + k] = int.from_bytes(data[k * size:(k + 1) * size], "little")
 
-    def run(self, first: int, count: int) -> int:
+    def run(self, first: int, count: int, expected_cycles: int | None = None) -> int:
+        assert expected_cycles, "RUN's wait must come from the engines' cycle models"
         cycles = 0
         for word in range(first, first + count):
             d = unpack_fields(self.fields, self.program[word])

@@ -23,14 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.spec.spectral.engine import SHIFT_BITS
+from hw.spec.spectral.engine import SHIFT_BITS, layer_cycles
 from hw.spec.spectral.fixed import SpectralFixed
 from hw.spec.spectral.geometry import DEFAULT_N, OaaParams
 from hw.spec.spectral.layer import SpectralLayer
@@ -163,7 +162,14 @@ class SpectralConvParams:
                 "max_height": self.max_height, "max_width": self.max_width, "max_groups": self.max_groups,
                 "act_bits": self.spec.act_bits, "data_bits": self.spec.data_bits,
                 "weight_bits": self.spec.weight_bits, "acc_bits": self.spec.acc_bits,
-                "out_bits": self.spec.out_bits}
+                "out_bits": self.spec.out_bits, "latency": self.latency}
+
+    @property
+    def latency(self) -> int:
+        """Cycles of the pipeline behind a layer's last kernel group, but the first band: the forward FFT, the
+        MAC, the spectrum read-out (one bin a cycle), the inverse FFT and the last tile's N^2 samples."""
+        return (self.fft.forward_latency + self.mac.latency + len(canonical_bins(self.n)) + self.fft.inverse_latency
+                + self.n ** 2)
 
 
 def _tile_count_rom(max_size: int, l: int, bits: int) -> Array:  # noqa: E741
@@ -426,28 +432,8 @@ class SpectralConv(wiring.Component):
 
 
 def cycle_model(params: SpectralConvParams, layer: SpectralLayer, h: int, w: int) -> dict[str, int]:
-    """Full-rate cycles of one layer on an H x W input (the figures `sim.spectral` checks against the RTL).
-
-    `load`: the tiler and forward FFT, C_in T N^2. `compute`: per output channel the slower of the MAC, T G_o
-    (its groups once per tile), and the inverse path, T N^2 plus the overlap-add's drain of the output rows
-    the last tile row completes (it takes the next channel after). `latency`: the first band and the forward
-    FFT before the first spectrum, the MAC, IFFT and last tile behind the last group. `single`: one layer
-    alone; `steady`: per layer when inputs stream through it back to back (the next loads while this computes).
-    """
-    oaa = layer.oaa
-    t_r, t_c = oaa.tiles(h, w)
-    tiles = t_r * t_c
-    n2 = params.n ** 2
-    h_out, w_out = oaa.output_shape(h, w)
-    drained_rows = h_out - max(0, min(h_out, (t_r - 1) * oaa.l - oaa.crop))
-    groups = layer.schedule.groups.sum(axis=1) if layer.schedule is not None else np.zeros(layer.c_out)
-    per_channel = np.maximum(tiles * np.maximum(groups, 1), tiles * n2 + drained_rows * w_out)
-    load = layer.c_in * tiles * n2
-    compute = int(per_channel.sum())
-    latency = (oaa.l * w + params.fft.forward_latency + params.mac.latency + len(canonical_bins(params.n))
-               + params.fft.inverse_latency + n2)
-    return {"load": load, "compute": compute, "latency": latency, "single": load + compute + latency,
-            "steady": max(load, compute)}
+    """Full-rate cycles of one layer on an H x W input (`hw.spec.spectral.engine.layer_cycles` on this engine)."""
+    return layer_cycles(params.describe(), layer, h, w)
 
 
 __all__ = ["SpectralConvParams", "SpectralConv", "KernelReplay", "cycle_model"]

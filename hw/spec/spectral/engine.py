@@ -1,11 +1,13 @@
-"""Whether a sparse spectral layer runs on a conv engine: the one check the gateware's encoder and the host's
-planner share, on the engine's description (`SpectralConvParams.describe()`, which INFO publishes as
-`engines.conv.params`)."""
+"""Whether a sparse spectral layer runs on a conv engine, and in how many cycles: the check and the cycle model
+the gateware and the host's planner share, on the engine's description (`SpectralConvParams.describe()`, which
+INFO publishes as `engines.conv.params`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from .geometry import OaaParams
 from .layer import SpectralLayer
@@ -73,3 +75,29 @@ def check_layer_fits(engine: Mapping[str, Any], layer: SpectralLayer, in_shape: 
     for name, value in (("mac_shift", layer.quant.mac_shift), ("out_shift", layer.quant.out_shift)):
         if not 0 <= value <= top:
             raise ValueError(f"layer {name}={value} outside 0..{top} (the engine's {SHIFT_BITS}-bit field)")
+
+
+def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int, *,
+                 valid_as_crop: bool = False) -> dict[str, int]:
+    """Full-rate cycles of `layer` on an H x W input on `engine` (the figures the RTL tests check); with
+    `valid_as_crop` the engine runs its own "same" geometry and the post stage crops (`check_layer_fits`).
+
+    `load`: the tiler and forward FFT, C_in T N^2. `compute`: per output channel the slower of the MAC, T G_o
+    (its groups once per tile), and the inverse path, T N^2 plus the overlap-add's drain of the output rows
+    the last tile row completes (it takes the next channel after). `latency`: the first band (L W) and the
+    engine's `latency` (forward FFT, MAC, spectrum read-out, inverse FFT and last tile) behind the last group.
+    `single`: one layer alone; `steady`: per layer when inputs stream through it back to back.
+    """
+    oaa = OaaParams(engine["n"], engine["k"], engine["l"], "same") if valid_as_crop else layer.oaa
+    t_r, t_c = oaa.tiles(h, w)
+    tiles = t_r * t_c
+    n2 = int(engine["n"]) ** 2
+    h_out, w_out = oaa.output_shape(h, w)
+    drained_rows = h_out - max(0, min(h_out, (t_r - 1) * oaa.l - oaa.crop))
+    groups = layer.schedule.groups.sum(axis=1) if layer.schedule is not None else np.zeros(layer.c_out)
+    per_channel = np.maximum(tiles * np.maximum(groups, 1), tiles * n2 + drained_rows * w_out)
+    load = layer.c_in * tiles * n2
+    compute = int(per_channel.sum())
+    latency = oaa.l * w + int(engine.get("latency", 0))  # 0 from an INFO that predates it
+    return {"load": load, "compute": compute, "latency": latency, "single": load + compute + latency,
+            "steady": max(load, compute)}
