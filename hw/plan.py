@@ -1,8 +1,9 @@
 """An accelerator config derived from a compressed network and a board: `plan(model, board)`.
 
-The network (`hw.spec.network.CompressedNetwork`) runs as one program of layer descriptors (`program_steps`): one
-per conv layer, with the pool right after it as its post stage, and one per FC layer; a flatten costs nothing (the
-buffers hold maps channel-major, as a flatten reads them). The derived config has:
+The network (`hw.spec.network.CompressedNetwork`) runs as one program of layer descriptors, by the step rule
+(`hw.spec.network.program_steps`): one per conv layer, with the pool right after it as its post stage, and one per FC
+layer; a flatten costs nothing (the buffers hold maps channel-major, as a flatten reads them). The derived config
+has:
 
 * the conv engine when there are conv layers: their geometry (N, K, L), ReLU and schedule (P lanes, B banks), which
   the compressor fixes for all of them (`compress_network(p=, b=)`), so they must agree; "same" padding ("valid"
@@ -46,15 +47,8 @@ import numpy as np
 from boards import BOARDS, get_board
 from hw.spec.fc import ACT_BITS
 from hw.spec.fc_stream import layer_streams
-from hw.spec.network import (
-    CompressedFcLayer,
-    CompressedNetwork,
-    ConvLayer,
-    FlattenLayer,
-    ModelFormatError,
-    PoolLayer,
-    load_model,
-)
+from hw.spec.network import CompressedNetwork, ModelFormatError, Step, load_model
+from hw.spec.network import program_steps as network_program_steps
 from hw.spec.spectral.engine import check_layer_fits
 from hw.spec.spectral.stream import kernel_beats, quant_beats
 
@@ -75,41 +69,12 @@ class PlanError(ValueError):
     """The network cannot run on the board (or on any): one line naming the limit."""
 
 
-@dataclass(frozen=True)
-class Step:
-    """One layer descriptor of the network's program: the layer it runs, whether its pool follows as its post
-    stage, the name of the last layer it covers (the pool's when pooled), the shapes it reads and writes."""
-
-    name: str
-    layer: ConvLayer | CompressedFcLayer
-    pool: bool
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-
-    @property
-    def kind(self) -> str:
-        return self.layer.kind
-
-
 def program_steps(model: CompressedNetwork) -> list[Step]:
-    """The network as descriptors: conv (pooled when a pool follows), FC; flattens skipped. PlanError for a pool
-    that does not follow a conv layer (the device pools only in a conv layer's post stage) or a network with
-    nothing to run."""
-    steps: list[Step] = []
-    layers = model.layers
-    for i, layer in enumerate(layers):
-        if isinstance(layer, FlattenLayer):
-            continue
-        if isinstance(layer, PoolLayer):
-            if not steps or steps[-1].pool or layers[i - 1] is not steps[-1].layer:
-                raise PlanError(f"layer {layer.name}: the device pools only in a conv layer's post stage, and this "
-                                f"pool does not follow a conv layer")
-            steps[-1] = replace(steps[-1], name=layer.name, pool=True, out_shape=model.shapes[i])
-            continue
-        steps.append(Step(layer.name, layer, False, model.in_shape(i), model.shapes[i]))
-    if not steps:
-        raise PlanError("the network has no conv or FC layer: nothing for the device to run")
-    return steps
+    """The network as descriptors by the step rule (`hw.spec.network.program_steps`), its refusals as PlanError."""
+    try:
+        return network_program_steps(model)
+    except ValueError as error:
+        raise PlanError(str(error)) from None
 
 
 def _agree(steps: list[Step], what: str, value: Any) -> Any:

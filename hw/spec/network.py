@@ -50,7 +50,7 @@ from hw.spec.xor import (
 
 __all__ = ["FORMAT", "VERSION", "BIAS_BITS", "KINDS", "ModelFormatError", "FcFormatMismatch", "ConvLayer",
            "PoolLayer", "FlattenLayer", "CompressedFcLayer", "CompressedNetwork", "quantize_input", "spectral_batch",
-           "untile",
+           "untile", "Step", "program_steps",
            "size_report", "model_fields", "save_model", "model_from_fields", "load_model"]
 
 FORMAT = "sqgen-net"
@@ -533,6 +533,50 @@ def _validate_network(model: CompressedNetwork) -> None:
         shape = layer.out_shape(shape)
         shapes.append(shape)
     object.__setattr__(model, "shapes", tuple(shapes))
+
+
+# --- the device's program ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One layer descriptor of a network's program: the layer it runs, whether its pool follows as its post
+    stage, the name of the last layer it covers (the pool's when pooled), the shapes it reads and writes."""
+
+    name: str
+    layer: ConvLayer | CompressedFcLayer
+    pool: bool
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+
+    @property
+    def kind(self) -> str:
+        return self.layer.kind
+
+
+def program_steps(model: CompressedNetwork) -> list[Step]:
+    """The step rule: one descriptor per conv layer, with the pool right after it as its post stage, and one per FC
+    layer; a flatten costs nothing (the buffers hold maps channel-major, as a flatten reads them).
+
+    ValueError, one line, for a pool that does not follow a conv layer (the device pools only in a conv layer's
+    post stage) and for a network with no conv or FC layer.
+    """
+    steps: list[Step] = []
+    layers = model.layers
+    for i, layer in enumerate(layers):
+        if isinstance(layer, FlattenLayer):
+            continue
+        if isinstance(layer, PoolLayer):
+            if i == 0 or not isinstance(layers[i - 1], ConvLayer):
+                before = "the input" if i == 0 else f"{layers[i - 1].kind} layer {layers[i - 1].name!r}"
+                raise ValueError(f"layer {layer.name}: the device pools only in a conv layer's post stage, and this "
+                                 f"pool follows {before}")
+            steps[-1] = dataclasses.replace(steps[-1], name=layer.name, pool=True, out_shape=model.shapes[i])
+            continue
+        steps.append(Step(layer.name, layer, False, model.in_shape(i), model.shapes[i]))
+    if not steps:
+        raise ValueError("the network has no conv or FC layer: nothing for the device to run")
+    return steps
 
 
 # --- the file ------------------------------------------------------------------------------------------------
