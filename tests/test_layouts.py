@@ -110,9 +110,9 @@ def test_bim_unpacker_layouts_are_the_stream_format(n_t, r):
 def test_expander_layouts_are_the_stream_format(n_t, width, per_beat):
     params = SparseExpanderParams(n_t, width, per_beat)
     fmt = bim_stream.ExpanderFormat(n_t, width, per_beat)
-    assert layout_fields(params.values_layout) == fmt.value_table
-    assert layout_fields(params.dense_layout) == fmt.dense_table
-    assert (fmt.value_signed, fmt.dense_signed) == (signed_leaves(params.values_layout),
+    assert layout_fields(params.values_layout) == fmt.value.table
+    assert layout_fields(params.dense_layout) == fmt.dense.table
+    assert (fmt.value.signed, fmt.dense.signed) == (signed_leaves(params.values_layout),
                                                     signed_leaves(params.dense_layout))
     assert layout_fields(params.mask_layout) == field_table(bim_stream.mask_row_fields(n_t))
 
@@ -124,8 +124,8 @@ def test_fc_engine_layouts_are_the_stream_format(cfg, scale):
     params = FcEngineParams.from_matrix(xor_matrix(4, 3, 1), 1, r=1, m_t=2, max_rows=max_rows, max_cols=max_cols,
                                         max_bits=max_bits, shift_bits=shift_bits, a_bits=a_bits, bias_bits=bias_bits)
     fmt = params.stream_format
-    assert layout_fields(params.cfg_layout) == fmt.cfg_table
-    assert layout_fields(params.scale_layout) == fmt.scale_table
+    assert layout_fields(params.cfg_layout) == fmt.cfg.table
+    assert layout_fields(params.scale_layout) == fmt.scale.table
     assert params.scale_layout["bias"].shape == signed(bias_bits)
-    assert fmt.scale_signed == signed_leaves(params.scale_layout) == {"bias"}
-    assert fmt.cfg_signed == signed_leaves(params.cfg_layout) == frozenset()
+    assert fmt.scale.signed == signed_leaves(params.scale_layout) == {"bias"}
+    assert fmt.cfg.signed == signed_leaves(params.cfg_layout) == frozenset()

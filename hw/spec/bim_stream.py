@@ -38,16 +38,7 @@ from functools import cached_property
 import numpy as np
 
 from hw.spec.bim import boolean_product
-from hw.spec.fields import (
-    Array,
-    Description,
-    bits_to_int,
-    field_table,
-    pack_fields,
-    signed_fields,
-    unpack_fields,
-    word_bits,
-)
+from hw.spec.fields import Array, Description, Word, WordFormat, bits_to_int, field_bits, field_offset
 
 
 def _tiles(p: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,8 +73,9 @@ def dense_row_fields(n_t: int, value_width: int) -> Description:
 
 
 @dataclass(frozen=True)
-class UnpackerBeatFormat:
-    """Bit offsets and widths of one unpacker input beat's fields (`unpacker_beat_fields`)."""
+class UnpackerBeatFormat(WordFormat):
+    """Bit offsets and widths of one unpacker input beat's fields (`unpacker_beat_fields`); `table`: p, z, z_row,
+    has_p, has_z, first, last; no field is signed."""
 
     n_t: int
     r: int
@@ -93,36 +85,11 @@ class UnpackerBeatFormat:
         """The beat's fields (`unpacker_beat_fields`)."""
         return unpacker_beat_fields(self.n_t, self.r)
 
-    @cached_property
-    def table(self) -> dict[str, tuple[int, int]]:
-        """The beat's field table: p, z, z_row, has_p, has_z, first, last."""
-        return field_table(self.description)
-
-    @cached_property
-    def signed(self) -> frozenset[str]:
-        """The beat's two's complement fields (none)."""
-        return signed_fields(self.description)
-
-    @property
-    def z_row_width(self) -> int:
-        return self.table["z_row"][1]
-
-    @property
-    def z_offset(self) -> int:
-        return self.table["z"][0]
-
-    @property
-    def z_row_offset(self) -> int:
-        return self.table["z_row"][0]
-
-    @property
-    def flags_offset(self) -> int:
-        """has_p at this bit, then has_z, first, last."""
-        return self.table["has_p"][0]
-
-    @property
-    def width(self) -> int:
-        return word_bits(self.table)
+    z_row_width = field_bits("z_row")
+    z_offset = field_offset("z")
+    z_row_offset = field_offset("z_row")
+    #: has_p at this bit, then has_z, first, last.
+    flags_offset = field_offset("has_p")
 
     def pack(self, *, p: int | None = None, z: tuple[int, int] | None = None, first: bool = False,
              last: bool = False) -> int:
@@ -139,11 +106,11 @@ class UnpackerBeatFormat:
             if not 0 <= row < 1 << self.n_t:
                 raise ValueError(f"Z row {row:#x} does not fit n_t={self.n_t} bits")
             values |= {"z": row, "z_row": index, "has_z": 1}
-        return pack_fields(self.table, values, signed=self.signed)
+        return self.pack_word(values)
 
     def unpack(self, beat: int) -> dict[str, int]:
         """All fields of a beat, ignored ones included."""
-        return unpack_fields(self.table, beat)
+        return self.unpack_word(beat)
 
 
 def tiles_to_beats(p: np.ndarray, z: np.ndarray) -> list[int]:
@@ -173,17 +140,15 @@ def mask_row_beats(masks: np.ndarray) -> list[int]:
     """Mask rows of tiles (..., m_t, n_t) as row beats, `last` on each tile's final row."""
     masks = np.asarray(masks, dtype=bool)
     masks = masks.reshape(-1, *masks.shape[-2:])
-    desc = mask_row_fields(masks.shape[2])
-    fields, signed = field_table(desc), signed_fields(desc)
-    return [pack_fields(fields, {"row": bits_to_int(row), "last": int(i == len(tile) - 1)}, signed=signed)
+    word = Word(mask_row_fields(masks.shape[2]))
+    return [word.pack_word({"row": bits_to_int(row), "last": int(i == len(tile) - 1)})
             for tile in masks for i, row in enumerate(tile)]
 
 
 def unpack_beats(beats: list[int], n_t: int, r: int) -> list[int]:
     """What the unpacker emits for any beat stream: the shadow/active Z rules applied beat by beat."""
     fmt = UnpackerBeatFormat(n_t, r)
-    row_desc = mask_row_fields(n_t)
-    row_fields, row_signed = field_table(row_desc), signed_fields(row_desc)
+    row_word = Word(mask_row_fields(n_t))
     shadow, active, rows = [0] * r, [0] * r, []
     for beat in beats:
         f = fmt.unpack(beat)
@@ -196,7 +161,7 @@ def unpack_beats(beats: list[int], n_t: int, r: int) -> list[int]:
             for k in range(r):
                 if f["p"] >> k & 1:
                     row |= active[k]
-            rows.append(pack_fields(row_fields, {"row": row, "last": f["last"]}, signed=row_signed))
+            rows.append(row_word.pack_word({"row": row, "last": f["last"]}))
     return rows
 
 
@@ -257,49 +222,28 @@ class ExpanderFormat:
     values_per_beat: int
 
     @cached_property
-    def value_description(self) -> Array:
-        """A value beat's fields (`value_beat_fields`)."""
-        return value_beat_fields(self.value_width, self.values_per_beat)
+    def value(self) -> Word:
+        """A value beat (`value_beat_fields`); its table: "0" .. str(values_per_beat - 1)."""
+        return Word(value_beat_fields(self.value_width, self.values_per_beat))
 
     @cached_property
-    def dense_description(self) -> Description:
-        """A dense row's fields (`dense_row_fields`)."""
-        return dense_row_fields(self.n_t, self.value_width)
-
-    @cached_property
-    def value_table(self) -> dict[str, tuple[int, int]]:
-        """A value beat's field table: "0" .. str(values_per_beat - 1)."""
-        return field_table(self.value_description)
-
-    @cached_property
-    def dense_table(self) -> dict[str, tuple[int, int]]:
-        """A dense row's field table: row.0 .. row.{n_t - 1}, last."""
-        return field_table(self.dense_description)
-
-    @cached_property
-    def value_signed(self) -> frozenset[str]:
-        """A value beat's two's complement fields."""
-        return signed_fields(self.value_description)
-
-    @cached_property
-    def dense_signed(self) -> frozenset[str]:
-        """A dense row's two's complement fields."""
-        return signed_fields(self.dense_description)
+    def dense(self) -> Word:
+        """A dense row (`dense_row_fields`); its table: row.0 .. row.{n_t - 1}, last."""
+        return Word(dense_row_fields(self.n_t, self.value_width))
 
     def pack_beat(self, values: list[int]) -> int:
         """One value beat, value e at bits [e·w, (e+1)·w); fewer than values_per_beat values are zero-padded."""
         if len(values) > self.values_per_beat:
             raise ValueError(f"{len(values)} values in one beat, values_per_beat={self.values_per_beat}")
-        return pack_fields(self.value_table, self._checked(values, ""), signed=self.value_signed)
+        return self.value.pack_word(self._checked(values, ""))
 
     def unpack_beat(self, beat: int) -> list[int]:
-        return list(unpack_fields(self.value_table, beat).values())
+        return list(self.value.unpack_word(beat).values())
 
     def pack_dense(self, row: list[int], last: bool) -> int:
         if len(row) != self.n_t:
             raise ValueError(f"a dense row has n_t={self.n_t} values, got {len(row)}")
-        return pack_fields(self.dense_table, {**self._checked(row, "row."), "last": int(last)},
-                           signed=self.dense_signed)
+        return self.dense.pack_word({**self._checked(row, "row."), "last": int(last)})
 
     def _checked(self, words: list[int], prefix: str) -> dict[str, int]:
         """{prefix + str(e): word e}, each word checked to fit value_width bits."""
@@ -339,11 +283,11 @@ def expected_dense_rows(masks: np.ndarray, values: np.ndarray, fmt: ExpanderForm
 def expand(mask_beats: list[int], value_beats: list[int], fmt: ExpanderFormat) -> list[int]:
     """What the expander emits for any mask-row and value streams: the continuous-stream rules applied."""
     n, v = fmt.n_t, fmt.values_per_beat
-    mask_fields = field_table(mask_row_fields(n))
+    mask_row = Word(mask_row_fields(n))
     flat = [x for beat in value_beats for x in fmt.unpack_beat(beat)]
     taken, rows = 0, []
     for beat in mask_beats:
-        fields = unpack_fields(mask_fields, beat)
+        fields = mask_row.unpack_word(beat)
         bits, last = fields["row"], fields["last"]
         kept = [j for j in range(n) if bits >> j & 1]
         if taken + len(kept) > len(flat):

@@ -50,16 +50,7 @@ import numpy as np
 from hw.spec.bim import boolean_product, tiles_to_mask
 from hw.spec.bim_stream import tiles_to_beats
 from hw.spec.fc import ACT_BITS, MAX_SHIFT, FcLayout, fc_fixed
-from hw.spec.fields import (
-    Array,
-    Description,
-    Signed,
-    field_table,
-    pack_fields,
-    signed_fields,
-    unpack_fields,
-    word_bits,
-)
+from hw.spec.fields import Array, Description, Signed, Word
 from hw.spec.params import check_range
 from hw.spec.xor import decode_slices
 from hw.spec.xor_stream import slices_to_beats
@@ -112,43 +103,23 @@ class FcStreamFormat:
         return min(MAX_SHIFT, (1 << self.shift_bits) - 1)
 
     @cached_property
-    def cfg_description(self) -> Description:
-        """The cfg beat's fields (`cfg_beat_fields`)."""
-        return cfg_beat_fields(self.max_rows, self.max_cols, self.max_bits, self.shift_bits)
+    def cfg(self) -> Word:
+        """The cfg beat (`cfg_beat_fields`); no field is signed."""
+        return Word(cfg_beat_fields(self.max_rows, self.max_cols, self.max_bits, self.shift_bits))
 
     @cached_property
-    def scale_description(self) -> Description:
-        """A scale beat's fields (`scale_beat_fields`)."""
-        return scale_beat_fields(self.max_bits, self.a_bits, self.bias_bits)
-
-    @cached_property
-    def cfg_table(self) -> dict[str, tuple[int, int]]:
-        """The cfg beat's field table."""
-        return field_table(self.cfg_description)
-
-    @cached_property
-    def scale_table(self) -> dict[str, tuple[int, int]]:
-        """A scale beat's field table: a.0 .. a.{max_bits - 1}, bias."""
-        return field_table(self.scale_description)
-
-    @cached_property
-    def cfg_signed(self) -> frozenset[str]:
-        """The cfg beat's two's complement fields (none)."""
-        return signed_fields(self.cfg_description)
-
-    @cached_property
-    def scale_signed(self) -> frozenset[str]:
-        """A scale beat's two's complement fields (bias)."""
-        return signed_fields(self.scale_description)
+    def scale(self) -> Word:
+        """A scale beat (`scale_beat_fields`); its table: a.0 .. a.{max_bits - 1}, bias (signed)."""
+        return Word(scale_beat_fields(self.max_bits, self.a_bits, self.bias_bits))
 
     @property
     def cfg_fields(self) -> tuple[tuple[str, int], ...]:
         """(name, width) of the cfg beat's fields, LSB first."""
-        return tuple((name, width) for name, (_, width) in self.cfg_table.items())
+        return tuple((name, width) for name, (_, width) in self.cfg.table.items())
 
     @property
     def scale_width(self) -> int:
-        return word_bits(self.scale_table)
+        return self.scale.width
 
     def pack_cfg(self, rows: int, cols: int, bits: int, shift: int, relu: bool) -> int:
         """One cfg beat; ValueError naming the field when a value is outside its range."""
@@ -156,12 +127,11 @@ class FcStreamFormat:
         check_range("cols", cols, 1, self.max_cols)
         check_range("bits", bits, 1, self.max_bits)
         check_range("shift", shift, 0, self.max_shift)
-        return pack_fields(self.cfg_table, {"rows": rows, "cols": cols, "bits": bits, "shift": shift,
-                                            "relu": int(bool(relu))}, signed=self.cfg_signed)
+        return self.cfg.pack_word({"rows": rows, "cols": cols, "bits": bits, "shift": shift, "relu": int(bool(relu))})
 
     def unpack_cfg(self, beat: int) -> dict[str, int]:
         """The cfg beat's fields."""
-        return unpack_fields(self.cfg_table, beat)
+        return self.cfg.unpack_word(beat)
 
     def pack_x(self, x: np.ndarray) -> list[int]:
         """The x beats of an activation vector (int8 values)."""
@@ -180,12 +150,12 @@ class FcStreamFormat:
                              f"{bias_q.shape}")
         check_range("a", a, 0, (1 << self.a_bits) - 1)
         check_range("bias_q", bias_q, -(1 << (self.bias_bits - 1)), (1 << (self.bias_bits - 1)) - 1)
-        return [pack_fields(self.scale_table, {**{f"a.{i}": v for i, v in enumerate(row.tolist())}, "bias": int(bias)},
-                            signed=self.scale_signed) for row, bias in zip(a, bias_q)]
+        return [self.scale.pack_word({**{f"a.{i}": v for i, v in enumerate(row.tolist())}, "bias": int(bias)})
+                for row, bias in zip(a, bias_q)]
 
     def unpack_scale(self, beat: int) -> tuple[list[int], int]:
         """(all max_bits a elements, bias_q) of a scale beat."""
-        fields = unpack_fields(self.scale_table, beat)
+        fields = self.scale.unpack_word(beat)
         bias = fields["bias"]
         return [fields[f"a.{i}"] for i in range(self.max_bits)], bias - (bias >> (self.bias_bits - 1) << self.bias_bits)
 

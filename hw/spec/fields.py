@@ -11,6 +11,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -68,7 +69,8 @@ def beats_to_bytes(beats: Sequence[int], width: int) -> bytes:
 
 
 __all__ = ["FieldTable", "fields_from_json", "word_bits", "pack_fields", "unpack_fields", "beats_to_bytes", "Signed",
-           "Array", "Field", "Description", "field_width", "field_table", "signed_fields"]
+           "Array", "Field", "Description", "field_width", "field_table", "signed_fields", "WordFormat", "Word",
+           "field_offset", "field_bits"]
 
 
 def bits_to_int(bits: np.ndarray) -> int:
@@ -141,3 +143,53 @@ def field_table(desc: Field) -> dict[str, tuple[int, int]]:
 def signed_fields(desc: Field) -> frozenset[str]:
     """The dotted names of a description's `Signed` leaf fields: `pack_fields`'s `signed` for its table."""
     return frozenset(name for name, _, field in _leaves(desc) if isinstance(field, Signed))
+
+
+class WordFormat:
+    """A word written as a layout description: its field table, two's complement fields and width, derived once.
+
+    A subclass gives `description` (an attribute or a property); a stream spec's beat format derives from this and
+    adds its own packer over `pack_word` and `unpack_word`.
+    """
+
+    description: Field
+
+    @cached_property
+    def table(self) -> dict[str, tuple[int, int]]:
+        """The word's field table (`field_table` of its description)."""
+        return field_table(self.description)
+
+    @cached_property
+    def signed(self) -> frozenset[str]:
+        """The word's two's complement fields (`signed_fields` of its description)."""
+        return signed_fields(self.description)
+
+    @property
+    def width(self) -> int:
+        """Bits the word spans."""
+        return word_bits(self.table)
+
+    def pack_word(self, values: Mapping[str, Any]) -> int:
+        """One word of named field values (`pack_fields` with the word's signed fields); missing fields are 0."""
+        return pack_fields(self.table, values, signed=self.signed)
+
+    def unpack_word(self, word: int) -> dict[str, int]:
+        """Every field of `word` as an unsigned integer."""
+        return unpack_fields(self.table, word)
+
+
+def field_offset(name: str) -> property:
+    """A `WordFormat` property naming a field's place: the bit at which field `name` starts."""
+    return property(lambda fmt: fmt.table[name][0], doc=f"The bit at which field {name} starts.")
+
+
+def field_bits(name: str) -> property:
+    """A `WordFormat` property naming a field's width: the bits of field `name`."""
+    return property(lambda fmt: fmt.table[name][1], doc=f"The bits of field {name}.")
+
+
+@dataclass(frozen=True, eq=False)
+class Word(WordFormat):
+    """The format of one word given by its description (for a stream spec with several kinds of word)."""
+
+    description: Field

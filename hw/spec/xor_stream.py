@@ -22,7 +22,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .fields import Array, Description, bits_to_int, field_table, pack_fields, signed_fields, unpack_fields, word_bits
+from .fields import Array, Description, WordFormat, bits_to_int, field_bits, field_offset
 from .xor import decode_slices, position_width
 
 
@@ -33,8 +33,9 @@ def beat_fields(n_in: int, n_out: int, max_patches: int) -> Description:
 
 
 @dataclass(frozen=True)
-class BeatFormat:
-    """Bit offsets and widths of one input beat's fields (`beat_fields`)."""
+class BeatFormat(WordFormat):
+    """Bit offsets and widths of one input beat's fields (`beat_fields`); `table`: x, positions.0 ..
+    positions.{max_patches - 1}, count, last; no field is signed."""
 
     n_in: int
     n_out: int
@@ -45,39 +46,11 @@ class BeatFormat:
         """The beat's fields (`beat_fields`)."""
         return beat_fields(self.n_in, self.n_out, self.max_patches)
 
-    @cached_property
-    def table(self) -> dict[str, tuple[int, int]]:
-        """The beat's field table: x, positions.0 .. positions.{max_patches - 1}, count, last."""
-        return field_table(self.description)
-
-    @cached_property
-    def signed(self) -> frozenset[str]:
-        """The beat's two's complement fields (none)."""
-        return signed_fields(self.description)
-
-    @property
-    def position_width(self) -> int:
-        return self.table["positions.0"][1]
-
-    @property
-    def count_width(self) -> int:
-        return self.table["count"][1]
-
-    @property
-    def positions_offset(self) -> int:
-        return self.table["positions.0"][0]
-
-    @property
-    def count_offset(self) -> int:
-        return self.table["count"][0]
-
-    @property
-    def last_offset(self) -> int:
-        return self.table["last"][0]
-
-    @property
-    def width(self) -> int:
-        return word_bits(self.table)
+    position_width = field_bits("positions.0")
+    count_width = field_bits("count")
+    positions_offset = field_offset("positions.0")
+    count_offset = field_offset("count")
+    last_offset = field_offset("last")
 
     def pack(self, x: int, positions: list[int], last: bool) -> int:
         """One beat: `x` as an n_in-bit int, up to max_patches `positions`, `last`."""
@@ -91,11 +64,11 @@ class BeatFormat:
             if not 0 <= position < 1 << self.position_width:
                 raise ValueError(f"patch position {position} does not fit {self.position_width} bits")
             values[f"positions.{k}"] = position
-        return pack_fields(self.table, values, signed=self.signed)
+        return self.pack_word(values)
 
     def unpack(self, beat: int) -> tuple[int, list[int], int, bool]:
         """(x, all max_patches position fields, count, last) of a beat."""
-        f = unpack_fields(self.table, beat)
+        f = self.unpack_word(beat)
         return f["x"], [f[f"positions.{k}"] for k in range(self.max_patches)], f["count"], bool(f["last"])
 
 
