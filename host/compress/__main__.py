@@ -6,6 +6,7 @@
     python -m host.compress bim-decode W.bim.npz --out MASK.npy [--weights W.npy]
     python -m host.compress model models/lenet5_spec2.npz --fc-bits 1 --fc-sparsity 0.9 --out models/lenet5_full.npz
     python -m host.compress model --from net.onnx --data digits --out net.npz   # or net.pt --input-shape C,H,W
+    python -m host.compress model --from mlp.pt --data digits --fc-format fc16 --out mlp.npz   # for the iCEBreaker
     python -m host.compress model --from net.onnx --data digits --retrain [--epochs N] --out net.npz   # torch
 """
 
@@ -229,16 +230,18 @@ def _fc_sparsity(text: str) -> float | tuple[float, ...]:
 
 
 def _fc_format(args: argparse.Namespace):
-    """The FC engine's default format with the options' overrides."""
+    """The FC format `--fc-format` names (default: the FC engine's default) with the options' overrides."""
     import dataclasses
 
-    from hw.spec.fc_format import DEFAULT_FC_FORMAT
+    from hw.spec.fc_format import FC_FORMATS
 
+    if args.fc_format not in FC_FORMATS:
+        raise InputError(f"--fc-format: expected one of {', '.join(FC_FORMATS)}, got {args.fc_format!r}")
     overrides = {name: _positive(value, option, 1) for name, value, option in (
         ("n_in", args.n_in, "--n-in"), ("n_out", args.n_out, "--n-out"), ("m_t", args.tile_rows, "--tile-rows"),
         ("r", args.rank, "--rank")) if value is not None}
     try:
-        return dataclasses.replace(DEFAULT_FC_FORMAT, **overrides)
+        return dataclasses.replace(FC_FORMATS[args.fc_format], **overrides)
     except ValueError as error:
         raise InputError(f"FC format: {error}") from None
 
@@ -559,12 +562,16 @@ def main(argv: list[str] | None = None) -> int:
                                                                  "(default: 0)")
     model.add_argument("--percentile", type=float, default=100.0,
                        help="percentile of |training outputs| mapped to code 127, per FC layer (default: 100)")
+    model.add_argument("--fc-format", default="default", metavar="NAME",
+                       help="the FC engine's format the FC layers are compressed for: default (n_out 64, the ECP5 "
+                            "builds) or fc16 (n_out 16, 1 plane: the iCEBreaker's); the options below override its "
+                            "fields (default: default)")
     for option, name, what in (("--n-in", "n_in", "XOR stored bits per slice"),
                                ("--n-out", "n_out", "XOR slice bits = BIM tile columns"),
                                ("--tile-rows", "tile_rows", "BIM tile rows m_t"), ("--rank", "rank", "BIM rank r")):
         model.add_argument(option, dest=name, metavar="N",
-                           help=f"{what}, overriding the FC engine's default format (a file made so is for another "
-                                "hardware configuration)")
+                           help=f"{what}, overriding the --fc-format's (a file made so is for another hardware "
+                                "configuration)")
     model.add_argument("--pretty", action="store_true", help="indent the JSON summary")
     model.add_argument("--out", required=True, metavar="MODEL.npz", help="output model file")
     model.set_defaults(run=_model)

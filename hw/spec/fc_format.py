@@ -133,3 +133,7 @@ DEFAULT_FC_FORMAT = FcFormat(n_in=6, n_out=64, seed=0, max_patches=4, m_t=32, r=
 #: file is `host.compress.model.compress_model(spectral LeNet-5, fmt=FC16_FORMAT)` with the CLI's defaults (1 bit,
 #: 90 % sparsity, 20 epochs of fine-tuning, seed 0): 96.5 % golden fixed-point accuracy on the test split.
 FC16_FORMAT = FcFormat(n_in=3, n_out=16, seed=0, max_patches=2, m_t=32, r=2, a_bits=16, max_planes=1)
+
+#: The formats by the names the compressor's `--fc-format` takes: `default` for the FC engine of the ECP5 builds,
+#: `fc16` for the iCEBreaker's.
+FC_FORMATS = {"default": DEFAULT_FC_FORMAT, "fc16": FC16_FORMAT}
