@@ -269,3 +269,11 @@ def output_beats(y: np.ndarray) -> list[int]:
 def tile_major_mask_rows(layer: FcLayer) -> np.ndarray:
     """(T_r * T_c * m_t, n_t) bool: the mask rows the unpacker emits for one plane, padding included."""
     return boolean_product(layer.p, layer.z).reshape(-1, np.shape(layer.z)[3])
+
+
+def fc_layer_cycles(engine: Mapping[str, Any], cols: int, rows: int, xor_beats: int) -> int:
+    """Full-rate cycles of one FC layer on `engine` (`FcEngineParams.describe()`, INFO's `engines.fc.params`):
+    the load (x and scale side by side, max(cols, rows) beats), one XOR beat a cycle, the pipeline's drain
+    (`latency` + 4; 0 from an INFO that predates it) and one output a cycle. Exact while no mask tile has more
+    rows set than m_t (r <= m_t)."""
+    return max(cols, rows) + xor_beats + int(engine.get("latency", 0)) + 4 + rows
