@@ -18,6 +18,7 @@ builds nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -144,7 +145,10 @@ def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int =
     nextpnr_report = json.loads((out_dir / NEXTPNR_REPORT).read_text())
     report = {
         "board": board.name, "device": board.device, "package": board.package, "seed": seed, "router": router,
-        **parse_nextpnr_report(nextpnr_report, board),
+        **parse_nextpnr_report(nextpnr_report, board, config.clock_hz),
+        # What clocks the design: the oscillator, or the PLL on it (`hw.clocking`).
+        "clock": {"oscillator_hz": board.clock_hz, "hz": config.clock_hz,
+                  "pll": None if config.pll is None else config.pll.describe()},
         "build_seconds": build_seconds,
         "lut_mapper": lut_mapper,
         "tools": {tool: tool_version(tool, path) for tool, path in tools.items()},
@@ -172,6 +176,12 @@ def format_report(report: dict[str, Any]) -> str:
         constraint = report["constraint_mhz"][clock]
         verdict = "PASS" if fmax >= constraint else "FAIL"
         lines.append(f"  Fmax {clock}: {fmax:.2f} MHz (target {constraint:.2f} MHz) {verdict}")
+    clock = report.get("clock") or {}
+    if clock.get("pll"):
+        lines.append(f"  runs at {clock['hz'] / 1e6:g} MHz: PLL from the {clock['oscillator_hz'] / 1e6:g} MHz "
+                     f"oscillator (x{clock['pll']['clkfb_div']}/{clock['pll']['clki_div']})")
+    else:
+        lines.append(f"  runs at {report['target_mhz']:g} MHz, the board's oscillator")
     timing = "met" if report["timing_met"] else "NOT met"
     lines.append(f"  timing {timing}; built in {report['build_seconds']:.1f} s")
     return "\n".join(lines)
@@ -193,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, metavar="DIR", help="output directory (default: build/<board>/)")
     parser.add_argument("--baud", type=int, default=AcceleratorConfig.baud,
                         help="host link baud rate (default: %(default)s)")
+    parser.add_argument("--clock", type=float, metavar="MHZ",
+                        help="the clock the design runs at, made from the board's oscillator by the PLL on ECP5 "
+                             "boards (default: the config's; lenet5 runs at 40 MHz on ECP5, the rest at the "
+                             "oscillator)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: %(default)s)")
     parser.add_argument("--router", default=DEFAULT_ROUTER, choices=ROUTERS,
                         help="nextpnr router: router1 reaches the higher Fmax; router2 is sometimes faster, "
@@ -216,14 +230,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         config = derived.config
+        if args.clock is not None:
+            try:
+                config = dataclasses.replace(config, clock_hz=round(args.clock * 1e6))
+            except ValueError as error:
+                parser.error(str(error))
         if args.plan:
             print(derived.format())
             return 0
     else:
         try:
             # --board overrides the board the named config is meant for.
-            config = CONFIGS[args.config or DEFAULT_CONFIG](baud=args.baud,
-                                                            **({"board": args.board} if args.board else {}))
+            config = CONFIGS[args.config or DEFAULT_CONFIG](
+                baud=args.baud, **({"board": args.board} if args.board else {}),
+                **({"clock_hz": round(args.clock * 1e6)} if args.clock is not None else {}))
         except (UnknownBoardError, ValueError) as error:
             parser.error(str(error))
         if args.plan:

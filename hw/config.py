@@ -29,6 +29,7 @@ from hw.spec.protocol import (
     sqgen_version,
 )
 
+from .clocking import Ecp5PllParams
 from .fc_engine import FcEngineParams
 from .layouts import fields_json
 from .memory import SPRAM_DEPTH, SpramParams
@@ -76,11 +77,18 @@ class Region:
                 "depth": self.depth}
 
 
+#: The LeNet-5 accelerator's clock on ECP5 boards, from the ULX3S's 25 MHz by the PLL: its builds reach 44-46 MHz.
+LENET5_ECP5_CLOCK_HZ = 40_000_000
+
+
 @dataclass(frozen=True)
 class AcceleratorConfig:
     """Parameters of one accelerator build; validated on construction."""
 
     board: str = DEFAULT_BOARD
+    #: The clock the design runs at (Hz): None, the board's oscillator; another frequency is made by a PLL
+    #: (`hw.clocking`, ECP5 boards), which must reach it exactly.
+    clock_hz: int | None = None
     baud: int = 115_200
     #: Largest request payload the device accepts (bytes); sizes the payload buffer.
     max_payload: int = 1024
@@ -113,7 +121,15 @@ class AcceleratorConfig:
     watchdog_cycles: int = DEFAULT_WATCHDOG_CYCLES
 
     def __post_init__(self) -> None:
-        get_board(self.board)  # raises with the list of known boards
+        board = get_board(self.board)  # raises with the list of known boards
+        if self.clock_hz is None:
+            object.__setattr__(self, "clock_hz", board.clock_hz)
+        elif self.clock_hz != board.clock_hz and board.family != "ecp5":
+            raise ValueError(f"clock_hz must be the {board.name}'s oscillator, {board.clock_hz} Hz (sqgen makes "
+                             f"other clocks with the ECP5 PLL only), got {self.clock_hz}")
+        object.__setattr__(self, "clock_hz", check_int("clock_hz", self.clock_hz, 1))
+        if self.clock_hz != board.clock_hz:
+            Ecp5PllParams.for_frequency(board.clock_hz, self.clock_hz)  # one line naming the reachable ones
         if not 1 <= self.max_payload <= LEN_FIELD_MAX:
             raise ValueError(f"max_payload must be in 1..{LEN_FIELD_MAX}, got {self.max_payload}")
         top_baud = self.clock_hz // MIN_CYCLES_PER_BIT
@@ -211,6 +227,8 @@ class AcceleratorConfig:
         """
         conv = SpectralConvParams(n=8, k=5, l=4, padding="same", relu=True, p=4, b=8, max_c_in=6, max_c_out=16,
                                max_height=28, max_width=28)
+        if get_board(overrides.get("board", DEFAULT_BOARD)).family == "ecp5":
+            overrides = {"clock_hz": LENET5_ECP5_CLOCK_HZ, **overrides}
         fc = FcEngineParams.from_format(DEFAULT_FC_FORMAT, max_rows=120, max_cols=400)
         return cls(**{"conv": conv, "fc": fc, "act_depth": 6 * 28 * 28, "program_depth": 16, "conv_w_depth": 512,
                       "conv_quant_depth": 32, "fc_xor_depth": 2560, "fc_bim_depth": 2560, "fc_scale_depth": 256,
@@ -313,8 +331,10 @@ class AcceleratorConfig:
         return data.StructLayout(fields)
 
     @property
-    def clock_hz(self) -> int:
-        return get_board(self.board).clock_hz
+    def pll(self) -> Ecp5PllParams | None:
+        """The PLL that makes `clock_hz` from the board's oscillator, or None when the design runs at it."""
+        oscillator = get_board(self.board).clock_hz
+        return None if self.clock_hz == oscillator else Ecp5PllParams.for_frequency(oscillator, self.clock_hz)
 
     @property
     def uart_divisor(self) -> int:

@@ -122,8 +122,9 @@ def report_clocks(data: dict[str, Any]) -> dict[str, dict[str, float]]:
     return {clock.removeprefix("$glbnet$"): t for clock, t in data["fmax"].items()}
 
 
-def parse_nextpnr_report(data: dict[str, Any], board: Board) -> dict[str, Any]:
-    """The resource and timing part of report.json, from nextpnr's `--report` JSON.
+def parse_nextpnr_report(data: dict[str, Any], board: Board, clock_hz: int | None = None) -> dict[str, Any]:
+    """The resource and timing part of report.json, from nextpnr's `--report` JSON; `target_mhz` is the clock the
+    design runs at (`clock_hz`, default the board's oscillator).
 
     Resources: every one in the board's budget, then any other the design uses.
     """
@@ -135,7 +136,7 @@ def parse_nextpnr_report(data: dict[str, Any], board: Board) -> dict[str, Any]:
         "resources": {name: {key: util[name][key] for key in ("used", "available")} for name in names},
         "fmax_mhz": {clock: round(t["achieved"], 2) for clock, t in clocks.items()},
         "constraint_mhz": {clock: round(t["constraint"], 2) for clock, t in clocks.items()},
-        "target_mhz": board.clock_hz / 1e6,
+        "target_mhz": (clock_hz or board.clock_hz) / 1e6,
         # Judged on nextpnr's unrounded numbers, as nextpnr itself judges.
         "timing_met": not timing_failures(clocks),
     }

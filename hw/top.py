@@ -23,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 from boards import get_board
 from hw.spec.protocol import Command, Status
 
+from .clocking import add_pll_domain
 from .config import AcceleratorConfig
 from .link import FrameError, FrameReceiver, FrameTransmitter, UartRx, UartTx
 from .memory import RegionReader
@@ -172,7 +173,8 @@ class UartAccelerator(wiring.Component):
 
 
 class BoardTop(wiring.Component):
-    """`UartAccelerator` bound to a board's link UART, clocked by the board's default clock."""
+    """`UartAccelerator` bound to a board's link UART, clocked at the config's `clock_hz`: the board's oscillator,
+    or a PLL on it (`hw.clocking`)."""
 
     def __init__(self, config: AcceleratorConfig):
         self.config = config
@@ -180,7 +182,10 @@ class BoardTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        uart = platform.request(*get_board(self.config.board).uart_resource, dir="-")
+        board = get_board(self.config.board)
+        if self.config.pll is not None:
+            add_pll_domain(m, platform, self.config.pll, platform.request(board.clock_resource, 0, dir="-"))
+        uart = platform.request(*board.uart_resource, dir="-")
         m.submodules.rx_pin = rx_pin = io.Buffer("i", uart.rx)
         m.submodules.tx_pin = tx_pin = io.Buffer("o", uart.tx)
         m.submodules.core = core = UartAccelerator(self.config)

@@ -313,14 +313,19 @@ def test_fc_only_builds_on_icebreaker(tmp_path, capsys):
 @pytest.mark.cost(seconds=600)
 def test_default_build_is_the_whole_lenet5(tmp_path, capsys):
     """`python -m hw.build` with no arguments: the whole LeNet-5 accelerator (conv and FC engines) on the
-    ULX3S-85F, mapped with the classic abc (the FFT defeats abc9), timing met at the board's 25 MHz."""
+    ULX3S-85F, mapped with the classic abc (the FFT defeats abc9), clocked at 40 MHz by the PLL from the board's
+    25 MHz oscillator, timing met there."""
     assert hwbuild.main(["--out", str(tmp_path)]) == 0
-    assert "timing met" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "timing met" in out and "runs at 40 MHz: PLL from the 25 MHz oscillator (x8/5)" in out
     config = CONFIGS[DEFAULT_CONFIG]()
     assert config.board == "ulx3s-85f" and config.conv is not None and config.fc is not None
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["timing_met"] is True and report["lut_mapper"] == "abc" and report["router"] == "router1"
     assert all(fmax >= report["target_mhz"] for fmax in report["fmax_mhz"].values())
+    # The design's clock is the PLL's output, and place and route timed it there.
+    assert report["target_mhz"] == 40.0 and report["clock"]["pll"]["clkfb_div"] == 8
+    assert max(report["constraint_mhz"].values()) == 40.0
     used = {name: use["used"] for name, use in report["resources"].items()}
     assert all(use["used"] <= use["available"] for use in report["resources"].values())
     # The spectral MAC's P lanes take four real products each; the requantizers and the FC scale add more.
