@@ -26,6 +26,8 @@ has:
   would cost logic in the region's reader and the descriptor.)
 * on the iCE40, SPRAM for the regions that save most EBR per 16-bit SPRAM lane (weight regions and activation
   buffers; the program stays in its memory), as long as lanes are left (4 on the UP5K).
+* with `trace`, room for a trace of every layer (`host run --trace`): the activation buffers also hold each pooled
+  conv layer's unpooled output and the program one more descriptor per such layer (the layer with its pool off).
 
 Every candidate is estimated (`hw.estimate`) and the one that fits with the least use of its scarcest resource
 (logic, block RAM or DSPs) is kept, with the headroom if that fits. A resource within the estimate's tolerance of
@@ -170,11 +172,12 @@ def _spram_regions(config: AcceleratorConfig) -> tuple[str, ...]:
 
 
 def _config(board: str, steps: list[Step], words: dict[str, int], conv: SpectralConvParams | None,
-            fc: FcEngineParams | None, headroom: float, **overrides: Any) -> AcceleratorConfig:
-    """The config of these engines and words on `board`, regions sized by the rules of the module docstring."""
+            fc: FcEngineParams | None, headroom: float, trace_act: int = 0, **overrides: Any) -> AcceleratorConfig:
+    """The config of these engines and words on `board`, regions sized by the rules of the module docstring (the
+    activation buffers at least `trace_act` words)."""
     family = get_board(board).family
     act = max(math.prod(shape) for step in steps for shape in (step.in_shape, step.out_shape))
-    act = max(act, fc.max_cols if fc is not None else 0)
+    act = max(act, fc.max_cols if fc is not None else 0, trace_act)
     depths = {"program": words["program"], "act0": act, "act1": act,
               **{name: max(1, math.ceil(count * (1 + headroom))) for name, count in words.items()
                  if name != "program"}}
@@ -259,11 +262,18 @@ class Plan:
 
 
 def _candidates(model: CompressedNetwork, steps: list[Step], board: str, headroom: float,
-                overrides: dict[str, Any]) -> list[Plan]:
+                overrides: dict[str, Any], trace: bool = False) -> list[Plan]:
     family = get_board(board).family
     conv = conv_engine(steps)
     fc = fc_engine(model, steps, family)
     words = program_words(steps, conv, fc)
+    trace_act = 0
+    if trace:
+        # A trace (host.infer) runs each pooled conv layer once more with its pool off, from a descriptor after the
+        # program, and READs its unpooled output from one activation buffer.
+        pooled = [step for step in steps if step.pool]
+        words["program"] += len(pooled)
+        trace_act = max((math.prod(model.shapes[model.names.index(step.layer.name)]) for step in pooled), default=0)
     sizings: list[tuple[FcEngineParams | None, tuple[str, ...]]] = [(fc, ())]
     if fc is not None:
         x = Memory(("fc", "x_mem"), fc.n_t * ACT_BITS, fc.x_depth, 1, 1, ACT_BITS if fc.x_lane_writes else
@@ -277,7 +287,7 @@ def _candidates(model: CompressedNetwork, steps: list[Step], board: str, headroo
     plans = []
     for room in dict.fromkeys((headroom, 0.0)):
         for engine, notes in sizings:
-            config = _config(board, steps, words, conv, engine, room, **overrides)
+            config = _config(board, steps, words, conv, engine, room, trace_act, **overrides)
             plans.append(Plan(config, estimate(config), tuple(steps), words, room, notes))
         if any(p.estimate.fits for p in plans):
             break  # the headroom fits: no need to try without
@@ -295,10 +305,11 @@ def load_network(path: str | Path) -> CompressedNetwork:
         raise PlanError(f"{error}{hint}") from None
 
 
-def plan(model: CompressedNetwork, board: str | None = None, *, headroom: float = HEADROOM,
+def plan(model: CompressedNetwork, board: str | None = None, *, headroom: float = HEADROOM, trace: bool = False,
          **overrides: Any) -> Plan:
     """The config `model` runs on, on `board` (None: the smallest board it fits), with its estimate; `overrides`
-    are other `AcceleratorConfig` fields (baud, max_payload, ...). PlanError, one line, when it fits nowhere."""
+    are other `AcceleratorConfig` fields (baud, max_payload, ...). PlanError, one line, when it fits nowhere.
+    `trace`: room for a trace of every layer (`host.infer`): buffers for unpooled conv outputs, their descriptors."""
     if not isinstance(model, CompressedNetwork):
         raise PlanError(f"model must be a CompressedNetwork, got {type(model).__name__}")
     if not 0 <= headroom <= 4:
@@ -309,7 +320,7 @@ def plan(model: CompressedNetwork, board: str | None = None, *, headroom: float 
     for name in boards:
         get_board(name)  # an unknown board raises, naming the known ones
         try:
-            plans = _candidates(model, steps, name, headroom, overrides)
+            plans = _candidates(model, steps, name, headroom, overrides, trace)
         except PlanError as error:
             refusals.append((name, str(error)))
             continue

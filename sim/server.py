@@ -1,6 +1,6 @@
 """The virtual board: the accelerator's RTL simulated, served on a TCP socket.
 
-    python -m sim.server [--port N] [--config NAME | --model NET.npz] [--board NAME] [--sim icarus|verilator]
+    python -m sim.server [--port N] [--config NAME | --model NET.npz [--trace]] [--board NAME] [--sim icarus|verilator]
                          [--idle-timeout S] [--once]
 
 Prints `listening on 127.0.0.1:PORT` as its first line on stdout once the simulation is compiled (progress
@@ -20,7 +20,8 @@ client and it. An idle board stops its clock and uses no CPU.
 
 `--config` picks a named config of `hw.config.CONFIGS` (default `link`, the link alone); `--config lenet5`
 serves the whole LeNet-5 accelerator; `--model NET.npz` the accelerator `hw.plan` derives from a compressed network
-(on `--board`, else the smallest board it fits). `--board` and `--max-payload` override what the config says.
+(on `--board`, else the smallest board it fits; `--trace` with room for `host run --trace`). `--board` and
+`--max-payload` override what the config says.
 `start()` runs the server as a subprocess for tests, the demo and the benchmarks.
 """
 
@@ -151,7 +152,7 @@ def _relay(client: socket.socket, board: socket.socket, idle_timeout: float) -> 
 
 def serve(port: int, board: str | None, idle_timeout: float, stats_path: Path | None = None,
           max_payload: int | None = None, config_name: str = "link", sim: str | None = None,
-          once: bool = False, model: Path | None = None) -> int:
+          once: bool = False, model: Path | None = None, trace: bool = False) -> int:
     """Build the simulation of config `config_name` (or of the config `hw.plan` derives from the network file
     `model`), announce the port, serve clients one after the other (the first only with `once`) until none comes
     or one idles for `idle_timeout` s; returns the exit code."""
@@ -168,7 +169,8 @@ def serve(port: int, board: str | None, idle_timeout: float, stats_path: Path | 
         return 1
     if model is not None:
         try:
-            config = plan(load_network(model), board, **({"max_payload": max_payload} if max_payload else {})).config
+            config = plan(load_network(model), board, trace=trace,
+                          **({"max_payload": max_payload} if max_payload else {})).config
         except PlanError as exc:
             log(str(exc))
             public.close()
@@ -283,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     what.add_argument("--model", type=Path, default=None, metavar="NET.npz",
                       help="instead of --config: the accelerator hw.plan derives from a compressed network "
                            "(sqgen-net), on --board or else the smallest board it fits")
+    parser.add_argument("--trace", action="store_true",
+                        help="with --model: room for a trace of every layer (host run --trace): activation buffers "
+                             "for the pooled conv layers' unpooled outputs and a descriptor each")
     parser.add_argument("--board", default=None, choices=sorted(BOARDS),
                         help=f"board whose clock and link settings are simulated (default: the config's, "
                              f"{DEFAULT_BOARD} for the link alone; with --model the smallest the network fits)")
@@ -297,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stats", type=Path, default=None, metavar="FILE",
                         help="write {cycles, seconds, sim_seconds} of the simulation as JSON when done")
     args = parser.parse_args(argv)
+    if args.trace and args.model is None:
+        parser.error("--trace is for a derived accelerator (--model)")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port must be in 0..65535, got {args.port}")
     if args.idle_timeout <= 0:
@@ -308,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does: cleanly
     try:
         return serve(args.port, args.board, args.idle_timeout, args.stats, args.max_payload, args.config, sim,
-                     args.once, args.model)
+                     args.once, args.model, args.trace)
     except KeyboardInterrupt:
         log("interrupted")
         return 130
