@@ -11,8 +11,10 @@
   the float reference and the compressed model as stored in the model file, and the compressed model measured
   here on the golden backend;
 * cycles per image: one test sample through the RTL simulation of the whole accelerator (the virtual board,
-  `python -m sim.server --config NAME`, default `lenet5`), bit-exact with the golden backend, and per layer
-  (`--no-sim` skips it; a model the config cannot run gets null and the one-line reason);
+  `python -m sim.server --config NAME`; by default `lenet5` for the LeNet-5 file and for any other model file the
+  accelerator `hw.plan` derives from it, `sim.server --model`, whose resource estimate is given too), bit-exact with
+  the golden backend, and per layer (`--no-sim` skips it; a model the config cannot run gets null and the one-line
+  reason);
 * Fmax and resources of a build from its report.json (`--report`); images/s at that Fmax only when the build is of
   the configuration the sizes and cycles are for (its manifest.json equals the device description), else null
   with the reason; images/s at the board's clock always;
@@ -68,14 +70,14 @@ def golden_accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> dict:
             "images_per_s": round(len(x) / seconds, 1)}
 
 
-def simulate_one(model: Any, x: np.ndarray, config: str) -> dict:
-    """One test sample through the virtual board of `config`: its cycles (whole and per layer), the INFO it
-    described, bit-exactness, wall clock."""
+def simulate_one(model: Any, x: np.ndarray, config: str, server: tuple[str, ...] | None = None) -> dict:
+    """One test sample through the virtual board of `config` (or of the `sim.server` arguments `server`): its cycles
+    (whole and per layer), the INFO it described, bit-exactness, wall clock."""
     from host.infer import open_backend
     from sim.server import start
 
     expected = open_backend("golden", model).run(x).logits
-    with start("--config", config) as board:
+    with start(*(server or ("--config", config))) as board:
         with open_backend(board.url, model) as session:
             started = time.monotonic()
             result = session.run(x)
@@ -101,18 +103,28 @@ def read_report(path: Path, info: dict) -> dict:
 
 
 def bench_e2e(model_path: Path, report: Path | None, sim: bool, data: str | None = None, count: int | None = None,
-              config: str = "lenet5") -> dict:
-    """The JSON of the module docstring."""
+              config: str | None = None) -> dict:
+    """The JSON of the module docstring; `config` None: `lenet5` for the LeNet-5 file, else the derived one."""
     from host.infer import dense_weights, load_model, stored_accuracy, test_split
     from host.lenet5.compressed import CompressedLeNet5
     from hw.config import CONFIGS
 
     model = load_model(model_path, expected=None)
-    info = CONFIGS[config]().describe()
+    derived = None
+    if config is None and not isinstance(model, CompressedLeNet5):
+        from hw.plan import plan
+
+        derived = plan(model)
+        config, info = "derived", derived.config.describe()
+    else:
+        config = config or "lenet5"
+        info = CONFIGS[config]().describe()
     x, y, data_name = test_split(model, data)
     x, y = (x, y) if count is None else (x[:count], y[:count])
     out: dict[str, Any] = {"benchmark": "e2e", "model": str(model_path), "data": data_name, "config": config,
                            "board": info["board"], "clock_hz": info["clock_hz"], "baud": info["baud"]}
+    if derived is not None:
+        out["estimate"] = derived.estimate.describe()
     out["model_size"], problem = model_size(model, info)
     out["device_problem"] = problem
     measured = golden_accuracy(model, x, y)
@@ -128,9 +140,9 @@ def bench_e2e(model_path: Path, report: Path | None, sim: bool, data: str | None
 
     cycles = None
     if sim and problem is None:
-        run = simulate_one(model, x[:1], config)
+        run = simulate_one(model, x[:1], config, None if derived is None else ("--model", str(model_path)))
         if run["info"] != info:
-            raise RuntimeError(f"the virtual board describes another configuration than hw.config's {config}")
+            raise RuntimeError(f"the virtual board describes another configuration than {config}'s")
         cycles = run["cycles"]
         out["simulation"] = {"cycles_per_image": cycles, "cycles_per_layer": run["cycles_per_layer"],
                              "bit_exact_with_golden": run["bit_exact"],
@@ -183,9 +195,9 @@ def register(sub) -> None:
                              "dataset the model file names)")
     parser.add_argument("--count", type=int, default=None, metavar="N",
                         help="test samples for the golden accuracy (default: the whole split)")
-    parser.add_argument("--config", default="lenet5", metavar="NAME",
+    parser.add_argument("--config", default=None, metavar="NAME",
                         help="the accelerator (hw.config.CONFIGS) the device sizes and the simulation are for "
-                             "(default: lenet5)")
+                             "(default: lenet5 for the LeNet-5 file, else the one hw.plan derives from the model)")
     parser.add_argument("--report", type=Path, default=None, metavar="REPORT.json",
                         help="an hw.build report.json: Fmax and resources (images/s at Fmax when it is a build of "
                              "--config)")
@@ -200,7 +212,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--count must be at least 1, got {args.count}")
     from hw.config import CONFIGS
 
-    if args.config not in CONFIGS:
+    if args.config is not None and args.config not in CONFIGS:
         parser.error(f"--config: unknown config {args.config!r}; the configs are {', '.join(sorted(CONFIGS))}")
     try:
         result = bench_e2e(args.model, args.report, not args.no_sim, args.data, args.count, args.config)
