@@ -19,14 +19,15 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# One stamp per set of extras: the demo needs no torch; the tests train small models and need it.
+# One stamp per set of extras: the demo needs no torch; the tests train small models and need it, and run a sweep
+# on Ray (the sweep extra).
 $(VENV)/.installed-%: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[$(subst -,$(comma),$*)]'
 	@touch $@
 
 comma := ,
 SETUP_DEV   := $(VENV)/.installed-dev
-SETUP_TRAIN := $(VENV)/.installed-dev-train-import
+SETUP_TRAIN := $(VENV)/.installed-dev-train-import-sweep
 
 setup: $(SETUP_DEV)
 
