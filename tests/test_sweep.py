@@ -16,6 +16,7 @@ from hw.fc_engine import FcEngineParams
 from hw.spec.fc_format import FC16_FORMAT, FcFormat
 from hw.spec.xor import xor_matrix
 from hw.spectral.pipeline import SpectralConvParams
+from hw.spectral.spectral_mac import canonical_bins
 from hw.sweep import __main__ as cli
 from hw.sweep import prepare, sweep
 from hw.sweep import run as sweep_run
@@ -89,6 +90,15 @@ def test_points_are_the_cross_product_with_their_configs():
     assert len({p.key for p in points}) == 6  # the key tells every point apart
     again = grid_points("fc_only", None, parse_grid(["fc.tree_fanin=8,4,2", "seed=2,1"], base))
     assert {p.key for p in again} == {p.key for p in points}  # ... and depends on the point only
+
+
+def test_two_values_of_one_build_are_refused():
+    """conv.max_groups none is the default, max_c_in times the canonical bins: the same build as that number."""
+    base = AcceleratorConfig.lenet5()
+    default = base.conv.max_c_in * len(canonical_bins(base.conv.n))
+    with pytest.raises(GridError, match=rf"^points conv.max_groups=none and conv.max_groups={default} are the same "
+                                        r"build \(the same config and build options\): drop one of the values$"):
+        grid_points("lenet5", None, parse_grid([f"conv.max_groups=none,{default}"], base))
 
 
 def test_format_fields_rebuild_the_fc_engine():

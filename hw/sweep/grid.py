@@ -242,6 +242,11 @@ def grid_points(config_name: str, board: str | None, grid: dict[str, list[Any]])
         except ValueError as error:
             raise GridError(f"{_blame(str(error), values)}: {error}") from None
         points.append(Point(index, values, config, build))
+    seen: dict[str, Point] = {}
+    for point in points:  # two points of one build would share (and race for) one directory
+        if (twin := seen.setdefault(point.key, point)) is not point:
+            raise GridError(f"points {twin.label} and {point.label} are the same build (the same config and build "
+                            "options): drop one of the values")
     return points
 
 

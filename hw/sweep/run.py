@@ -111,7 +111,8 @@ def run_points(points: list[Point], out: Path, *, workers: int = 1, address: str
             directory = point_dir(out, point.key)
             directory.mkdir(parents=True, exist_ok=True)
             label = f"{point.index + 1}/{total} {point.label}"
-            refs[task.remote(point.config, point.build, None if address else str(directory), label)] = point
+            # Absolute: a local worker need not share the driver's working directory.
+            refs[task.remote(point.config, point.build, None if address else str(directory.resolve()), label)] = point
         pending = list(refs)
         while pending:
             finished, pending = ray.wait(pending, num_returns=1)
