@@ -67,6 +67,8 @@ class AccelInfo:
     fc_streams: dict[str, dict[str, tuple[int, int]]] | None = None
     #: The `FcFormat` fields (`hw.spec.fc_format.FIELD_NAMES`) of the models the FC engine runs.
     fc_format: dict[str, int] | None = None
+    #: Cycles the device spends on each descriptor besides its engine's (INFO `descriptor.overhead_cycles`).
+    overhead_cycles: int = 0
 
     @classmethod
     def from_info(cls, info: Mapping[str, Any]) -> AccelInfo:
@@ -88,7 +90,8 @@ class AccelInfo:
                    fc_params=None if fc is None else dict(fc["params"]),
                    fc_streams=None if fc is None else {name: fields_from_json(fields)
                                                        for name, fields in fc["streams"].items()},
-                   fc_format=None if fc is None else {k: int(v) for k, v in fc["format"].items()})
+                   fc_format=None if fc is None else {k: int(v) for k, v in fc["format"].items()},
+                   overhead_cycles=int(info["descriptor"].get("overhead_cycles", 0)))
 
     @property
     def act_depth(self) -> int:
@@ -367,7 +370,7 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
             regions.setdefault(region, []).extend(new)
         descriptors.append(accel.pack_descriptor(plan.descriptor))
         src = 1 - src
-        outs.append(LayerOut(name, src, shape, plan.cycles))
+        outs.append(LayerOut(name, src, shape, plan.cycles + accel.overhead_cycles))
     _fits(accel, "program", first, len(descriptors))
     regions["program"] = descriptors
     return Packed(regions=regions, program=descriptors, first=first, input_buffer=in_buffer,

@@ -77,6 +77,10 @@ class Region:
                 "depth": self.depth}
 
 
+#: Cycles a RUN spends on each descriptor besides its engine's work: the sequencer's FETCH, DESC and CHECK_DESC
+#: states, the streamers' first read, the writer's register and LAYER's registered end (`hw.sequencer`).
+LAYER_OVERHEAD_CYCLES = 6
+
 #: The LeNet-5 accelerator's clock on ECP5 boards, from the ULX3S's 25 MHz by the PLL: its builds reach 44-46 MHz.
 LENET5_ECP5_CLOCK_HZ = 40_000_000
 
@@ -386,7 +390,7 @@ class AcceleratorConfig:
         return {**out, "regions": [r.describe() for r in self.regions], "buffers": {"act0": 0, "act1": 1},
                 "engines": engines, **post,
                 "descriptor": {"width": layout.size, "bytes": (layout.size + 7) // 8, "kinds": KINDS,
-                               "fields": fields_json(layout)}}
+                               "fields": fields_json(layout), "overhead_cycles": LAYER_OVERHEAD_CYCLES}}
 
     def info_json(self) -> bytes:
         """The INFO response payload: `describe()` as compact JSON."""

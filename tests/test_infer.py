@@ -368,7 +368,8 @@ def test_report_fmax_only_from_a_build_of_the_same_configuration(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({**LENET5_INFO, "bitstream": "top.bit"}))
     assert _fmax_hz(str(report), LENET5_INFO) == 60.5e6
     (tmp_path / "manifest.json").write_text(json.dumps(AcceleratorConfig().describe()))
-    with pytest.raises(ValueError, match="build of another configuration .* differ in buffers, descriptor, engines"):
+    with pytest.raises(ValueError, match="build of another configuration .* differ in buffers, clock_hz, "
+                                         "descriptor, engines"):
         _fmax_hz(str(report), LENET5_INFO)
     report.write_text("{}")
     with pytest.raises(ValueError, match="not an hw.build report.json"):
