@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: help setup iverilog demo test test-quick bench build lint clean
+.PHONY: help setup iverilog demo test test-quick bench build lint clean examples
 
 help:
 	@echo "make demo        build the default bitstream (ULX3S-85F), then classify MNIST images on the virtual board"
@@ -11,6 +11,7 @@ help:
 	@echo "make test-quick  the quick loop: pytest -m 'not slow'"
 	@echo "make bench       benchmarks (JSON)"
 	@echo "make build       python -m hw.build (default board)"
+	@echo "make examples    retrain the example networks of models/ and compress them (a few minutes)"
 	@echo "make lint        ruff and the floor plan (lint-imports: docs/architecture.md)"
 	@echo "make setup       create $(VENV) and install sqgen with its dev extra (tests add the train extra)"
 
@@ -74,6 +75,17 @@ bench: $(SETUP_TRAIN) iverilog
 
 build: setup
 	$(PY) -m hw.build
+
+# The example networks of models/ (host.train.examples), as a user makes theirs: trained in float and saved, then
+# compressed by host.compress. Seeded, one torch thread: the same files again on the same torch.
+examples: $(VENV)/.installed-train-import
+	$(PY) -m host.train example mlp_digits
+	$(PY) -m host.compress model --from models/mlp_digits.pt --data digits --fc-format fc16 --retrain \
+		--finetune-epochs 80 --out models/mlp_digits.npz
+	$(PY) -m host.train example cnn3_mnist
+	$(PY) -m host.compress model --from models/cnn3_mnist.pt --data mnist --retrain --out models/cnn3_mnist.npz
+	$(PY) -m host.train example onnx_digits
+	$(PY) -m host.compress model --from models/onnx_digits.onnx --data digits --retrain --out models/onnx_digits.npz
 
 lint: setup
 	$(PY) -m ruff check .

@@ -4,6 +4,8 @@
                                          [--tile 64x64 | --tile fc1=60x80,fc2=84x60] [--rank 3 | --rank fc1=3,fc2=2]
                                          [--layers fc1,fc2] [--seeds 0,1,2] [--skip-bim]
 
+    python -m host.train example NAME [--out models/NAME.pt] [--seed 0]   # models/'s example networks, in float
+
     python -m host.train lenet5 [--spectral-sparsity 0.75] [--out models/lenet5_spec2.npz] [--seed 0]
                                 [--admm-iterations N] [--admm-epochs N] [--rho0 R] [--rho-growth G]
                                 [--spectral-epochs N] [--retrain-epochs N] [--skip-magnitude]
@@ -162,6 +164,27 @@ def _lenet5_spectral(args: argparse.Namespace) -> dict:
                             log=lambda text: print(text, file=sys.stderr, flush=True))
 
 
+def _example(args: argparse.Namespace) -> dict:
+    try:
+        from host.train.examples import EXAMPLES, save_example, train_example
+    except ImportError as error:  # the train extra is missing: one line, no traceback
+        raise InputError(str(error).splitlines()[0]) from None
+
+    if args.name not in EXAMPLES:
+        raise InputError(f"NAME: expected one of {', '.join(EXAMPLES)}, got {args.name!r}")
+    example = EXAMPLES[args.name]
+    out = args.out or example.source
+    if Path(out).suffix != example.suffix:
+        raise InputError(f"--out: {args.name} is saved as a {example.suffix} file, got {out}")
+    module, accuracy = train_example(example, args.seed, lambda text: print(text, file=sys.stderr, flush=True))
+    try:
+        size = save_example(example, module, out)
+    except OSError as error:
+        raise InputError(f"--out: cannot write {out} ({error.strerror or error})") from None
+    return {"example": example.name, "data": example.data, "out": out, "file_bytes": size, "seed": args.seed,
+            "float_accuracy": accuracy, "compress": example.compress}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m host.train", description="Train and compress models on MNIST.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +232,16 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: 8)")
     s.add_argument("--skip-magnitude", action="store_true", help="skip the magnitude-pruning comparison")
     s.set_defaults(run=_lenet5_spectral)
+
+    e = sub.add_parser("example", help="an example network of models/, trained in float and saved (.pt or .onnx)",
+                       description="Train one of the example networks (host.train.examples: mlp_digits, cnn3_mnist, "
+                                   "onnx_digits) in float on its dataset and save it as models/NAME.pt or .onnx; the "
+                                   "summary names the host.compress command that makes models/NAME.npz of it.")
+    e.add_argument("name", metavar="NAME", help="mlp_digits, cnn3_mnist or onnx_digits")
+    e.add_argument("--out", default=None, help="the float network's file (default: models/NAME.pt or .onnx)")
+    e.add_argument("--seed", type=_bounded(int, 0), default=0, help="seed of the weights and the shuffling "
+                   "(default: 0)")
+    e.set_defaults(run=_example)
 
     args = parser.parse_args(argv)
     started = time.perf_counter()
