@@ -301,7 +301,8 @@ def test_failed_points_are_kept_and_retried_on_request(tmp_path, fakes, capsys):
     fake_build.fail = {2}
     doc = sweep("fc_only", None, ["seed=1,2"], tmp_path)
     failed = [p for p in doc["points"] if p["status"] == "failed"]
-    assert len(failed) == 1 and failed[0]["error"] == "place & route failed: nextpnr-ice40 exited with 1"
+    assert len(failed) == 1 and failed[0]["error"] == ("place & route failed: nextpnr-ice40 exited with 1 "
+                                                       "(ERROR: it does not fit)")
     assert failed[0]["luts"] is None and not failed[0]["on_front"]
     stored = read_point(tmp_path, failed[0]["key"])
     assert "ERROR: it does not fit" in stored["error"]  # the whole message is kept

@@ -75,7 +75,7 @@ def entry(point: Point, result: dict[str, Any] | None, cycles: dict[str, Any] | 
     report = result.get("report") or {}
     return {"index": point.index, "key": point.key, "label": point.label, "values": point.values,
             "build": point.build, "dir": f"points/{point.key}", "status": result["status"],
-            "error": (result.get("error") or "").splitlines()[0] if result.get("error") else None,
+            "error": _reason(result.get("error")),
             **figures(result, cycles), "timing_met": report.get("timing_met"),
             "cycles_per_image": None if cycles is None else cycles["cycles_per_image"],
             "layer_cycles": None if cycles is None else cycles["layers"],
@@ -132,6 +132,16 @@ def sweep(config: str, board: str | None, specs: Sequence[str], out: Path, *, wo
     say(table(entries, front, logic))
     say(f"results: {out / RESULTS_FILE}\nplot: {out / PLOT_FILE}")
     return document
+
+
+def _reason(error: str | None) -> str | None:
+    """A build error in one line: its first, and the tool's first ERROR line from the log tail it quotes (why
+    nextpnr gave up, e.g. a design larger than the device)."""
+    if not error:
+        return None
+    lines = error.splitlines()
+    tool = next((line.strip() for line in lines[1:] if line.strip().startswith("ERROR:")), None)
+    return lines[0] + (f" ({tool})" if tool else "")
 
 
 def _grid(points: list[Point]) -> dict[str, list[Any]]:
