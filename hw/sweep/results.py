@@ -119,7 +119,7 @@ def table(points: Sequence[dict[str, Any]], front: Sequence[str], logic: str) ->
 def plot(points: Sequence[dict[str, Any]], front: Sequence[str], goal: dict[str, str], logic: str, title: str,
          path: Path) -> Path:
     """The Pareto plot (PNG): every point with both figures, labelled with its grid values; the front highlighted
-    and joined as a staircase; a point that missed timing drawn hollow."""
+    and joined as a staircase; a point that missed timing drawn hollow; how many did not build, noted."""
     import matplotlib
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
@@ -140,6 +140,11 @@ def plot(points: Sequence[dict[str, Any]], front: Sequence[str], goal: dict[str,
     for p in shown:
         ax.annotate(p["label"], (p[goal["minimise"]], p[goal["maximise"]]), textcoords="offset points",
                     xytext=(4, 4), fontsize=7)
+    ax.margins(x=0.25, y=0.1)  # room for the labels, which start right of their points
+    missing = len(points) - len(shown)
+    if missing:
+        ax.text(0.01, 0.01, f"not shown: {missing} point(s) without a build (results.json says why)",
+                transform=ax.transAxes, fontsize=7, color="0.35")
     ax.set_xlabel(f"{logic} used (logic cells)")
     ax.set_ylabel("images/s at Fmax" if goal["maximise"] == "images_per_s_at_fmax" else "Fmax (MHz)")
     ax.set_title(title, fontsize=10)
