@@ -340,6 +340,18 @@ def test_cli_without_ray_says_how_to_install_it(tmp_path, monkeypatch, capsys):
     assert err == "error: hw.sweep needs ray, not installed: pip install -e '.[sweep]' (Ray and matplotlib)\n"
 
 
+def test_cli_says_in_one_line_when_ray_cannot_start(tmp_path, fakes, capsys):
+    ray, fake_build = fakes
+
+    def refuse(**kwargs):
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.9:6379\n  (a traceback)")
+    ray.init = refuse
+    assert cli.main(["--config", "link", "--address", "10.0.0.9:6379", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == ("error: could not start the Ray cluster at 10.0.0.9:6379: Failed to connect "
+                                       "to Ray cluster at 10.0.0.9:6379\n")
+    assert fake_build.calls == []
+
+
 def test_cli_dry_run_lists_points(tmp_path, capsys):
     assert cli.main(["--config", "fc_only", "--grid", "seed=1,2", "--dry-run", "--out", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()

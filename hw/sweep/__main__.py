@@ -13,7 +13,7 @@ from ..config import CONFIGS
 from . import GridError, estimates, prepare, sweep
 from .grid import parameters
 from .results import read_point
-from .run import INSTALL_HINT, import_ray
+from .run import INSTALL_HINT, RayStartError, import_ray
 
 EPILOG = """\
 A grid parameter is a field of the config, dotted into its engines: conv.p, conv.b, conv.n, conv.spec.data_bits,
@@ -27,13 +27,14 @@ before anything builds: a bad value is one line naming the parameter and the all
 The workload gives images/s: its cycles per image on the point's engines by their cycle models, at the Fmax the
 build reached (and at the clock the design runs at, when timing is met). Defaults: lenet5 runs
 models/lenet5_full.npz (the whole LeNet-5), fc_only models/lenet5_fc16.npz's FC layers, link none (its front is
-then Fmax against logic cells). A workload runs on the engine it was compressed for: sweeping conv.p, conv.b or
-an FC format field needs a model compressed for each value, or --workload none.
+then Fmax against logic cells). A workload runs only on the engine it was compressed for (its conv schedule's p
+and b, its FC format), so a grid over those takes a workload compressed for its one value, or --workload none.
 
 Writes into DIR: points/<key>/ per point (the build's products and point.json, the key a hash of the point's
 config and build options), results.json (every point and the Pareto front) and pareto.png. A rerun skips the
 points that have finished ("cached"); a failed build is kept as failed unless --retry-failed. Exit status 0 when
-every point built (a missed timing is a result), 1 when a build failed, 2 for a bad grid or a missing extra.
+every point built (a missed timing is a result), 1 when a build failed or Ray did not start (or reach --address),
+2 for a bad grid or a missing extra.
 
 Ray and matplotlib are the sweep extra: pip install -e '.[sweep]'. On a cluster (--address) each node needs
 sqgen's dependencies (YoWASP tools included); the working tree is shipped to it with Ray's runtime_env."""
@@ -96,9 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: hw.sweep needs {error.name}, not installed: {INSTALL_HINT}", file=sys.stderr)
         return 2
     command = shlex.join(["python", "-m", "hw.sweep", *(sys.argv[1:] if argv is None else argv)])
-    document = sweep(args.config, args.board, args.grid, out, workload=args.workload, workers=args.workers,
-                     address=args.address, retry_failed=args.retry_failed, command=command,
-                     prepared=(points, loaded, cycles))
+    try:
+        document = sweep(args.config, args.board, args.grid, out, workload=args.workload, workers=args.workers,
+                         address=args.address, retry_failed=args.retry_failed, command=command,
+                         prepared=(points, loaded, cycles))
+    except RayStartError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 1 if any(p["status"] in ("failed", "unfinished") for p in document["points"]) else 0
 
 

@@ -30,7 +30,11 @@ INSTALL_HINT = "pip install -e '.[sweep]' (Ray and matplotlib)"
 #: The products a remote build sends back: bitstream, reports, the tools' logs.
 PRODUCTS = (*BITSTREAM.values(), "report.json", "manifest.json", NEXTPNR_REPORT)
 #: Kept out of what a cluster's nodes get of the working tree.
-SHIP_EXCLUDES = [".git", ".venv", "build", "**/__pycache__", "*.pt", "*.onnx"]
+SHIP_EXCLUDES = ["build", "**/__pycache__", "*.pt", "*.onnx"]  # .git and .venv: Ray leaves them out itself
+
+
+class RayStartError(RuntimeError):
+    """Ray did not start, or the cluster could not be reached: one line saying which and why."""
 
 
 def build_point(config: AcceleratorConfig, options: dict[str, Any], out_dir: str | None, label: str
@@ -97,13 +101,18 @@ def run_points(points: list[Point], out: Path, *, workers: int = 1, address: str
     say(f"building {len(todo)} of {total} points on "
         + (f"the Ray cluster at {address}" if address else f"a local Ray with {workers} worker(s)"))
     import logging
-    if address:
-        root = Path(__file__).resolve().parents[2]
-        ray.init(address=address, logging_level=logging.WARNING,
-                 runtime_env={"working_dir": str(root), "excludes": SHIP_EXCLUDES})
-    else:
-        ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING,
-                 object_store_memory=100 * 1024 * 1024)
+    try:
+        if address:
+            root = Path(__file__).resolve().parents[2]
+            ray.init(address=address, logging_level=logging.WARNING,
+                     runtime_env={"working_dir": str(root), "excludes": SHIP_EXCLUDES})
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING,
+                     object_store_memory=100 * 1024 * 1024)
+    except Exception as error:  # Ray raises ConnectionError, RuntimeError or its own, depending on what failed
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        reason = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise RayStartError(f"could not start {where}: {reason}") from None
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(build_point)
         refs = {}
@@ -135,4 +144,4 @@ def run_points(points: list[Point], out: Path, *, workers: int = 1, address: str
     return results
 
 
-__all__ = ["INSTALL_HINT", "build_point", "point_result", "import_ray", "run_points"]
+__all__ = ["INSTALL_HINT", "RayStartError", "build_point", "point_result", "import_ray", "run_points"]
