@@ -32,22 +32,38 @@ BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /fi
 
 @dataclass(frozen=True)
 class Source:
-    """One JSON file of docs/figures/: the command that measures it, and whether it writes a build folder."""
+    """One JSON file of docs/figures/: the command that measures it, and the JSON files it writes into its `--out`
+    folder (each stored under its name's stem; none: the command prints its JSON, stored as `result`)."""
     argv: tuple[str, ...]
-    build: bool = False
+    outputs: tuple[str, ...] = ()
 
     def command(self) -> str:
         return "python " + " ".join(self.argv)
 
 
+#: What `hw.build` writes: its report and the device's manifest.
+BUILD = ("report.json", "manifest.json")
+#: What `hw.characterise` writes.
+CHARACTERISATION = ("characterisation.json",)
+
 SOURCES = {
-    "build-lenet5": Source(("-m", "hw.build"), build=True),
-    "build-fc_only": Source(("-m", "hw.build", "--config", "fc_only"), build=True),
-    "build-link-icebreaker": Source(("-m", "hw.build", "--config", "link", "--board", "icebreaker"), build=True),
-    "build-link-ulx3s-85f": Source(("-m", "hw.build", "--config", "link", "--board", "ulx3s-85f"), build=True),
+    "build-lenet5": Source(("-m", "hw.build"), BUILD),
+    "build-fc_only": Source(("-m", "hw.build", "--config", "fc_only"), BUILD),
+    "build-link-icebreaker": Source(("-m", "hw.build", "--config", "link", "--board", "icebreaker"), BUILD),
+    "build-link-ulx3s-85f": Source(("-m", "hw.build", "--config", "link", "--board", "ulx3s-85f"), BUILD),
     "e2e": Source(("-m", "sim.bench", "e2e")),
     "board": Source(("-m", "sim.bench", "board", "--sim", "verilator", "--fresh")),
     "link": Source(("-m", "sim.bench", "link", "--sim", "verilator")),
+    "spectral": Source(("-m", "sim.bench", "spectral")),
+    "xor": Source(("-m", "sim.bench", "xor")),
+    "bim": Source(("-m", "sim.bench", "bim")),
+    "admm": Source(("-m", "sim.bench", "admm")),
+    # The SPEC2 blocks on the iCE40 (sim.bench spectral builds them for the ECP5 only): one that fits, one that does
+    # not (recorded, not raised).
+    "fft2d-icebreaker": Source(("-m", "hw.characterise", "--block", "fft2d", "--board", "icebreaker"),
+                               CHARACTERISATION),
+    "ifft2d-icebreaker": Source(("-m", "hw.characterise", "--block", "ifft2d", "--board", "icebreaker"),
+                                CHARACTERISATION),
 }
 
 
@@ -56,13 +72,12 @@ def refresh(name: str, progress: Callable[[str], None] = lambda message: None) -
     source = SOURCES[name]
     progress(f"{name}: {source.command()}")
     with tempfile.TemporaryDirectory() as tmp:
-        argv = [sys.executable, *source.argv, *(("--out", tmp) if source.build else ())]
+        argv = [sys.executable, *source.argv, *(("--out", tmp) if source.outputs else ())]
         run = subprocess.run(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         if run.returncode != 0:
             raise RuntimeError(f"{name}: `{source.command()}` exited with {run.returncode}")
-        if source.build:
-            data = {"report": json.loads((Path(tmp) / "report.json").read_text()),
-                    "manifest": json.loads((Path(tmp) / "manifest.json").read_text())}
+        if source.outputs:
+            data = {Path(file).stem: json.loads((Path(tmp) / file).read_text()) for file in source.outputs}
         else:
             data = {"result": json.loads(run.stdout)}
     FIGURES.mkdir(parents=True, exist_ok=True)
@@ -203,9 +218,197 @@ def virtual_board(figures: dict[str, dict[str, Any]]) -> str:
         f"million cycles per second.\n")
 
 
+def _board_row(rows: list[dict[str, Any]], board: str) -> dict[str, Any]:
+    return next(row for row in rows if row["board"] == board)
+
+
+def _ecp5(fmax_mhz: float, resources: dict[str, int], dsp: int) -> str:
+    """A block built for the ECP5 (`sim.bench spectral`'s stage figures: resources by cell, used only)."""
+    return f"{fmax_mhz:.0f} MHz, {_int(resources['TRELLIS_COMB'])} LUT4, {dsp} MULT18X18D"
+
+
+def _ice40(report: dict[str, Any]) -> str:
+    """A SPEC2 block characterised on the iCE40: its figures, or that it does not fit and what ran out."""
+    if not report["fits"]:
+        # nextpnr names the cell type it ran out of: logic cells, block RAM or DSPs.
+        cells = {"ICESTORM_LC": "logic", "ICESTORM_RAM": "block RAM", "ICESTORM_DSP": "DSPs"}
+        short = [what for cell, what in cells.items() if cell in report["error"]]
+        return "does not fit" + (f" ({short[0]})" if short else "")
+    resources = report["resources"]
+    return (f"{report['fmax_mhz']:.0f} MHz, {_use(resources, 'ICESTORM_LC', 'LC')}, "
+            f"{resources['ICESTORM_DSP']['used']} DSP")
+
+
+def blocks(figures: dict[str, dict[str, Any]]) -> str:
+    """Each block built alone on both boards: the XOR decoder and BIM unpacker (`sim.bench xor`, `bim`), the SPEC2
+    stages and the dense baseline (`sim.bench spectral` on the ECP5, `hw.characterise` on the iCE40)."""
+    decoders, unpackers = figures["xor"]["result"]["decoder"], figures["bim"]["result"]["unpacker"]
+    spectral = figures["spectral"]["result"]
+    stages, baseline = spectral["hardware"]["spec2"]["stages"], spectral["hardware"]["baseline"]
+    fft_ice = figures["fft2d-icebreaker"]["characterisation"]
+    ifft_ice = figures["ifft2d-icebreaker"]["characterisation"]
+    ice_budget = fft_ice["resources"]
+    fft = stages["fft2d"]["params"]
+    twiddles = " (shift-add twiddles)" if fft["twiddle_mult"] == "logic" else ""
+    dec = [_board_row(decoders, board) for board in ("icebreaker", "ulx3s-85f")]
+    unp = [_board_row(unpackers, board) for board in ("icebreaker", "ulx3s-85f")]
+    mac = stages["mac"]
+    rows = [
+        "| block | iCEBreaker | ULX3S-85F |", "|---|---|---|",
+        f"| XOR decoder (n_in, n_out) = ({dec[0]['n_in']}, {dec[0]['n_out']}) | {dec[0]['fmax_mhz']:.0f} MHz, "
+        f"{dec[0]['weights_per_s'] / 1e9:.1f} G decoded weights/s | {dec[1]['fmax_mhz']:.0f} MHz, "
+        f"{dec[1]['weights_per_s'] / 1e9:.1f} G weights/s |",
+        f"| BIM unpacker ({unp[0]['m_t']}, {unp[0]['n_t']}, r = {unp[0]['r']}) | {unp[0]['fmax_mhz']:.0f} MHz, "
+        f"{unp[0]['mask_bits_per_s'] / 1e9:.1f} G mask bits/s | {unp[1]['fmax_mhz']:.0f} MHz, "
+        f"{unp[1]['mask_bits_per_s'] / 1e9:.1f} G mask bits/s |",
+        f"| SPEC2 `Fft2d`, N = {fft['n']}{twiddles} | {_ice40(fft_ice)} | "
+        f"{_ecp5(stages['fft2d']['fmax_mhz'], stages['fft2d']['resources'], stages['fft2d']['dsp'])} |",
+        f"| SPEC2 `Ifft2d`, N = {stages['ifft2d']['params']['n']} | {_ice40(ifft_ice)} | "
+        f"{_ecp5(stages['ifft2d']['fmax_mhz'], stages['ifft2d']['resources'], stages['ifft2d']['dsp'])} |",
+        # Not built on the iCE40: the MAC's multipliers (one DSP each there) are more than the UP5K has.
+        f"| SPEC2 `SpectralMac`, P = {spectral['p']}, B = {spectral['b']} | not built ({mac['dsp']} multipliers, "
+        f"{ice_budget['ICESTORM_DSP']['available']} DSPs) | {_ecp5(mac['fmax_mhz'], mac['resources'], mac['dsp'])} |",
+        f"| dense baseline, M = {baseline['m']} (LeNet conv2) | not built ({baseline['m']} map copies of "
+        f"{_map_ebr(baseline['params'])} EBR, {ice_budget['ICESTORM_RAM']['available']} EBR) | "
+        f"{_ecp5(baseline['fmax_mhz'], baseline['resources'], baseline['dsp'])} |",
+    ]
+    return "\n".join(rows) + "\n"
+
+
+def _map_ebr(params: dict[str, Any]) -> int:
+    """iCE40 EBRs (4 kbit) one lane's copy of the baseline's input map takes: C_in maps of rows and columns rounded up
+    to powers of two (`hw.baseline.conv`'s addressing), `act_bits` each."""
+    rows, cols = (params["height"] - 1).bit_length(), (params["width"] - 1).bit_length()
+    return -(-(params["c_in"] << (rows + cols)) * params["act_bits"] // 4096)
+
+
+def _and(values: list[Any]) -> str:
+    """1, 2 and 3."""
+    words = [str(value) for value in values]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _percents(values: list[float]) -> str:
+    return ", ".join(f"{100 * value:.1f}" for value in values) + " %"
+
+
+def _spread(spread: dict[str, Any]) -> str:
+    return f"{100 * spread['mean']:.2f} ± {100 * spread['std']:.2f} %"
+
+
+def formats(figures: dict[str, dict[str, Any]]) -> str:
+    """The XOR format's bits per weight at its target point and the BIM masks' index bits and LeNet-5 accuracy."""
+    xor, bim = figures["xor"]["result"], figures["bim"]["result"]
+    target = xor["target"]
+    at = {point["n_out"]: point for point in xor["at_target_point"]}
+    main, wide = at[xor["n_out"]], at[max(at)]
+    point = next(p for p in xor["points"] if p["sparsity"] == target["sparsity"] and p["bits"] == target["bits"]
+                 and p["n_out"] == xor["n_out"])
+    sparsity = bim["target"]["sparsity"]
+    mask = next(p for p in bim["gaussian"]["points"] if p["sparsity"] == sparsity and p["tile"] == list(BIM_TILE)
+                and p["rank"] == BIM_RANK)
+    accuracy = bim["accuracy"]
+    mean = accuracy["test_accuracy_mean"]
+    rows, cols = xor["matrix"]
+    exact = "every kept bit exact" if xor["all_kept_bits_recovered"] else "NOT every kept bit recovered"
+    return (
+        f"Formats (`{figures['xor']['command']}`, `{figures['bim']['command']}`, on a {rows} × {cols} matrix at "
+        f"sparsity {target['sparsity']:g} and {sparsity:g}): the XOR format stores {target['bits']}-bit weights in "
+        f"{main['bits_per_weight']:.4f} bits/weight at n_out = {main['n_out']} and {wide['bits_per_weight']:.4f} at "
+        f"n_out = {wide['n_out']} (bound {point['bound']:g}; the paper reports {xor['paper']['bits_per_weight']:g}), "
+        f"{exact}, encoded in {main['encoder_seconds']:.1f} s; a BIM mask costs {mask['index_bits_per_weight']:.3f} "
+        f"index bits/weight at {BIM_TILE[0]}×{BIM_TILE[1]} tiles, rank {BIM_RANK}. On LeNet-5 at "
+        f"{100 * accuracy['sparsity']:.0f} % FC sparsity, BIM masks ({accuracy['index_bits_per_weight']:.3f} index "
+        f"bits/weight) retrained reach {100 * mean['bim']:.2f} % against {100 * mean['magnitude']:.2f} % for "
+        f"unstructured magnitude pruning (mean of {len(accuracy['seeds'])} seeds).\n")
+
+
+#: The BIM configuration the formats paragraph names (the one docs/formats.md discusses at s = 0.9).
+BIM_TILE, BIM_RANK = (64, 64), 3
+
+
+def admm(figures: dict[str, dict[str, Any]]) -> str:
+    """LeNet-5's spectral pruning per seed: the stages' accuracies, their spread and training times, and what
+    the comparison says."""
+    result = figures["admm"]["result"]
+    accuracy, recipe, runs = result["test_accuracy"], result["recipe"], result["runs"]
+    last = runs[-1]
+    seconds = last["seconds"]
+    rounds, w_step = recipe["admm"]["iterations"], recipe["admm"]["w_step"]
+    rho_last = recipe["admm"]["rho0"] * recipe["admm"]["rho_growth"] ** (rounds - 1)
+    pruned = f"{100 * result['sparsity']:.0f} %"
+    optimizers = {"adam": "Adam", "sgd": "SGD"}
+    images, seeds = result["test_images"], ", ".join(map(str, result["seeds"]))
+    threads = result["torch_threads"]
+
+    def row(label: str, key: str, time: str = "") -> str:
+        return f"| {label} | {_percents(accuracy[key]['values'])} | {_spread(accuracy[key])} | {time} |"
+
+    table = [
+        f"Test accuracy on the {_int(images)}-image split (one image is {100 / images:g} point), seeds {seeds} (each "
+        f"seed reruns every stage, dense training included), {threads} torch thread{'s' if threads != 1 else ''}:",
+        "",
+        f"| model | seeds {seeds} | mean ± std | training time (seed {last['seed']}) |", "|---|---|---|---|",
+        row(f"dense spatial LeNet-5 ({recipe['spatial']['epochs']} epochs, "
+            f"{optimizers[recipe['spatial']['optimizer']]})", "dense_spatial", f"{seconds['dense_spatial']:.0f} s"),
+        row(f"dense spectral (from the spatial one, {recipe['spectral']['epochs']} epochs)", "dense_spectral",
+            f"{seconds['dense_spectral']:.0f} s"),
+        row(f"{pruned} ADMM ({rounds} × {w_step['epochs']} epochs, {optimizers[w_step['optimizer']]}, ρ "
+            f"{recipe['admm']['rho0']:g} → {rho_last:g}) + {recipe['retrain']['epochs']} epochs retraining",
+            "admm_retrained", f"{seconds['admm']:.0f} s + {seconds['admm_and_retraining'] - seconds['admm']:.0f} s"),
+        row("the same before retraining", "admm_before_retraining"),
+        row(f"{pruned} magnitude pruning + {recipe['retrain']['epochs']} epochs retraining", "magnitude_retrained",
+            f"{seconds['magnitude_and_retraining']:.0f} s"),
+        row("the same before retraining", "magnitude_before_retraining"),
+        row("exported ADMM model, golden fixed point (int8 activations, 16-bit weights)", "exported_golden_fixed",
+            f"{seconds['golden_fixed_inference']:.0f} s inference"),
+        row("exported ADMM model, golden float operator", "exported_golden_float"),
+    ]
+    return "\n".join(table) + "\n\n" + _admm_findings(result) + "\n"
+
+
+def _admm_findings(result: dict[str, Any]) -> str:
+    """The comparison in words, each claim decided by the figures it states."""
+    accuracy, runs, target = result["test_accuracy"], result["runs"], result["target"]
+    gap = target["gap_points"]  # dense spectral minus ADMM + retraining, points, paired by seed
+    within = "within" if target["met"] else "not within"
+    side = "above" if gap["mean"] < 0 else "below"
+    by = f"{abs(gap['mean']):.2f} ± {gap['std']:.2f} points, paired by seed"
+    if all(value < 0 for value in gap["values"]) or all(value > 0 for value in gap["values"]):
+        versus = f"it is {side} it on every seed (by {by})"
+    else:
+        versus = f"it is {side} it on the mean but not on every seed ({by})"
+    seeds = [run["seed"] for run in runs]
+
+    def disagreements(key: str) -> str:
+        counts = [run[key] for run in runs]
+        if not any(counts):
+            return "none"
+        images = f"of the {_int(result['test_images'])} test images"
+        if len(set(counts)) == 1:
+            return f"{counts[0]} {images} for each seed"
+        return f"{_and(counts)} {images} (seeds {_and(seeds)})"
+
+    admm, magnitude = accuracy["admm_retrained"], accuracy["magnitude_retrained"]
+    difference = abs(admm["mean"] - magnitude["mean"])
+    spread = min(admm["std"], magnitude["std"])
+    alike = ("indistinguishable at this size" if difference < spread else "apart by more than the seed spread")
+    before = 100 * (accuracy["admm_before_retraining"]["mean"] - accuracy["magnitude_before_retraining"]["mean"])
+    leader = "ADMM" if before >= 0 else "magnitude pruning"
+    extra = result["recipe"]["admm"]["iterations"] * result["recipe"]["admm"]["w_step"]["epochs"]
+    return (
+        f"ADMM + retraining is {within} {target['admm_within_points_of_dense_spectral']:g} points of the dense "
+        f"spectral model: {versus}. The fixed-point golden model disagrees with torch on "
+        f"{disagreements('fixed_vs_torch_disagreements')}, the float golden operator on "
+        f"{disagreements('float_vs_torch_disagreements')}. After retraining, ADMM and magnitude pruning are {alike} "
+        f"({100 * admm['mean']:.2f} against {100 * magnitude['mean']:.2f} %, seed spread "
+        f"{100 * spread:.2f} points); before retraining {leader} leads by {abs(before):.1f} points on the mean, and "
+        f"ADMM takes {extra} more epochs of training.")
+
+
 BLOCKS: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {
     "accelerators": accelerators, "link-builds": link_builds, "lenet5-run": lenet5_run,
-    "virtual-board": virtual_board,
+    "virtual-board": virtual_board, "blocks": blocks, "formats": formats, "admm": admm,
 }
 
 
