@@ -178,6 +178,12 @@ def link_builds(figures: dict[str, dict[str, Any]]) -> str:
     ]) + "\n"
 
 
+def _pll_note(report: dict[str, Any]) -> str:
+    """" (the PLL on the board's 25 MHz)" for a build clocked by its PLL, else nothing."""
+    clock = report.get("clock") or {}
+    return f" (the PLL on the board's {clock['oscillator_hz'] / 1e6:g} MHz)" if clock.get("pll") else ""
+
+
 def lenet5_run(figures: dict[str, dict[str, Any]]) -> str:
     """Cycles, images/s and the model's accuracy and size on the default accelerator."""
     e2e = figures["e2e"]["result"]
@@ -192,7 +198,7 @@ def lenet5_run(figures: dict[str, dict[str, Any]]) -> str:
     layers = ", ".join(f"{name} {_int(count)}" for name, count in e2e["simulation"]["cycles_per_layer"].items())
     return (
         f"LeNet-5 on `lenet5` takes {_int(cycles)} cycles per image ({layers}; the RUN command's count): "
-        f"{_int(clock_mhz * 1e6 / cycles)} images/s at the board's {clock_mhz:g} MHz, "
+        f"{_int(clock_mhz * 1e6 / cycles)} images/s at its {clock_mhz:g} MHz clock{_pll_note(build)}, "
         f"{_int(fmax * 1e6 / cycles)} at Fmax; the NumPy golden backend runs about "
         f"{_int(e2e['golden_images_per_s'])} images/s on this machine, the virtual board "
         f"{e2e['simulation']['wall_seconds_per_image']:g} s per image "
