@@ -25,7 +25,7 @@ from hw import build as hwbuild
 from hw.config import AcceleratorConfig
 from hw.estimate import TOLERANCE, UNITS, Memory, estimate, map_memory
 from hw.fc_engine import FcEngineParams
-from hw.plan import PlanError, plan, program_steps
+from hw.plan import PlanError, load_network, plan, program_steps
 from hw.spec.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT
 from hw.spec.network import CompressedNetwork, FlattenLayer, PoolLayer, save_model
 from sim import server
@@ -347,14 +347,14 @@ def test_derived_digits_mlp_on_the_virtual_board_bit_exact(digits, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.cost(seconds=70)
-def test_derived_digits_mlp_builds_on_the_icebreaker(digits, tmp_path, capsys):
-    """`python -m hw.build --model digits.npz`: the derived digits MLP accelerator fits the iCEBreaker, meets its
-    12 MHz, and lands within the estimate's tolerance; its manifest is the derived config's."""
-    path = tmp_path / "digits.npz"
-    save_model(path, digits)
+def test_derived_digits_mlp_builds_on_the_icebreaker(tmp_path, capsys):
+    """`python -m hw.build --model models/mlp_digits.npz` (the committed example): the derived digits MLP
+    accelerator fits the iCEBreaker, meets its 12 MHz, and lands within the estimate's tolerance; its manifest is
+    the derived config's."""
+    path = ROOT / "models" / "mlp_digits.npz"
     assert hwbuild.main(["--model", str(path), "--out", str(tmp_path / "build")]) == 0
     assert "timing met" in capsys.readouterr().out
-    derived = plan(digits)
+    derived = plan(load_network(path))
     report = json.loads((tmp_path / "build" / "report.json").read_text())
     assert report["timing_met"] is True and report["board"] == "icebreaker"
     measured = {name: use["used"] for name, use in report["resources"].items() if name in UNITS["ice40"].values()}
