@@ -135,7 +135,8 @@ class ConvLayerPlan:
     quant: list[int]
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
-    #: The engine's full-rate cycles for the layer (`hw.spec.spectral.engine.layer_cycles`), what RUN waits for.
+    #: The descriptor's cycles on the device, what RUN waits for: the engine's full-rate cycles
+    #: (`hw.spec.spectral.engine.layer_cycles`) and the sequencer's overhead.
     cycles: int = 0
 
 
@@ -176,7 +177,7 @@ def plan_conv_layer(accel: AccelInfo, layer: SpectralLayer, in_shape: tuple[int,
                   "post.top": top, "post.left": top, "post.height": h_out, "post.width": w_out,
                   "post.pool": int(pool)}
     return ConvLayerPlan(descriptor, w_words, q_words, (c_in, h, w), (layer.c_out, out_h, out_w),
-                         layer_cycles(p, layer, h, w, valid_as_crop=True)["single"])
+                         layer_cycles(p, layer, h, w, valid_as_crop=True)["single"] + accel.overhead_cycles)
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,8 @@ class FcLayerPlan:
     scale: list[int]
     cols: int
     rows: int
-    #: The engine's full-rate cycles for the layer (`hw.spec.fc_stream.fc_layer_cycles`).
+    #: The descriptor's cycles on the device: the engine's (`hw.spec.fc_stream.fc_layer_cycles`) and the
+    #: sequencer's overhead.
     cycles: int = 0
 
 
@@ -275,7 +277,8 @@ def plan_fc_layer(accel: AccelInfo, layer: Any, *, src: int, xor_start: int = 0,
                   "fc.bim_start": bim_start, "fc.bim_count": len(streams["bim"]),
                   "fc.scale_start": scale_start, "fc.scale_count": len(streams["scale"])}
     return FcLayerPlan(descriptor, streams["xor"], streams["bim"], streams["scale"], cols, rows,
-                       fc_stream.fc_layer_cycles(accel.fc_params, cols, rows, len(streams["xor"])))
+                       fc_stream.fc_layer_cycles(accel.fc_params, cols, rows, len(streams["xor"]))
+                       + accel.overhead_cycles)
 
 
 @dataclass(frozen=True)
@@ -370,7 +373,7 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
             regions.setdefault(region, []).extend(new)
         descriptors.append(accel.pack_descriptor(plan.descriptor))
         src = 1 - src
-        outs.append(LayerOut(name, src, shape, plan.cycles + accel.overhead_cycles))
+        outs.append(LayerOut(name, src, shape, plan.cycles))
     _fits(accel, "program", first, len(descriptors))
     regions["program"] = descriptors
     return Packed(regions=regions, program=descriptors, first=first, input_buffer=in_buffer,
