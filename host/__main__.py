@@ -231,7 +231,8 @@ def _format_summary(s: dict) -> str:
     if s["bytes_loaded"] is not None:
         b = s["bytes_loaded"]
         lines.append(f"link           {b['model']:,} bytes LOADed once (weights, program), then per image "
-                     f"{b['input_per_sample']:,} in and {b['output_per_sample']:,} out")
+                     f"{b['input_per_sample']:,} in and {b['output_per_sample']:,} out"
+                     + (f", {b['passes_per_sample']:,} for FC passes" if b.get("passes_per_sample") else ""))
     for key, label in (("bandwidth_at_clock", "at clock"), ("bandwidth_at_fmax", "at Fmax")):
         b = s[key]
         if b is not None:

@@ -21,18 +21,27 @@ The conv engine runs "same" padding; a "valid" layer (of the engine's K, or a sm
 engine's: (k - 1) // 2 at k = K), which the descriptor's post-stage window does. The pool flag adds a 2 x 2
 max-pool after the crop.
 An FC layer reads its cols activations from the source buffer and writes its rows outputs; its regions hold
-the engine's xor, bim (all planes' tiles, one canonical stream) and scale beats.
+the engine's xor, bim (all planes' tiles, one canonical stream) and scale beats. A layer with more rows than the
+engine takes, or more words than its regions hold, runs in passes of output rows (`hw.spec.fc_passes.schedule`,
+the rule `hw.plan` sizes configs by): each pass its own descriptor reading the same input. The sequencer writes
+every layer's output from address 0 of the other buffer, so a pass cannot write its rows at their offset; the host
+runs the passes one RUN each (`run_layers`), the first pass last so that its rows land in place, READs the other
+passes' rows and LOADs them after it. The layer keeps one program word, into which each pass's descriptor is
+LOADed before its RUN (a descriptor per pass would cost program depth, which on the iCE40 is block RAM or logic).
+A streamed layer's passes (when the resident words leave too little room) share one slot after the resident
+words, and each pass's words are LOADed there before its RUN, every image.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from hw.spec import fc_stream
+from hw.spec import fc_passes, fc_stream
 from hw.spec.fields import beats_to_bytes, fields_from_json, pack_fields, unpack_fields, word_bits
 from hw.spec.network import CompressedNetwork, ConvLayer, program_steps
 from hw.spec.spectral.engine import check_layer_fits, crop_offset, layer_cycles
@@ -282,6 +291,19 @@ def plan_fc_layer(accel: AccelInfo, layer: Any, *, src: int, xor_start: int = 0,
 
 
 @dataclass(frozen=True)
+class FcPassRun:
+    """One pass of an FC layer split by rows (`hw.spec.fc_passes`): its descriptor (a program word, LOADed into
+    the layer's word before its RUN), the rows start..stop-1 of the layer's output it computes, its cycles, and
+    for a streamed layer the words to LOAD before its RUN: (region, first word, words)."""
+
+    descriptor: int
+    start: int
+    stop: int
+    cycles: int
+    loads: tuple[tuple[str, int, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
 class LayerOut:
     """Where one layer of a packed program leaves its output: the activation buffer and its shape there."""
 
@@ -290,6 +312,10 @@ class LayerOut:
     shape: tuple[int, ...]
     #: Cycles the layer is expected to take on the device (its engine's cycle model), for RUN's wait.
     cycles: int = 0
+    #: Its (first) descriptor's program word after `Packed.first`.
+    word: int = 0
+    #: An FC layer run in passes: each pass (`run_layers` runs them); empty for a layer of one descriptor.
+    passes: tuple[FcPassRun, ...] = ()
 
     @property
     def count(self) -> int:
@@ -334,6 +360,25 @@ class Packed:
         return [(self.region_ids[name], self.first if name == "program" else 0,
                  beats_to_bytes(self.regions[name], self.region_widths[name])) for name in order]
 
+    def pass_loads(self, layer: LayerOut, run: FcPassRun) -> list[tuple[int, int, bytes]]:
+        """(region id, first word, LOAD bytes) LOADed before each RUN of a pass: a streamed pass's words, and
+        its descriptor into the layer's program word when the layer has several passes."""
+        loads = [(self.region_ids[name], start, beats_to_bytes(list(words), self.region_widths[name]))
+                 for name, start, words in run.loads]
+        if len(layer.passes) > 1:
+            loads.append((self.region_ids["program"], self.first + layer.word,
+                          beats_to_bytes([run.descriptor], self.region_widths["program"])))
+        return loads
+
+    def per_image_bytes(self) -> dict[str, int]:
+        """Bytes each image moves beyond its input and output for the layers run in passes: streamed weights and
+        pass descriptors LOADed, pass outputs READ and LOADed back after the first pass's rows."""
+        loaded = sum(len(data) for layer in self.layers for run in layer.passes
+                     for _, _, data in self.pass_loads(layer, run))
+        moved = sum(run.stop - run.start for layer in self.layers for run in layer.passes[1:])
+        return {"passes": sum(len(layer.passes) for layer in self.layers), "weights_and_descriptors": loaded,
+                "read": moved, "load": loaded + moved}
+
 
 def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_shape: tuple[int, ...], *,
                  first: int = 0, in_buffer: int = 0) -> Packed:
@@ -349,7 +394,18 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
     def at(name: str) -> int:
         return len(regions.get(name, []))
 
+    try:
+        schedules = fc_schedules(accel, {name: layer for name, layer, _ in layers
+                                         if not isinstance(layer, SpectralLayer)})
+        fc_error = None
+    except ValueError as error:
+        schedules, fc_error = {}, error  # said when the FC layers are reached: a conv layer before may fail first
+    slot = {region: fc_passes.resident_words(list(schedules.values()), region) for region in fc_passes.REGIONS}
     for name, layer, pool in layers:
+        if fc_error is not None and not isinstance(layer, SpectralLayer):
+            raise fc_error
+        passes: list[FcPassRun] = []
+        pass_descriptors: list[dict[str, int]] = []
         try:
             if isinstance(layer, SpectralLayer):
                 if len(shape) != 3:
@@ -358,7 +414,7 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
                                        quant_start=at("conv.quant"))
                 words = {"conv.w": plan.w, "conv.quant": plan.quant}
                 shape = plan.out_shape
-            else:
+            elif len(schedules[name].passes) == 1 and not schedules[name].streamed:
                 count = int(np.prod(shape))
                 fc_plan = plan_fc_layer(accel, layer, src=src, xor_start=at("fc.xor"), bim_start=at("fc.bim"),
                                         scale_start=at("fc.scale"))
@@ -367,19 +423,77 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
                 plan = fc_plan
                 words = {"fc.xor": fc_plan.xor, "fc.bim": fc_plan.bim, "fc.scale": fc_plan.scale}
                 shape = (fc_plan.rows,)
+            else:
+                passes, pass_descriptors, words = _fc_passes(accel, layer, schedules[name], int(np.prod(shape)),
+                                                             src, at, slot)
+                shape = (passes[-1].stop,)
         except (ValueError, KeyError) as error:
             raise ValueError(f"layer {name}: {error.args[0] if isinstance(error, KeyError) else error}") from None
         for region, new in words.items():
             regions.setdefault(region, []).extend(new)
-        descriptors.append(accel.pack_descriptor(plan.descriptor))
+        word = len(descriptors)
+        if passes:
+            packed_passes = [accel.pack_descriptor(fields) for fields in pass_descriptors]
+            passes = [dataclasses.replace(run, descriptor=value) for run, value in zip(passes, packed_passes)]
+            descriptors.append(packed_passes[0])
+            cycles = sum(run.cycles for run in passes)
+        else:
+            descriptors.append(accel.pack_descriptor(plan.descriptor))
+            cycles = plan.cycles
         src = 1 - src
-        outs.append(LayerOut(name, src, shape, plan.cycles))
+        outs.append(LayerOut(name, src, shape, cycles, word, tuple(passes)))
     _fits(accel, "program", first, len(descriptors))
     regions["program"] = descriptors
     return Packed(regions=regions, program=descriptors, first=first, input_buffer=in_buffer,
                   input_shape=tuple(in_shape), layers=outs,
                   region_ids={name: region.id for name, region in accel.regions.items()},
                   region_widths={name: region.width for name, region in accel.regions.items()})
+
+
+def fc_schedules(accel: AccelInfo, layers: Mapping[str, Any]) -> dict[str, fc_passes.FcSchedule]:
+    """How each FC layer (by name) runs on this device's engine and regions (`hw.spec.fc_passes.schedule`): in one
+    descriptor, in resident passes, or streamed. ValueError, one line naming the layer and the limit."""
+    if not layers:
+        return {}
+    fmt = accel.fc_stream_format()
+    engine = {name: layer if isinstance(layer, fc_stream.FcLayer) else layer.engine_layer()
+              for name, layer in layers.items()}
+    for name, layer in layers.items():
+        if hasattr(layer, "fmt"):
+            try:
+                check_fc_format(accel, layer.fmt)
+            except ValueError as error:
+                raise ValueError(f"layer {name}: {error}") from None
+    depths = {region: accel.regions[region].depth for region in fc_passes.REGIONS}
+    return dict(zip(engine, fc_passes.schedule(fmt, list(engine.values()), depths, names=list(engine))))
+
+
+def _fc_passes(accel: AccelInfo, layer: Any, schedule: fc_passes.FcSchedule, count: int, src: int, at: Any,
+               slot: Mapping[str, int]) -> tuple[list[FcPassRun], list[dict[str, int]], dict[str, list[int]]]:
+    """An FC layer's passes: their runs (descriptors packed by the caller), descriptor fields, and resident words
+    (a streamed layer's passes all start at the `slot`, their words LOADed per image)."""
+    whole = layer if isinstance(layer, fc_stream.FcLayer) else layer.engine_layer()
+    rows, cols = whole.shape
+    if cols != count:
+        raise ValueError(f"it reads {cols} activations, the layer before gives {count}")
+    if rows > accel.act_depth:
+        raise ValueError(f"the layer's rows ({rows}) do not fit an activation buffer of {accel.act_depth}")
+    runs, descriptors, words = [], [], {region: [] for region in fc_passes.REGIONS}
+    for one in schedule.passes:
+        part = fc_passes.pass_layer(whole, one.start, one.stop)
+        starts = {region: slot[region] if schedule.streamed else at(region) + len(words[region])
+                  for region in fc_passes.REGIONS}
+        plan = plan_fc_layer(accel, part, src=src, xor_start=starts["fc.xor"], bim_start=starts["fc.bim"],
+                             scale_start=starts["fc.scale"])
+        new = {"fc.xor": plan.xor, "fc.bim": plan.bim, "fc.scale": plan.scale}
+        loads = tuple((region, starts[region], tuple(new[region])) for region in fc_passes.REGIONS)
+        if not schedule.streamed:
+            loads = ()
+            for region in fc_passes.REGIONS:
+                words[region] += new[region]
+        runs.append(FcPassRun(0, one.start, one.stop, plan.cycles, loads))
+        descriptors.append(plan.descriptor)
+    return runs, descriptors, {region: new for region, new in words.items() if new}
 
 
 def network_steps(net: CompressedNetwork) -> list[tuple[str, Any, bool]]:
@@ -430,14 +544,43 @@ def load_packed(device: Any, packed: Packed) -> None:
 
 
 def run_packed(device: Any, packed: Packed, x_q: np.ndarray) -> tuple[np.ndarray, int]:
-    """LOAD one input, RUN every layer in one RUN, READ the last output: (output int64, cycles the RUN took)."""
+    """LOAD one input, RUN every layer (in one RUN unless a layer runs in passes, `run_layers`), READ the last
+    output: (output int64, cycles the RUNs took)."""
     x = np.asarray(x_q)
     if x.shape != packed.input_shape:
         raise ValueError(f"input must have shape {packed.input_shape}, got {x.shape}")
     device.load(packed.region_ids[("act0", "act1")[packed.input_buffer]], 0, input_bytes(x))
-    cycles = device.run(packed.first, len(packed.program), expected_cycles=packed.expected_cycles)
+    cycles = run_layers(device, packed)
     last = packed.layers[-1]
     return output_array(device.read(last.buffer, 0, last.count), last.shape), cycles
+
+
+def run_layers(device: Any, packed: Packed, start: int = 0, stop: int | None = None) -> int:
+    """RUN layers start..stop-1 of `packed` on the input the device holds; the cycles the RUNs took. Layers of one
+    descriptor each go in one RUN; a layer in passes runs pass by pass (module docstring): a streamed pass's words
+    LOADed, the pass RUN, its rows READ, the first pass last, then the other passes' rows LOADed after its own."""
+    stop = len(packed.layers) if stop is None else stop
+    cycles, i = 0, start
+    while i < stop:
+        if not packed.layers[i].passes:
+            j = i
+            while j < stop and not packed.layers[j].passes:
+                j += 1
+            cycles += device.run(packed.first + packed.layers[i].word, j - i,
+                                 expected_cycles=sum(layer.cycles for layer in packed.layers[i:j]))
+            i = j
+            continue
+        layer = packed.layers[i]
+        rows = b""
+        for run in (*layer.passes[1:], layer.passes[0]):
+            for region_id, offset, data in packed.pass_loads(layer, run):
+                device.load(region_id, offset, data)
+            cycles += device.run(packed.first + layer.word, 1, expected_cycles=run.cycles)
+            if run is not layer.passes[0]:
+                rows += device.read(layer.buffer, 0, run.stop - run.start)
+        device.load(packed.region_ids[("act0", "act1")[layer.buffer]], layer.passes[1].start, rows)
+        i += 1
+    return cycles
 
 
 def input_bytes(x_q: np.ndarray) -> bytes:
@@ -472,6 +615,6 @@ def run_conv_program(device: Any, accel: AccelInfo, program: ConvProgram, x_q: n
 
 
 __all__ = ["AccelInfo", "RegionInfo", "ConvLayerPlan", "ConvProgram", "plan_conv_layer", "build_conv_program",
-           "FcLayerPlan", "plan_fc_layer", "check_fc_format", "LayerOut", "Packed", "pack_program", "pack_model",
-           "network_steps", "pack_network",
-           "load_packed", "run_packed", "input_bytes", "output_array", "load_program", "run_conv_program"]
+           "FcLayerPlan", "plan_fc_layer", "check_fc_format", "FcPassRun", "LayerOut", "Packed", "pack_program",
+           "pack_model", "fc_schedules", "network_steps", "pack_network",
+           "load_packed", "run_packed", "run_layers", "input_bytes", "output_array", "load_program", "run_conv_program"]

@@ -23,7 +23,8 @@ the bit-exact golden model (spectral fixed-point conv, integer max-pool, `hw.spe
 A device backend (`DeviceBackend`) reads INFO on open and refuses, before sending anything, a model the device
 cannot run (`ConfigMismatch`, one line saying what differs); it LOADs the weights and the program once
 (`host.accel.pack_network`: a conv layer with the pool after it is one descriptor, a flatten none), then per image
-LOADs the input into the source buffer, RUNs the whole program and READs the last layer's output. With `trace` it
+LOADs the input into the source buffer, RUNs the whole program and READs the last layer's output (an FC layer run
+in passes, `host.accel.run_layers`, with a RUN per pass and its rows moved by the host). With `trace` it
 RUNs the layers one by one and READs each output; a pooled conv layer's unpooled output comes from an extra
 descriptor (the same conv layer with the pool off, appended to the program). A command the device refuses raises
 `host.device.DeviceError` and leaves the session usable: every image reloads its input.
@@ -39,7 +40,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from host.accel import AccelInfo, Packed, input_bytes, load_packed, output_array, pack_network
+from host.accel import AccelInfo, Packed, input_bytes, load_packed, output_array, pack_network, run_layers
 from host.datasets import NAMED, DatasetError, as_input, load_dataset
 from host.lenet5 import compressed as lenet5_file
 from host.lenet5.compressed import CompressedLeNet5, FcFormatMismatch, ModelFormatError, to_network
@@ -263,7 +264,8 @@ class GoldenBackend:
 class TraceStep:
     """One RUN of a traced image: descriptor `word` alone, then READ `layer`'s output (`shape`) from `buffer`.
     `counted`: the descriptor belongs to the inference program, so its cycles are the image's. `cycles`: what the
-    engine's cycle model expects of it (RUN's wait)."""
+    engine's cycle model expects of it (RUN's wait). `passes`: the program layer's index when it runs in passes
+    (`host.accel.run_layers` runs it instead of `word` alone)."""
 
     layer: str
     word: int
@@ -271,6 +273,7 @@ class TraceStep:
     shape: tuple[int, ...]
     counted: bool
     cycles: int = 0
+    passes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -316,17 +319,18 @@ def plan_device(info: Mapping[str, Any], model: Model) -> DevicePlan:
     weights_of: list[str] = []
     problem = None
     for i, out in enumerate(packed.layers):
-        pooled = unpack_fields(accel.descriptor, packed.program[i]).get("post.pool", 0)
+        pooled = unpack_fields(accel.descriptor, packed.program[out.word]).get("post.pool", 0)
         conv = net.names[net.names.index(out.name) - 1] if pooled else None
         weights_of.append(conv or out.name)
         if conv is not None and problem is None:
             try:
-                word, shape = _unpooled_word(accel, packed.program[i], out.shape, conv)
+                word, shape = _unpooled_word(accel, packed.program[out.word], out.shape, conv)
                 steps.append(TraceStep(conv, trace_first + len(words), out.buffer, shape, False, out.cycles))
                 words.append(word)
             except ValueError as error:
                 problem = str(error)
-        steps.append(TraceStep(out.name, packed.first + i, out.buffer, tuple(out.shape), True, out.cycles))
+        steps.append(TraceStep(out.name, packed.first + out.word, out.buffer, tuple(out.shape), True, out.cycles,
+                               i if out.passes else None))
     depth = accel.regions["program"].depth
     if problem is None and trace_first + len(words) > depth:
         problem = (f"a trace needs {trace_first + len(words)} program words (the {len(words)} unpooled conv layers "
@@ -398,14 +402,14 @@ class DeviceBackend:
             if trace:
                 total = 0
                 for step in self.plan.trace:
-                    spent = self.device.run(step.word, 1, expected_cycles=step.cycles)
+                    spent = (run_layers(self.device, packed, step.passes, step.passes + 1) if step.passes is not None
+                             else self.device.run(step.word, 1, expected_cycles=step.cycles))
                     total += spent if step.counted else 0
                     outs[step.layer].append(self._read(step.buffer, step.shape))
                 cycles.append(total)
                 last_outs.append(outs[packed.layers[-1].name][-1])
             else:
-                cycles.append(self.device.run(packed.first, len(packed.program),
-                                              expected_cycles=packed.expected_cycles))
+                cycles.append(run_layers(self.device, packed))
                 last = packed.layers[-1]
                 last_outs.append(self._read(last.buffer, last.shape))
         result = {name: np.stack(v) if v else np.zeros((0, *self._shape(name)), dtype=np.int64)
@@ -421,16 +425,17 @@ class DeviceBackend:
         (x,) = self._checked(np.asarray(x)[None], False)
         self._load_input(x)
         packed = self.plan.packed
-        return {name: self.device.run(packed.first + i, 1, expected_cycles=packed.layers[i].cycles)
-                for i, name in enumerate(self.plan.weights_of)}
+        return {name: run_layers(self.device, packed, i, i + 1) for i, name in enumerate(self.plan.weights_of)}
 
     def bytes_loaded(self) -> dict[str, int]:
         """Bytes a session LOADs: the model once (weights and program, the trace's extra descriptors included),
-        then per sample its input, and READs per sample (the output; a trace reads every layer)."""
+        then per sample its input and, for FC layers in passes, streamed weights and moved rows (as many READ), and
+        READs per sample (the output; a trace reads every layer)."""
         regions = self.plan.accel.regions
         model = sum(len(data) for _, _, data in self.plan.packed.loads())
         model += len(self.plan.trace_words) * regions["program"].bytes
         return {"model": model, "input_per_sample": int(np.prod(self.plan.packed.input_shape)),
+                "passes_per_sample": self.plan.packed.per_image_bytes()["load"],
                 "output_per_sample": self.plan.packed.output_count}
 
     def _read(self, buffer: int, shape: tuple[int, ...]) -> np.ndarray:

@@ -39,6 +39,7 @@ at `FC16_FORMAT`: more XOR beats than one SPRAM cell holds). `plan(model)` witho
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,8 +48,9 @@ from typing import Any
 import numpy as np
 
 from boards import BOARDS, get_board
+from hw.spec import fc_passes
 from hw.spec.fc import ACT_BITS
-from hw.spec.fc_stream import layer_streams
+from hw.spec.fc_stream import FcLayer, layer_streams
 from hw.spec.network import CompressedNetwork, ModelFormatError, Step, load_model
 from hw.spec.network import program_steps as network_program_steps
 from hw.spec.spectral.engine import check_layer_fits
@@ -107,39 +109,59 @@ def conv_engine(steps: list[Step]) -> SpectralConvParams | None:
         raise PlanError(f"conv engine: {error}") from None
 
 
-def fc_engine(model: CompressedNetwork, steps: list[Step], family: str, max_cols: int | None = None
-              ) -> FcEngineParams | None:
-    """The FC engine of the FC steps (module docstring), None without them; `max_cols` overrides the widest."""
+def fc_engine(model: CompressedNetwork, steps: list[Step], family: str, max_cols: int | None = None,
+              max_rows: int | None = None) -> FcEngineParams | None:
+    """The FC engine of the FC steps (module docstring), None without them; `max_cols` overrides the widest,
+    `max_rows` (a bound on the passes' rows) the tallest."""
     fcs = [step.layer for step in steps if step.kind == "fc"]
     if not fcs:
         return None
+    tallest = max(layer.shape[0] for layer in fcs)
     try:
-        return FcEngineParams.from_format(model.fmt, max_rows=max(layer.shape[0] for layer in fcs),
+        return FcEngineParams.from_format(model.fmt, max_rows=min(max_rows or tallest, tallest),
                                           max_cols=max_cols or max(layer.shape[1] for layer in fcs),
                                           x_lane_writes=family == "ice40")
     except ValueError as error:
         raise PlanError(f"fc engine: {error}") from None
 
 
-def program_words(steps: list[Step], conv: SpectralConvParams | None, fc: FcEngineParams | None) -> dict[str, int]:
+@functools.lru_cache(maxsize=8)
+def _engine_layers(steps: tuple[Step, ...]) -> dict[str, FcLayer]:
+    """The FC steps' layers as the engine takes them, by name (made once: `hw.spec.fc_passes` caches by layer)."""
+    return {step.layer.name: step.layer.engine_layer() for step in steps if step.kind == "fc"}
+
+
+def program_words(steps: list[Step], conv: SpectralConvParams | None, fc: FcEngineParams | None,
+                  streamed: int = 0) -> dict[str, int]:
     """Words the network's program takes in each region: descriptors, kernel groups, quant beats, XOR, BIM and
-    scale beats, as the host packs them. PlanError naming the layer when one does not run on these engines."""
+    scale beats, as the host packs them; FC layers cut into passes by the engine's max_rows and the `streamed`
+    largest through one slot (`hw.spec.fc_passes.needed_words`). PlanError naming the layer when one does not run
+    on these engines."""
     words = {"program": len(steps)}
     for step in steps:
+        if step.kind != "conv":
+            continue
         try:
-            if step.kind == "conv":
-                spectral = step.layer.spectral
-                check_layer_fits(conv.describe(), spectral, step.in_shape, valid_as_crop=True)
-                counts = {"conv.w": len(kernel_beats(layout_fields(conv.kernel_layout), spectral, conv.p)),
-                          "conv.quant": len(quant_beats(layout_fields(conv.quant_layout), spectral))}
-            else:
-                streams = layer_streams(fc.stream_format, step.layer.engine_layer(),
-                                        np.zeros(step.layer.shape[1], dtype=np.int64))
-                counts = {f"fc.{name}": len(streams[name]) for name in ("xor", "bim", "scale")}
+            spectral = step.layer.spectral
+            check_layer_fits(conv.describe(), spectral, step.in_shape, valid_as_crop=True)
+            counts = {"conv.w": len(kernel_beats(layout_fields(conv.kernel_layout), spectral, conv.p)),
+                      "conv.quant": len(quant_beats(layout_fields(conv.quant_layout), spectral))}
         except ValueError as error:
             raise PlanError(f"layer {step.layer.name}: {error}") from None
         for region, count in counts.items():
             words[region] = words.get(region, 0) + count
+    layers = _engine_layers(tuple(steps))
+    if layers:
+        fmt = fc.stream_format
+        for name, layer in layers.items():
+            try:
+                passes = fc_passes.split_rows(fmt, layer)
+                # The first pass's beats, as the host packs them: their fields (cfg, scales) fit the engine.
+                layer_streams(fmt, fc_passes.pass_layer(layer, 0, passes[0].stop),
+                              np.zeros(layer.shape[1], dtype=np.int64))
+            except ValueError as error:
+                raise PlanError(f"layer {name}: {error}") from None
+        words.update(fc_passes.needed_words(fmt, list(layers.values()), streamed, names=list(layers)))
     return words
 
 
@@ -210,6 +232,21 @@ class Plan:
     words: dict[str, int]
     headroom: float
     notes: tuple[str, ...] = field(default=())
+    #: How each FC layer runs on the config (`hw.spec.fc_passes.schedule`, as the host packs it), by name.
+    passes: dict[str, fc_passes.FcSchedule] = field(default_factory=dict)
+
+    def pass_lines(self) -> list[str]:
+        """One line per FC layer run in more than one descriptor or streamed: its passes and what they cost."""
+        lines = []
+        for name, schedule in self.passes.items():
+            if len(schedule.passes) == 1 and not schedule.streamed:
+                continue
+            rows = ", ".join(f"{p.start}..{p.stop - 1}" for p in schedule.passes)
+            how = ("streamed: each pass's words LOADed per image into a slot after the resident ones"
+                   if schedule.streamed else "resident")
+            count = f"{len(schedule.passes)} passes of rows {rows}" if len(schedule.passes) > 1 else "one pass"
+            lines.append(f"{name} in {count} ({how})")
+        return lines
 
     @property
     def utilisation(self) -> float:
@@ -228,6 +265,9 @@ class Plan:
                 "conv": None if c.conv is None else c.conv.describe(),
                 "fc": None if c.fc is None else {**c.fc.describe(), "x_lane_writes": c.fc.x_lane_writes},
                 "regions": regions, "headroom": self.headroom, "notes": list(self.notes),
+                "passes": {name: {"rows": [[p.start, p.stop] for p in schedule.passes], "streamed": schedule.streamed,
+                                  "words": [dict(p.words) for p in schedule.passes]}
+                           for name, schedule in self.passes.items()},
                 "estimate": self.estimate.describe()}
 
     @property
@@ -255,18 +295,35 @@ class Plan:
         for name, r in self.describe()["regions"].items():
             lines.append(f"  {name:<11}{r['width']:>4} bits {r['used']:>6} of {r['depth']:>6}"
                          f"{'  SPRAM' if r['spram'] else ''}")
+        lines += [f"passes: {line}" for line in self.pass_lines()]
         lines += [f"note: {note}" for note in self.notes]
         lines.append("estimate:")
         lines.append(self.estimate.format())
         return "\n".join(lines)
 
 
+def _schedules(config: AcceleratorConfig, steps: list[Step]) -> dict[str, fc_passes.FcSchedule]:
+    """How the host will run each FC layer on `config` (`hw.spec.fc_passes.schedule` on its engine and regions)."""
+    layers = _engine_layers(tuple(steps))
+    if not layers:
+        return {}
+    depths = {region: config.region(region).depth for region in fc_passes.REGIONS}
+    try:
+        return dict(zip(layers, fc_passes.schedule(config.fc.stream_format, list(layers.values()), depths,
+                                                   names=list(layers))))
+    except ValueError as error:
+        raise PlanError(str(error)) from None
+
+
 def _candidates(model: CompressedNetwork, steps: list[Step], board: str, headroom: float,
-                overrides: dict[str, Any], trace: bool = False) -> list[Plan]:
+                overrides: dict[str, Any], trace: bool = False, rows: int | None = None,
+                streamed: int = 0) -> list[Plan]:
+    """The configs of this board to estimate: with and without the headroom, the FC engine's x memory as sized and
+    in RAM cells; FC layers cut into passes of at most `rows` rows, the `streamed` largest streamed."""
     family = get_board(board).family
     conv = conv_engine(steps)
-    fc = fc_engine(model, steps, family)
-    words = program_words(steps, conv, fc)
+    fc = fc_engine(model, steps, family, max_rows=rows)
+    words = program_words(steps, conv, fc, streamed)
     trace_act = 0
     if trace:
         # A trace (host.infer) runs each pooled conv layer once more with its pool off, from a descriptor after the
@@ -281,14 +338,15 @@ def _candidates(model: CompressedNetwork, steps: list[Step], board: str, headroo
         ram = next((d for d in range(fc.x_depth + 1, 2 * fc.x_depth + 64)
                     if map_memory(family, replace(x, depth=d)).kind != "logic"), None)
         if map_memory(family, x).kind == "logic" and ram is not None:
-            wide = fc_engine(model, steps, family, max_cols=ram * fc.n_t)
+            wide = fc_engine(model, steps, family, max_cols=ram * fc.n_t, max_rows=rows)
             sizings.append((wide, (f"fc max_cols {fc.max_cols} -> {wide.max_cols}: its x memory ({fc.x_depth} "
                                    f"words of {fc.n_t * ACT_BITS} bits) in RAM cells rather than flip-flops",)))
     plans = []
     for room in dict.fromkeys((headroom, 0.0)):
         for engine, notes in sizings:
             config = _config(board, steps, words, conv, engine, room, trace_act, **overrides)
-            plans.append(Plan(config, estimate(config), tuple(steps), words, room, notes))
+            plans.append(Plan(config, estimate(config), tuple(steps), words, room, notes,
+                              _schedules(config, steps)))
         if any(p.estimate.fits for p in plans):
             break  # the headroom fits: no need to try without
     return plans
@@ -319,19 +377,45 @@ def plan(model: CompressedNetwork, board: str | None = None, *, headroom: float 
     refusals = []
     for name in boards:
         get_board(name)  # an unknown board raises, naming the known ones
-        try:
-            plans = _candidates(model, steps, name, headroom, overrides, trace)
-        except PlanError as error:
+        tried: list[Plan] = []
+        error = None
+        sizings = _pass_sizings(model, steps)
+        for index, (rows, streamed) in enumerate([(None, 0), *sizings[:1], *sizings[1:], *sizings[:1]]):
+            try:
+                plans = _candidates(model, steps, name, headroom, overrides, trace, rows, streamed)
+            except PlanError as refused:
+                error, plans = refused, []
+            fitting = [p for p in plans if p.estimate.fits]
+            if index == 1 and not fitting:  # the smallest passes, all streamed, do not fit: no other sizing will
+                tried += plans
+                break
+            if fitting and index != 1:
+                return min(fitting, key=lambda p: (p.headroom != headroom, p.utilisation))
+            tried += plans
+        if not tried:
             refusals.append((name, str(error)))
             continue
-        fitting = [p for p in plans if p.estimate.fits]
-        if fitting:
-            return min(fitting, key=lambda p: (p.headroom != headroom, p.utilisation))
-        least = min(plans, key=lambda p: p.utilisation)
+        least = min(tried, key=lambda p: p.utilisation)
         refusals.append((name, "; ".join(_hinted(line, least.config) for line in least.estimate.over())))
     if board is not None or len({why for _, why in refusals}) == 1:
         raise PlanError(refusals[0][1])
     raise PlanError("fits no board: " + "; ".join(f"{name}: {why}" for name, why in refusals))
+
+
+def _pass_sizings(model: CompressedNetwork, steps: list[Step]) -> list[tuple[int, int]]:
+    """(max rows of a pass, layers streamed) to try after the network as it is, in the order of what they cost an
+    image: resident passes (a smaller engine; each pass reads the input again), then the largest layers streamed
+    (their words LOADed per image), each with passes of fewer and fewer whole tile rows. The smallest engine with
+    everything streamed is tried first as a probe (`plan`): when even that does not fit, nothing will, and its
+    refusal names the limit."""
+    layers = _engine_layers(tuple(steps))
+    if not layers:
+        return []
+    m_t = model.fmt.m_t
+    tile_rows = max(-(-layer.shape[0] // m_t) for layer in layers.values())
+    rows = sorted({-(-tile_rows // k) * m_t for k in range(1, tile_rows + 1)}, reverse=True)
+    order = [(r, s) for s in range(len(layers) + 1) for r in rows if (r, s) != (rows[0], 0)]
+    return [order[-1], *order[:-1]] if order else []
 
 
 def _hinted(line: str, config: AcceleratorConfig) -> str:

@@ -157,9 +157,14 @@ def test_pack_model_lays_out_lenet5():
     fc2 = plan_fc_layer(accel, model.fc[1], src=1, xor_start=938, bim_start=898, scale_start=120)
     assert packed.program[3] == accel.pack_descriptor(fc2.descriptor)
     assert [region_id for region_id, _, _ in packed.loads()][-1] == REGION_IDS["program"]
-    tight = AcceleratorConfig.lenet5(fc_bim_depth=1100).describe()
-    with pytest.raises(ValueError, match=r"^layer fc3: region fc.bim needs 1158 words .*, the device has 1100$"):
-        pack_model(tight, model)
+    # A region too small for every layer at once: the largest, fc1, is streamed in passes through the words the
+    # others leave (hw.spec.fc_passes); too small for one tile row of it, refused naming the limit.
+    streamed = pack_model(AcceleratorConfig.lenet5(fc_bim_depth=1100).describe(), model)
+    assert [len(o.passes) for o in streamed.layers] == [0, 0, 2, 0, 0]
+    assert all(run.loads for run in streamed.layers[2].passes) and len(streamed.regions["fc.bim"]) <= 1100
+    with pytest.raises(ValueError, match=r"^layer fc1 streamed in passes: rows 0\.\.31 \(one tile row\) need 226 "
+                                         r"fc.bim words, 200 are free$"):
+        pack_model(AcceleratorConfig.lenet5(fc_bim_depth=200).describe(), model)
     with pytest.raises(ValueError, match="no conv engine"):
         pack_model(AcceleratorConfig.fc_only().describe(), model)
     other = AcceleratorConfig.lenet5(fc=FcEngineParams.from_format(

@@ -372,7 +372,9 @@ def _conv_net(c_out: int = 4, size: int = 8, relu: bool = True, padding: str = "
     (_conv_net(k=7), r"layer conv: layer \(n, k, l\)=\(16, 7, 10\) does not match the engine's \(8, 5, 4\)"),
     (_conv_net(pool_first=True), r"layer p0: the device pools only in a conv layer's post stage, and this pool "
                                  r"follows the input"),
-    (_conv_net(rows=200), r"layer fc: rows must be in 1..120, got 200"),
+    # More rows than the engine's 120 run in passes (hw.spec.fc_passes); more columns cannot.
+    (_conv_net(c_out=16), r"layer fc: 1024 columns, the FC engine takes at most 400 \(max_cols; a layer is split "
+                          r"into passes by rows only\)"),
 ])
 def test_what_the_lenet5_accelerator_cannot_run_is_refused_in_one_line(net, message):
     x = np.random.default_rng(2).random((40, *net.input_shape))

@@ -186,11 +186,8 @@ def test_lenet5_is_refused_on_the_icebreaker(lenet5):
         plan(lenet5, "icebreaker")
 
 
-def test_a_layer_past_the_largest_region_is_refused_everywhere():
-    """784 -> 512 -> 10 at FC16_FORMAT: fc1's XOR beats are more than a region can hold (LOAD addresses words with
-    u16 offsets), on any board (one reason for all boards is said once)."""
-    with pytest.raises(PlanError, match=r"^region fc.xor needs \d+ words, a region holds at most 65536$"):
-        plan(_mlp((784, 512, 10), FC16_FORMAT))
+# A layer past the largest region (784 -> 512 -> 10 at FC16_FORMAT) now runs in passes:
+# tests/test_fc_passes.py::test_a_layer_past_the_icebreakers_regions_is_planned_in_passes.
 
 
 def test_steps_the_device_cannot_run_are_refused():
