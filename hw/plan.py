@@ -31,10 +31,19 @@ has:
 
 Every candidate is estimated (`hw.estimate`) and the one that fits with the least use of its scarcest resource
 (logic, block RAM or DSPs) is kept, with the headroom if that fits. A resource within the estimate's tolerance of
-the budget gets a note: the build may not fit. A network that fits no candidate is refused with one line naming the
-limit and the board's budget (`PlanError`), e.g. "fc.xor region needs 91 EBR, icebreaker has 30" (784 -> 256 -> 10
-at `FC16_FORMAT`: more XOR beats than one SPRAM cell holds). `plan(model)` without a board takes the smallest board
-(by logic) the network fits.
+the budget gets a note: the build may not fit.
+
+When no candidate of the network as it is fits the board, its FC layers are cut into passes of output rows
+(`hw.spec.fc_passes`, the rule the host packs by): candidates of an FC engine of fewer rows (each layer in
+resident passes, a smaller engine), then with the largest layers streamed (their passes' words LOADed per image
+into a slot the regions leave after the resident words), each with passes of fewer and fewer tile rows, in that
+order: what they cost an image (cycles, then link bytes). The first sizing that fits is kept; the most split one
+is tried first, and when even that does not fit, nothing else is tried. `Plan.passes` holds how each FC layer
+runs on the config (what `host.accel` will pack) and `format()` names the passes. 784 -> 512 -> 10 at
+`FC16_FORMAT` (fc1's XOR beats more than a region can address, or one SPRAM cell hold) plans on the iCEBreaker
+with fc1 streamed in 4 passes of 128 rows. A network that fits no candidate is refused with one line naming the
+limit and the board's budget (`PlanError`), e.g. "fc engine needs 5601 LC, icebreaker has 5280" (an MLP compressed
+for the default format). `plan(model)` without a board takes the smallest board (by logic) the network fits.
 """
 
 from __future__ import annotations

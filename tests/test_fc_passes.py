@@ -4,7 +4,8 @@ whole tile rows of the layer, a compressed layer of its own whose output is exac
 golden forward pass); the split's shapes, words and errors; the schedule (resident while everything fits, the
 largest layers streamed through one slot otherwise); `hw.plan` planning passes where it used to refuse; and on
 the simulated board (Icarus) a compressed MLP whose first layer runs in passes, resident and streamed, bit-exact
-with the golden backend at every layer."""
+with the golden backend at every layer. Slow: 784 -> 128 -> 10 and 784 -> 512 -> 10 (fc1 in 4 streamed passes) on
+the virtual board of the iCEBreaker accelerator both derive (Verilator), bit-exact at every layer."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import numpy as np
 import pytest
 from test_accel_fc_rtl import TINY_FC, TINY_FORMAT, random_fc
 
+from boards import get_board
 from host.accel import AccelInfo, pack_network
 from host.compress.network import compress_network
 from host.device import Device
 from host.infer import DeviceBackend, Session, compare_traces, open_backend
 from host.network import FloatNetwork, Linear, ReLU
+from hw.config import MIN_CYCLES_PER_BIT
 from hw.plan import PlanError, plan
 from hw.spec.fc import fc_fixed
 from hw.spec.fc_format import DEFAULT_FC_FORMAT, FC16_FORMAT
@@ -185,12 +188,18 @@ def _with_depth(info: dict, region: str, depth: int) -> dict:
 # --- planned ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.cost(seconds=20)
-def test_a_layer_past_the_icebreakers_regions_is_planned_in_passes():
+@pytest.fixture(scope="module")
+def mlp_512():
     """784 -> 512 -> 10 at FC16_FORMAT: fc1 alone is more XOR words than a region can hold (65 536: LOAD's u16
-    offsets), and more than the UP5K's SPRAM. The plan streams it in passes through a slot instead, names them, and
-    the host packs the same passes on the derived config."""
-    model = _mlp((784, 512, 10), FC16_FORMAT)
+    offsets), and more than the UP5K's SPRAM."""
+    return _mlp((784, 512, 10), FC16_FORMAT)
+
+
+@pytest.mark.cost(seconds=20)
+def test_a_layer_past_the_icebreakers_regions_is_planned_in_passes(mlp_512):
+    """The plan streams fc1 in passes through a slot instead of refusing, names them, and the host packs the same
+    passes on the derived config."""
+    model = mlp_512
     derived = plan(model, "icebreaker")
     assert derived.estimate.fits
     fc1 = derived.passes["fc1"]
@@ -251,3 +260,36 @@ def test_an_mlp_in_passes_runs_bit_exact_on_the_board(tiny_mlp):
             expected = backend.plan.packed.expected_cycles
             assert all(abs(c - expected) <= 4 * len(backend.plan.packed.layers) for c in session.cycles), \
                 (session.cycles, expected)
+
+
+@pytest.mark.slow
+@pytest.mark.cost(seconds=45)
+def test_784_mlps_run_bit_exact_on_the_derived_icebreaker_board(mlp_512):
+    """784 -> 128 -> 10 and 784 -> 512 -> 10 derive the same iCEBreaker accelerator (the 512-row layer in 4 streamed
+    passes of 128 rows). On its virtual board (Verilator; the UART at the fastest baud the clock allows, so the
+    181 648 bytes an image of the larger one LOADs simulate in a second) both run on two inputs with every byte of
+    every layer equal to the golden backend's and the RUN cycles those of the (passes') cycle models."""
+    baud = get_board("icebreaker").clock_hz // MIN_CYCLES_PER_BIT
+    mlp_128 = _mlp((784, 128, 10), FC16_FORMAT)
+    derived = plan(mlp_512, "icebreaker", baud=baud)
+    assert plan(mlp_128, "icebreaker", baud=baud).config == derived.config
+    x = np.random.default_rng(7).integers(-128, 128, size=(2, 784)).astype(np.int8)
+    with simulate(derived.config) as board:
+        dev = Device(board.transport, timeout=600)
+        for model, passes in ((mlp_128, 0), (mlp_512, 4)):
+            golden = open_backend("golden", model).run(x, trace=True)
+            backend = DeviceBackend(dev, model, name="icebreaker")
+            fc1 = backend.plan.packed.layers[0]
+            assert len(fc1.passes) == passes and all(run.loads for run in fc1.passes)
+            if passes:
+                assert [(r.start, r.stop) for r in fc1.passes] == [(p.start, p.stop)
+                                                                  for p in derived.passes["fc1"].passes]
+            session = Session(backend, model)
+            traced = session.run(x, trace=True)
+            plain = session.run(x)
+            assert compare_traces(golden.layers, traced.layers) is None
+            np.testing.assert_array_equal(plain.logits, golden.logits)
+            expected = backend.plan.packed.expected_cycles
+            assert all(abs(c - expected) <= 16 for c in session.cycles), (session.cycles, expected)
+            per_image = backend.bytes_loaded()["passes_per_sample"]
+            assert per_image == backend.plan.packed.per_image_bytes()["load"] and (per_image > 180_000) == (passes > 0)
