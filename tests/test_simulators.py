@@ -53,6 +53,25 @@ def test_simulator_choice(monkeypatch):
         runner.choose()
 
 
+def test_verilator_optimisation_choice(monkeypatch):
+    """$SQGEN_VERILATOR_OPT sets g++'s level for the model (verilated.mk's OPT_FAST, OPT_GLOBAL), in the cache key."""
+    monkeypatch.delenv(runner.VERILATOR_OPT_ENV, raising=False)
+    assert runner.verilator_opt() == "-Os"
+    default = runner._compile_flags("verilator")
+    monkeypatch.setenv(runner.VERILATOR_OPT_ENV, "-O1")
+    assert runner._verilator_make_args() == ["OPT_FAST=-O1", "OPT_GLOBAL=-O1"]
+    assert runner._compile_flags("verilator") != default
+    build = runner._verilator()
+    build._build_args, build._sources, build._verilog_sources = [], [], []
+    build.hdl_toplevel, build.build_dir, build.timescale = "top", Path("obj"), None
+    build.defines, build.includes, build.parameters, build.waves = {}, [], {}, False
+    make = build._build_command()[1]
+    assert make[0] == "make" and make[-2:] == ["OPT_FAST=-O1", "OPT_GLOBAL=-O1"]
+    monkeypatch.setenv(runner.VERILATOR_OPT_ENV, "-O9")
+    with pytest.raises(ValueError, match=r"^\$SQGEN_VERILATOR_OPT must be one of -O0, -O1, -O2, -O3, -Os, got '-O9'$"):
+        runner.verilator_opt()
+
+
 def test_verilator_found_without_settings(monkeypatch):
     """The PyPI package is found with nothing set: VERILATOR_ROOT and PATH point at it afterwards."""
     import shutil
