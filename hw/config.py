@@ -81,6 +81,12 @@ class Region:
 #: states, the streamers' first read, the writer's register and LAYER's registered end (`hw.sequencer`).
 LAYER_OVERHEAD_CYCLES = 6
 
+#: Output channels the conv engine of `lenet5`, and of a config derived for a network where the board has room, has in
+#: flight (`SpectralConvParams.outs`): LeNet's layers have 3 to 15 kernel groups a channel and tile against the
+#: inverse FFT's 64 cycles, so a second inverse path takes its conv layers from 23 279 and 23 748 cycles to 14 138
+#: and 15 266 (`python -m sim.bench e2e`) for about 8 000 LUT4 more.
+CONV_OUTS = 2
+
 #: The LeNet-5 accelerator's clock on ECP5 boards, made by the PLL from the ULX3S's 25 MHz: built for it (seed 1,
 #: router1) the design reaches 42.8 MHz; for 25 MHz it reached 44.8 MHz.
 LENET5_ECP5_CLOCK_HZ = 40_000_000
@@ -222,8 +228,8 @@ class AcceleratorConfig:
 
     @classmethod
     def lenet5(cls, **overrides: Any) -> AcceleratorConfig:
-        """The whole LeNet-5: SPEC2 N=8, K=5, L=4 "same" with ReLU, P=4, B=8, up to 6 -> 16 channels on 28 x 28,
-        and the FC engine of `DEFAULT_FC_FORMAT` for layers of up to 120 x 400.
+        """The whole LeNet-5: SPEC2 N=8, K=5, L=4 "same" with ReLU, P=4, B=8, two output channels in flight, up to
+        6 -> 16 channels on 28 x 28, and the FC engine of `DEFAULT_FC_FORMAT` for layers of up to 120 x 400.
 
         The activation buffers hold 6 x 28 x 28 (conv1's map before pooling, so a layer may also run without
         it). The conv regions hold `models/lenet5_spec2.npz`'s layers (265 kernel groups, 22 quant beats), the FC
@@ -231,7 +237,7 @@ class AcceleratorConfig:
         with room for a denser retraining or a second plane.
         """
         conv = SpectralConvParams(n=8, k=5, l=4, padding="same", relu=True, p=4, b=8, max_c_in=6, max_c_out=16,
-                               max_height=28, max_width=28)
+                               max_height=28, max_width=28, outs=CONV_OUTS)
         if get_board(overrides.get("board", DEFAULT_BOARD)).family == "ecp5":
             overrides = {"clock_hz": LENET5_ECP5_CLOCK_HZ, **overrides}
         fc = FcEngineParams.from_format(DEFAULT_FC_FORMAT, max_rows=120, max_cols=400)

@@ -16,10 +16,12 @@ Logic. Each part's LUT4s and flip-flops as yosys synthesises it (`synth_<family>
 parameters (`LOGIC`): the link a constant; the sequencer per bit of region words (its LOAD path, descriptor decode
 and readers' data); a region's reader per address bit; the FC engine per tile column n_t, its XOR decoder per
 n_out (n_in + max_patches log2 n_out), its BIM unpacker per n_t r; the conv engine its forward and inverse 2-D FFT
-per N log2 N, its MAC per lane (measured with B = 2 P banks), and the rest of the layer (tiler, IFFT input,
-overlap-add, kernel replay, crop, pool) a constant. Then the family's packing (`PACKING`): an iCE40 LC holds one
-LUT4 with its carry and flip-flop, so LCs = LUT4s + a share of the carries and of the flip-flops that find no LUT
-of their own (all of a memory's flip-flops); an ECP5 LUT RAM cell takes 5.5 TRELLIS_COMB besides.
+per N log2 N (the inverse once per output channel in flight, `outs`), its MAC per lane (measured with B = 2 P
+banks), the rest of the layer (tiler, IFFT input, overlap-add, kernel replay, crop, pool) a constant, and each
+further output channel in flight its IFFT input, overlap-add and MAC drain. Then the family's packing
+(`PACKING`): an iCE40 LC holds one LUT4 with its carry and flip-flop, so LCs = LUT4s + a share of the carries
+and of the flip-flops that find no LUT of their own (all of a memory's flip-flops); an ECP5 LUT RAM cell takes
+5.5 TRELLIS_COMB besides.
 
 DSPs: each multiplier in pieces of the family's DSP (18 x 18 signed on the ECP5; 16 x 16 with signed and unsigned
 modes, so 17 bits signed, on the iCE40): the conv
@@ -28,10 +30,11 @@ and the FC engine's scale product (a_bits x the slice sum).
 
 Calibration (nextpnr seed 1, the yosys of `hw.build`): the link alone on both boards; `fc_only` on the
 iCEBreaker and the ULX3S, and on the iCEBreaker with its FC engine sized 32 x 64 and 128 x 784;
-`lenet5(conv=None)` and `lenet5` (README's figures) on the ULX3S; each part synthesised with `-noflatten`, the FC
-engine at n_out 16 and 64, the SPEC2 MAC alone at (P, B) = (2, 4) and (4, 8); the FFTs take README's
-`hw.characterise` figures. `TOLERANCE` is how far a build may land from the estimate: the calibration builds are
-within it; a config far from them (another FFT size, many more lanes) is a guess in the same units.
+`lenet5(conv=None)` and `lenet5` (README's figures, two output channels in flight; one before) on the ULX3S;
+each part synthesised with `-noflatten`, the FC engine at n_out 16 and 64, the SPEC2 MAC alone at (P, B) = (2, 4)
+and (4, 8); the FFTs take README's `hw.characterise` figures. `TOLERANCE` is how far a build may land from the
+estimate: the calibration builds are within it; a config far from them (another FFT size, many more lanes) is a
+guess in the same units.
 """
 
 from __future__ import annotations
@@ -210,6 +213,7 @@ LOGIC: dict[str, dict[str, Logic]] = {
         "bim": Logic(5, 0, 6), "bim_nt": Logic(0, 0, 1), "bim_ntr": Logic(0.52, 0, 2),
         "fft": Logic(5195, 0, 0), "ifft": Logic(7343, 0, 0),
         "mac": Logic(342, 0, 302), "mac_lane": Logic(2019, 0, 372), "conv_rest": Logic(2235, 0, 4960),
+        "conv_path": Logic(5100, 0, 2065),
     },
     "ecp5": {
         "link": Logic(880, 0, 300),
@@ -221,6 +225,7 @@ LOGIC: dict[str, dict[str, Logic]] = {
         "bim": Logic(9, 0, 6), "bim_nt": Logic(0, 0, 1), "bim_ntr": Logic(0.5, 0, 2),
         "fft": Logic(3463, 0, 0), "ifft": Logic(4895, 0, 0),
         "mac": Logic(228, 0, 302), "mac_lane": Logic(1346, 0, 372), "conv_rest": Logic(1490, 0, 4960),
+        "conv_path": Logic(3400, 0, 2065),
     },
 }
 #: How a family packs yosys's cells: the iCE40 LCs a carry and a flip-flop take besides the LUT4s (those that find
@@ -251,11 +256,14 @@ def _conv_logic(family: str, config: AcceleratorConfig) -> tuple[Logic, int]:
     p = config.conv
     c = LOGIC[family]
     fft = p.n * math.log2(p.n) / 24  # 1 at the calibrated N = 8
-    logic = (c["fft"] + c["ifft"]) * fft + c["mac"] + c["mac_lane"] * p.p + c["conv_rest"]
+    # Each output channel in flight past the first adds an inverse path: an inverse FFT, and its IFFT input,
+    # overlap-add and MAC drain (`conv_path`); its memories come with the elaborated design.
+    logic = (c["fft"] + c["ifft"] * p.outs) * fft + c["mac"] + c["mac_lane"] * p.p + c["conv_rest"] \
+        + c["conv_path"] * (p.outs - 1)
     spec = p.spec
-    # The MAC's complex products (4 real ones per lane) and overlap-add's requantization (unsigned multiplier).
+    # The MAC's complex products (4 real ones per lane) and each path's requantization (unsigned multiplier).
     dsp = 4 * p.p * dsp_pieces(family, spec.data_bits, spec.weight_bits) \
-        + dsp_pieces(family, p.overlap_add.ola_bits, spec.mult_bits + 1)
+        + dsp_pieces(family, p.overlap_add.ola_bits, spec.mult_bits + 1) * p.outs
     return logic, dsp
 
 

@@ -8,8 +8,10 @@ has:
 * the conv engine when there are conv layers: their geometry (N, K, L), ReLU and schedule (P lanes, B banks), which
   the compressor fixes for all of them (`compress_network(p=, b=)`), so they must agree; "same" padding ("valid"
   layers run as its crops); the largest C_in, C_out and input map of any conv layer; the default fixed point and
-  kernel replay buffer (`SpectralConvParams`). A board without multipliers for P lanes is refused, naming them: P is
-  the model's, recompress with a smaller `p` for a smaller board.
+  kernel replay buffer (`SpectralConvParams`); `CONV_OUTS` output channels in flight where the board has room for
+  the inverse paths, else one (among the candidates that fit, the one with the most is kept). A board without
+  multipliers for P lanes is refused, naming them: P is the model's, recompress with a smaller `p` for a smaller
+  board.
 * the FC engine when there are FC layers: the model's `FcFormat` (`FcEngineParams.from_format`), max_rows x max_cols
   the largest layer (its cost grows with them only through counters and memory depth: at n_out 16 on the iCE40,
   120 x 400 -> 128 x 784 took 3 % more of the engine's LUT4s and the same EBR), x written lane by lane on the
@@ -65,7 +67,7 @@ from hw.spec.network import program_steps as network_program_steps
 from hw.spec.spectral.engine import check_layer_fits
 from hw.spec.spectral.stream import kernel_beats, quant_beats
 
-from .config import MAX_DEPTH, AcceleratorConfig
+from .config import CONV_OUTS, MAX_DEPTH, AcceleratorConfig
 from .estimate import Estimate, Memory, estimate, map_memory
 from .fc_engine import FcEngineParams
 from .layouts import layout_fields
@@ -258,6 +260,11 @@ class Plan:
         return lines
 
     @property
+    def conv_outs(self) -> int:
+        """Output channels the conv engine has in flight (0 without one)."""
+        return self.config.conv.outs if self.config.conv is not None else 0
+
+    @property
     def utilisation(self) -> float:
         """The largest share of the board's budget logic, block RAM or DSPs take (SPRAM is filled as long as it
         saves block RAM, so it does not count)."""
@@ -294,7 +301,8 @@ class Plan:
         if c.conv is not None:
             p = c.conv
             lines.append(f"conv engine: N={p.n} K={p.k} L={p.l} relu={p.relu} P={p.p} B={p.b}, up to {p.max_c_in} -> "
-                         f"{p.max_c_out} channels on {p.max_height} x {p.max_width}")
+                         f"{p.max_c_out} channels on {p.max_height} x {p.max_width}, {p.outs} output channel"
+                         f"{'s' if p.outs > 1 else ''} in flight")
         if c.fc is not None:
             f = c.fc
             lines.append(f"fc engine: n_in={f.n_in} n_out={f.n_out} max_patches={f.max_patches} m_t={f.m_t} r={f.r} "
@@ -350,12 +358,16 @@ def _candidates(model: CompressedNetwork, steps: list[Step], board: str, headroo
             wide = fc_engine(model, steps, family, max_cols=ram * fc.n_t, max_rows=rows)
             sizings.append((wide, (f"fc max_cols {fc.max_cols} -> {wide.max_cols}: its x memory ({fc.x_depth} "
                                    f"words of {fc.n_t * ACT_BITS} bits) in RAM cells rather than flip-flops",)))
+    # The conv engine with CONV_OUTS output channels in flight, and with one for a board without room for it
+    # (`plan` prefers the most that fit).
+    convs = [conv] if conv is None else list(dict.fromkeys((replace(conv, outs=min(CONV_OUTS, conv.max_c_out)), conv)))
     plans = []
     for room in dict.fromkeys((headroom, 0.0)):
-        for engine, notes in sizings:
-            config = _config(board, steps, words, conv, engine, room, trace_act, **overrides)
-            plans.append(Plan(config, estimate(config), tuple(steps), words, room, notes,
-                              _schedules(config, steps)))
+        for conv_engine_params in convs:
+            for engine, notes in sizings:
+                config = _config(board, steps, words, conv_engine_params, engine, room, trace_act, **overrides)
+                plans.append(Plan(config, estimate(config), tuple(steps), words, room, notes,
+                                  _schedules(config, steps)))
         if any(p.estimate.fits for p in plans):
             break  # the headroom fits: no need to try without
     return plans
@@ -399,7 +411,7 @@ def plan(model: CompressedNetwork, board: str | None = None, *, headroom: float 
                 tried += plans
                 break
             if fitting and index != 1:
-                return min(fitting, key=lambda p: (p.headroom != headroom, p.utilisation))
+                return min(fitting, key=lambda p: (p.headroom != headroom, -p.conv_outs, p.utilisation))
             tried += plans
         if not tried:
             refusals.append((name, str(error)))

@@ -74,3 +74,21 @@ def test_whole_layer_figures_replace_the_stages(monkeypatch):
     row = module.bench_layer(module.LAYERS[-1], 4, 8, 0.75, 0, whole, simulate=False, workdir=None)
     assert row["spec2"]["single"]["gops"] == pytest.approx(row["spec2"]["single"]["ops_per_cycle"] * 40.0 / 1e3,
                                                           rel=1e-3)
+
+
+def test_outs_divide_what_the_inverse_fft_bounds():
+    """LeNet conv2 (3 to 15 groups a channel and tile against the inverse FFT's 64 cycles) computes about `outs`
+    times faster with `outs` paths, each path adding its requantizer's 2 DSPs; conv1 (6 channels) gets at most 6."""
+    one, two = (bench_spec2(4, 8, 0.75, 0, "ulx3s-85f", build=False, simulate=False,
+                            layers=["lenet_conv1", "lenet_conv2"], outs=outs) for outs in (1, 2))
+    assert two["hardware"]["spec2"]["dsp"] == one["hardware"]["spec2"]["dsp"] + 2
+    conv2 = [result["layers"][1]["cycles_model"]["compute"] for result in (one, two)]
+    assert 1.8 < conv2[0] / conv2[1] <= 2
+    assert bench_spec2(4, 8, 0.75, 0, "ulx3s-85f", build=False, simulate=False, layers=["lenet_conv1"],
+                       outs=16)["layers"][0]["outs"] == 6
+
+
+def test_cli_rejects_bad_outs(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["spec2", "--no-build", "--no-sim", "--outs", "0"])
+    assert "--outs must be in 1..16, got 0" in capsys.readouterr().err

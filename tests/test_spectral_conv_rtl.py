@@ -2,8 +2,10 @@
 
 Random calibrated layers at 75 % spectral sparsity under cocotb, with random input gaps on all four input
 streams and random output backpressure: the LeNet-5 layers back to back in one run (1 -> 6 at 28 x 28,
-6 -> 16 at 14 x 14, K = 5, L = 4, ReLU), a VGG-like 64 -> 64 layer on a reduced 12 x 12 map (K = 3, L = 6)
-and a small "valid" layer on an odd-sized map. The full-rate runs check the cycle model the benchmark uses.
+6 -> 16 at 14 x 14, K = 5, L = 4, ReLU) on the lenet5 config's engine (two output channels in flight), a
+VGG-like 64 -> 64 layer on a reduced 12 x 12 map (K = 3, L = 6, one channel in flight) and small "valid"
+layers on odd-sized maps with three channels in flight (5 = 3 + 2 and 2 output channels: a short last block,
+a layer narrower than the paths). The full-rate runs check the cycle model the benchmark uses.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 
 from host.compress.spectral import calibrate, compress_spatial
+from hw.config import AcceleratorConfig
 from hw.spec.spectral.fixed import spectral_conv_fixed
 from hw.spec.spectral.layer import SpectralLayer
 from hw.spectral.pipeline import SpectralConvParams, cycle_model
@@ -21,9 +24,9 @@ from hw.spectral.streams import decode_output, encode
 from sim import runner
 from sim.spectral import simulate_layers, span
 
-LENET = SpectralConvParams(k=5, l=4, relu=True, max_c_in=6, max_c_out=16, max_height=28, max_width=28)
+LENET = AcceleratorConfig.lenet5().conv  # N = 8, K = 5, L = 4, ReLU, P = 4, B = 8, 6 -> 16 on 28 x 28, outs = 2
 VGG = SpectralConvParams(k=3, l=6, max_c_in=64, max_c_out=64, max_height=12, max_width=12)
-VALID = SpectralConvParams(k=3, l=6, padding="valid", max_c_in=4, max_c_out=5, max_height=16, max_width=16)
+VALID = SpectralConvParams(k=3, l=6, padding="valid", max_c_in=4, max_c_out=5, max_height=16, max_width=16, outs=3)
 
 
 def make_layer(params: SpectralConvParams, c_in: int, c_out: int, hw: tuple[int, int], seed: int,
@@ -72,6 +75,9 @@ def test_valid_padding_odd_map(tmp_path: Path):
     ({"max_c_in": 2048}, "max_c_in must be at most spec.max_c_in=1024"),
     ({"max_height": 2, "padding": "valid"}, "at least k=3"),
     ({"max_groups": 0}, "max_groups must be >= 1, got 0"),
+    ({"outs": 0}, "outs must be in 1..16, got 0"),
+    ({"outs": 17, "max_c_out": 32}, "outs must be in 1..16, got 17"),
+    ({"outs": 5, "max_c_out": 4}, "outs must be at most max_c_out=4"),
     ({"spec": None}, "spec must be a SpectralFixed"),
 ])
 def test_params_rejected(kwargs: dict, message: str):

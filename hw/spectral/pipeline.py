@@ -2,20 +2,23 @@
 
 Dataflow of one layer (the operator and its fixed point are `hw.spec.spectral.fixed.spectral_conv_fixed`):
 
-    x ─ Tiler ─ Fft2d ─ tag (bin, tile, channel) ─┐
-                                                  SpectralMac ─ IfftInput ─ Ifft2d ─ OverlapAdd ─ o
-    w ─ KernelReplay (one output channel, per tile)┘                            quant ─┘
+    x ─ Tiler ─ Fft2d ─ tag (bin, tile, channel) ─┐              ┌ IfftInput ─ Ifft2d ─ OverlapAdd ─ map ┐
+                                                  SpectralMac ─┤  ...  one inverse path per output   ├─ o
+    w ─ KernelReplay (outs channels, per tile) ───┘              └ channel in flight (outs)   quant ─┘    ┘
 
 The MAC sums over input channels tile by tile, while overlap-add wants one output channel's tiles in raster
-order. So the loop nest is output channel outside, tile inside: the forward FFT writes the spectra of every
+order. So the loop nest is output channels outside, tile inside: the forward FFT writes the spectra of every
 tile of every input channel of the layer into the MAC's spectrum buffer (slot t C_in + i, double-buffered: the
-next layer loads while this one computes), and `KernelReplay` holds one output channel's kernel groups and
-replays them once per tile. Each output channel's groups thus cross the input stream once per layer, and
-every stage downstream of the MAC sees one output channel at a time, as it was built to.
+next layer loads while this one computes), and `KernelReplay` holds a block of `outs` output channels' kernel
+groups and replays them once per tile, channel after channel. Each output channel's groups thus cross the input
+stream once per layer, and each inverse path sees one output channel at a time, as it was built to: channel o
+runs on path o mod outs. With more than one path each ends in a buffer of one whole map, and `o` takes the
+block's maps from them in channel order, so the streams are those of one path.
 
 Cost per layer at full rate (`cycle_model`): the load takes C_in T N^2 cycles (the tiler and FFT move one
-value a cycle), the compute T sum over o of max(G_o, N^2), G_o the output channel's groups, N^2 the inverse
-FFT's period per tile; layers overlap load with compute.
+value a cycle); the compute, per block of channels, T max(sum of G_o, N^2), G_o the output channel's groups,
+N^2 the inverse FFT's period per tile, so `outs` paths divide what the inverse FFT bounds by up to `outs`;
+layers overlap load with compute.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ class SpectralConvParams:
     same). max_c_in, max_c_out, max_height, max_width: the largest layer; actual sizes are run-time `cfg`
     values. max_groups: kernel groups of one output channel the replay buffer holds (default the worst case,
     max_c_in times the canonical bins: one entry per group). spec: the fixed-point widths (`SpectralFixed`).
+    outs: output channels in flight (1..min(16, max_c_out)): the MAC's output streams, each with its own inverse
+    path (IFFT input, inverse FFT, overlap-add) and, with more than one, an output buffer of one whole map.
     """
 
     n: int = DEFAULT_N
@@ -66,12 +71,17 @@ class SpectralConvParams:
     max_width: int = 28
     max_groups: int | None = None
     spec: SpectralFixed = SpectralFixed()
+    outs: int = 1
 
     def __post_init__(self) -> None:
         for name in ("n", "k", "l", "p", "b"):  # bounded by OaaParams and SpectralMacParams, below
             object.__setattr__(self, name, to_int(name, getattr(self, name)))
         check_ints(self, (("max_c_in", 1, None), ("max_c_out", 1, None), ("max_height", 1, None),
                           ("max_width", 1, None)))
+        check_ints(self, (("outs", 1, 16),))
+        if self.outs > self.max_c_out:
+            raise ValueError(f"outs must be at most max_c_out={self.max_c_out} (output channels in flight), "
+                             f"got {self.outs}")
         if not isinstance(self.relu, bool):
             raise ValueError(f"relu must be a bool, got {self.relu!r}")
         if not isinstance(self.spec, SpectralFixed):
@@ -115,7 +125,7 @@ class SpectralConvParams:
     def mac(self) -> SpectralMacParams:
         return SpectralMacParams(n=self.n, p=self.p, b=self.b, max_c_in=self.max_c_in,
                                  data_bits=self.spec.data_bits, weight_bits=self.spec.weight_bits,
-                                 acc_bits=self.spec.acc_bits, slots=self.max_c_in * self.max_tiles)
+                                 acc_bits=self.spec.acc_bits, slots=self.max_c_in * self.max_tiles, outs=self.outs)
 
     @property
     def ifft_input(self) -> IfftInputParams:
@@ -162,7 +172,7 @@ class SpectralConvParams:
                 "max_height": self.max_height, "max_width": self.max_width, "max_groups": self.max_groups,
                 "act_bits": self.spec.act_bits, "data_bits": self.spec.data_bits,
                 "weight_bits": self.spec.weight_bits, "acc_bits": self.spec.acc_bits,
-                "out_bits": self.spec.out_bits, "latency": self.latency}
+                "out_bits": self.spec.out_bits, "outs": self.outs, "latency": self.latency}
 
     @property
     def latency(self) -> int:
@@ -178,16 +188,19 @@ def _tile_count_rom(max_size: int, l: int, bits: int) -> Array:  # noqa: E741
 
 
 class KernelReplay(wiring.Component):
-    """One output channel's kernel groups in, replayed once per tile as `SpectralMac` entries.
+    """Output channels' kernel groups in, replayed once per tile as `SpectralMac` entries, `outs` channels at a time.
 
-    * `w` (`params.kernel_layout`): per output channel its groups, `last` on the final one; a ping-pong
-      buffer of 2 x max_groups groups, so the next channel loads while this one is replayed.
-    * `start` (a one-cycle pulse) with `c_in`, `c_out`, `tile_rows`, `tile_cols` held: replay one layer,
-      c_out channels, each over the tile_rows x tile_cols tiles in raster order.
+    * `w` (`params.kernel_layout`): per output channel its groups, `last` on the final one, into a ring of
+      2 outs slots of max_groups groups, one channel a slot: the next block of channels loads while one is
+      replayed.
+    * `start` (a one-cycle pulse) with `c_in`, `c_out`, `tile_rows`, `tile_cols` held: replay one layer, its
+      c_out channels in blocks of `outs` (the last block may be smaller), each block over the tile_rows x
+      tile_cols tiles in raster order, per tile every channel of the block in turn.
     * `o` (`params.mac.entry_layout`): the groups, `chan` = t c_in + the group's channel (the spectrum slot of
-      tile t), `last_out` on a channel's final group of each tile, `last_tile` on the layer's final group.
+      tile t), `path` the channel's place in its block (its MAC output stream), `last_out` on a channel's
+      final group of each tile, `last_tile` on the layer's final group.
 
-    One group per cycle while a channel is loaded; `busy` is high from `start` to the layer's last group.
+    One group per cycle while a block is loaded; `busy` is high from `start` to the layer's last group.
     """
 
     def __init__(self, params: SpectralConvParams):
@@ -204,79 +217,98 @@ class KernelReplay(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        depth = p.max_groups
-        m.submodules.groups = mem = Memory(shape=p.group_layout, depth=2 * depth, init=[])
+        depth, outs = p.max_groups, p.outs
+        slots = 2 * outs
+        m.submodules.groups = mem = Memory(shape=p.group_layout, depth=slots * depth, init=[])
         write, read = mem.write_port(), mem.read_port()
-        full = Signal(2)
-        count = [Signal(range(depth + 1), name=f"count{k}") for k in (0, 1)]
+        full = Signal(slots)
+        count = [Signal(range(depth + 1), name=f"count{k}") for k in range(slots)]
 
-        # --- writer: fills the free half -------------------------------------------------------------------------
-        w_sel = Signal()
+        def following(slot: Signal, base: Signal) -> list[Any]:
+            """Assignments stepping a (slot, slot depth) pair to the next slot of the ring."""
+            wrap = slot == slots - 1
+            return [slot.eq(Mux(wrap, 0, slot + 1)), base.eq(Mux(wrap, 0, base + depth))]
+
+        # --- writer: one channel into the next free slot ---------------------------------------------------------
+        w_slot, w_base = Signal(range(slots)), Signal(range(slots * depth))
         w_addr = Signal(range(depth))
         take = Signal()
         m.d.comb += [
-            self.w.ready.eq(~full.bit_select(w_sel, 1)),
+            self.w.ready.eq(~full.bit_select(w_slot, 1)),
             take.eq(self.w.valid & self.w.ready),
-            write.addr.eq(Mux(w_sel, depth + w_addr, w_addr)),
+            write.addr.eq(w_base + w_addr),
             write.data.eq(self.w.payload.group),
             write.en.eq(take),
         ]
         with m.If(take):
             m.d.sync += w_addr.eq(w_addr + 1)
             with m.If(self.w.payload.last):
-                m.d.sync += [w_addr.eq(0), w_sel.eq(~w_sel)]
-                for k in (0, 1):
-                    with m.If(w_sel == k):
+                m.d.sync += [w_addr.eq(0), *following(w_slot, w_base)]
+                for k in range(slots):
+                    with m.If(w_slot == k):
                         m.d.sync += [full[k].eq(1), count[k].eq(w_addr + 1)]
 
-        # --- reader: per tile, every group of the loaded half -------------------------------------------------
+        # --- reader: per tile, every group of every channel of the block ----------------------------------------
         running = Signal()
-        r_sel = Signal()
+        first, first_base = Signal(range(slots)), Signal(range(slots * depth))  # the block's first slot
+        cur, cur_base = Signal(range(slots)), Signal(range(slots * depth))  # the channel being replayed
         g = Signal(range(depth))
+        j = Signal(range(outs))  # its place in the block
         tr = Signal.like(self.tile_rows)
         tc = Signal.like(self.tile_cols)
-        o = Signal.like(self.c_out)
+        o = Signal(range(p.max_c_out + outs))  # the block's first output channel
         base = Signal(p.mac.chan_bits)
-        last_group = g == Mux(r_sel, count[1], count[0]) - 1
+        last_group = g == Array(count)[cur] - 1
+        last_in_block = (j == outs - 1) | (o + j == self.c_out - 1)
         last_tile = (tr == self.tile_rows - 1) & (tc == self.tile_cols - 1)
-        last_chan = o == self.c_out - 1
+        last_block = o + outs >= self.c_out
 
         o_valid = Signal()
         o_last_out, o_last_tile = Signal(), Signal()
         o_base = Signal.like(base)
+        o_path = Signal.like(j)
         advance, issue = Signal(), Signal()
         m.d.comb += [
             advance.eq(~o_valid | self.o.ready),
-            issue.eq(advance & running & full.bit_select(r_sel, 1)),
-            read.addr.eq(Mux(r_sel, depth + g, g)),
+            issue.eq(advance & running & full.bit_select(cur, 1)),
+            read.addr.eq(cur_base + g),
             read.en.eq(advance),
             self.busy.eq(running),
         ]
         with m.If(self.start):
             m.d.sync += running.eq(1)
         with m.If(advance):
-            m.d.sync += [o_valid.eq(issue), o_last_out.eq(last_group),
-                         o_last_tile.eq(last_group & last_tile & last_chan), o_base.eq(base)]
+            m.d.sync += [o_valid.eq(issue), o_last_out.eq(last_group), o_path.eq(j),
+                         o_last_tile.eq(last_group & last_in_block & last_tile & last_block), o_base.eq(base)]
         with m.If(issue):
             m.d.sync += g.eq(g + 1)
             with m.If(last_group):
-                m.d.sync += [g.eq(0), tc.eq(tc + 1), base.eq(base + self.c_in)]
-                with m.If(tc == self.tile_cols - 1):
-                    m.d.sync += [tc.eq(0), tr.eq(tr + 1)]
-                with m.If(last_tile):
-                    # The half's last read happens on this edge: the writer may refill it after.
-                    m.d.sync += [tr.eq(0), base.eq(0), r_sel.eq(~r_sel), o.eq(o + 1)]
-                    for k in (0, 1):
-                        with m.If(r_sel == k):
-                            m.d.sync += full[k].eq(0)
-                    with m.If(last_chan):
-                        m.d.sync += [o.eq(0), running.eq(0)]
+                m.d.sync += [g.eq(0), j.eq(j + 1), *following(cur, cur_base)]
+                with m.If(last_in_block):
+                    m.d.sync += [j.eq(0), cur.eq(first), cur_base.eq(first_base),
+                                 tc.eq(tc + 1), base.eq(base + self.c_in)]
+                    with m.If(tc == self.tile_cols - 1):
+                        m.d.sync += [tc.eq(0), tr.eq(tr + 1)]
+                    with m.If(last_tile):
+                        # The block's last read happens on this edge: the writer may refill its slots after.
+                        # The next block starts at the slot after this one's last (the channel being read).
+                        m.d.sync += [tr.eq(0), base.eq(0), o.eq(o + outs), *following(cur, cur_base)]
+                        m.d.sync += [first.eq(Mux(cur == slots - 1, 0, cur + 1)),
+                                     first_base.eq(Mux(cur == slots - 1, 0, cur_base + depth))]
+                        for k in range(slots):
+                            offset = Mux(first <= k, k - first, k + slots - first)
+                            with m.If(offset <= j):
+                                m.d.sync += full[k].eq(0)
+                        with m.If(last_block):
+                            m.d.sync += [o.eq(0), running.eq(0)]
 
         group = data.View(p.group_layout, read.data)
         payload = self.o.payload
         m.d.comb += [self.o.valid.eq(o_valid), payload.chan.eq(o_base + group.chan),
                      payload.last_out.eq(o_last_out), payload.last_tile.eq(o_last_tile)]
-        m.d.comb += [payload.lanes[j].eq(group.lanes[j]) for j in range(p.p)]
+        if outs > 1:
+            m.d.comb += payload.path.eq(o_path)
+        m.d.comb += [payload.lanes[k].eq(group.lanes[k]) for k in range(p.p)]
         return m
 
 
@@ -319,9 +351,16 @@ class SpectralConv(wiring.Component):
         m.submodules.fft = fft = Fft2d(p.fft)
         m.submodules.mac = mac = SpectralMac(p.mac)
         m.submodules.replay = replay = KernelReplay(p)
-        m.submodules.ifft_input = ifft_input = IfftInput(p.ifft_input)
-        m.submodules.ifft = ifft = Ifft2d(p.fft)
-        m.submodules.overlap_add = oaa = OverlapAdd(p.overlap_add)
+        # One inverse path per output channel in flight (the names of a single path kept from before).
+        paths = range(p.outs)
+        ifft_inputs = [IfftInput(p.ifft_input) for _ in paths]
+        iffts = [Ifft2d(p.fft) for _ in paths]
+        oaas = [OverlapAdd(p.overlap_add) for _ in paths]
+        for j in paths:
+            suffix = "" if p.outs == 1 else str(j)
+            m.submodules[f"ifft_input{suffix}"] = ifft_inputs[j]
+            m.submodules[f"ifft{suffix}"] = iffts[j]
+            m.submodules[f"overlap_add{suffix}"] = oaas[j]
         rows_rom = _tile_count_rom(p.max_height, p.l, p.tile_bits)
         cols_rom = _tile_count_rom(p.max_width, p.l, p.tile_bits)
 
@@ -396,38 +435,65 @@ class SpectralConv(wiring.Component):
         m.d.comb += [replay.start.eq(start), replay.c_in.eq(c_cfg.c_in), replay.c_out.eq(c_cfg.c_out)]
         wiring.connect(m, wiring.flipped(self.w), replay.w)
         wiring.connect(m, replay.o, mac.w)
-        wiring.connect(m, mac.o, ifft_input.i)
-        m.d.comb += ifft_input.mac_shift.eq(c_cfg.mac_shift)
-        wiring.connect(m, ifft_input.o, ifft.i)
-        wiring.connect(m, ifft.o, oaa.i)
+        mac_outs = [mac.o] if p.outs == 1 else list(mac.o)
+        for j in paths:
+            wiring.connect(m, mac_outs[j], ifft_inputs[j].i)
+            m.d.comb += ifft_inputs[j].mac_shift.eq(c_cfg.mac_shift)
+            wiring.connect(m, ifft_inputs[j].o, iffts[j].i)
+            wiring.connect(m, iffts[j].o, oaas[j].i)
 
         # Overlap-add takes one cfg per output channel: the layer's map size and the channel's `quant` beat.
+        # Channel o of a layer runs on path o mod outs (blocks of outs channels, the first on path 0).
         q_sent = Signal.like(c_cfg.c_out)
+        q_path = Signal(range(p.outs))
         q_open = c_busy & (q_sent != c_cfg.c_out)
-        ocfg = oaa.cfg.payload
-        m.d.comb += [
-            oaa.cfg.valid.eq(q_open & self.quant.valid), self.quant.ready.eq(q_open & oaa.cfg.ready),
-            ocfg.height.eq(c_cfg.height), ocfg.width.eq(c_cfg.width), ocfg.out_mult.eq(self.quant.payload.out_mult),
-            ocfg.out_shift.eq(self.quant.payload.out_shift), ocfg.bias.eq(self.quant.payload.bias),
-        ]
+        m.d.comb += self.quant.ready.eq(q_open & Array(oaa.cfg.ready for oaa in oaas)[q_path])
+        for j, oaa in enumerate(oaas):
+            ocfg = oaa.cfg.payload
+            m.d.comb += [
+                oaa.cfg.valid.eq(q_open & self.quant.valid & (q_path == j)),
+                ocfg.height.eq(c_cfg.height), ocfg.width.eq(c_cfg.width),
+                ocfg.out_mult.eq(self.quant.payload.out_mult), ocfg.out_shift.eq(self.quant.payload.out_shift),
+                ocfg.bias.eq(self.quant.payload.bias),
+            ]
         with m.If(self.quant.valid & self.quant.ready):
-            m.d.sync += q_sent.eq(q_sent + 1)
+            m.d.sync += [q_sent.eq(q_sent + 1), q_path.eq(Mux(q_path == p.outs - 1, 0, q_path + 1))]
+
+        # `o` gives the maps channel by channel. With several paths each holds its map in a buffer of a whole map
+        # while the paths before it in the block give theirs: the paths run in step (the MAC feeds them tile by
+        # tile), so a path that cannot finish its map would stall the others.
+        if p.outs == 1:
+            maps = [oaas[0].o]
+        else:
+            maps = []
+            for j, oaa in enumerate(oaas):
+                m.submodules[f"map{j}"] = fifo = SyncFIFOBuffered(width=p.spec.out_bits,
+                                                                  depth=p.max_height * p.max_width)
+                m.d.comb += [fifo.w_data.eq(oaa.o.payload), fifo.w_en.eq(oaa.o.valid), oaa.o.ready.eq(fifo.w_rdy)]
+                maps.append(stream.Signature(signed(p.spec.out_bits)).create(path=("map", j)))
+                m.d.comb += [maps[j].payload.eq(fifo.r_data), maps[j].valid.eq(fifo.r_rdy), fifo.r_en.eq(maps[j].ready)]
 
         # The layer ends with its last output value: count columns, rows and channels of the output maps.
         crop = 0 if p.padding == "same" else p.k - 1
         o_col, o_row = Signal.like(c_cfg.width), Signal.like(c_cfg.height)
         o_chan = Signal.like(c_cfg.c_out)
+        o_path = Signal(range(p.outs))
         row_end = o_col == c_cfg.width - crop - 1
         out_end = row_end & (o_row == c_cfg.height - crop - 1)
-        wiring.connect(m, oaa.o, wiring.flipped(self.o))
+        if p.outs == 1:
+            wiring.connect(m, maps[0], wiring.flipped(self.o))
+        else:
+            m.d.comb += [self.o.valid.eq(Array(src.valid for src in maps)[o_path]),
+                         self.o.payload.eq(Array(src.payload for src in maps)[o_path])]
+            m.d.comb += [src.ready.eq(self.o.ready & (o_path == j)) for j, src in enumerate(maps)]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += o_col.eq(o_col + 1)
             with m.If(row_end):
                 m.d.sync += [o_col.eq(0), o_row.eq(o_row + 1)]
             with m.If(out_end):
-                m.d.sync += [o_row.eq(0), o_chan.eq(o_chan + 1)]
+                m.d.sync += [o_row.eq(0), o_chan.eq(o_chan + 1), o_path.eq(Mux(o_path == p.outs - 1, 0, o_path + 1))]
                 with m.If(o_chan == c_cfg.c_out - 1):
-                    m.d.sync += [o_chan.eq(0), q_sent.eq(0), c_busy.eq(0)]
+                    m.d.sync += [o_chan.eq(0), o_path.eq(0), q_sent.eq(0), q_path.eq(0), c_busy.eq(0)]
         return m
 
 

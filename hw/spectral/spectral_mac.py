@@ -37,7 +37,9 @@ class SpectralMacParams:
     one output bin sums over. slots: spectra one buffer holds, addressed by the streams' `chan` field
     (default max_c_in: one tile of every channel; `SpectralConv` keeps a whole layer, slot t C_in + i).
     data_bits, weight_bits, acc_bits: `SpectralFixed` widths (defaults 18, 16, 45); acc_bits must hold
-    data + weight + 1 + ceil(log2 max_c_in) bits so the sums stay exact.
+    data + weight + 1 + ceil(log2 max_c_in) bits so the sums stay exact. outs: output channels in flight, each
+    with its own pair of accumulator buffers and output stream (1..16; `entry_layout` then names the group's
+    output stream in `path`).
     """
 
     n: int = DEFAULT_N
@@ -48,12 +50,14 @@ class SpectralMacParams:
     weight_bits: int = 16
     acc_bits: int = 45
     slots: int | None = None
+    outs: int = 1
 
     def __post_init__(self) -> None:
         if self.slots is None:
             object.__setattr__(self, "slots", self.max_c_in)
         object.__setattr__(self, "n", check_fft_size(self.n))
-        check_ints(self, (("p", 1, None), ("max_c_in", 1, None), ("data_bits", 2, 30), ("weight_bits", 2, 16)))
+        check_ints(self, (("p", 1, None), ("max_c_in", 1, None), ("data_bits", 2, 30), ("weight_bits", 2, 16),
+                          ("outs", 1, 16)))
         for name in ("b", "acc_bits", "slots"):  # their bounds come from the fields above
             object.__setattr__(self, name, to_int(name, getattr(self, name)))
         if self.b < self.p or self.b > self.bins or self.b & (self.b - 1):
@@ -109,11 +113,17 @@ class SpectralMacParams:
                                   "im": signed(self.weight_bits)})
 
     @property
+    def path_bits(self) -> int:
+        """Width of an entry's `path` (0 with one output stream: the field is then absent)."""
+        return (self.outs - 1).bit_length()
+
+    @property
     def entry_layout(self) -> data.StructLayout:
         """One group of p kernel entries (stream `w`), lane 0 lowest."""
+        path = {"path": self.path_bits} if self.outs > 1 else {}
         return data.StructLayout({
             "lanes": data.ArrayLayout(self.lane_layout, self.p),
-            "chan": self.chan_bits, "last_out": 1, "last_tile": 1,
+            "chan": self.chan_bits, "last_out": 1, "last_tile": 1, **path,
         })
 
     @property
@@ -132,7 +142,7 @@ class SpectralMacParams:
 
     def describe(self) -> dict[str, Any]:
         return {"n": self.n, "p": self.p, "b": self.b, "max_c_in": self.max_c_in, "data_bits": self.data_bits,
-                "weight_bits": self.weight_bits, "acc_bits": self.acc_bits, "slots": self.slots}
+                "weight_bits": self.weight_bits, "acc_bits": self.acc_bits, "slots": self.slots, "outs": self.outs}
 
 
 def _times(value: Any, const: int) -> Any:
@@ -199,7 +209,8 @@ class SpectralMac(wiring.Component):
         super().__init__({
             "x": In(stream.Signature(params.write_layout)),
             "w": In(stream.Signature(params.entry_layout)),
-            "o": Out(stream.Signature(params.out_layout)),
+            "o": Out(stream.Signature(params.out_layout)) if params.outs == 1
+            else Out(stream.Signature(params.out_layout)).array(params.outs),
         })
 
     def elaborate(self, platform):
@@ -242,14 +253,24 @@ class SpectralMac(wiring.Component):
                     m.d.sync += s_full[buf].eq(1)
 
         # --- S0: the group waiting for its spectrum and accumulator buffer -----------------------------------
-        a_busy = Signal(2)  # accumulator buffer sealed (its last group taken), until drained
-        a_done = Signal(2)  # ... and its last products written: the drain may start
-        a_sel = Signal()  # buffer S0's group accumulates into
+        # Per output stream (path) a pair of accumulator buffers, filled and drained in turn.
+        paths = range(p.outs)
+        a_busy = [Signal(2, name=f"a_busy{j}") for j in paths]  # buffer sealed (its last group taken), until drained
+        a_done = [Signal(2, name=f"a_done{j}") for j in paths]  # ... and its last products written: drain it
+        a_sel = [Signal(name=f"a_sel{j}") for j in paths]  # the path's buffer groups accumulate into
         s0_valid = Signal()
         s0 = Signal(p.entry_layout)
+        s0_path = s0.path if p.outs > 1 else Const(0, 1)
+
+        def pick(values: list[Any], path: Any) -> Any:
+            """values[path] (no multiplexer with one path)."""
+            return values[0] if p.outs == 1 else Array(values)[path]
+
+        s0_sel = pick(a_sel, s0_path)
         go = Signal()
         m.d.comb += [
-            go.eq(s0_valid & s_full.bit_select(r_sel, 1) & ~a_busy.bit_select(a_sel, 1)),
+            go.eq(s0_valid & s_full.bit_select(r_sel, 1)
+                  & ~pick([a_busy[j].bit_select(a_sel[j], 1) for j in paths], s0_path)),
             self.w.ready.eq(~s0_valid | go),
         ]
         with m.If(self.w.valid & self.w.ready):
@@ -257,10 +278,12 @@ class SpectralMac(wiring.Component):
         with m.Elif(go):
             m.d.sync += s0_valid.eq(0)
         with m.If(go & s0.last_out):
-            m.d.sync += a_sel.eq(~a_sel)
-            for buf in (0, 1):
-                with m.If(a_sel == buf):
-                    m.d.sync += a_busy[buf].eq(1)
+            for j in paths:
+                with m.If(s0_path == j):
+                    m.d.sync += a_sel[j].eq(~a_sel[j])
+                    for buf in (0, 1):
+                        with m.If(a_sel[j] == buf):
+                            m.d.sync += a_busy[j][buf].eq(1)
         with m.If(go & s0.last_tile):
             # The reads of this group happen on this very edge, so the buffer is free after it.
             m.d.sync += r_sel.eq(~r_sel)
@@ -285,8 +308,9 @@ class SpectralMac(wiring.Component):
         # from the DSP row, which keeps that row's routing free (a crossbar fed straight by the DSP outputs
         # packed so much logic around them that nextpnr could not route the ECP5 build).
         s1_valid, s1_sel, s1_last = Signal(), Signal(), Signal()
+        s1_path, s2_path, s3_path = (Signal(max(1, p.path_bits), name=f"s{i}_path") for i in (1, 2, 3))
         s1_lane = [Signal(p.lane_layout, name=f"s1_lane{j}") for j in lanes]
-        m.d.sync += [s1_valid.eq(go), s1_sel.eq(a_sel), s1_last.eq(go & s0.last_out)]
+        m.d.sync += [s1_valid.eq(go), s1_sel.eq(s0_sel), s1_last.eq(go & s0.last_out), s1_path.eq(s0_path)]
         m.d.sync += [s1_lane[j].eq(s0.lanes[j]) for j in lanes]
 
         pb = db + p.weight_bits  # an exact signed product
@@ -294,7 +318,7 @@ class SpectralMac(wiring.Component):
         s2_index = [Signal(p.index_bits, name=f"s2_index{j}") for j in lanes]
         s2_rr, s2_ii, s2_ri, s2_ir = ([Signal(signed(pb), name=f"s2_{part}{j}") for j in lanes]
                                       for part in ("rr", "ii", "ri", "ir"))
-        m.d.sync += [s2_valid.eq(s1_valid), s2_sel.eq(s1_sel), s2_last.eq(s1_last)]
+        m.d.sync += [s2_valid.eq(s1_valid), s2_sel.eq(s1_sel), s2_last.eq(s1_last), s2_path.eq(s1_path)]
         for j in lanes:
             word = _select(bank_of(s1_lane[j].index), {k: s_read[k] for k in p.lane_banks(j)})
             xr, xi = word[:db].as_signed(), word[db:].as_signed()
@@ -310,24 +334,22 @@ class SpectralMac(wiring.Component):
         # the read-modify-write (so a write on one edge is seen by the read of the next cycle, with no bypass
         # logic), the drain's bin for the output, whose register sits after the bank mux. With synchronous
         # ports instead, the drain's bank mux and valid gating were logic between the memories and `o`.
-        amems = []
-        for k in banks:
-            m.submodules[f"acc{k}"] = mem = Memory(shape=2 * ab, depth=2 * depth, init=[])
-            amems.append(mem)
-        # valid[buf][k] bit a: bin a b + k of buffer buf holds a sum (otherwise it counts as 0).
-        valid = [[Signal(depth, name=f"valid{buf}_{k}") for k in banks] for buf in (0, 1)]
+        # amems[j][k], valid[j][buf][k]: path j's bank k; bit a of valid: bin a b + k of buffer buf holds a sum
+        # (otherwise it counts as 0).
+        amems = [[Memory(shape=2 * ab, depth=2 * depth, init=[]) for k in banks] for j in paths]
+        for j in paths:
+            for k in banks:
+                m.submodules[f"acc{k}" if p.outs == 1 else f"acc{j}_{k}"] = amems[j][k]
+        valid = [[[Signal(depth, name=f"valid{j}_{buf}_{k}") for k in banks] for buf in (0, 1)] for j in paths]
 
         s3_valid, s3_sel, s3_last = Signal(), Signal(), Signal()
-        m.d.sync += [s3_valid.eq(s2_valid), s3_sel.eq(s2_sel), s3_last.eq(s2_last)]
+        m.d.sync += [s3_valid.eq(s2_valid), s3_sel.eq(s2_sel), s3_last.eq(s2_last), s3_path.eq(s2_path)]
         s3_hit = [Signal(name=f"s3_hit{k}") for k in banks]
         s3_addr = [Signal(range(depth), name=f"s3_addr{k}") for k in banks]
         s3_pr = [Signal(signed(ab), name=f"s3_pr{k}") for k in banks]
         s3_pi = [Signal(signed(ab), name=f"s3_pi{k}") for k in banks]
-        drain_read = []
-        for k, mem in enumerate(amems):
-            write = mem.write_port()
-            mac_read = mem.read_port(domain="comb")
-            drain_read.append(mem.read_port(domain="comb"))
+        drain_read = [[] for j in paths]  # drain_read[j][k]
+        for k in banks:
             src = bank_lanes[k]
             # With p = b lane k is always on bank k; otherwise a bank may be left free by the group.
             on_bank = Cat(bank_of(s2_index[j]) == k for j in src).any() if p.p < p.b else 1
@@ -336,60 +358,66 @@ class SpectralMac(wiring.Component):
                          s3_pr[k].eq(_on_bank(s2_index, src, k, bank_of, lambda j: prod_r[j])),
                          s3_pi[k].eq(_on_bank(s2_index, src, k, bank_of, lambda j: prod_i[j]))]
 
-            # --- S3: read the old sum, add and write back ------------------------------------------------------
+            # --- S3: read the old sum (from S3's path), add and write back -------------------------------------
             addr = Mux(s3_sel, depth, 0) + s3_addr[k]
-            old_valid = Mux(s3_sel, valid[1][k], valid[0][k]).bit_select(s3_addr[k], 1)
-            old_r = Mux(old_valid, mac_read.data[:ab].as_signed(), 0)
-            old_i = Mux(old_valid, mac_read.data[ab:].as_signed(), 0)
-            m.d.comb += [
-                mac_read.addr.eq(addr),
-                write.addr.eq(addr),
-                write.data.eq(Cat((old_r + s3_pr[k])[:ab], (old_i + s3_pi[k])[:ab])),
-                write.en.eq(s3_hit[k]),
-            ]
-            for buf in (0, 1):
-                with m.If(s3_hit[k] & (s3_sel == buf)):
-                    m.d.sync += valid[buf][k].bit_select(s3_addr[k], 1).eq(1)
+            mac_reads, writes = [], []
+            for j in paths:
+                writes.append(amems[j][k].write_port())
+                mac_reads.append(amems[j][k].read_port(domain="comb"))
+                drain_read[j].append(amems[j][k].read_port(domain="comb"))
+                m.d.comb += [mac_reads[j].addr.eq(addr), writes[j].addr.eq(addr),
+                             writes[j].en.eq(s3_hit[k] & (s3_path == j))]
+            old_word = pick([port.data for port in mac_reads], s3_path)
+            old_valid = pick([Mux(s3_sel, valid[j][1][k], valid[j][0][k]) for j in paths], s3_path) \
+                .bit_select(s3_addr[k], 1)
+            old_r = Mux(old_valid, old_word[:ab].as_signed(), 0)
+            old_i = Mux(old_valid, old_word[ab:].as_signed(), 0)
+            total = Cat((old_r + s3_pr[k])[:ab], (old_i + s3_pi[k])[:ab])
+            m.d.comb += [write.data.eq(total) for write in writes]
+            for j in paths:
+                for buf in (0, 1):
+                    with m.If(s3_hit[k] & (s3_sel == buf) & (s3_path == j)):
+                        m.d.sync += valid[j][buf][k].bit_select(s3_addr[k], 1).eq(1)
         with m.If(s3_last):
-            for buf in (0, 1):
-                with m.If(s3_sel == buf):
-                    m.d.sync += a_done[buf].eq(1)
+            for j in paths:
+                for buf in (0, 1):
+                    with m.If((s3_sel == buf) & (s3_path == j)):
+                        m.d.sync += a_done[j][buf].eq(1)
 
-        # --- drain: the canonical bins of a finished buffer onto `o`, then the buffer is free ----------------
+        # --- drain, per path: the canonical bins of a finished buffer onto its `o`, then the buffer is free ----
         # `o`'s payload is a register (the bin's sum, or 0 for a bin no entry touched) loaded on `advance`,
         # which is when the synchronous read it replaces would have sampled the memories.
         canon = p.canonical
-        d_sel = Signal()
-        d_count = Signal(range(len(canon)))
-        d_bin = Signal(p.index_bits)
-        m.d.comb += d_bin.eq(Array(Const(q, p.index_bits) for q in canon)[d_count])
-        o_valid, o_last = Signal(), Signal()
-        o_re, o_im = Signal(signed(ab)), Signal(signed(ab))
-        advance, issue = Signal(), Signal()
-        m.d.comb += [advance.eq(~o_valid | self.o.ready), issue.eq(advance & a_done.bit_select(d_sel, 1))]
-        for port in drain_read:
-            m.d.comb += port.addr.eq(Mux(d_sel, depth, 0) + addr_of(d_bin))
-        d_bank = bank_of(d_bin)
-        d_valid = Array(Mux(d_sel, valid[1][k], valid[0][k]) for k in banks)[d_bank].bit_select(addr_of(d_bin), 1)
-        word = Array(port.data for port in drain_read)[d_bank]
-        with m.If(advance):
-            m.d.sync += [o_valid.eq(issue), o_last.eq(d_count == len(canon) - 1),
-                         o_re.eq(Mux(d_valid, word[:ab].as_signed(), 0)),
-                         o_im.eq(Mux(d_valid, word[ab:].as_signed(), 0))]
-        with m.If(issue):
-            m.d.sync += d_count.eq(d_count + 1)
-            with m.If(d_count == len(canon) - 1):
-                m.d.sync += [d_count.eq(0), d_sel.eq(~d_sel)]
-                for buf in (0, 1):
-                    with m.If(d_sel == buf):
-                        m.d.sync += [a_done[buf].eq(0), a_busy[buf].eq(0)]
-                        m.d.sync += [valid[buf][k].eq(0) for k in banks]
-        m.d.comb += [
-            self.o.valid.eq(o_valid),
-            self.o.payload.re.eq(o_re),
-            self.o.payload.im.eq(o_im),
-            self.o.payload.last.eq(o_last),
-        ]
+        outs = [self.o] if p.outs == 1 else list(self.o)
+        for j, out in enumerate(outs):
+            d_sel = Signal(name=f"d_sel{j}")
+            d_count = Signal(range(len(canon)), name=f"d_count{j}")
+            d_bin = Signal(p.index_bits, name=f"d_bin{j}")
+            m.d.comb += d_bin.eq(Array(Const(q, p.index_bits) for q in canon)[d_count])
+            o_valid, o_last = Signal(name=f"o_valid{j}"), Signal(name=f"o_last{j}")
+            o_re, o_im = Signal(signed(ab), name=f"o_re{j}"), Signal(signed(ab), name=f"o_im{j}")
+            advance, issue = Signal(name=f"advance{j}"), Signal(name=f"issue{j}")
+            m.d.comb += [advance.eq(~o_valid | out.ready), issue.eq(advance & a_done[j].bit_select(d_sel, 1))]
+            for port in drain_read[j]:
+                m.d.comb += port.addr.eq(Mux(d_sel, depth, 0) + addr_of(d_bin))
+            d_bank = bank_of(d_bin)
+            d_valid = Array(Mux(d_sel, valid[j][1][k], valid[j][0][k]) for k in banks)[d_bank] \
+                .bit_select(addr_of(d_bin), 1)
+            word = Array(port.data for port in drain_read[j])[d_bank]
+            with m.If(advance):
+                m.d.sync += [o_valid.eq(issue), o_last.eq(d_count == len(canon) - 1),
+                             o_re.eq(Mux(d_valid, word[:ab].as_signed(), 0)),
+                             o_im.eq(Mux(d_valid, word[ab:].as_signed(), 0))]
+            with m.If(issue):
+                m.d.sync += d_count.eq(d_count + 1)
+                with m.If(d_count == len(canon) - 1):
+                    m.d.sync += [d_count.eq(0), d_sel.eq(~d_sel)]
+                    for buf in (0, 1):
+                        with m.If(d_sel == buf):
+                            m.d.sync += [a_done[j][buf].eq(0), a_busy[j][buf].eq(0)]
+                            m.d.sync += [valid[j][buf][k].eq(0) for k in banks]
+            m.d.comb += [out.valid.eq(o_valid), out.payload.re.eq(o_re), out.payload.im.eq(o_im),
+                         out.payload.last.eq(o_last)]
         return m
 
 

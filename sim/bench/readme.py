@@ -118,7 +118,9 @@ def _engines(manifest: dict[str, Any], report: dict[str, Any]) -> str:
     parts = []
     if "conv" in engines:
         conv = engines["conv"]["params"]
-        parts.append(f"SpectralConv P = {conv['p']}, B = {conv['b']}")
+        outs = conv.get("outs", 1)  # 1 in a manifest that predates it
+        parts.append(f"SpectralConv P = {conv['p']}, B = {conv['b']}"
+                     + (f", {outs} output channels in flight" if outs > 1 else ""))
     if "fc" in engines:
         parts.append(f"FC engine n_out = {engines['fc']['params']['n_out']}")
     text = " + ".join(parts) if parts else "link only"

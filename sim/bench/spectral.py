@@ -1,7 +1,8 @@
 """`python -m sim.bench spectral` (or `spec2`): SPEC2 spectral convolution against the dense spatial baseline on
 equal DSPs, as JSON.
 
-    python -m sim.bench spectral [--p 4] [--sparsity 0.75] [--no-build] [--no-sim] [--layers vgg ...] [--whole-layer]
+    python -m sim.bench spectral [--p 4] [--outs 1] [--sparsity 0.75] [--no-build] [--no-sim] [--layers vgg ...]
+                                 [--whole-layer]
 
 
 Per layer (LeNet-5 conv1 and conv2, a VGG-like 64 -> 64 layer at 56 x 56, and the same VGG layer on a 12 x 12
@@ -10,7 +11,9 @@ cycles of `SpectralConv` from its cycle model (`hw.spectral.pipeline.cycle_model
 simulation (bit-exact outputs, full rate) on every layer but the full-size VGG one, and cycles of the dense
 baseline (`hw.baseline.conv`, one output per ceil(C_in K^2 / M) cycles, as its bench checks). DSPs and Fmax
 come from ECP5-85F builds (`hw.characterise`): SpectralConv's stages one by one (DSPs summed, Fmax the lowest),
-the baseline whole, with M = 4 P multipliers, the MAC lanes' real multipliers. Effective operations per DSP
+the baseline whole, with M = 4 P multipliers, the MAC lanes' real multipliers. With `--outs` SpectralConv has
+that many output channels in flight (at most the layer's C_out): its inverse stages (IFFT, overlap-add with its
+requantizer) count once per path. Effective operations per DSP
 per cycle are given for one layer alone (`single`: the forward FFT's load, then the compute) and for a
 stream of inputs through the layer (`steady`: the next input loads while this one computes, which the MAC's
 double buffer does); the target is the steady ratio.
@@ -85,18 +88,21 @@ def make_layer(spec: LayerSpec, p: int, b: int, sparsity: float, seed: int) -> t
     return calibrate(layer, np.stack(inputs[:1]), in_scale=1 / 64), inputs
 
 
-def conv_params(spec: LayerSpec, p: int, b: int) -> Any:
-    """The smallest `SpectralConvParams` that runs `spec`."""
+def conv_params(spec: LayerSpec, p: int, b: int, outs: int = 1) -> Any:
+    """The smallest `SpectralConvParams` that runs `spec` with `outs` output channels in flight (at most C_out)."""
     from hw.spectral.pipeline import SpectralConvParams
 
     return SpectralConvParams(k=spec.k, l=spec.l, padding=spec.padding, relu=spec.relu, p=p, b=b,
-                           max_c_in=spec.c_in, max_c_out=spec.c_out, max_height=spec.height, max_width=spec.width)
+                           max_c_in=spec.c_in, max_c_out=spec.c_out, max_height=spec.height, max_width=spec.width,
+                           outs=min(outs, spec.c_out))
 
 
 #: SpectralConv's stages with multipliers or timing of their own, characterised one by one (the tiler and the
 #: glue are small counters and buffers). The whole layer does not go through Yosys 0.70's abc9 on ECP5 (an
 #: internal assert in ABC_OPS_REINTEGRATE), so its DSPs are the stages' sum and its Fmax their minimum.
 SPEC2_STAGES = ("fft2d", "mac", "ifft2d", "oaa")
+#: The stages each output channel in flight has one of.
+SPEC2_PATH_STAGES = ("ifft2d", "oaa")
 
 
 def _characterised(key: str, board: str, **kwargs: Any) -> dict[str, Any]:
@@ -113,8 +119,9 @@ def _characterised(key: str, board: str, **kwargs: Any) -> dict[str, Any]:
             "build_seconds": round(time.perf_counter() - started, 1)}
 
 
-def hardware(p: int, b: int, board: str, build: bool, whole_layer: bool = False) -> dict[str, Any]:
-    """DSPs, Fmax and logic of SpectralConv (P lanes) and of the baseline (M = 4 P) built for `board`.
+def hardware(p: int, b: int, board: str, build: bool, whole_layer: bool = False, outs: int = 1) -> dict[str, Any]:
+    """DSPs, Fmax and logic of SpectralConv (P lanes, `outs` inverse paths) and of the baseline (M = 4 P) built for
+    `board`.
 
     SpectralConv is built stage by stage (DSPs summed, the lowest Fmax: minutes), or with `whole_layer` as one
     layer (`hw.characterise --block conv`: about 20 minutes on 2 cores), which is the Fmax it really reaches.
@@ -122,18 +129,21 @@ def hardware(p: int, b: int, board: str, build: bool, whole_layer: bool = False)
     if not build:
         # Without builds the DSPs are counted from the design: 4 per MAC lane and 2 for the requantizer's
         # 20 x 16 multiply (the FFT twiddles are shift-add); the baseline M + 2 likewise. No Fmax.
-        return {"measured": False, "spec2": {"dsp": 4 * p + 2, "fmax_mhz": None},
+        return {"measured": False, "spec2": {"dsp": 4 * p + 2 * outs, "fmax_mhz": None},
                 "baseline": {"dsp": 4 * p + 2, "fmax_mhz": None, "m": 4 * p}}
     if whole_layer:
+        if outs != 1:
+            raise ValueError("--whole-layer builds one inverse path: use --outs 1 with it")
         conv = _characterised("conv", board, mac_p=p, mac_b=b)
         spec2 = {"dsp": conv["dsp"], "fmax_mhz": conv["fmax_mhz"],
                  "luts": conv["resources"].get("TRELLIS_COMB", 0), "whole_layer": conv}
     else:
         stages = {key: _characterised(key, board, mac_p=p, mac_b=b) for key in SPEC2_STAGES}
-        spec2 = {"dsp": sum(stage["dsp"] for stage in stages.values()),
+        copies = {key: outs if key in SPEC2_PATH_STAGES else 1 for key in stages}
+        spec2 = {"dsp": sum(stage["dsp"] * copies[key] for key, stage in stages.items()),
                  "fmax_mhz": min(stage["fmax_mhz"] for stage in stages.values()),
-                 "luts": sum(stage["resources"].get("TRELLIS_COMB", 0) for stage in stages.values()),
-                 "stages": stages}
+                 "luts": sum(stage["resources"].get("TRELLIS_COMB", 0) * copies[key] for key, stage in stages.items()),
+                 "stages": stages, "outs": outs}
     baseline = _characterised("baseline", board, baseline_m=4 * p)
     baseline["luts"] = baseline["resources"].get("TRELLIS_COMB", 0)
     return {"measured": True, "board": board, "spec2": spec2, "baseline": {**baseline, "m": 4 * p}}
@@ -147,19 +157,20 @@ def _rates(ops: int, cycles: int, dsp: int, fmax_mhz: float | None) -> dict[str,
 
 
 def bench_layer(spec: LayerSpec, p: int, b: int, sparsity: float, seed: int, hw: dict[str, Any],
-                simulate: bool, workdir: Path) -> dict[str, Any]:
+                simulate: bool, workdir: Path, outs: int = 1) -> dict[str, Any]:
     """One layer's figures: operations, utilisation, SpectralConv and baseline cycles and rates, their ratio."""
     from host.compress.spectral import schedule_stats
     from hw.spectral.pipeline import cycle_model
 
     layer, inputs = make_layer(spec, p, b, sparsity, seed)
-    params = conv_params(spec, p, b)
+    params = conv_params(spec, p, b, outs)
     model = cycle_model(params, layer, spec.height, spec.width)
     stats = schedule_stats(layer)
     row: dict[str, Any] = {
         "layer": spec.name, "c_in": spec.c_in, "c_out": spec.c_out, "height": spec.height, "width": spec.width,
-        "k": spec.k, "l": spec.l, "padding": spec.padding, "ops": spec.ops, "spectral_density": round(
-            layer.density(), 4), "lane_utilization": round(stats["utilization"], 4), "groups": stats["groups"],
+        "k": spec.k, "l": spec.l, "padding": spec.padding, "outs": params.outs, "ops": spec.ops,
+        "spectral_density": round(layer.density(), 4), "lane_utilization": round(stats["utilization"], 4),
+        "groups": stats["groups"],
         "cycles_model": model,
     }
     if simulate and spec.simulate:
@@ -167,8 +178,8 @@ def bench_layer(spec: LayerSpec, p: int, b: int, sparsity: float, seed: int, hw:
 
         _progress(f"[bench] simulating {spec.name} ({spec.inputs} input(s), full rate) ...")
         started = time.perf_counter()
-        cycles = simulate_layers(params, [(layer, x) for x in inputs], f"bench_{spec.name}_p{p}", workdir,
-                                 testcase="full_rate")
+        cycles = simulate_layers(params, [(layer, x) for x in inputs], f"bench_{spec.name}_p{p}_o{params.outs}",
+                                 workdir, testcase="full_rate")
         simulated = span(cycles)
         predicted = model["single"] + (spec.inputs - 1) * model["steady"]
         row["cycles_sim"] = {"inputs": spec.inputs, "cycles": simulated, "model": predicted,
@@ -187,14 +198,14 @@ def bench_layer(spec: LayerSpec, p: int, b: int, sparsity: float, seed: int, hw:
 
 
 def bench_spec2(p: int, b: int, sparsity: float, seed: int, board: str, build: bool, simulate: bool,
-                layers: list[str] | None = None, whole_layer: bool = False) -> dict[str, Any]:
+                layers: list[str] | None = None, whole_layer: bool = False, outs: int = 1) -> dict[str, Any]:
     """The whole benchmark as one JSON-able dict."""
-    hw = hardware(p, b, board, build, whole_layer)
+    hw = hardware(p, b, board, build, whole_layer, outs)
     chosen = [spec for spec in LAYERS if layers is None or spec.name in layers]
     with tempfile.TemporaryDirectory(prefix="spec2-bench-") as tmp:
-        rows = [bench_layer(spec, p, b, sparsity, seed, hw, simulate, Path(tmp)) for spec in chosen]
-    result: dict[str, Any] = {"p": p, "b": b, "sparsity": sparsity, "seed": seed, "hardware": hw, "layers": rows,
-                              "target": TARGET}
+        rows = [bench_layer(spec, p, b, sparsity, seed, hw, simulate, Path(tmp), outs) for spec in chosen]
+    result: dict[str, Any] = {"p": p, "b": b, "outs": outs, "sparsity": sparsity, "seed": seed, "hardware": hw,
+                              "layers": rows, "target": TARGET}
     target = next((row for row in rows if row["layer"] == TARGET["layer"]), None)
     if target is not None:
         result["target_ratio"] = target["ratio"][TARGET["measure"]]
@@ -213,6 +224,9 @@ def register(sub) -> None:
                                         "effective operations per DSP per cycle.")
     parser.add_argument("--p", type=int, default=4, help="MAC lanes; the baseline gets 4 P multipliers (default: 4)")
     parser.add_argument("--b", type=int, help="spectrum banks (default: 2 P)")
+    parser.add_argument("--outs", type=int, default=1,
+                        help="output channels in flight, each with its own inverse path; a layer with fewer output "
+                             "channels gets as many as it has (default: 1)")
     parser.add_argument("--sparsity", type=sparsity_arg, default=0.75, help="spectral sparsity (default: 0.75)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random layers and inputs (default: 0)")
     parser.add_argument("--board", default="ulx3s-85f", help="board the engines are built for (default: ulx3s-85f)")
@@ -232,7 +246,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     b = args.b or 2 * args.p
     if args.p < 1 or b < args.p or b & (b - 1) or b > 40:
         parser.error(f"--p must be >= 1 and --b a power of two in P..40, got P={args.p}, B={b}")
+    if not 1 <= args.outs <= 16:
+        parser.error(f"--outs must be in 1..16, got {args.outs}")
+    if args.whole_layer and args.outs != 1:
+        parser.error("--whole-layer builds one inverse path: use it with --outs 1")
     result = bench_spec2(args.p, b, args.sparsity, args.seed, args.board, not args.no_build, not args.no_sim,
-                         args.layers, args.whole_layer)
+                         args.layers, args.whole_layer, args.outs)
     print(json.dumps(result, indent=2))
     return 0

@@ -82,22 +82,27 @@ def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int
     """Full-rate cycles of `layer` on an H x W input on `engine` (the figures the RTL tests check); with
     `valid_as_crop` the engine runs its own "same" geometry and the post stage crops (`check_layer_fits`).
 
-    `load`: the tiler and forward FFT, C_in T N^2. `compute`: per output channel the slower of the MAC, T G_o
-    (its groups once per tile), and the inverse path, T N^2 plus the overlap-add's drain of the output rows
-    the last tile row completes (it takes the next channel after). `latency`: the first band (L W) and the
-    engine's `latency` (forward FFT, MAC, spectrum read-out, inverse FFT and last tile) behind the last group.
-    `single`: one layer alone; `steady`: per layer when inputs stream through it back to back.
+    `load`: the tiler and forward FFT, C_in T N^2. `compute`: the output channels in blocks of the engine's
+    `outs` (its inverse paths); per block the slower of the MAC, T sum of G_o (each channel's groups once per
+    tile), and the inverse paths, T N^2 plus the overlap-add's drain of the output rows the last tile row
+    completes (they take the next block after); then the last block's other maps leave the output buffers one
+    value a cycle, and no layer is faster than its output, one value a cycle. `latency`: the first band (L W)
+    and the engine's `latency` (forward FFT, MAC, spectrum read-out, inverse FFT and last tile) behind the last
+    group. `single`: one layer alone; `steady`: per layer when inputs stream through it back to back.
     """
     oaa = OaaParams(engine["n"], engine["k"], engine["l"], "same") if valid_as_crop else layer.oaa
+    outs = int(engine.get("outs", 1))  # 1 from an INFO that predates it
     t_r, t_c = oaa.tiles(h, w)
     tiles = t_r * t_c
     n2 = int(engine["n"]) ** 2
     h_out, w_out = oaa.output_shape(h, w)
     drained_rows = h_out - max(0, min(h_out, (t_r - 1) * oaa.l - oaa.crop))
     groups = layer.schedule.groups.sum(axis=1) if layer.schedule is not None else np.zeros(layer.c_out)
-    per_channel = np.maximum(tiles * np.maximum(groups, 1), tiles * n2 + drained_rows * w_out)
+    blocks = np.add.reduceat(np.maximum(groups, 1), np.arange(0, layer.c_out, outs))
+    per_block = np.maximum(tiles * blocks, tiles * n2 + drained_rows * w_out)
+    tail = (layer.c_out - 1) % outs * h_out * w_out  # the last block's maps behind its first
     load = layer.c_in * tiles * n2
-    compute = int(per_channel.sum())
+    compute = max(int(per_block.sum()) + tail, layer.c_out * h_out * w_out)
     latency = oaa.l * w + int(engine.get("latency", 0))  # 0 from an INFO that predates it
     return {"load": load, "compute": compute, "latency": latency, "single": load + compute + latency,
             "steady": max(load, compute)}
