@@ -182,6 +182,10 @@ class SpectralMac(wiring.Component):
     lanes padding) to carry `last_out`. Groups violating the schedule's rules (two lanes on one bank, slots
     not sorted by bank) are outside the format.
 
+    With `outs` > 1 each entry names in `path` which of `outs` output streams its channel goes to, `o` is an
+    array of them, and every path has its own pair of accumulator buffers and drain: channels of different paths
+    accumulate back to back and drain side by side (`SpectralConv` feeds a block of `outs` channels per tile).
+
     Stream `o` (`params.out_layout`): per output channel, its canonical bins in ascending index order
     (`canonical_bins`), `re`/`im` the exact acc_bits sums of X_i[k] W[o, i][k] (the golden `acc` stage;
     bins no entry touched are 0), `last` on the final bin.
