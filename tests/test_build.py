@@ -310,7 +310,7 @@ def test_fc_only_builds_on_icebreaker(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.cost(seconds=600)
+@pytest.mark.cost(seconds=1200)
 def test_default_build_is_the_whole_lenet5(tmp_path, capsys):
     """`python -m hw.build` with no arguments: the whole LeNet-5 accelerator (conv and FC engines) on the
     ULX3S-85F, mapped with the classic abc (the FFT defeats abc9), clocked at 40 MHz by the PLL from the board's
