@@ -224,10 +224,15 @@ class KernelReplay(wiring.Component):
         full = Signal(slots)
         count = [Signal(range(depth + 1), name=f"count{k}") for k in range(slots)]
 
-        def following(slot: Signal, base: Signal) -> list[Any]:
-            """Assignments stepping a (slot, slot depth) pair to the next slot of the ring."""
+        def after(slot: Signal, base: Signal) -> tuple[Any, Any]:
+            """The slot after `slot` on the ring and its first address, `base` being slot's."""
             wrap = slot == slots - 1
-            return [slot.eq(Mux(wrap, 0, slot + 1)), base.eq(Mux(wrap, 0, base + depth))]
+            return Mux(wrap, 0, slot + 1), Mux(wrap, 0, base + depth)
+
+        def step(slot: Signal, base: Signal, frm: tuple[Signal, Signal] | None = None) -> list[Any]:
+            """Assignments moving (slot, base) to the slot after `frm` (default: after itself)."""
+            nxt, nxt_base = after(*(frm or (slot, base)))
+            return [slot.eq(nxt), base.eq(nxt_base)]
 
         # --- writer: one channel into the next free slot ---------------------------------------------------------
         w_slot, w_base = Signal(range(slots)), Signal(range(slots * depth))
@@ -243,7 +248,7 @@ class KernelReplay(wiring.Component):
         with m.If(take):
             m.d.sync += w_addr.eq(w_addr + 1)
             with m.If(self.w.payload.last):
-                m.d.sync += [w_addr.eq(0), *following(w_slot, w_base)]
+                m.d.sync += [w_addr.eq(0), *step(w_slot, w_base)]
                 for k in range(slots):
                     with m.If(w_slot == k):
                         m.d.sync += [full[k].eq(1), count[k].eq(w_addr + 1)]
@@ -283,7 +288,7 @@ class KernelReplay(wiring.Component):
         with m.If(issue):
             m.d.sync += g.eq(g + 1)
             with m.If(last_group):
-                m.d.sync += [g.eq(0), j.eq(j + 1), *following(cur, cur_base)]
+                m.d.sync += [g.eq(0), j.eq(j + 1), *step(cur, cur_base)]
                 with m.If(last_in_block):
                     m.d.sync += [j.eq(0), cur.eq(first), cur_base.eq(first_base),
                                  tc.eq(tc + 1), base.eq(base + self.c_in)]
@@ -292,9 +297,8 @@ class KernelReplay(wiring.Component):
                     with m.If(last_tile):
                         # The block's last read happens on this edge: the writer may refill its slots after.
                         # The next block starts at the slot after this one's last (the channel being read).
-                        m.d.sync += [tr.eq(0), base.eq(0), o.eq(o + outs), *following(cur, cur_base)]
-                        m.d.sync += [first.eq(Mux(cur == slots - 1, 0, cur + 1)),
-                                     first_base.eq(Mux(cur == slots - 1, 0, cur_base + depth))]
+                        m.d.sync += [tr.eq(0), base.eq(0), o.eq(o + outs), *step(cur, cur_base),
+                                     *step(first, first_base, frm=(cur, cur_base))]
                         for k in range(slots):
                             offset = Mux(first <= k, k - first, k + slots - first)
                             with m.If(offset <= j):
