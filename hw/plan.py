@@ -400,19 +400,22 @@ def plan(model: CompressedNetwork, board: str | None = None, *, headroom: float 
         get_board(name)  # an unknown board raises, naming the known ones
         tried: list[Plan] = []
         error = None
-        sizings = _pass_sizings(model, steps)
-        for index, (rows, streamed) in enumerate([(None, 0), *sizings[:1], *sizings[1:], *sizings[:1]]):
+        probe: list[Plan] = []  # the most split sizing's fitting plans: kept when no cheaper sizing fits
+        for index, (rows, streamed) in enumerate([(None, 0), *_pass_sizings(model, steps)]):
             try:
                 plans = _candidates(model, steps, name, headroom, overrides, trace, rows, streamed)
             except PlanError as refused:
                 error, plans = refused, []
             fitting = [p for p in plans if p.estimate.fits]
-            if index == 1 and not fitting:  # the smallest passes, all streamed, do not fit: no other sizing will
-                tried += plans
-                break
-            if fitting and index != 1:
-                return min(fitting, key=lambda p: (p.headroom != headroom, -p.conv_outs, p.utilisation))
             tried += plans
+            if index == 1:
+                if not fitting:  # the smallest passes, all streamed, do not fit: no other sizing will
+                    break
+                probe = fitting
+            elif fitting:
+                return _best(fitting, headroom)
+        if probe:
+            return _best(probe, headroom)
         if not tried:
             refusals.append((name, str(error)))
             continue
@@ -421,6 +424,11 @@ def plan(model: CompressedNetwork, board: str | None = None, *, headroom: float 
     if board is not None or len({why for _, why in refusals}) == 1:
         raise PlanError(refusals[0][1])
     raise PlanError("fits no board: " + "; ".join(f"{name}: {why}" for name, why in refusals))
+
+
+def _best(fitting: list[Plan], headroom: float) -> Plan:
+    """The plan to keep among those that fit: with the headroom, the most conv outputs in flight, the least used."""
+    return min(fitting, key=lambda p: (p.headroom != headroom, -p.conv_outs, p.utilisation))
 
 
 def _pass_sizings(model: CompressedNetwork, steps: list[Step]) -> list[tuple[int, int]]:
