@@ -268,7 +268,7 @@ def plan_fc_layer(accel: AccelInfo, layer: Any, *, src: int, xor_start: int = 0,
     fmt = accel.fc_stream_format()
     if hasattr(layer, "fmt"):
         check_fc_format(accel, layer.fmt)
-    stream_layer = layer if isinstance(layer, fc_stream.FcLayer) else layer.engine_layer()
+    stream_layer = _engine_layer(layer)
     rows, cols = stream_layer.shape
     for name, value in (("cols", cols), ("rows", rows)):
         if value > accel.act_depth:
@@ -450,14 +450,18 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
                   region_widths={name: region.width for name, region in accel.regions.items()})
 
 
+def _engine_layer(layer: Any) -> fc_stream.FcLayer:
+    """An FC layer as the engine takes it: an `FcLayer` already, or a model's FC layer converted."""
+    return layer if isinstance(layer, fc_stream.FcLayer) else layer.engine_layer()
+
+
 def fc_schedules(accel: AccelInfo, layers: Mapping[str, Any]) -> dict[str, fc_passes.FcSchedule]:
     """How each FC layer (by name) runs on this device's engine and regions (`hw.spec.fc_passes.schedule`): in one
     descriptor, in resident passes, or streamed. ValueError, one line naming the layer and the limit."""
     if not layers:
         return {}
     fmt = accel.fc_stream_format()
-    engine = {name: layer if isinstance(layer, fc_stream.FcLayer) else layer.engine_layer()
-              for name, layer in layers.items()}
+    engine = {name: _engine_layer(layer) for name, layer in layers.items()}
     for name, layer in layers.items():
         if hasattr(layer, "fmt"):
             try:
@@ -472,7 +476,7 @@ def _fc_passes(accel: AccelInfo, layer: Any, schedule: fc_passes.FcSchedule, cou
                slot: Mapping[str, int]) -> tuple[list[FcPassRun], list[dict[str, int]], dict[str, list[int]]]:
     """An FC layer's passes: their runs (descriptors packed by the caller), descriptor fields, and resident words
     (a streamed layer's passes all start at the `slot`, their words LOADed per image)."""
-    whole = layer if isinstance(layer, fc_stream.FcLayer) else layer.engine_layer()
+    whole = _engine_layer(layer)
     rows, cols = whole.shape
     if cols != count:
         raise ValueError(f"it reads {cols} activations, the layer before gives {count}")
@@ -486,9 +490,10 @@ def _fc_passes(accel: AccelInfo, layer: Any, schedule: fc_passes.FcSchedule, cou
         plan = plan_fc_layer(accel, part, src=src, xor_start=starts["fc.xor"], bim_start=starts["fc.bim"],
                              scale_start=starts["fc.scale"])
         new = {"fc.xor": plan.xor, "fc.bim": plan.bim, "fc.scale": plan.scale}
-        loads = tuple((region, starts[region], tuple(new[region])) for region in fc_passes.REGIONS)
-        if not schedule.streamed:
-            loads = ()
+        loads: tuple[tuple[str, int, tuple[int, ...]], ...] = ()
+        if schedule.streamed:
+            loads = tuple((region, starts[region], tuple(new[region])) for region in fc_passes.REGIONS)
+        else:
             for region in fc_passes.REGIONS:
                 words[region] += new[region]
         runs.append(FcPassRun(0, one.start, one.stop, plan.cycles, loads))
