@@ -35,7 +35,6 @@ from .layouts import fields_json
 from .memory import SPRAM_DEPTH, SpramParams
 from .pool import CropParams, MaxPoolParams
 from .spectral.pipeline import SpectralConvParams
-from .spectral.spectral_mac import canonical_bins
 
 #: A UART bit must last at least this many clock cycles for the receiver's mid-bit sampling to work.
 MIN_CYCLES_PER_BIT = 4
@@ -218,9 +217,7 @@ class AcceleratorConfig:
         if self.conv is not None:
             c = self.conv
             tile_row = -(-c.max_width // c.l) * max(c.max_groups, c.n ** 2)
-            latency = (c.fft.forward_latency + c.mac.latency + len(canonical_bins(c.n)) + c.fft.inverse_latency
-                       + c.n ** 2)
-            quiet = max(quiet, 2 * tile_row + latency + 8)
+            quiet = max(quiet, 2 * tile_row + c.latency + 8)
         if self.fc is not None:
             f = self.fc
             quiet = max(quiet, f.xor.latency + f.bim.latency + f.latency + 8)

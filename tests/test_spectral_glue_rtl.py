@@ -153,11 +153,11 @@ def _ifft_streams(params: IfftInputParams, acc_r: np.ndarray, acc_i: np.ndarray,
 
 
 def _check_ifft_rate(params: IfftInputParams, cycles: dict[str, list[int]]) -> None:
-    """Output every cycle from the first to the last; the first channel's first output 3 cycles after its last
-    input."""
+    """Output every cycle from the first to the last; the first channel's first output `latency` (4) cycles after
+    its last input."""
     out = cycles["o"]
     assert out == list(range(out[0], out[0] + len(out))), "output gaps at full rate"
-    assert out[0] - cycles["i"][params.canonical - 1] == 3
+    assert out[0] - cycles["i"][params.canonical - 1] == params.latency == 4
 
 
 def _random_acc(params: IfftInputParams, shift: int, count: int, rng: np.random.Generator) -> tuple[np.ndarray,

@@ -51,6 +51,11 @@ class IfftInputParams:
         return self.data_bits - 1
 
     @property
+    def latency(self) -> int:
+        """Cycles from a channel's last beat in to its first beat out (at full rate)."""
+        return 4
+
+    @property
     def canonical(self) -> int:
         """Canonical bins, beats in per channel (34 at n = 8)."""
         return len(canonical_bins(self.n))
@@ -61,16 +66,18 @@ class IfftInputParams:
         return data.StructLayout({"re": signed(self.acc_bits), "im": signed(self.acc_bits), "last": 1})
 
 
-def _shift_clamp(m: Module, v: Value, shift: Value, acc_bits: int, bits: int, name: str) -> Value:
-    """clamp(rs(v, shift)) to signed `bits`, combinationally (rs(v, s) = (v + 2^(s-1)) >> s, v for s = 0)."""
-    # For s >= acc_bits, v + 2^(s-1) lies in [0, 2^s): the result is 0 whatever v is, so the shifter need
-    # only span acc_bits and the wide shifts are a constant.
+def _round_add(m: Module, v: Value, shift: Value, acc_bits: int, name: str) -> Value:
+    """v + 2^(shift-1), the rounding half of rs(v, shift) (v for shift = 0), acc_bits + 1 wide."""
     half = Signal(unsigned(acc_bits), name=f"{name}_half")
     m.d.comb += half.eq((Const(1, acc_bits + 1) << shift)[1:])
-    t = Signal(signed(acc_bits + 1), name=f"{name}_t")
-    m.d.comb += t.eq(v + half)
-    shifted = Signal(signed(acc_bits + 1), name=f"{name}_shifted")
-    m.d.comb += shifted.eq(Mux(shift >= acc_bits, 0, t >> shift))
+    return v + half
+
+
+def _shift_clamp(t: Value, shift: Value, acc_bits: int, bits: int) -> Value:
+    """clamp(t >> shift) to signed `bits`, for t = v + 2^(shift-1) (`_round_add`): rs(v, shift) clamped."""
+    # For s >= acc_bits, v + 2^(s-1) lies in [0, 2^s): the result is 0 whatever v is, so the shifter need
+    # only span acc_bits and the wide shifts are a constant.
+    shifted = Mux(shift >= acc_bits, 0, t >> shift)
     low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return Mux(shifted < low, low, Mux(shifted > high, high, shifted))
 
@@ -85,14 +92,15 @@ class IfftInput(wiring.Component):
     * `o` (`complex_layout(data_bits)`, = `Ifft2d.i`): per channel the n x (n/2 + 1) half spectrum
       column-major (k2 = 0..n/2 outer, k1 = 0..n-1 inner), each value the golden `ifft_input`'s.
 
-    Each taken beat is shifted, rounded and clamped in one registered stage and written to a ping-pong
+    Each taken beat is rounded, then shifted and clamped (two registered stages) and written to a ping-pong
     buffer (`Memory`, 2 x n (n/2 + 1) words of 2 (data_bits - 1) bits, column-major addresses): one channel
     fills while the previous one is read out. Mirrored bins are read from their partner's address and the
     imaginary part negated on the way out (-(-2^(data_bits-2)) fits data_bits).
 
     Throughput: `o` gives one beat per cycle, n (n/2 + 1) per channel (40 at n = 8), and `i` takes one per
     cycle whenever a buffer is free, so back to back a channel costs n (n/2 + 1) cycles (the input stalls
-    for the difference). Latency: a channel's first output can be taken 3 cycles after its last input.
+    for the difference). Latency: a channel's first output can be taken `params.latency` (4) cycles after its
+    last input.
     """
 
     def __init__(self, params: IfftInputParams):
@@ -128,14 +136,27 @@ class IfftInput(wiring.Component):
                 with m.If(channel_end):
                     m.d.sync += [k1.eq(0), k2.eq(0), write_bank.eq(~write_bank)]
 
+        # Two registered stages: the rounding add, then the shift and clamp. In one, the path from the layer's
+        # mac_shift through the add's carry chain and the shifter bounded the whole LeNet-5 build's clock.
+        a_valid, a_end = Signal(), Signal()
+        a_bank = Signal(reset_less=True)
+        a_addr = Signal(range(size), reset_less=True)
+        a_shift = Signal(SHIFT_BITS, reset_less=True)
+        a_re, a_im = (Signal(signed(p.acc_bits + 1), name=f"a_{part}", reset_less=True) for part in ("re", "im"))
+        m.d.sync += [
+            a_valid.eq(take), a_end.eq(take & channel_end), a_bank.eq(write_bank), a_addr.eq(k2 * n + k1),
+            a_shift.eq(self.mac_shift),
+            a_re.eq(_round_add(m, self.i.payload.re, self.mac_shift, p.acc_bits, "re")),
+            a_im.eq(_round_add(m, self.i.payload.im, self.mac_shift, p.acc_bits, "im")),
+        ]
         w_valid, w_end = Signal(), Signal()
         w_bank = Signal(reset_less=True)
         w_addr = Signal(range(size), reset_less=True)
         w_value = Signal(complex_layout(bits), reset_less=True)
         m.d.sync += [
-            w_valid.eq(take), w_end.eq(take & channel_end), w_bank.eq(write_bank), w_addr.eq(k2 * n + k1),
-            w_value.re.eq(_shift_clamp(m, self.i.payload.re, self.mac_shift, p.acc_bits, bits, "re")),
-            w_value.im.eq(_shift_clamp(m, self.i.payload.im, self.mac_shift, p.acc_bits, bits, "im")),
+            w_valid.eq(a_valid), w_end.eq(a_end), w_bank.eq(a_bank), w_addr.eq(a_addr),
+            w_value.re.eq(_shift_clamp(a_re, a_shift, p.acc_bits, bits)),
+            w_value.im.eq(_shift_clamp(a_im, a_shift, p.acc_bits, bits)),
         ]
         m.d.comb += [write.en.eq(w_valid), write.addr.eq(w_bank * size + w_addr), write.data.eq(w_value)]
 

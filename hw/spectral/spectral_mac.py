@@ -134,7 +134,7 @@ class SpectralMacParams:
     @property
     def latency(self) -> int:
         """Clock edges from a group's entry handshake to the edge its sums are written, with no stalls."""
-        return 5
+        return 6
 
     def lane_banks(self, lane: int) -> range:
         """Banks lane `lane` can meet in a group sorted by bank with distinct banks: lane..lane + b - p."""
@@ -193,8 +193,8 @@ class SpectralMac(wiring.Component):
     Pipeline: S0 holds the group (`w.ready` = S0 empty or moving on); it moves when its tile's spectrum
     is loaded and its accumulator buffer is free, reading each lane's bin from its bank (each bank's
     address from the one lane on it; a lane can only meet banks lane..lane + b - p, so with p = b there is
-    no crossbar). S1 picks each lane's bank output and multiplies it: four exact real products per lane
-    (4 p multipliers, DSP blocks on ECP5), registered as they leave the multipliers. S2 combines them into
+    no crossbar). S1 picks each lane's bank output into a register; M1 multiplies it: four exact real products
+    per lane (4 p multipliers, DSP blocks on ECP5), registered as they leave the multipliers. S2 combines them into
     the complex product and routes each lane's product to its bin's accumulator bank. S3 reads the old sum
     (an asynchronous read at S3's registered bin), adds and writes; a write is seen by the next cycle's
     read, so back-to-back updates of one bin see each other. The spectrum buffers are block RAMs; the
@@ -202,7 +202,7 @@ class SpectralMac(wiring.Component):
     drain's; `o`'s payload is a register after the drain's bank mux. The accumulators are double-buffered,
     with a valid bit per bin so a buffer is cleared in one cycle when
     drained. Draining takes one cycle per canonical bin (34 at n = 8) and starts `latency` edges after
-    the channel's last group, so while one output channel drains the next one must take about 34 + 5
+    the channel's last group, so while one output channel drains the next one must take about 34 + 6
     groups or `w` stalls at the start of the channel after it until the buffer is free (small C_in at
     large p). Otherwise, with the tile's spectrum loaded ahead on `x`, one group per cycle.
     """
@@ -305,29 +305,38 @@ class SpectralMac(wiring.Component):
             m.d.comb += [port.addr.eq(base + addr), port.en.eq(go)]
             s_read.append(port.data)
 
-        # --- S1: each lane picks its bank's word and multiplies it; the four products register at the DSPs ----
-        # The multipliers take the bank word straight from the spectrum memory's output (through the lane's
-        # bank mux) and their products go to registers only: nothing but a flip-flop hangs on a DSP output.
-        # Combining the products and routing them to the banks (a crossbar) happens in S2, a register away
-        # from the DSP row, which keeps that row's routing free (a crossbar fed straight by the DSP outputs
-        # packed so much logic around them that nextpnr could not route the ECP5 build).
+        # --- S1: each lane picks its bank's word, registered ----------------------------------------------------
+        # The block RAMs' outputs are unregistered (a slow clock-to-output), and their depth makes a row mux
+        # behind them: that and the lane's bank mux get a cycle of their own, away from the multipliers.
         s1_valid, s1_sel, s1_last = Signal(), Signal(), Signal()
-        s1_path, s2_path, s3_path = (Signal(max(1, p.path_bits), name=f"s{i}_path") for i in (1, 2, 3))
+        s1_path, m1_path, s2_path, s3_path = (Signal(max(1, p.path_bits), name=f"{st}_path")
+                                              for st in ("s1", "m1", "s2", "s3"))
         s1_lane = [Signal(p.lane_layout, name=f"s1_lane{j}") for j in lanes]
         m.d.sync += [s1_valid.eq(go), s1_sel.eq(s0_sel), s1_last.eq(go & s0.last_out), s1_path.eq(s0_path)]
         m.d.sync += [s1_lane[j].eq(s0.lanes[j]) for j in lanes]
+        m1_valid, m1_sel, m1_last = Signal(), Signal(), Signal()
+        m1_lane = [Signal(p.lane_layout, name=f"m1_lane{j}") for j in lanes]
+        m1_word = [Signal(2 * db, name=f"m1_word{j}") for j in lanes]
+        m.d.sync += [m1_valid.eq(s1_valid), m1_sel.eq(s1_sel), m1_last.eq(s1_last), m1_path.eq(s1_path)]
+        m.d.sync += [m1_lane[j].eq(s1_lane[j]) for j in lanes]
+        m.d.sync += [m1_word[j].eq(_select(bank_of(s1_lane[j].index), {k: s_read[k] for k in p.lane_banks(j)}))
+                     for j in lanes]
 
+        # --- M1: the four real products of each lane, registered as they leave the multipliers ---------------
+        # Nothing but a flip-flop hangs on a DSP output. Combining the products and routing them to the banks (a
+        # crossbar) happens in S2, a register away from the DSP row, which keeps that row's routing free (a
+        # crossbar fed straight by the DSP outputs packed so much logic around them that nextpnr could not route
+        # the ECP5 build).
         pb = db + p.weight_bits  # an exact signed product
         s2_valid, s2_sel, s2_last = Signal(), Signal(), Signal()
         s2_index = [Signal(p.index_bits, name=f"s2_index{j}") for j in lanes]
         s2_rr, s2_ii, s2_ri, s2_ir = ([Signal(signed(pb), name=f"s2_{part}{j}") for j in lanes]
                                       for part in ("rr", "ii", "ri", "ir"))
-        m.d.sync += [s2_valid.eq(s1_valid), s2_sel.eq(s1_sel), s2_last.eq(s1_last), s2_path.eq(s1_path)]
+        m.d.sync += [s2_valid.eq(m1_valid), s2_sel.eq(m1_sel), s2_last.eq(m1_last), s2_path.eq(m1_path)]
         for j in lanes:
-            word = _select(bank_of(s1_lane[j].index), {k: s_read[k] for k in p.lane_banks(j)})
-            xr, xi = word[:db].as_signed(), word[db:].as_signed()
-            wr, wi = s1_lane[j].re, s1_lane[j].im
-            m.d.sync += [s2_index[j].eq(s1_lane[j].index),
+            xr, xi = m1_word[j][:db].as_signed(), m1_word[j][db:].as_signed()
+            wr, wi = m1_lane[j].re, m1_lane[j].im
+            m.d.sync += [s2_index[j].eq(m1_lane[j].index),
                          s2_rr[j].eq(xr * wr), s2_ii[j].eq(xi * wi), s2_ri[j].eq(xr * wi), s2_ir[j].eq(xi * wr)]
 
         # --- S2: complex products, routed to their accumulator banks -------------------------------------------
