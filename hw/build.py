@@ -60,6 +60,9 @@ LUT_MAPPERS = ("abc9", "abc")
 #: always converges; router2 routed an earlier netlist of it in half the time at 40.5 MHz, but not the current one.
 ROUTERS = ("router1", "router2")
 DEFAULT_ROUTER = "router1"
+#: nextpnr's placers: "heap" (analytic, then simulated-annealing refinement) or "static" (electrostatic).
+PLACERS = ("heap", "static")
+DEFAULT_PLACER = "heap"
 
 
 class TimingError(BuildError):
@@ -82,14 +85,15 @@ class BuildResult:
 
 def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int = 1,
           progress: Callable[[str], None] = print_progress, design: Elaboratable | None = None,
-          synth_opts: str = "", lut_mapper: str | None = None, router: str = DEFAULT_ROUTER) -> BuildResult:
+          synth_opts: str = "", lut_mapper: str | None = None, router: str = DEFAULT_ROUTER,
+          placer: str = DEFAULT_PLACER) -> BuildResult:
     """Build `hw.top.BoardTop(config)` into `out_dir` (default `build/<board>/`) and write its reports.
 
     `design` replaces the accelerator with another top for `config.board` (e.g. one block characterised
     alone). `synth_opts` are added to the family's synthesis options. `lut_mapper` is "abc9" or "abc"
     (`ABC_LUT_MAPPING`); None picks "abc" for an accelerator with the SPEC2 conv engine on ECP5, else "abc9".
-    `router` is nextpnr's (`ROUTERS`). Raises BuildError when a tool is missing or fails; TimingError, after
-    writing report.json, when timing fails.
+    `router` and `placer` are nextpnr's (`ROUTERS`, `PLACERS`). Raises BuildError when a tool is missing or
+    fails; TimingError, after writing report.json, when timing fails.
     """
     from .top import BoardTop  # late, so the report helpers here import without the whole design
 
@@ -112,6 +116,8 @@ def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int =
         raise ValueError(f"lut_mapper must be one of {', '.join(LUT_MAPPERS)}, got {lut_mapper!r}")
     if router not in ROUTERS:
         raise ValueError(f"router must be one of {', '.join(ROUTERS)}, got {router!r}")
+    if placer not in PLACERS:
+        raise ValueError(f"placer must be one of {', '.join(PLACERS)}, got {placer!r}")
     if lut_mapper == "abc" and board.family not in ABC_LUT_MAPPING:
         raise ValueError(f"lut_mapper 'abc' is available for {', '.join(ABC_LUT_MAPPING)}, not {board.family}")
     overrides = dict(SYNTH_OVERRIDES.get(board.family, {}))
@@ -130,7 +136,8 @@ def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int =
         if tool.startswith("nextpnr-"):
             # Timing is judged here rather than by nextpnr, so that the report and bitstream still get
             # written for a design that misses timing.
-            args += ["--seed", str(seed), "--router", router, "--report", NEXTPNR_REPORT, "--timing-allow-fail"]
+            args += ["--seed", str(seed), "--placer", placer, "--router", router, "--report", NEXTPNR_REPORT,
+                     "--timing-allow-fail"]
         progress(f"[{index}/{stages}] {stage} ({tool}) ...")
         stage_start = time.monotonic()
         try:
@@ -144,7 +151,8 @@ def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int =
 
     nextpnr_report = json.loads((out_dir / NEXTPNR_REPORT).read_text())
     report = {
-        "board": board.name, "device": board.device, "package": board.package, "seed": seed, "router": router,
+        "board": board.name, "device": board.device, "package": board.package, "seed": seed, "placer": placer,
+        "router": router,
         **parse_nextpnr_report(nextpnr_report, board, config.clock_hz),
         # What clocks the design: the oscillator, or the PLL on it (`hw.clocking`).
         "clock": {"oscillator_hz": board.clock_hz, "hz": config.clock_hz,
@@ -167,7 +175,9 @@ def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int =
 
 def format_report(report: dict[str, Any]) -> str:
     """A short table of report.json: resources used of available, Fmax against target, build time."""
-    lines = [f"{report['board']}: {report['device']} {report['package']}, seed {report['seed']}",
+    # Reports from before the placer was a choice name none: they were placed by nextpnr's default, heap.
+    tools = f"seed {report['seed']}, {report.get('placer', 'heap')} placer, {report.get('router', 'router1')}"
+    lines = [f"{report['board']}: {report['device']} {report['package']}, {tools}",
              f"  {'resource':<16}{'used':>8}{'available':>11}{'%':>8}"]
     for name, use in report["resources"].items():
         percent = 100 * use["used"] / use["available"] if use["available"] else 0.0
@@ -211,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--router", default=DEFAULT_ROUTER, choices=ROUTERS,
                         help="nextpnr router: router1 reaches the higher Fmax; router2 is sometimes faster, "
                              "sometimes does not converge (default: %(default)s)")
+    parser.add_argument("--placer", default=DEFAULT_PLACER, choices=PLACERS,
+                        help="nextpnr placer: heap (analytic with annealing refinement) or static (electrostatic) "
+                             "(default: %(default)s)")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--config", default=None, choices=sorted(CONFIGS),
                       help="named accelerator config (hw.config.CONFIGS): lenet5, the whole LeNet-5 (conv and FC "
@@ -251,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
     try:
-        result = build(config, args.out, seed=args.seed, router=args.router)
+        result = build(config, args.out, seed=args.seed, router=args.router, placer=args.placer)
     except TimingError as error:
         print(format_report(error.result.report))
         print(f"error: {error}", file=sys.stderr)

@@ -83,7 +83,9 @@ def test_format_report():
     report = {"board": "ulx3s-85f", "device": "LFE5U-85F", "package": "BG381", "seed": 3,
               "build_seconds": 61.25, **parsed}
     text = hwbuild.format_report(report)
-    assert "ulx3s-85f: LFE5U-85F BG381, seed 3" in text
+    assert "ulx3s-85f: LFE5U-85F BG381, seed 3, heap placer, router1" in text  # a report from before the choice
+    assert "seed 3, static placer, router2" in hwbuild.format_report({**report, "placer": "static",
+                                                                      "router": "router2"})
     row = next(line for line in text.splitlines() if "TRELLIS_COMB" in line)
     assert row.split() == ["TRELLIS_COMB", "842", "83640", "1.0%"]
     assert "23.46 MHz (target 25.00 MHz) FAIL" in text
@@ -139,8 +141,8 @@ def test_build_runs_amaranth_commands_in_order(tmp_path, monkeypatch, board):
     family = get_board(board).family
     packer = {"ice40": "icepack", "ecp5": "ecppack"}[family]
     assert [Path(argv[0]).name for argv in argvs] == ["yosys", f"nextpnr-{family}", packer]
-    assert argvs[1][-7:] == ["--seed", "7", "--router", "router1", "--report", hwbuild.NEXTPNR_REPORT,
-                             "--timing-allow-fail"]
+    assert argvs[1][-9:] == ["--seed", "7", "--placer", hwbuild.DEFAULT_PLACER, "--router", "router1", "--report",
+                             hwbuild.NEXTPNR_REPORT, "--timing-allow-fail"]
     assert [m for m in messages if m.startswith("[")] == [
         "[1/4] elaborate ...", "[2/4] synthesis (yosys) ...", f"[3/4] place & route (nextpnr-{family}) ...",
         f"[4/4] bitstream ({packer}) ..."]
@@ -150,7 +152,8 @@ def test_build_runs_amaranth_commands_in_order(tmp_path, monkeypatch, board):
     assert (out / "yosys.log").read_text().startswith(f"$ {argvs[0][0]} -q -l top.rpt top.ys")
     report = json.loads((out / "report.json").read_text())
     assert report == result.report
-    assert (report["board"], report["seed"], report["router"], report["timing_met"]) == (board, 7, "router1", True)
+    assert (report["board"], report["seed"], report["placer"], report["router"], report["timing_met"]) == (
+        board, 7, hwbuild.DEFAULT_PLACER, "router1", True)
     assert report["tools"]["yosys"] == "fake-tool 1.0"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest == result.manifest == {**config.describe(), "bitstream": result.bitstream.name}
@@ -226,13 +229,18 @@ def test_missing_tool_names_env_var_and_package(tmp_path, monkeypatch):
         toolchain.find_tool("nextpnr-ecp5")
 
 
-def test_router_choice_reaches_nextpnr(tmp_path, monkeypatch):
+@pytest.mark.parametrize("router, placer", [("router2", "heap"), ("router1", "static")])
+def test_router_and_placer_choices_reach_nextpnr(tmp_path, monkeypatch, router, placer):
     calls = fake_toolchain(tmp_path, monkeypatch)
-    hwbuild.build(AcceleratorConfig(board="ulx3s-85f"), tmp_path / "out", router="router2", progress=lambda m: None)
+    hwbuild.build(AcceleratorConfig(board="ulx3s-85f"), tmp_path / "out", router=router, placer=placer,
+                  progress=lambda m: None)
     nextpnr = json.loads(calls.read_text().splitlines()[1])
-    assert nextpnr[nextpnr.index("--router") + 1] == "router2"
+    assert nextpnr[nextpnr.index("--router") + 1] == router and nextpnr[nextpnr.index("--placer") + 1] == placer
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["placer"] == placer
     with pytest.raises(ValueError, match="router must be one of router1, router2, got 'router3'"):
         hwbuild.build(AcceleratorConfig(board="ulx3s-85f"), tmp_path / "again", router="router3")
+    with pytest.raises(ValueError, match="placer must be one of heap, static, got 'sa'"):
+        hwbuild.build(AcceleratorConfig(board="ulx3s-85f"), tmp_path / "again", placer="sa")
 
 
 def test_cli_unknown_board(capsys):

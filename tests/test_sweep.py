@@ -44,7 +44,7 @@ def test_grid_values_are_parsed_by_the_fields_kind():
 @pytest.mark.parametrize("spec, message", [
     ("seed=1,x", "--grid seed=x: seed takes integers"),
     ("fc.x_lane_writes=maybe", "--grid fc.x_lane_writes=maybe: fc.x_lane_writes takes true or false"),
-    ("nope=1", "--grid nope=1: no parameter nope; this config's: seed, router, lut_mapper"),
+    ("nope=1", "--grid nope=1: no parameter nope; this config's: seed, router, placer, lut_mapper"),
     ("conv.p=2", "--grid conv.p=2: this config has no conv engine, so no conv.p"),
     ("fc.m=1", "--grid fc.m=1: fc.m is not a grid parameter (it follows fc.n_out, fc.n_in and fc.seed)"),
     ("board=icebreaker", "--grid board=icebreaker: board is not a grid parameter (the board is --board)"),
@@ -68,6 +68,7 @@ def test_a_parameter_given_twice_is_refused():
     ("fc_only", "fc.max_bits=9", "--grid fc.max_bits=9: max_bits must be in 1..8, got 9"),
     ("fc_only", "seed=-1", "--grid seed=-1: seed must be in 0..2147483647, got -1"),
     ("fc_only", "router=router3", "--grid router=router3: router must be one of router1, router2"),
+    ("fc_only", "placer=sa", "--grid placer=sa: placer must be one of heap, static"),
     ("fc_only", "lut_mapper=abc", "--grid lut_mapper=abc: lut_mapper 'abc' is available for ecp5, not ice40"),
     ("fc_only", "clock_hz=24000000", "--grid clock_hz=24000000: clock_hz must be the icebreaker's oscillator"),
     ("lenet5", "conv.p=0", "--grid conv.p=0: p must be"),
@@ -236,7 +237,8 @@ class FakeBuild:
     def __init__(self, fail=()):
         self.calls, self.fail = [], set(fail)
 
-    def __call__(self, config, directory, *, progress, seed=1, router="router1", lut_mapper=None):
+    def __call__(self, config, directory, *, progress, seed=1, router="router1", placer="heap",
+                 lut_mapper=None):
         self.calls.append((seed, config.fc.tree_fanin))
         if seed in self.fail:
             raise BuildError("place & route failed: nextpnr-ice40 exited with 1\n    ERROR: it does not fit")

@@ -2,12 +2,12 @@
 --grid fc.tree_fanin=2,4`.
 
 A grid over a named config's parameters for a board (`hw.sweep.grid`: dotted config fields such as `conv.p`,
-`fc.n_out`, `act_depth`, `clock_hz`, and the build options `seed`, `router`, `lut_mapper`), every point validated by
-constructing its config and characterised with a workload by the engines' cycle models (`hw.sweep.workload`)
-before anything builds; then each point is built with `hw.build` on Ray (`hw.sweep.run`: local with N workers, or a
-cluster), its result kept in its own directory so that a rerun builds only what has not finished
-(`hw.sweep.results`). Out: `results.json` (every point: its values, status, logic cells, Fmax, cycles per image,
-images/s at Fmax and at its clock, the estimate; the Pareto front) and `pareto.png` (images/s at Fmax against
+`fc.n_out`, `act_depth`, `clock_hz`, and the build options `seed`, `router`, `placer`, `lut_mapper`), every point
+validated by constructing its config and characterised with a workload by the engines' cycle models
+(`hw.sweep.workload`) before anything builds; then each point is built with `hw.build` on Ray (`hw.sweep.run`: local
+with N workers, or a cluster), its result kept in its own directory so that a rerun builds only what has not
+finished (`hw.sweep.results`). Out: `results.json` (every point: its values, status, logic cells, Fmax, cycles per
+image, images/s at Fmax and at its clock, the estimate; the Pareto front) and `pareto.png` (images/s at Fmax against
 logic cells, the front highlighted, the points labelled).
 """
 

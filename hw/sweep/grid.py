@@ -3,7 +3,7 @@ validated by constructing its config before anything builds.
 
 A parameter is a field of the config (`baud`, `act_depth`, `fc_xor_depth`, ...), of one of its engines (`conv.p`,
 `conv.b`, `conv.spec.data_bits`, `fc.tree_fanin`, `fc.n_out`, ...) or a build option of `hw.build.build` (`seed`,
-`router`, `lut_mapper`). The FC engine's format fields (`fc.n_in`, `fc.n_out`, `fc.seed`, `fc.max_patches`,
+`router`, `placer`, `lut_mapper`). The FC engine's format fields (`fc.n_in`, `fc.n_out`, `fc.seed`, `fc.max_patches`,
 `fc.m_t`, `fc.r`, `fc.a_bits`, `fc.max_bits`) make a new `FcFormat` and the engine is rebuilt from it
 (`FcEngineParams.from_format`), since its XOR matrix follows them; `conv.max_groups` follows `conv.max_c_in` and
 `conv.n` unless it is swept itself, as it does in `SpectralConvParams`.
@@ -22,7 +22,7 @@ from typing import Any
 from boards import get_board
 from hw.spec.params import check_int
 
-from ..build import LUT_MAPPERS, ROUTERS
+from ..build import DEFAULT_PLACER, DEFAULT_ROUTER, LUT_MAPPERS, PLACERS, ROUTERS
 from ..config import CONFIGS, AcceleratorConfig
 from ..fc_engine import FcEngineParams
 from ..spectral.spectral_mac import canonical_bins
@@ -30,7 +30,7 @@ from ..toolchain import ABC_LUT_MAPPING
 
 #: Build options a point may set (`hw.build.build`'s keywords) and their defaults; lut_mapper None: hw.build's
 #: own choice ("abc" for the conv engine on ECP5, else "abc9").
-BUILD_OPTIONS: dict[str, Any] = {"seed": 1, "router": "router1", "lut_mapper": None}
+BUILD_OPTIONS: dict[str, Any] = {"seed": 1, "router": DEFAULT_ROUTER, "placer": DEFAULT_PLACER, "lut_mapper": None}
 #: Config fields that are no grid parameter, and why.
 NOT_SWEPT = {"board": "the board is --board", "blocks": "it holds no engine parameters",
              "fc.m": "it follows fc.n_out, fc.n_in and fc.seed",
@@ -183,6 +183,8 @@ def apply(base: AcceleratorConfig, values: dict[str, Any]) -> tuple[AcceleratorC
     check_int("seed", build["seed"], 0, 2**31 - 1)
     if build["router"] not in ROUTERS:
         raise ValueError(f"router must be one of {', '.join(ROUTERS)}, got {build['router']!r}")
+    if build["placer"] not in PLACERS:
+        raise ValueError(f"placer must be one of {', '.join(PLACERS)}, got {build['placer']!r}")
     family = get_board(base.board).family
     if build["lut_mapper"] is not None:
         if build["lut_mapper"] not in LUT_MAPPERS:
