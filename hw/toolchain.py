@@ -55,8 +55,10 @@ PHASES: dict[str, list[tuple[re.Pattern[str], str]]] = {
     "nextpnr": [(re.compile(pattern), phase) for pattern, phase in (
         (r"^Info: Packing", "packing"),
         (r"^Info: Running main analytical placer", "placing (analytical)"),
+        (r"^Info: Running Static placer", "placing (static)"),
         (r"^Info: Running simulated annealing placer", "placing (annealing refinement)"),
-        (r"^Info: Routing\.\.", "routing"),
+        (r"^Info: Routing\.\.", "routing"),  # router1
+        (r"^Info: Running router2", "routing"),
         (r"^Info: Critical path report", "timing analysis"),
     )],
 }

@@ -217,6 +217,15 @@ def test_place_and_route_shows_its_phases_and_a_heartbeat(tmp_path, monkeypatch)
     assert all(line.startswith("      ") and line.split(":")[0].strip().endswith("s") for line in said)
 
 
+@pytest.mark.parametrize("line, phase", [
+    ("Info: Running Static placer...", "placing (static)"),  # --placer static
+    ("Info: Running router2...", "routing"),  # --router router2: its iterations never print "Routing.."
+    ("Info:     iter=118 wires=734578 overused=4769 overuse=4830 archfail=NA", None),
+])
+def test_every_placer_and_router_has_its_phase(line, phase):
+    assert toolchain._phase("nextpnr", line) == phase
+
+
 def test_missing_tool_names_env_var_and_package(tmp_path, monkeypatch):
     fake_toolchain(tmp_path, monkeypatch)
     monkeypatch.setenv("NEXTPNR_ECP5", str(tmp_path / "no-such-nextpnr"))
