@@ -22,6 +22,7 @@ answer the same bytes however its link stutters.
 from __future__ import annotations
 
 import json
+import pickle
 import socket
 import subprocess
 import tempfile
@@ -86,13 +87,14 @@ def simulate(config, *, simulator: str | None = None, stress: int | None = None,
     thread: threading.Thread | None = None
     board: SimulatedBoard | None = None
     if simulator == "verilator":
-        build = runner.build_board(Accelerator(config), name, progress=progress)
+        build = runner.build_board(lambda: Accelerator(config), name, progress=progress,
+                                   key=pickle.dumps(config))
         compile_seconds = build.compile_seconds
         process = subprocess.Popen([str(build.executable), str(port), str(config.frame_timeout_ms), str(stats_file),
                                     *stress_args])
         alive = lambda: process.poll() is None  # noqa: E731
     else:
-        sim = runner.build(Accelerator(config), name, simulator="icarus")
+        sim = runner.build(lambda: Accelerator(config), name, simulator="icarus", key=pickle.dumps(config))
         compile_seconds = time.monotonic() - started
         params = {"bridge_port": port, "stats_file": str(stats_file), "stress": stress,
                   "frame_timeout_ms": config.frame_timeout_ms}

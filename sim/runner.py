@@ -6,6 +6,8 @@ nothing else does). `run(...)` runs a cocotb testbench module against a build, p
 as JSON through the environment (read back with `sim.tb.common.tb_params()`), and raises with the log's tail
 when a test fails. `build_board(component, name)` compiles the virtual board's C++ harness
 (`sim/board_harness.cpp`) around a Verilated `Accelerator`: no Python between the socket and the model.
+Given a `key` (what besides the gateware's source determines the design: its pickled parameters), both keep the
+Verilog too, so that starting a cached design does not elaborate it again (seconds for a whole accelerator).
 
 Which simulator: each caller names the one that wins for its kind of run (`TESTBENCH`: Icarus, whose
 one-second compile beats Verilator's minutes on the small blocks; `WHOLE`: Verilator, whose model runs
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import amaranth
 from amaranth.back import verilog
 
 TIMESCALE = ("1ns", "1ps")
@@ -68,6 +72,44 @@ class SimulatorMissing(RuntimeError):
 
 def build_root() -> Path:
     return Path(os.environ.get("SQGEN_BUILD_DIR", "build")).resolve() / "sim"
+
+
+#: The packages whose source makes the gateware (hw imports no other of the project's, docs/architecture.md).
+GATEWARE_PACKAGES = ("hw", "boards")
+
+
+def source_digest(root: Path, packages: tuple[str, ...]) -> bytes:
+    """Hash of Amaranth's version and every Python file of `packages` under `root`, with its path."""
+    digest = hashlib.sha256(amaranth.__version__.encode())
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.digest()
+
+
+@functools.cache
+def _gateware_digest() -> bytes:
+    """`source_digest` of the project's `GATEWARE_PACKAGES` (read once per process)."""
+    return source_digest(Path(__file__).resolve().parent.parent, GATEWARE_PACKAGES)
+
+
+def verilog_of(component, name: str, key: bytes | None = None) -> str:
+    """`component` as Verilog with top module `name`. With `key` (all that determines `component` besides the
+    gateware's source, e.g. its pickled parameters) the text is kept under `build_root()` and reused while
+    neither the key nor any gateware source file changes; `component` may then be a function that makes it,
+    called only when the text is not kept."""
+    if key is None:
+        return verilog.convert(component, name=name, emit_src=False)
+    digest = hashlib.sha256(_gateware_digest() + name.encode() + b"\0" + key).hexdigest()[:24]
+    path = build_root() / "verilog" / f"{name}-{digest}.v"
+    if path.exists():
+        return path.read_text()
+    text = verilog.convert(component() if callable(component) else component, name=name, emit_src=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}")  # parallel workers: whole files only
+    partial.write_text(text)
+    partial.replace(path)
+    return text
 
 
 def choose(preferred: str = TESTBENCH) -> str:
@@ -200,15 +242,16 @@ def _design_directory(text: str, name: str, simulator: str, flags: list[Any]) ->
     return build_root() / f"{name}-{suffix}"
 
 
-def build(component, name: str, simulator: str | None = None) -> SimBuild:
+def build(component, name: str, simulator: str | None = None, key: bytes | None = None) -> SimBuild:
     """Convert `component` to Verilog with top module `name` and compile it, reusing a cached build.
 
-    `simulator` defaults to `choose(TESTBENCH)`: Icarus unless `$SQGEN_SIM` says otherwise.
+    `simulator` defaults to `choose(TESTBENCH)`: Icarus unless `$SQGEN_SIM` says otherwise. `key`: as
+    `verilog_of`'s.
     """
     simulator = simulator or choose(TESTBENCH)
     if simulator not in SIMULATORS:
         raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
-    text = verilog.convert(component, name=name, emit_src=False)
+    text = verilog_of(component, name, key)
     flags = _compile_flags(simulator)
     result = SimBuild(toplevel=name, directory=_design_directory(text, name, simulator, flags), simulator=simulator)
     done = result.directory / ("sim.vvp" if simulator == "icarus" else name)
@@ -233,9 +276,11 @@ class BoardBuild:
     compile_seconds: float  #: 0.0 when it came from the cache
 
 
-def build_board(component, name: str, progress: Callable[[str], None] | None = None) -> BoardBuild:
-    """Verilate `component` (an `hw.top.Accelerator`) with the board harness into one executable, cached."""
-    text = verilog.convert(component, name=name, emit_src=False)
+def build_board(component, name: str, progress: Callable[[str], None] | None = None,
+                key: bytes | None = None) -> BoardBuild:
+    """Verilate `component` (an `hw.top.Accelerator`) with the board harness into one executable, cached; `key`
+    as `verilog_of`'s."""
+    text = verilog_of(component, name, key)
     flags = [VERILATOR_ARGS, _verilator_version(), HARNESS.read_text(), _verilator_make_args()]
     directory = _design_directory(text, name, "vboard", flags)
     executable = directory / "board"

