@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 from hw.spec.params import check_ints
 from hw.spec.spectral.engine import SHIFT_BITS
 from hw.spec.spectral.geometry import PADDINGS
-from hw.spectral.overlap_add import requant_stages
+from hw.spectral.overlap_add import REQUANT_STAGES, requant_stages
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,9 @@ class BaselineConvParams:
 
     @property
     def latency(self) -> int:
-        """Clock edges from an output's last issued group to its output handshake, with no stalls."""
-        return 5
+        """Clock edges from an output's last issued group to its output handshake, with no stalls: the MAC's
+        three, then the requantizer's."""
+        return 3 + REQUANT_STAGES
 
 
 class BaselineConv(wiring.Component):

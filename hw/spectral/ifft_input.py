@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from amaranth import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -20,6 +20,7 @@ from ..spec.params import check_int, check_ints, require_params
 from ..spec.spectral.engine import SHIFT_BITS
 from ..spec.spectral.geometry import DEFAULT_N, bins, check_fft_size, half_cols
 from .fft import complex_layout
+from .rounding import round_add, shift_clamp
 from .spectral_mac import canonical_bins
 
 
@@ -64,22 +65,6 @@ class IfftInputParams:
     def in_layout(self) -> data.StructLayout:
         """One accumulated canonical bin, as `SpectralMacParams.out_layout`."""
         return data.StructLayout({"re": signed(self.acc_bits), "im": signed(self.acc_bits), "last": 1})
-
-
-def _round_add(m: Module, v: Value, shift: Value, acc_bits: int, name: str) -> Value:
-    """v + 2^(shift-1), the rounding half of rs(v, shift) (v for shift = 0), acc_bits + 1 wide."""
-    half = Signal(unsigned(acc_bits), name=f"{name}_half")
-    m.d.comb += half.eq((Const(1, acc_bits + 1) << shift)[1:])
-    return v + half
-
-
-def _shift_clamp(t: Value, shift: Value, acc_bits: int, bits: int) -> Value:
-    """clamp(t >> shift) to signed `bits`, for t = v + 2^(shift-1) (`_round_add`): rs(v, shift) clamped."""
-    # For s >= acc_bits, v + 2^(s-1) lies in [0, 2^s): the result is 0 whatever v is, so the shifter need
-    # only span acc_bits and the wide shifts are a constant.
-    shifted = Mux(shift >= acc_bits, 0, t >> shift)
-    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return Mux(shifted < low, low, Mux(shifted > high, high, shifted))
 
 
 class IfftInput(wiring.Component):
@@ -136,8 +121,7 @@ class IfftInput(wiring.Component):
                 with m.If(channel_end):
                     m.d.sync += [k1.eq(0), k2.eq(0), write_bank.eq(~write_bank)]
 
-        # Two registered stages: the rounding add, then the shift and clamp. In one, the path from the layer's
-        # mac_shift through the add's carry chain and the shifter bounded the whole LeNet-5 build's clock.
+        # Two registered stages: the rounding add, then the shift and clamp (`hw.spectral.rounding`).
         a_valid, a_end = Signal(), Signal()
         a_bank = Signal(reset_less=True)
         a_addr = Signal(range(size), reset_less=True)
@@ -146,17 +130,18 @@ class IfftInput(wiring.Component):
         m.d.sync += [
             a_valid.eq(take), a_end.eq(take & channel_end), a_bank.eq(write_bank), a_addr.eq(k2 * n + k1),
             a_shift.eq(self.mac_shift),
-            a_re.eq(_round_add(m, self.i.payload.re, self.mac_shift, p.acc_bits, "re")),
-            a_im.eq(_round_add(m, self.i.payload.im, self.mac_shift, p.acc_bits, "im")),
+            a_re.eq(round_add(m, self.i.payload.re, self.mac_shift, "re")),
+            a_im.eq(round_add(m, self.i.payload.im, self.mac_shift, "im")),
         ]
         w_valid, w_end = Signal(), Signal()
         w_bank = Signal(reset_less=True)
         w_addr = Signal(range(size), reset_less=True)
         w_value = Signal(complex_layout(bits), reset_less=True)
+        low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
         m.d.sync += [
             w_valid.eq(a_valid), w_end.eq(a_end), w_bank.eq(a_bank), w_addr.eq(a_addr),
-            w_value.re.eq(_shift_clamp(a_re, a_shift, p.acc_bits, bits)),
-            w_value.im.eq(_shift_clamp(a_im, a_shift, p.acc_bits, bits)),
+            w_value.re.eq(shift_clamp(a_re, a_shift, p.acc_bits, low, high)),
+            w_value.im.eq(shift_clamp(a_im, a_shift, p.acc_bits, low, high)),
         ]
         m.d.comb += [write.en.eq(w_valid), write.addr.eq(w_bank * size + w_addr), write.data.eq(w_value)]
 

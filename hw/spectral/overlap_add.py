@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -19,12 +19,18 @@ from hw.spec.params import check_ints
 from hw.spec.spectral.engine import SHIFT_BITS
 from hw.spec.spectral.geometry import DEFAULT_N, OaaParams
 
+from .rounding import round_add, shift_clamp
+
+#: Register stages of `requant_stages`.
+REQUANT_STAGES = 3
+
 
 def requant_stages(m: Module, enable: Value, valid: Value, v: Value, out_mult: Value, out_shift: Value,
                    bias: Value, out_bits: int, relu: bool) -> tuple[Signal, Signal, Signal]:
-    """Two registered stages computing clamp(rs(v * out_mult + bias, out_shift)) to signed out_bits (lower
-    bound 0 with `relu`); every register advances on `enable`. Returns (valid, y) of the second stage and
-    the first stage's valid (to tell when the pipe is empty).
+    """`REQUANT_STAGES` registered stages computing clamp(rs(v * out_mult + bias, out_shift)) to signed out_bits
+    (lower bound 0 with `relu`): the product and bias, the rounding add, the shift and clamp
+    (`hw.spectral.rounding`); every register advances on `enable`. Returns (valid, y) of the last stage and
+    whether an earlier stage holds a value (to tell when the pipe is empty).
 
     `v`, `out_mult`, `out_shift` and `bias` are sampled together with `valid`, so they may change every beat.
     """
@@ -36,22 +42,20 @@ def requant_stages(m: Module, enable: Value, valid: Value, v: Value, out_mult: V
     a_shift = Signal(len(out_shift), name="rq_a_shift", reset_less=True)
     with m.If(enable):
         m.d.sync += [a_valid.eq(valid), a_r.eq(v * out_mult + bias), a_shift.eq(out_shift)]
-
-    # rs(r, s) = (r + 2^(s-1)) >> s; for s >= r_bits it is 0 whatever r is (r + 2^(s-1) lies in [0, 2^s)),
-    # so the shifter need only span r_bits and the wide shifts are a constant.
-    half = Signal(unsigned(r_bits), name="rq_half")
-    m.d.comb += half.eq((Const(1, r_bits + 1) << a_shift)[1:])
-    t = Signal(signed(r_bits + 1), name="rq_t")
-    m.d.comb += t.eq(a_r + half)
-    shifted = Signal(signed(r_bits + 1), name="rq_shifted")
-    m.d.comb += shifted.eq(Mux(a_shift >= r_bits, 0, t >> a_shift))
+    b_valid = Signal(name="rq_b_valid")
+    b_t = Signal(signed(r_bits + 1), name="rq_b_t", reset_less=True)
+    b_shift = Signal(len(out_shift), name="rq_b_shift", reset_less=True)
+    with m.If(enable):
+        m.d.sync += [b_valid.eq(a_valid), b_t.eq(round_add(m, a_r, a_shift, "rq")), b_shift.eq(a_shift)]
     low = 0 if relu else -(1 << (out_bits - 1))
     high = (1 << (out_bits - 1)) - 1
-    b_valid = Signal(name="rq_b_valid")
-    b_y = Signal(signed(out_bits), name="rq_b_y", reset_less=True)
+    c_valid = Signal(name="rq_c_valid")
+    c_y = Signal(signed(out_bits), name="rq_c_y", reset_less=True)
     with m.If(enable):
-        m.d.sync += [b_valid.eq(a_valid), b_y.eq(Mux(shifted < low, low, Mux(shifted > high, high, shifted)))]
-    return b_valid, b_y, a_valid
+        m.d.sync += [c_valid.eq(b_valid), c_y.eq(shift_clamp(b_t, b_shift, r_bits, low, high))]
+    busy = Signal(name="rq_busy")
+    m.d.comb += busy.eq(a_valid | b_valid)
+    return c_valid, c_y, busy
 
 
 @dataclass(frozen=True)
