@@ -7,10 +7,12 @@ unset one defaults to the YoWASP build of that tool installed with sqgen.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -158,6 +160,13 @@ def _tool_log(argv: list[str], cwd: Path) -> Path | None:
     return None
 
 
+def _die_with_parent() -> None:
+    """In the tool's process before it starts (Linux): SIGTERM when the build that started it dies, however it
+    dies (a killed build would otherwise leave a place and route running for many minutes)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def run_stage(argv: list[str], log: Path, progress: Callable[[str], None] = lambda message: None) -> None:
     """Run one tool, its output in `log`; show its phases (from the tool's own log) and a heartbeat meanwhile.
 
@@ -191,15 +200,24 @@ def run_stage(argv: list[str], log: Path, progress: Callable[[str], None] = lamb
     with log.open("w") as f:
         f.write(f"$ {shlex.join(argv)}\n")
         f.flush()
-        process = subprocess.Popen(argv, cwd=log.parent, stdout=f, stderr=subprocess.STDOUT)
-        while True:
-            try:
-                returncode = process.wait(timeout=1.0)
-                break
-            except subprocess.TimeoutExpired:
-                follow()
-            if time.monotonic() - state["said"] >= HEARTBEAT_S:
-                say(f"still {state['phase'] or 'running'}")
+        process = subprocess.Popen(argv, cwd=log.parent, stdout=f, stderr=subprocess.STDOUT,
+                                   preexec_fn=_die_with_parent)
+        try:
+            while True:
+                try:
+                    returncode = process.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    follow()
+                if time.monotonic() - state["said"] >= HEARTBEAT_S:
+                    say(f"still {state['phase'] or 'running'}")
+        finally:  # interrupted (Ctrl-C, a cancelled sweep point): a place and route left running takes a core
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
         follow()
     if returncode:
         tail = "\n".join("    " + line for line in log.read_text(errors="replace").splitlines()[-8:])

