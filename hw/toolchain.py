@@ -160,11 +160,16 @@ def _tool_log(argv: list[str], cwd: Path) -> Path | None:
     return None
 
 
+#: libc's prctl, looked up here: the forked child that calls it must not load libraries (other threads may hold
+#: the loader's lock at the fork).
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:
     """In the tool's process before it starts (Linux): SIGTERM when the build that started it dies, however it
     dies (a killed build would otherwise leave a place and route running for many minutes)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if _PRCTL is not None:
+        _PRCTL(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
 
 
 def run_stage(argv: list[str], log: Path, progress: Callable[[str], None] = lambda message: None) -> None:
