@@ -85,6 +85,15 @@ def test_params_rejected(kwargs: dict, message: str):
         SpectralConvParams(**kwargs)
 
 
+def test_accumulators_sized_for_the_engine():
+    """The MAC's accumulators (and the IFFT input reading them) are the narrowest the MAC accepts for the engine's
+    own max_c_in, not the format's width for 1024 channels: the sums stay exact, with less LUT RAM."""
+    for params in (LENET, VGG):
+        assert params.mac.acc_bits == params.mac.min_acc_bits == params.ifft_input.acc_bits
+        assert params.describe()["acc_bits"] == params.mac.acc_bits
+    assert LENET.mac.acc_bits < VGG.mac.acc_bits < LENET.spec.acc_bits
+
+
 def test_encode_rejects_mismatches():
     layer, x = make_layer(VALID, 3, 5, (13, 11), seed=6)
     with pytest.raises(ValueError, match="input height=17 outside 3..16"):

@@ -3,13 +3,15 @@
 Layers come from the real encoder (`host.compress.spectral.compress_spatial`: random 3 x 3 kernels, 75 %
 spectral sparsity, B = 2P banks, its conflict-free schedule), calibrated, and run through
 `spectral_conv_fixed_stages`: the input spectra are its `spectrum` stage, every output beat must equal its
-`acc` stage. A second, wider layer (32 input channels, one tile) checks one group per cycle and gives the
-lane utilisation from the testbench's cycle count.
+`acc` stage; behind them a tile at full scale in every channel gives the largest sums an accumulator sized for
+MAX_C_IN channels must hold. A second, wider layer (32 input channels, one tile) checks one group per cycle and
+gives the lane utilisation from the testbench's cycle count.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,8 @@ from sim import runner
 SPEC = SpectralFixed()
 OAA = OaaParams(n=8, k=3, l=6, padding="same")
 MAX_C_IN = 32
+#: The accumulator width `SpectralConv` gives a MAC of MAX_C_IN channels (40 bits): exact, and no wider.
+ACC_BITS = replace(SPEC, max_c_in=MAX_C_IN).acc_bits
 LANES = [2, 4, 8]
 
 
@@ -83,6 +87,34 @@ def streams(layer, stages: dict, params: SpectralMacParams, rng: np.random.Gener
             "expected": [f"{b:x}" for b in expected], "groups": groups, "useful": useful}
 
 
+def extreme_tile(params: SpectralMacParams) -> dict:
+    """One tile of `params.max_c_in` channels at full scale, every bin -2^(data_bits-1) (1 + j), into two output
+    channels whose weights give the largest positive and the most negative real part a product can have, summed
+    over every channel: the sums an accumulator of `params.acc_bits` must hold. The expected sums are Python
+    integers from the definition."""
+    low = -(1 << (params.data_bits - 1))
+    w_low, w_high = -(1 << (params.weight_bits - 1)), (1 << (params.weight_bits - 1)) - 1
+    p, b, c_in = params.p, params.b, params.max_c_in
+    x_beats = [pack(params.write_layout, {"re": low, "im": low, "index": q, "chan": i,
+                                          "last": i == c_in - 1 and q == params.bins - 1})
+               for i in range(c_in) for q in range(params.bins)]
+    # Every bin of every channel, p banks at a time, so a group's lanes sit on distinct, ascending banks;
+    # a bank past the last bin gets a padding entry (value 0, index = its bank).
+    groups = [(i, [(a * b + k, True) if a * b + k < params.bins else (k, False) for k in range(g, g + p)])
+              for i in range(c_in) for a in range(params.bank_depth) for g in range(0, b, p)]
+    canon = canonical_bins(params.n)
+    w_beats, expected = [], []
+    for o, (wr, wi) in enumerate([(w_low, w_high), (w_high, w_low)]):
+        for n, (chan, lanes) in enumerate(groups):
+            entries = [{"index": q, "re": wr if real else 0, "im": wi if real else 0} for q, real in lanes]
+            last = n == len(groups) - 1
+            w_beats.append(pack(params.entry_layout, {"lanes": entries, "chan": chan, "last_out": last,
+                                                      "last_tile": last and o == 1}))
+        re, im = c_in * (low * wr - low * wi), c_in * (low * wi + low * wr)
+        expected += [pack(params.out_layout, {"re": re, "im": im, "last": q == canon[-1]}) for q in canon]
+    return {"x": x_beats, "w": w_beats, "expected": expected}
+
+
 def group_counts(layer) -> np.ndarray:
     """Groups per output channel."""
     return layer.schedule.groups.sum(axis=1)
@@ -91,12 +123,15 @@ def group_counts(layer) -> np.ndarray:
 @pytest.mark.parametrize("p", LANES, ids=[f"p{p}-b{2 * p}" for p in LANES])
 def test_mac_matches_golden_acc_stage(tmp_path: Path, p: int):
     params = SpectralMacParams(n=OAA.n, p=p, b=2 * p, max_c_in=MAX_C_IN, data_bits=SPEC.data_bits,
-                               weight_bits=SPEC.weight_bits, acc_bits=SPEC.acc_bits)
+                               weight_bits=SPEC.weight_bits, acc_bits=ACC_BITS)
     rng = np.random.default_rng(100 + p)
 
     # Small layer, 2 x 2 tiles: both spectrum buffers and both accumulator buffers cycle several times.
     small, small_stages = make_layer(c_out=4, c_in=3, p=p, hw=12, seed=p)
     random_case = streams(small, small_stages, params, rng)
+    # Then a tile at full scale: the accumulators, sized exactly for MAX_C_IN channels, hold its extreme sums.
+    for port, beats in extreme_tile(params).items():
+        random_case[port] += [f"{beat:x}" for beat in beats]
 
     # Wide layer, one tile: every output channel takes enough groups to hide the previous one's drain
     # (34 canonical bins, plus the pipeline latency), so nothing but the MAC limits the rate.

@@ -23,7 +23,7 @@ layers overlap load with compute.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
@@ -122,14 +122,21 @@ class SpectralConvParams:
         return FftParams.from_spec(self.spec, self.n)
 
     @property
+    def acc_bits(self) -> int:
+        """The MAC's accumulator width: `SpectralFixed.acc_bits` for the engine's own max_c_in channels (38 bits on
+        LeNet-5's 6, against the format's 45 for 1024). The sums are exact either way, so every output is the same;
+        the narrower accumulators are LUT RAM and adders the engine does not need."""
+        return replace(self.spec, max_c_in=self.max_c_in).acc_bits
+
+    @property
     def mac(self) -> SpectralMacParams:
         return SpectralMacParams(n=self.n, p=self.p, b=self.b, max_c_in=self.max_c_in,
                                  data_bits=self.spec.data_bits, weight_bits=self.spec.weight_bits,
-                                 acc_bits=self.spec.acc_bits, slots=self.max_c_in * self.max_tiles, outs=self.outs)
+                                 acc_bits=self.acc_bits, slots=self.max_c_in * self.max_tiles, outs=self.outs)
 
     @property
     def ifft_input(self) -> IfftInputParams:
-        return IfftInputParams.from_spec(self.spec, self.n)
+        return IfftInputParams(n=self.n, acc_bits=self.acc_bits, data_bits=self.spec.data_bits)
 
     @property
     def overlap_add(self) -> OverlapAddParams:
@@ -171,7 +178,7 @@ class SpectralConvParams:
                 "b": self.b, "max_c_in": self.max_c_in, "max_c_out": self.max_c_out,
                 "max_height": self.max_height, "max_width": self.max_width, "max_groups": self.max_groups,
                 "act_bits": self.spec.act_bits, "data_bits": self.spec.data_bits,
-                "weight_bits": self.spec.weight_bits, "acc_bits": self.spec.acc_bits,
+                "weight_bits": self.spec.weight_bits, "acc_bits": self.acc_bits,
                 "out_bits": self.spec.out_bits, "outs": self.outs, "latency": self.latency}
 
     @property
