@@ -29,6 +29,7 @@ from hw.spectral.fft import (
     Fft2d,
     FftParams,
     Ifft2d,
+    _butterfly_sum,
     _FftPipe,
     _twiddle_mul,
     complex_layout,
@@ -326,10 +327,12 @@ def test_twiddle_mul_is_the_golden_product(twiddle_bits: int):
     m = Module()
     outputs = []
     for w in ws:
-        t_re, t_im = Signal(signed(40)), Signal(signed(40))
-        t = _twiddle_mul((br, bi), w, frac)
-        m.d.comb += [t_re.eq(t[0]), t_im.eq(t[1])]
-        outputs.append((w, t_re, t_im))
+        for signs in ((1, 1), (-1, 1), (1, -1), (-1, -1)):
+            # b's components carried with signs: the product must be that of the true values, sign * value.
+            t_re, t_im = Signal(signed(40)), Signal(signed(40))
+            (re, re_sign), (im, im_sign) = _twiddle_mul(((br, signs[0]), (bi, signs[1])), w, frac)
+            m.d.comb += [t_re.eq(re if re_sign > 0 else -re), t_im.eq(im if im_sign > 0 else -im)]
+            outputs.append((w, signs, t_re, t_im))
     rng = np.random.default_rng(SEED)
     top = 1 << 18
     values = [(-top, -top), (top - 1, top - 1), (-top, top - 1), (0, 0), (1, -1)]
@@ -340,9 +343,40 @@ def test_twiddle_mul_is_the_golden_product(twiddle_bits: int):
         for b_re, b_im in values:
             ctx.set(br, b_re)
             ctx.set(bi, b_im)
-            for (wr, wi), t_re, t_im in outputs:
-                expected = (round_shift(wr * b_re - wi * b_im, frac), round_shift(wr * b_im + wi * b_re, frac))
-                assert (ctx.get(t_re), ctx.get(t_im)) == expected, f"w = {(wr, wi)}, b = {(b_re, b_im)}"
+            for (wr, wi), (sr, si), t_re, t_im in outputs:
+                tr, ti = sr * b_re, si * b_im  # the true operand
+                expected = (round_shift(wr * tr - wi * ti, frac), round_shift(wr * ti + wi * tr, frac))
+                assert (ctx.get(t_re), ctx.get(t_im)) == expected, f"w = {(wr, wi)}, b = {(tr, ti)}"
+
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def test_butterfly_sum_every_sign_and_value():
+    """rs(a + t, shift) from operands carried with signs equals the golden rounding of the true values, exhaustively
+    over 5-bit operands, for both shifts, every sign pair and with or without a plain (sign +1) result."""
+    va, vt = Signal(signed(5)), Signal(signed(5))
+    m = Module()
+    outputs = []
+    for shift in (0, 1):
+        for sa in (1, -1):
+            for st_ in (1, -1):
+                for positive in (False, True):
+                    value, sign = _butterfly_sum((va, sa), (vt, st_), shift, positive)
+                    assert sign > 0 or not positive
+                    out = Signal(signed(8))
+                    m.d.comb += out.eq(value if sign > 0 else -value)
+                    outputs.append(((shift, sa, st_, positive), out))
+    sim = Simulator(m)
+
+    async def testbench(ctx):
+        for a in range(-16, 16):
+            for t in range(-16, 16):
+                ctx.set(va, a)
+                ctx.set(vt, t)
+                for (shift, sa, st_, positive), out in outputs:
+                    expected = round_shift(sa * a + st_ * t, shift)
+                    assert ctx.get(out) == expected, f"shift {shift}, signs {(sa, st_)}, {positive=}, a {a}, t {t}"
 
     sim.add_testbench(testbench)
     sim.run()
