@@ -87,8 +87,8 @@ LAYER_OVERHEAD_CYCLES = 6
 CONV_OUTS = 2
 
 #: The LeNet-5 accelerator's clock on ECP5 boards, made by the PLL from the ULX3S's 25 MHz: built for it (seed 1,
-#: router1) the design reaches 51.0 MHz (docs/figures/build-lenet5.json). A build for 45 MHz placed at 45.2 MHz and
-#: routed for much longer, so the default keeps its margin.
+#: router1) the design reaches 49.2 MHz (docs/figures/build-lenet5.json). A build for 45 MHz of a larger earlier
+#: netlist placed at 45.2 MHz and routed for much longer, so the default keeps its margin.
 LENET5_ECP5_CLOCK_HZ = 40_000_000
 
 
