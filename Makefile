@@ -58,7 +58,7 @@ demo: $(SETUP_MNIST)
 	$(PY) -m sim.demo
 
 # Two workers, tests handed out one at a time, longest first (tests/conftest.py): the bitstream builds start
-# at once and everything else fills in around them.
+# at once and everything else fills in around them, at a lower priority than the longest (the LeNet-5 build).
 PYTEST_PARALLEL := -n 2 --maxschedchunk 1 --durations 20
 
 test: $(SETUP_TRAIN) iverilog

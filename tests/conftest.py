@@ -32,17 +32,35 @@ settings.load_profile("sqgen")
 os.environ.setdefault(runner.VERILATOR_OPT_ENV, "-O1")
 
 
+#: The expected seconds of the collection's longest test (`pytest_collection_modifyitems`).
+LONGEST = pytest.StashKey[float]()
+#: How far a worker that runs anything but the longest test lowers its priority (`pytest_runtest_setup`).
+YIELD_NICENESS = 10
+
+
+def expected_seconds(item: pytest.Item) -> float:
+    """A test's expected run time: `@pytest.mark.cost(seconds=N)`; an unmarked slow test counts 60 s, any other
+    nothing."""
+    if (cost := item.get_closest_marker("cost")) is not None:
+        return float(cost.kwargs["seconds"])
+    return 60.0 if item.get_closest_marker("slow") is not None else 0.0
+
+
 def pytest_collection_modifyitems(config, items):
     """Longest first: `make test` hands tests to its workers one at a time (`--maxschedchunk 1`), so the long
-    ones start first and the short ones fill in around them. A test states its expected run time with
-    `@pytest.mark.cost(seconds=N)`; an unmarked slow test counts 60 s, any other nothing."""
-
-    def expected_seconds(item) -> float:
-        if (cost := item.get_closest_marker("cost")) is not None:
-            return float(cost.kwargs["seconds"])
-        return 60.0 if item.get_closest_marker("slow") is not None else 0.0
-
+    ones start first and the short ones fill in around them."""
     items.sort(key=expected_seconds, reverse=True)  # stable: the rest keep their order
+    config.stash[LONGEST] = expected_seconds(items[0]) if items else 0.0
+
+
+def pytest_runtest_setup(item):
+    """Under xdist, the suite's longest test (the LeNet-5 place and route, which bounds `make test`) gets its core
+    to itself: a worker that takes any shorter test lowers its own priority once, for good, and the processes it
+    starts inherit that (Verilator's parallel compiles, torch's threads, Ray). Without it, every burst of extra
+    threads beside the single-threaded nextpnr stretched the whole run."""
+    if "PYTEST_XDIST_WORKER" in os.environ and os.nice(0) == 0 \
+            and expected_seconds(item) < item.config.stash.get(LONGEST, 0.0):
+        os.nice(YIELD_NICENESS)
 
 
 @pytest.fixture
