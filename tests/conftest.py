@@ -53,14 +53,19 @@ def pytest_collection_modifyitems(config, items):
     config.stash[LONGEST] = expected_seconds(items[0]) if items else 0.0
 
 
+#: Whether this process has lowered its priority already.
+_yielded = [False]
+
+
 def pytest_runtest_setup(item):
     """Under xdist, the suite's longest test (the LeNet-5 place and route, which bounds `make test`) gets its core
     to itself: a worker that takes any shorter test lowers its own priority once, for good, and the processes it
-    starts inherit that (Verilator's parallel compiles, torch's threads, Ray). Without it, every burst of extra
-    threads beside the single-threaded nextpnr stretched the whole run."""
-    if "PYTEST_XDIST_WORKER" in os.environ and os.nice(0) == 0 \
+    starts inherit that (Verilator's parallel compiles, torch's threads, Ray), so bursts of extra threads do not
+    slow the single-threaded nextpnr that the whole run waits for."""
+    if "PYTEST_XDIST_WORKER" in os.environ and not _yielded[0] \
             and expected_seconds(item) < item.config.stash.get(LONGEST, 0.0):
         os.nice(YIELD_NICENESS)
+        _yielded[0] = True
 
 
 @pytest.fixture
