@@ -55,7 +55,6 @@ MAX_N = 64
 #: `FftParams.twiddle_mult`: "logic" shift-and-add networks (no DSP), "dsp" `*` by a constant (Yosys: DSP blocks).
 TWIDDLE_MULTS = ("logic", "dsp")
 
-Complex = tuple[Value, Value]
 #: A real sample inside the butterfly network as (value, sign): it stands for sign * value. Negations (the -i
 #: twiddle's, the mirrored conjugates, and those of `_butterfly_sum`) change signs at elaboration instead of
 #: costing an adder each; a register holding a negated sample is one bit wider, since -(-2^(w-1)) needs w + 1 bits.
