@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -295,7 +296,7 @@ def _simulate(products: list[tuple[tuple[int, ...], int]], inputs: list[Signal],
                 assert ctx.get(out) == expected, f"{constants} . {vals} + {bias}"
 
     sim.add_testbench(testbench)
-    sim.run()
+    _run_pysim(sim)
 
 
 def test_shift_add_small_constants_exhaustive():
@@ -304,6 +305,15 @@ def test_shift_add_small_constants_exhaustive():
     biases = (0, 1, -1, 6, -8, 1 << 4)
     products = [((c, (c * 7 + 3) % 61 - 30), biases[c % len(biases)]) for c in range(-70, 71)]
     _simulate(products, [x, y], [(a, b) for a in range(-16, 16) for b in range(8)])
+
+
+def _run_pysim(sim: Simulator) -> None:
+    """sim.run() on a thread of its own, its exceptions raised here. CPython 3.11 keeps frames in stack chunks
+    and maps a new chunk for a call that does not fit the current one, unmapping it on return: deep in pytest's
+    stack, every call of pysim's large generated evaluators did that (the twiddle test took 55 s, 46 of them in
+    the kernel). A fresh thread's stack has room (5 s)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(sim.run).result()
 
 
 @settings(max_examples=40)
@@ -349,7 +359,7 @@ def test_twiddle_mul_is_the_golden_product(twiddle_bits: int):
                 assert (ctx.get(t_re), ctx.get(t_im)) == expected, f"w = {(wr, wi)}, b = {(tr, ti)}"
 
     sim.add_testbench(testbench)
-    sim.run()
+    _run_pysim(sim)
 
 
 def test_butterfly_sum_every_sign_and_value():
@@ -379,7 +389,7 @@ def test_butterfly_sum_every_sign_and_value():
                     assert ctx.get(out) == expected, f"shift {shift}, signs {(sa, st_)}, {positive=}, a {a}, t {t}"
 
     sim.add_testbench(testbench)
-    sim.run()
+    _run_pysim(sim)
 
 
 def _multipliers(component) -> int:

@@ -18,6 +18,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..spec.params import check_ints, require_params, to_int
+from ..spec.spectral.fixed import accumulator_bits
 from ..spec.spectral.geometry import DEFAULT_N, bins, check_fft_size
 
 
@@ -76,7 +77,7 @@ class SpectralMacParams:
 
     @property
     def min_acc_bits(self) -> int:
-        return self.data_bits + self.weight_bits + 1 + (self.max_c_in - 1).bit_length()
+        return accumulator_bits(self.data_bits, self.weight_bits, self.max_c_in)
 
     @property
     def index_bits(self) -> int:

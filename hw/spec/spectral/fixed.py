@@ -26,6 +26,12 @@ def twiddles(n: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
             np.floor(-np.sin(2 * np.pi * k / n) * scale + 0.5).astype(np.int64))
 
 
+def accumulator_bits(data_bits: int, weight_bits: int, max_c_in: int) -> int:
+    """Width that holds any sum over max_c_in channels of data_bits x weight_bits complex products: each
+    product's real or imaginary part needs data + weight + 1 bits, and the channels ceil(log2 max_c_in) more."""
+    return data_bits + weight_bits + 1 + (max_c_in - 1).bit_length()
+
+
 def bit_reverse(n: int) -> np.ndarray:
     """The bit-reversal permutation of 0..n-1 (n a power of two)."""
     bits = _log2(n)
@@ -80,7 +86,7 @@ class SpectralFixed:
     @property
     def acc_bits(self) -> int:
         """Accumulator width: no sum over max_c_in channels of complex products can overflow it."""
-        return self.data_bits + self.weight_bits + 1 + (self.max_c_in - 1).bit_length()
+        return accumulator_bits(self.data_bits, self.weight_bits, self.max_c_in)
 
     @property
     def ifft_in_bits(self) -> int:
