@@ -64,6 +64,19 @@ PHASES: dict[str, list[tuple[re.Pattern[str], str]]] = {
         (r"^Info: Critical path report", "timing analysis"),
     )],
 }
+#: Lines that say how far nextpnr's current phase has got, for its heartbeat: each pattern's groups fill the
+#: text. router1 prints a row per thousand arcs routed, with the arcs left (its total comes first); router2, HeAP,
+#: the static placer and the annealing refinement count iterations.
+PROGRESS: dict[str, list[tuple[re.Pattern[str], str]]] = {
+    "nextpnr": [(re.compile(pattern), text) for pattern, text in (
+        (r"^Info: Routing (?P<arcs>\d+) arcs\.", r"\g<arcs> arcs to route"),
+        (r"^Info:\s+\d+ \|[^|]*\|[^|]*\|\s*(?P<left>\d+)\|", r"\g<left> arcs left"),
+        (r"^Info:\s+iter=(\d+) .*\boverused=(\d+)", r"iteration \1, \2 wires overused"),
+        (r"^Info:\s+at iteration #(\d+):.*\bwirelen = (\d+)", r"iteration \1, wirelength \2"),
+        (r"^Info:\s+at iteration #(\d+), type", r"iteration \1"),
+        (r"^Info: iter=(\d+) steplen", r"iteration \1"),
+    )],
+}
 #: Seconds between "still in phase X" lines while a stage runs.
 HEARTBEAT_S = 30.0
 
@@ -153,6 +166,19 @@ def _phase(tool: str, line: str) -> str | None:
     return None
 
 
+def _progress(tool: str, line: str, state: dict[str, Any]) -> str | None:
+    """What one log line says about the current phase's progress (None: nothing); keeps router1's arc total in
+    `state` to say "N of TOTAL arcs left"."""
+    for pattern, text in PROGRESS.get(tool, ()):
+        if match := pattern.match(line):
+            if "arcs" in pattern.groupindex:
+                state["arcs"] = match["arcs"]
+            elif "left" in pattern.groupindex and state.get("arcs"):
+                return f"{match['left']} of {state['arcs']} arcs left"
+            return match.expand(text)
+    return None
+
+
 def _tool_log(argv: list[str], cwd: Path) -> Path | None:
     flag = TOOL_LOG_FLAGS.get(Path(argv[0]).name.removeprefix("yowasp-").split("-")[0])
     if flag in argv[1:-1]:
@@ -182,7 +208,7 @@ def run_stage(argv: list[str], log: Path, progress: Callable[[str], None] = lamb
     if tool_log is not None:
         tool_log.unlink(missing_ok=True)
     start = time.monotonic()
-    state = {"phase": None, "offset": 0, "said": start}
+    state: dict[str, Any] = {"phase": None, "detail": None, "offset": 0, "said": start}
 
     def say(message: str) -> None:
         progress(f"      {_elapsed(time.monotonic() - start)}: {message}")
@@ -198,9 +224,11 @@ def run_stage(argv: list[str], log: Path, progress: Callable[[str], None] = lamb
         state["offset"] += len(complete)
         for line in complete.decode(errors="replace").splitlines():
             if (phase := _phase(tool, line)) and phase != state["phase"]:
-                state["phase"] = phase
+                state["phase"], state["detail"] = phase, None
                 if tool == "nextpnr":  # yosys's passes come too fast to list; the heartbeat names the current one
                     say(phase)
+            elif detail := _progress(tool, line, state):
+                state["detail"] = detail
 
     with log.open("w") as f:
         f.write(f"$ {shlex.join(argv)}\n")
@@ -215,7 +243,8 @@ def run_stage(argv: list[str], log: Path, progress: Callable[[str], None] = lamb
                 except subprocess.TimeoutExpired:
                     follow()
                 if time.monotonic() - state["said"] >= HEARTBEAT_S:
-                    say(f"still {state['phase'] or 'running'}")
+                    detail = f" ({state['detail']})" if state["detail"] else ""
+                    say(f"still {state['phase'] or 'running'}{detail}")
         finally:  # interrupted (Ctrl-C, a cancelled sweep point): a place and route left running takes a core
             if process.poll() is None:
                 process.terminate()

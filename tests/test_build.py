@@ -196,9 +196,11 @@ import sys, time
 log = open(sys.argv[sys.argv.index("--log") + 1], "w", buffering=1)
 for line in ["Info: Packing constants..", "Info: Packing IOs..", "Info: Running main analytical placer, max 9.",
              "Info:     at initial placer iter 0", "Info: Running simulated annealing placer for refinement.",
-             "Info: Routing..", "Info:    1000 |  ...", "Info: Critical path report for clock 'cd_sync.clk'"]:
+             "Info: Routing..", "Info: Routing 148770 arcs.",
+             "Info:       1000 |        0       1000 |    0  1000 |    147770|       2.51       2.51|",
+             "Info: Critical path report for clock 'cd_sync.clk'"]:
     log.write(line + "\\n")
-    time.sleep(2.5 if line.startswith("Info: Routing") else 0.3)
+    time.sleep(2.5 if line.startswith("Info:       1000") else 0.3)
 """
 
 
@@ -215,7 +217,8 @@ def test_place_and_route_shows_its_phases_and_a_heartbeat(tmp_path, monkeypatch)
     phases = [line.split(": ", 1)[1] for line in said if "still" not in line]
     assert phases == ["packing", "placing (analytical)", "placing (annealing refinement)", "routing",
                       "timing analysis"]
-    assert any(line.endswith("still routing") for line in said)
+    # router1's table says how many arcs are left; the heartbeat shows it.
+    assert any(line.endswith("still routing (147770 of 148770 arcs left)") for line in said), said
     assert all(line.startswith("      ") and line.split(":")[0].strip().endswith("s") for line in said)
 
 
@@ -226,6 +229,21 @@ def test_place_and_route_shows_its_phases_and_a_heartbeat(tmp_path, monkeypatch)
 ])
 def test_every_placer_and_router_has_its_phase(line, phase):
     assert toolchain._phase("nextpnr", line) == phase
+
+
+@pytest.mark.parametrize("line, progress", [
+    ("Info:     at iteration #5, type ALL: wirelen solved = 108083, spread = 400829, legal = 429925; time = 3.03s",
+     "iteration 5"),  # HeAP
+    ("Info: iter=422 steplen=0.866304 a=213.337173 penalty=[1.05, 1.05, 1.05, 1.05]", "iteration 422"),  # static
+    ("Info:   at iteration #15: temp = 0.000000, timing cost = 4051, wirelen = 276686",
+     "iteration 15, wirelength 276686"),  # annealing refinement
+    ("Info:     224000 |    39989     180178 |  167   757 |     23044|       1.30     305.46|", "23044 arcs left"),
+    ("Info:     iter=79 wires=660397 overused=408 overuse=410 archfail=NA", "iteration 79, 408 wires overused"),
+    ("Info:    IterCnt |  w/ripup   wo/ripup |  w/r  wo/r |      arcs| batch(sec) total(sec)|", None),
+    ("Info: Max frequency for clock '$glbnet$clk': 46.36 MHz (PASS at 40.00 MHz)", None),
+])
+def test_progress_within_a_phase(line, progress):
+    assert toolchain._progress("nextpnr", line, {}) == progress
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
