@@ -24,7 +24,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hw.spec.arith import round_shift
-from hw.spec.spectral.fixed import SpectralFixed, fft2_fixed, fft_fixed, ifft2_fixed, ifft_input, twiddles
+from hw.spec.spectral.fixed import (
+    SpectralFixed,
+    bit_reverse,
+    fft2_fixed,
+    fft_fixed,
+    ifft2_fixed,
+    ifft_input,
+    twiddles,
+)
 from hw.spectral.fft import (
     Fft1d,
     Fft2d,
@@ -37,6 +45,7 @@ from hw.spectral.fft import (
     csd_digits,
     shift_add,
 )
+from hw.spectral.sdf import SdfFft
 from sim import runner
 
 SEED = 5
@@ -107,6 +116,32 @@ def test_fft1d_matches_golden(tmp_path: Path, case: str):
     random_stream = stream(*_fft1d_inputs(n, limit, 30, rng))
     full_stream = stream(rng.integers(-limit, limit, size=(12, n)), rng.integers(-limit, limit, size=(12, n)))
     _run(tmp_path, dut, f"fft1d_{case}", random_stream, full_stream, n, n, True, True)
+
+
+@pytest.mark.parametrize("case", FFT1D_CASES)
+def test_sdf_fft_matches_golden(tmp_path: Path, case: str):
+    """The one-butterfly-per-stage transform: bit-reversed order in, the golden transform in natural order out,
+    under random gaps and backpressure, and at one sample per cycle after n - 1 + log2 n cycles."""
+    n, spec, inverse, shifts, limit, twiddle_mult = FFT1D_CASES[case]
+    params = FftParams.from_spec(spec, n, twiddle_mult)
+    dut = SdfFft(params, inverse=inverse, shifts=shifts)
+    assert dut.latency == n - 1 + params.log2n
+    rng = np.random.default_rng(SEED + 1)
+    bits, order = params.data_bits, bit_reverse(n)
+
+    def stream(re: np.ndarray, im: np.ndarray) -> dict:
+        out_re, out_im = fft_fixed(re, im, dut.shifts, spec, inverse=inverse)
+        return {"beats": _complex_words(re[:, order], im[:, order], bits),
+                "expected": _complex_words(out_re, out_im, bits)}
+
+    random_stream = stream(*_fft1d_inputs(n, limit, 30, rng))
+    full_stream = stream(rng.integers(-limit, limit, size=(12, n)), rng.integers(-limit, limit, size=(12, n)))
+    _run(tmp_path, dut, f"sdf_{case}", random_stream, full_stream, n, n, True, True)
+
+
+def test_sdf_fft_checks_its_shifts():
+    with pytest.raises(ValueError, match=r"shifts must be a tuple of 3 0s and 1s, got \(0, 2, 0\)"):
+        SdfFft(FftParams(), shifts=(0, 2, 0))
 
 
 # --- Fft2d ------------------------------------------------------------------------------------------------

@@ -453,12 +453,44 @@ def _chain(m: Module, *stages: wiring.Component) -> None:
         wiring.connect(m, upstream.o, downstream.i)
 
 
+def stage_shifts(params: FftParams, inverse: bool, shifts: tuple[int, ...] | None) -> tuple[int, ...]:
+    """A one-dimensional transform's stage shifts: `shifts` checked, or by default the forward row stages
+    (`FftParams.row_shifts`), 1 per stage when `inverse`."""
+    if shifts is None:
+        shifts = params.inverse_shifts if inverse else params.row_shifts
+    if not isinstance(shifts, tuple) or len(shifts) != params.log2n or any(
+            not is_int(s) or s not in (0, 1) for s in shifts):
+        raise ValueError(f"shifts must be a tuple of {params.log2n} 0s and 1s, got {shifts!r}")
+    return shifts
+
+
 def _hand_over(m: Module, upstream: Any, downstream: Any) -> None:
     """valid/ready between two stream ports whose payloads the caller connects."""
     m.d.comb += [downstream.valid.eq(upstream.valid), upstream.ready.eq(downstream.ready)]
 
 
-class Fft1d(wiring.Component):
+class Transform1d(wiring.Component):
+    """What the one-dimensional transform blocks share: `params`, the direction, the stage shifts (`stage_shifts`),
+    streams `i` and `o` of `complex_layout(data_bits)` beats, and one transform per n cycles at full rate."""
+
+    def __init__(self, params: FftParams, inverse: bool = False, shifts: tuple[int, ...] | None = None):
+        require_params(self, params, FftParams)
+        try:
+            shifts = stage_shifts(params, inverse, shifts)
+        except ValueError:
+            self._MustUse__silence = True
+            raise
+        self.params, self.inverse, self.shifts = params, bool(inverse), shifts
+        layout = complex_layout(params.data_bits)
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
+
+    @property
+    def period(self) -> int:
+        """Cycles per transform at full rate."""
+        return self.params.n
+
+
+class Fft1d(Transform1d):
     """One n-point transform per n complex samples, natural order in and out (`fft_fixed` along one axis).
 
     Stream `i` and `o`: `complex_layout(data_bits)` beats, transform after transform. `shifts` defaults to the
@@ -471,25 +503,9 @@ class Fft1d(wiring.Component):
     are the budget SPEC2 is compared with the baseline on and the twiddles are constants; "dsp" uses `*`.
     """
 
-    def __init__(self, params: FftParams, inverse: bool = False, shifts: tuple[int, ...] | None = None):
-        require_params(self, params, FftParams)
-        if shifts is None:
-            shifts = params.inverse_shifts if inverse else params.row_shifts
-        if not isinstance(shifts, tuple) or len(shifts) != params.log2n or any(s not in (0, 1) for s in shifts):
-            self._MustUse__silence = True
-            raise ValueError(f"shifts must be a tuple of {params.log2n} 0s and 1s, got {shifts!r}")
-        self.params, self.inverse, self.shifts = params, bool(inverse), shifts
-        layout = complex_layout(params.data_bits)
-        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
-
     @property
     def latency(self) -> int:
         return self.params.n + self.params.log2n + 1
-
-    @property
-    def period(self) -> int:
-        """Cycles per transform at full rate."""
-        return self.params.n
 
     def elaborate(self, platform):
         m = Module()
@@ -605,4 +621,4 @@ class Ifft2d(_TileTransform):
         return m
 
 
-__all__ = ["FftParams", "Fft1d", "Fft2d", "Ifft2d", "complex_layout", "MAX_N"]
+__all__ = ["FftParams", "Transform1d", "Fft1d", "Fft2d", "Ifft2d", "complex_layout", "stage_shifts", "MAX_N"]
