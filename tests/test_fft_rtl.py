@@ -139,9 +139,12 @@ def test_sdf_fft_matches_golden(tmp_path: Path, case: str):
     _run(tmp_path, dut, f"sdf_{case}", random_stream, full_stream, n, n, True, True)
 
 
-def test_sdf_fft_checks_its_shifts():
+def test_sdf_fft_checks_its_shifts_and_input_width():
     with pytest.raises(ValueError, match=r"shifts must be a tuple of 3 0s and 1s, got \(0, 2, 0\)"):
         SdfFft(FftParams(), shifts=(0, 2, 0))
+    with pytest.raises(ValueError, match=r"in_bits must be in 18\.\.19 \(data_bits or one more\), got 20"):
+        SdfFft(FftParams(), in_bits=20)
+    assert SdfFft(FftParams(), in_bits=19).i.payload.shape().size == 2 * 19
 
 
 # --- Fft2d ------------------------------------------------------------------------------------------------

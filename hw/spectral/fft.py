@@ -12,8 +12,10 @@ Every block is built from four stream stages, each a small pipeline that holds s
 
 `hw.spectral.sdf.SdfFft` is the other way to transform a stream: one butterfly per stage, working every cycle it
 is fed, at about 60 % of the LUTs and 40 % of the flip-flops of `_Deserialize` + `_FftPipe` + `_Serialize`. It
-wants its input in bit-reversed order, which a transpose gives for free, so `Fft2d`'s column pass is one; the
-other passes follow a stream in natural order and are still the parallel pipeline.
+wants its input in bit-reversed order, which a transpose gives by its read order, so the passes after a transpose
+are SDF: `Fft2d`'s columns, and `Ifft2d`'s rows (the transpose reads each row's n bins from the n/2 + 1 it holds,
+the mirrored ones twice, and they go in conjugated). The first passes follow a stream in natural order and are
+still the parallel pipeline.
 
 A parallel datapath N wide does one transform per cycle, N times what a sample-per-cycle stream needs, but at
 N = 8 only stage log2 N has non-trivial twiddles (two butterflies, eight constant products), so it is small and
@@ -152,8 +154,8 @@ class FftParams:
 
     @property
     def inverse_latency(self) -> int:
-        """`Ifft2d.latency`: n (n/2 + 1) + n + (n/2 + 1) + 2 log2 n + 3 cycles, first input to first output."""
-        return self.n * self.half_cols + self.n + self.half_cols + 2 * self.log2n + 3
+        """`Ifft2d.latency`: n (n/2 + 1) + 2 n + 2 log2 n + 1 cycles, first input to first output."""
+        return self.n * self.half_cols + 2 * self.n + 2 * self.log2n + 1
 
     @property
     def twiddles(self) -> tuple[tuple[int, int], ...]:
@@ -411,11 +413,11 @@ class _Transpose(wiring.Component):
     being taken, and holds its data otherwise.
     """
 
-    def __init__(self, shape: Any, rows: int, cols: int, row_order: Sequence[int] | None = None):
+    def __init__(self, shape: Any, rows: int, cols: int, reads: Sequence[int] | None = None):
         self.shape, self.rows, self.cols = shape, rows, cols
-        #: The order each column's rows are read in (a permutation of range(rows); None: 0, 1, ...).
-        self.row_order = tuple(range(rows)) if row_order is None else tuple(row_order)
-        assert sorted(self.row_order) == list(range(rows))
+        #: The rows each column gives, in order (None: 0, 1, ..., rows - 1); a row may be read more than once.
+        self.reads = tuple(range(rows)) if reads is None else tuple(reads)
+        assert set(self.reads) == set(range(rows))
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
 
     def elaborate(self, platform):
@@ -434,21 +436,22 @@ class _Transpose(wiring.Component):
             with m.If(write_index == size - 1):
                 m.d.sync += [write_index.eq(0), write_bank.eq(~write_bank)]
 
-        read_bank, row, col = Signal(), Signal(range(rows)), Signal(range(cols))
+        reads = len(self.reads)
+        read_bank, row, col = Signal(), Signal(range(reads)), Signal(range(cols))  # row: the position in `reads`
         advance, issue = Signal(), Signal()
-        if self.row_order == tuple(range(rows)):
+        if self.reads == tuple(range(rows)):
             offset = Signal(range(size))  # row * cols + col, kept incrementally
             with m.If(issue):
                 m.d.sync += offset.eq(Mux(row == rows - 1, Mux(col == cols - 1, 0, col + 1), offset + cols))
-        else:  # the permuted row's offset from a table
-            offset = Array(Const(r * cols, range(size)) for r in self.row_order)[row] + col
+        else:  # the row's offset from a table
+            offset = Array(Const(r * cols, range(size)) for r in self.reads)[row] + col
         m.d.comb += [advance.eq(~self.o.valid | self.o.ready), issue.eq(advance & full.bit_select(read_bank, 1)),
                      read.en.eq(advance), read.addr.eq(read_bank * size + offset), self.o.payload.eq(read.data)]
         with m.If(advance):
             m.d.sync += self.o.valid.eq(issue)
         with m.If(issue):
             m.d.sync += row.eq(row + 1)
-            with m.If(row == rows - 1):
+            with m.If(row == reads - 1):
                 m.d.sync += [row.eq(0), col.eq(col + 1)]
                 with m.If(col == cols - 1):
                     m.d.sync += [col.eq(0), read_bank.eq(~read_bank)]
@@ -457,7 +460,7 @@ class _Transpose(wiring.Component):
         set_bit = Signal(2)
         clear_bit = Signal(2)
         m.d.comb += [set_bit.eq(Value.cast(write.en & (write_index == size - 1)) << write_bank),
-                     clear_bit.eq(Value.cast(issue & (row == rows - 1) & (col == cols - 1)) << read_bank)]
+                     clear_bit.eq(Value.cast(issue & (row == reads - 1) & (col == cols - 1)) << read_bank)]
         m.d.sync += full.eq((full | set_bit) & ~clear_bit)
         return m
 
@@ -496,7 +499,10 @@ class Transform1d(wiring.Component):
             raise
         self.params, self.inverse, self.shifts = params, bool(inverse), shifts
         layout = complex_layout(params.data_bits)
-        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
+        super().__init__({"i": In(stream.Signature(self._input_layout())), "o": Out(stream.Signature(layout))})
+
+    def _input_layout(self) -> data.StructLayout:
+        return complex_layout(self.params.data_bits)
 
     @property
     def period(self) -> int:
@@ -588,7 +594,7 @@ class Fft2d(_TileTransform):
         from .sdf import SdfFft  # sdf builds on this module's stages
 
         m.submodules.transpose = transpose = _Transpose(layout, p.n, p.half_cols,
-                                                        row_order=[_bit_reverse(k, p.log2n) for k in range(p.n)])
+                                                        reads=[_bit_reverse(k, p.log2n) for k in range(p.n)])
         m.submodules.col_fft = col_fft = SdfFft(p, shifts=p.col_shifts)
         _hand_over(m, self.i, row_gather.i)
         m.d.comb += [row_gather.i.payload.re.eq(self.i.payload << p.in_shift), row_gather.i.payload.im.eq(0)]
@@ -606,8 +612,9 @@ class Ifft2d(_TileTransform):
     data_bits, the n x n real tile row-major.
 
     Throughput: one output sample per cycle, one tile per n^2 cycles (input n (n/2 + 1) beats per tile, taken
-    with stalls). Latency (no stalls): first output handshake `latency` = n (n/2 + 1) + n + (n/2 + 1)
-    + 2 log2 n + 3 cycles after the tile's first input handshake.
+    with stalls). Latency (no stalls): first output handshake `latency` = n (n/2 + 1) + 2 n + 2 log2 n + 1 cycles
+    after the tile's first input handshake. The column pass is a parallel pipeline (`_FftPipe`), the row pass one
+    butterfly per stage (`SdfFft`).
     """
 
     inverse = True
@@ -620,22 +627,25 @@ class Ifft2d(_TileTransform):
         m.submodules.col_gather = col_gather = _Deserialize(layout, n)
         m.submodules.col_fft = col_fft = _FftPipe(p, p.inverse_shifts, inverse=True)
         m.submodules.col_scatter = col_scatter = _Serialize(layout, n, n)
-        m.submodules.transpose = transpose = _Transpose(layout, cols, n)
-        m.submodules.row_gather = row_gather = _Deserialize(layout, cols)
-        # The mirrored bins' conjugates: their imaginary parts go in as they are, with sign -1 (`Signed`).
-        m.submodules.row_fft = row_fft = _FftPipe(p, p.inverse_shifts, inverse=True,
-                                                  in_signs=tuple((1, 1 if k < cols else -1) for k in range(n)))
-        m.submodules.row_scatter = row_scatter = _Serialize(layout, n, n)
+        # The row pass is one butterfly per stage (`SdfFft`), bit-reversed order in: the transpose reads each row's
+        # n bins k = bit_reverse(j) from the n/2 + 1 it holds, bins above n/2 as the conjugates of their mirrors.
+        # A negated imaginary part can need one more bit (-(-2^(w-1))), so the row pass takes data_bits + 1.
+        from .sdf import SdfFft  # sdf builds on this module's stages
+
+        order = [_bit_reverse(j, p.log2n) for j in range(n)]
+        m.submodules.transpose = transpose = _Transpose(layout, cols, n, reads=[min(k, n - k) for k in order])
+        m.submodules.row_fft = row_fft = SdfFft(p, inverse=True, shifts=p.inverse_shifts, in_bits=p.data_bits + 1)
         wiring.connect(m, wiring.flipped(self.i), col_gather.i)
-        _chain(m, col_gather, col_fft, col_scatter, transpose, row_gather)
-        _hand_over(m, row_gather.o, row_fft.i)
-        half = row_gather.o.payload
-        for k in range(n):
-            src = half[k] if k < cols else half[n - k]
-            m.d.comb += [row_fft.i.payload[k].re.eq(src.re), row_fft.i.payload[k].im.eq(src.im)]
-        wiring.connect(m, row_fft.o, row_scatter.i)
-        _hand_over(m, row_scatter.o, self.o)
-        m.d.comb += self.o.payload.eq(row_scatter.o.payload.re)
+        _chain(m, col_gather, col_fft, col_scatter, transpose)
+        _hand_over(m, transpose.o, row_fft.i)
+        j = Signal(p.log2n)  # the position in the row of the bin the transpose gives
+        with m.If(transpose.o.valid & transpose.o.ready):
+            m.d.sync += j.eq(j + 1)
+        mirrored = Array(Const(int(k >= cols), 1) for k in order)[j]
+        bin_ = transpose.o.payload
+        m.d.comb += [row_fft.i.payload.re.eq(bin_.re), row_fft.i.payload.im.eq(Mux(mirrored, -bin_.im, bin_.im))]
+        _hand_over(m, row_fft.o, self.o)
+        m.d.comb += self.o.payload.eq(row_fft.o.payload.re)
         return m
 
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 from amaranth import Array, Module, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..spec.params import check_int
 from .fft import FftParams, Transform1d, _rs, _twiddle_mul, complex_layout
 
 
@@ -28,10 +29,11 @@ class _SdfStage(wiring.Component):
     """Stage `stage` of an n-point SDF transform: groups of 2D samples in, D = 2^stage; sums then differences out.
     `twiddles[j]` is W^k for the j-th b of a group (already conjugated for an inverse)."""
 
-    def __init__(self, params: FftParams, stage: int, shift: int, twiddles: list[tuple[int, int]]):
+    def __init__(self, params: FftParams, stage: int, shift: int, twiddles: list[tuple[int, int]], in_bits: int):
         self.params, self.stage, self.shift, self.twiddles = params, stage, shift, twiddles
-        layout = complex_layout(params.data_bits)
-        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
+        self.in_layout = complex_layout(in_bits)
+        super().__init__({"i": In(stream.Signature(self.in_layout)),
+                          "o": Out(stream.Signature(complex_layout(params.data_bits)))})
 
     def elaborate(self, platform):
         m = Module()
@@ -43,7 +45,7 @@ class _SdfStage(wiring.Component):
 
         # Two delay lines of D, shifted rather than addressed (no multiplexer on either): the group's a, the
         # first at the end when its b comes, and the differences, the first at the end when they leave.
-        held = [Signal(layout, name=f"a{k}") for k in range(d)]
+        held = [Signal(self.in_layout, name=f"a{k}") for k in range(d)]
         diffs = [Signal(layout, name=f"diff{k}") for k in range(d)]
         count = Signal(self.stage + 1)  # position in the group of 2D: wraps by itself
         second = count[self.stage]  # the b half
@@ -95,15 +97,26 @@ class SdfFft(Transform1d):
     """One n-point transform per n complex samples, bit-reversed order in, natural order out (`fft_fixed` along
     one axis, whose first step is that permutation), one butterfly per stage.
 
-    Streams `i` and `o`: `complex_layout(data_bits)` beats, transform after transform; sample j of a transform on
-    `i` is x[bit_reverse(j)]. `shifts` as `Fft1d`'s (`stage_shifts`). Throughput: one sample per cycle in and out.
-    Latency (no stalls): a transform's first output handshake comes `latency` = n - 1 + log2 n cycles after its
-    first input handshake (stage s holds 2^s samples and one output register).
+    Streams `i` and `o`: `complex_layout` beats, transform after transform; sample j of a transform on `i` is
+    x[bit_reverse(j)]. `shifts` as `Fft1d`'s (`stage_shifts`). `in_bits`: the input's width, data_bits or one more
+    (a conjugate's negated -2^(w-1)); every stage's output is data_bits wide, as the golden model checks.
+    Throughput: one sample per cycle in and out. Latency (no stalls): a transform's first output handshake comes
+    `latency` = n - 1 + log2 n cycles after its first input handshake (stage s holds 2^s samples and one output
+    register).
     """
 
     @property
     def latency(self) -> int:
         return self.params.n - 1 + self.params.log2n
+
+    def __init__(self, params: FftParams, inverse: bool = False, shifts: tuple[int, ...] | None = None,
+                 in_bits: int | None = None):
+        self.in_bits = params.data_bits if in_bits is None else check_int(
+            "in_bits", in_bits, params.data_bits, params.data_bits + 1, what=" (data_bits or one more)")
+        super().__init__(params, inverse, shifts)
+
+    def _input_layout(self) -> data.StructLayout:
+        return complex_layout(self.in_bits)
 
     def elaborate(self, platform):
         m = Module()
@@ -113,7 +126,8 @@ class SdfFft(Transform1d):
         for stage, shift in enumerate(self.shifts):
             d = 1 << stage
             twiddles = [(wr, sign * wi) for wr, wi in (p.twiddles[j * (p.n // (2 * d))] for j in range(d))]
-            m.submodules[f"stage{stage}"] = unit = _SdfStage(p, stage, shift, twiddles)
+            m.submodules[f"stage{stage}"] = unit = _SdfStage(p, stage, shift, twiddles,
+                                                             self.in_bits if stage == 0 else p.data_bits)
             wiring.connect(m, upstream, unit.i)
             upstream = unit.o
         wiring.connect(m, upstream, wiring.flipped(self.o))
