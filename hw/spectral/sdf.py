@@ -105,15 +105,19 @@ class SdfFft(Transform1d):
     register).
     """
 
+    def __init__(self, params: FftParams, inverse: bool = False, shifts: tuple[int, ...] | None = None,
+                 in_bits: int | None = None):
+        try:
+            self.in_bits = params.data_bits if in_bits is None else check_int(
+                "in_bits", in_bits, params.data_bits, params.data_bits + 1, what=" (data_bits or one more)")
+        except ValueError:
+            self._MustUse__silence = True  # never built: no "created but never used" warning
+            raise
+        super().__init__(params, inverse, shifts)
+
     @property
     def latency(self) -> int:
         return self.params.n - 1 + self.params.log2n
-
-    def __init__(self, params: FftParams, inverse: bool = False, shifts: tuple[int, ...] | None = None,
-                 in_bits: int | None = None):
-        self.in_bits = params.data_bits if in_bits is None else check_int(
-            "in_bits", in_bits, params.data_bits, params.data_bits + 1, what=" (data_bits or one more)")
-        super().__init__(params, inverse, shifts)
 
     def _input_layout(self) -> data.StructLayout:
         return complex_layout(self.in_bits)
