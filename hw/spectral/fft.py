@@ -29,7 +29,7 @@ summed by a balanced adder tree with the rounding constant folded in (`shift_add
 Both compute the golden model's exact integer products before its one rounding, so the result is bit-exact.
 
 Inside the butterfly network each real sample carries a sign fixed at elaboration (`Signed`): the -i twiddle's
-negation, the inverse row pass's mirrored conjugates and the rounding's own negations cost no adder. That matters
+negation and the rounding's own negations cost no adder. That matters
 for the inverse, whose every level rounds (rs(x, 1) = floor((x + 1) / 2)): a difference plus the rounding constant
 is two constants for one carry chain, which yosys builds with a LUT a bit, while the negated result floor(-x / 2)
 needs none (`_butterfly_sum`). Only the last level, whose outputs leave as plain values, pays where the signs force
@@ -64,7 +64,7 @@ MAX_N = 64
 TWIDDLE_MULTS = ("logic", "dsp")
 
 #: A real sample inside the butterfly network as (value, sign): it stands for sign * value. Negations (the -i
-#: twiddle's, the mirrored conjugates, and those of `_butterfly_sum`) change signs at elaboration instead of
+#: twiddle's and those of `_butterfly_sum`) change signs at elaboration instead of
 #: costing an adder each; a register holding a negated sample is one bit wider, since -(-2^(w-1)) needs w + 1 bits.
 Signed = tuple[Value, int]
 SignedComplex = tuple[Signed, Signed]
@@ -312,16 +312,11 @@ def _stage(x: Sequence[SignedComplex], st: int, shift: int, twiddles: Sequence[t
 
 
 class _FftPipe(wiring.Component):
-    """A vector of n complex samples (natural order) in, its transform out; log2 n registered levels.
+    """A vector of n complex samples (natural order) in, its transform out; log2 n registered levels. Inputs and
+    outputs are plain values; inside, samples carry signs (`Signed`)."""
 
-    `in_signs[k]` (default all +1) are the signs (`Signed`) of input element k's re and im: the inverse row pass
-    feeds its mirrored conjugates' imaginary parts un-negated, with sign -1. Every output is a plain value.
-    """
-
-    def __init__(self, params: FftParams, shifts: tuple[int, ...], inverse: bool,
-                 in_signs: tuple[tuple[int, int], ...] | None = None):
+    def __init__(self, params: FftParams, shifts: tuple[int, ...], inverse: bool):
         self.params, self.shifts, self.inverse = params, shifts, inverse
-        self.in_signs = ((1, 1),) * params.n if in_signs is None else in_signs
         layout = data.ArrayLayout(complex_layout(params.data_bits), params.n)
         super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
 
@@ -334,7 +329,7 @@ class _FftPipe(wiring.Component):
         x: list[SignedComplex] = []
         for k in range(p.n):
             src = _bit_reverse(k, p.log2n)
-            x.append(((self.i.payload[src].re, self.in_signs[src][0]), (self.i.payload[src].im, self.in_signs[src][1])))
+            x.append(((self.i.payload[src].re, 1), (self.i.payload[src].im, 1)))
         valid: Value = self.i.valid
         for st, shift in enumerate(self.shifts):
             y = _stage(x, st, shift, twiddles, p.twiddle_bits - 2, p.twiddle_mult, positive=st == p.log2n - 1)
