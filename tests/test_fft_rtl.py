@@ -34,18 +34,15 @@ from hw.spec.spectral.fixed import (
     twiddles,
 )
 from hw.spectral.fft import (
-    Fft1d,
     Fft2d,
     FftParams,
     Ifft2d,
-    _butterfly_sum,
-    _FftPipe,
+    SdfFft,
     _twiddle_mul,
     complex_layout,
     csd_digits,
     shift_add,
 )
-from hw.spectral.sdf import SdfFft
 from sim import runner
 
 SEED = 5
@@ -74,7 +71,7 @@ def _run(tmp_path: Path, dut, name: str, random_stream: dict, full_stream: dict,
     runner.run(runner.build(dut, name), "sim.tb.fft", {"data": str(data)})
 
 
-# --- Fft1d ------------------------------------------------------------------------------------------------
+# --- SdfFft -----------------------------------------------------------------------------------------------
 
 
 def _fft1d_inputs(n: int, limit: int, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -99,23 +96,6 @@ FFT1D_CASES = {
     # n = 16 has every kind of twiddle: trivial, |wr| = |wi| and general.
     "inv16_dsp": (16, SpectralFixed(), True, None, 1 << 16, "dsp"),
 }
-
-
-@pytest.mark.parametrize("case", FFT1D_CASES)
-def test_fft1d_matches_golden(tmp_path: Path, case: str):
-    n, spec, inverse, shifts, limit, twiddle_mult = FFT1D_CASES[case]
-    params = FftParams.from_spec(spec, n, twiddle_mult)
-    dut = Fft1d(params, inverse=inverse, shifts=shifts)
-    rng = np.random.default_rng(SEED)
-    bits = params.data_bits
-
-    def stream(re: np.ndarray, im: np.ndarray) -> dict:
-        out_re, out_im = fft_fixed(re, im, dut.shifts, spec, inverse=inverse)
-        return {"beats": _complex_words(re, im, bits), "expected": _complex_words(out_re, out_im, bits)}
-
-    random_stream = stream(*_fft1d_inputs(n, limit, 30, rng))
-    full_stream = stream(rng.integers(-limit, limit, size=(12, n)), rng.integers(-limit, limit, size=(12, n)))
-    _run(tmp_path, dut, f"fft1d_{case}", random_stream, full_stream, n, n, True, True)
 
 
 @pytest.mark.parametrize("case", FFT1D_CASES)
@@ -182,7 +162,8 @@ def test_fft2d_matches_golden(tmp_path: Path, case: str):
     def stream(tiles: np.ndarray) -> dict:
         re, im = fft2_fixed(tiles, spec)
         # The block emits the half spectrum column-major.
-        return {"beats": _real_words(tiles, spec.act_bits),
+        # Each row's columns go in bit-reversed order (as the tiler gives them).
+        return {"beats": _real_words(tiles[..., bit_reverse(n)], spec.act_bits),
                 "expected": _complex_words(re.swapaxes(-1, -2), im.swapaxes(-1, -2), params.data_bits)}
 
     random_stream = stream(_tiles(n, spec.act_bits, 6, rng))
@@ -225,8 +206,10 @@ def test_ifft2d_matches_golden(tmp_path: Path, case: str):
     bits = params.data_bits
 
     def stream(re: np.ndarray, im: np.ndarray) -> dict:
-        # The block takes the half spectrum column-major and emits the tile row-major.
-        return {"beats": _complex_words(re.swapaxes(-1, -2), im.swapaxes(-1, -2), bits),
+        # The block takes the half spectrum column-major, each column's rows in bit-reversed order (as `IfftInput`
+        # gives them), and emits the tile row-major.
+        order = bit_reverse(n)
+        return {"beats": _complex_words(re[..., order, :].swapaxes(-1, -2), im[..., order, :].swapaxes(-1, -2), bits),
                 "expected": _real_words(ifft2_fixed(re, im, spec), bits)}
 
     random_stream = stream(*_half_spectra(n, spec, 6, rng))
@@ -278,8 +261,10 @@ def test_params_rejected(kwargs: dict, message: str):
 def test_components_check_their_arguments():
     with pytest.raises(TypeError, match="params must be an? FftParams, got SpectralFixed"):
         Fft2d(SpectralFixed())
+    with pytest.raises(TypeError, match="params must be an? FftParams, got SpectralFixed"):
+        SdfFft(SpectralFixed())
     with pytest.raises(ValueError, match="shifts must be a tuple of 3 0s and 1s"):
-        Fft1d(FftParams(), shifts=(1, 1))
+        SdfFft(FftParams(), shifts=(1, 1))
 
 
 def test_params_describe_twiddle_mult():
@@ -401,45 +386,16 @@ def test_twiddle_mul_is_the_golden_product(twiddle_bits: int):
     _run_pysim(sim)
 
 
-def test_butterfly_sum_every_sign_and_value():
-    """rs(a + t, shift) from operands carried with signs equals the golden rounding of the true values, exhaustively
-    over 5-bit operands, for both shifts, every sign pair and with or without a plain (sign +1) result."""
-    va, vt = Signal(signed(5)), Signal(signed(5))
-    m = Module()
-    outputs = []
-    for shift in (0, 1):
-        for sa in (1, -1):
-            for st_ in (1, -1):
-                for positive in (False, True):
-                    value, sign = _butterfly_sum((va, sa), (vt, st_), shift, positive)
-                    assert sign > 0 or not positive
-                    out = Signal(signed(8))
-                    m.d.comb += out.eq(value if sign > 0 else -value)
-                    outputs.append(((shift, sa, st_, positive), out))
-    sim = Simulator(m)
-
-    async def testbench(ctx):
-        for a in range(-16, 16):
-            for t in range(-16, 16):
-                ctx.set(va, a)
-                ctx.set(vt, t)
-                for (shift, sa, st_, positive), out in outputs:
-                    expected = round_shift(sa * a + st_ * t, shift)
-                    assert ctx.get(out) == expected, f"shift {shift}, signs {(sa, st_)}, {positive=}, a {a}, t {t}"
-
-    sim.add_testbench(testbench)
-    _run_pysim(sim)
-
-
 def _multipliers(component) -> int:
     return len(re.findall(r"^\s*cell \$mul ", rtlil.convert(component), re.M))
 
 
 @pytest.mark.parametrize("n", [8, 16])
 def test_logic_twiddles_use_no_multiplier(n: int):
-    """The butterfly pipeline asks for no `$mul` (so no DSP) with the default twiddles, and one per `*` with "dsp"."""
+    """The transforms ask for no `$mul` (so no DSP) with the default twiddles, and one per `*` with "dsp"."""
     for inverse in (False, True):
-        params = FftParams(n=n)
-        assert _multipliers(_FftPipe(params, params.inverse_shifts, inverse)) == 0
-        dsp = FftParams(n=n, twiddle_mult="dsp")
-        assert _multipliers(_FftPipe(dsp, dsp.inverse_shifts, inverse)) > 0
+        assert _multipliers(SdfFft(FftParams(n=n), inverse)) == 0
+        assert _multipliers(SdfFft(FftParams(n=n, twiddle_mult="dsp"), inverse)) > 0
+    for block in (Fft2d, Ifft2d):
+        assert _multipliers(block(FftParams(n=n))) == 0
+        assert _multipliers(block(FftParams(n=n, twiddle_mult="dsp"))) > 0

@@ -19,7 +19,7 @@ import pytest
 from host.compress.spectral import calibrate, compress_spatial
 from hw.layouts import pack
 from hw.spec.spectral.engine import SHIFT_BITS
-from hw.spec.spectral.fixed import SpectralFixed, ifft_input, spectral_conv_fixed_stages
+from hw.spec.spectral.fixed import SpectralFixed, bit_reverse, ifft_input, spectral_conv_fixed_stages
 from hw.spec.spectral.geometry import OaaParams, bins, half_cols
 from hw.spec.spectral.operator import tile_input
 from hw.spectral.ifft_input import IfftInput, IfftInputParams
@@ -60,7 +60,8 @@ def _tiler_streams(params: TilerParams, maps: list[np.ndarray], tiles: list[np.n
     mask = (1 << params.act_bits) - 1
     cfg = [pack(params.cfg_layout, dict(height=x.shape[0], width=x.shape[1])) for x in maps]
     values = [int(v) & mask for x in maps for v in x.ravel()]
-    expected = [int(v) & mask for t in tiles for v in t.ravel()]  # (T_r, T_c, n, n): tile raster, row-major
+    # (T_r, T_c, n, n): tile raster, row-major, each row's columns in bit-reversed order
+    expected = [int(v) & mask for t in tiles for v in t[..., bit_reverse(params.n)].ravel()]
     return {"cfg": cfg, "i": values}, expected
 
 
@@ -139,13 +140,14 @@ def test_tiler_params():
 def _ifft_streams(params: IfftInputParams, acc_r: np.ndarray, acc_i: np.ndarray, mac_shift: int,
                   spec: SpectralFixed) -> tuple[dict, list[int]]:
     """Beats for channels (..., n, n/2 + 1) of accumulators: canonical bins ascending in, `ifft_input`
-    column-major out."""
+    column-major out, rows bit-reversed."""
     n = params.n
     acc_r, acc_i = acc_r.reshape(-1, bins(n)), acc_i.reshape(-1, bins(n))
     canon = canonical_bins(n)
     beats = [pack(params.in_layout, dict(re=r[k], im=i[k], last=j == len(canon) - 1))
              for r, i in zip(acc_r, acc_i) for j, k in enumerate(canon)]
     yr, yi = ifft_input(acc_r.reshape(-1, n, n // 2 + 1), acc_i.reshape(-1, n, n // 2 + 1), mac_shift, spec)
+    yr, yi = yr[:, bit_reverse(n)], yi[:, bit_reverse(n)]  # each column's rows in bit-reversed order
     bits, mask = params.data_bits, (1 << params.data_bits) - 1
     expected = [(int(r) & mask) | ((int(i) & mask) << bits)
                 for r, i in zip(yr.swapaxes(-1, -2).ravel(), yi.swapaxes(-1, -2).ravel())]
@@ -209,7 +211,7 @@ def test_ifft_input_from_the_golden_mac_stage(tmp_path: Path):
     # The MAC emits tile by tile, each tile's output channels in turn: (T_r, T_c, C_out, n, n/2 + 1).
     acc_r, acc_i = (np.moveaxis(a, 0, 2) for a in st["acc"])
     inputs, expected = _ifft_streams(params, acc_r, acc_i, shift, spec)
-    yr, yi = (np.moveaxis(a, 0, 2) for a in st["ifft_in"])
+    yr, yi = (np.moveaxis(a, 0, 2)[..., bit_reverse(params.n), :] for a in st["ifft_in"])
     mask = (1 << params.data_bits) - 1
     assert expected == [(int(r) & mask) | ((int(i) & mask) << params.data_bits)
                         for r, i in zip(yr.swapaxes(-1, -2).ravel(), yi.swapaxes(-1, -2).ravel())]

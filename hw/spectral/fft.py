@@ -1,42 +1,34 @@
 """Streaming fixed-point FFTs for SPEC2, bit-exact with `hw.spec.spectral.fixed` (fft_fixed, fft2_fixed, ifft2_fixed).
 
-Every block is built from four stream stages, each a small pipeline that holds still under backpressure:
+* `SdfFft`: one n-point radix-2 DIT transform per n complex samples, one sample per cycle, with one butterfly per
+  stage (single-path delay feedback, SDF); bit-reversed order in, natural order out.
+* `_Transpose`: a ping-pong tile buffer (`amaranth.lib.memory.Memory`, two banks): row-major in, column by column
+  out, each column's rows in the order a table gives (bit-reversed for the `SdfFft` after it; a row may be read
+  twice).
+* `Fft2d`: the row SDF (the tiler gives each row's columns in bit-reversed order), the bins 0..n/2 of each row
+  into the transpose, the column SDF.
+* `Ifft2d`: the column SDF (`IfftInput` gives each column's rows in bit-reversed order), the transpose, which
+  reads each row's n bins from the n/2 + 1 it holds (the mirrored ones twice, conjugated on the way), the row SDF.
 
-* `_Deserialize`: `count` elements in, one vector of them out (a collection register plus an output register, so
-  the next vector is gathered while the previous one waits).
-* `_FftPipe`: one N-point radix-2 DIT transform per vector, log2 N registered butterfly levels over a parallel
-  N-wide datapath (inputs wired in bit-reversed order), every register on one enable, `~o.valid | o.ready`.
-* `_Serialize`: a vector in, its first `count` elements out, one per cycle.
-* `_Transpose`: a ping-pong tile buffer (`amaranth.lib.memory.Memory`, two banks): row-major in, column-major out,
-  each column's rows in natural or any other order (bit-reversed for an `SdfFft` after it).
+SDF stage s (distance D = 2^s) takes its stream in groups of 2D, the golden model's blocks at that stage: the first
+D samples (the butterflies' a) wait in a shift register; each of the next D (b, the j-th of them) meets its a,
+t = W^k b with k = j n / 2D, and rs(a + t) leaves at once while rs(a - t) waits; the D differences leave after the
+D sums, while the next group's a arrive, so at full rate nothing stalls. Each stage's output is a register, so the
+stages chain without a combinational path longer than one butterfly; only `ready` passes through a stage. A
+parallel pipeline n wide would transform a whole vector per cycle, n times what a sample-per-cycle stream needs,
+and with its serial/parallel converters it cost more: alone on the ECP5 (inverse, n = 8), 2 611 LUT4 and 1 774
+flip-flops against the SDF's 1 506 and 663.
 
-`hw.spectral.sdf.SdfFft` is the other way to transform a stream: one butterfly per stage, working every cycle it
-is fed, at about 60 % of the LUTs and 40 % of the flip-flops of `_Deserialize` + `_FftPipe` + `_Serialize`. It
-wants its input in bit-reversed order, which a transpose gives by its read order, so the passes after a transpose
-are SDF: `Fft2d`'s columns, and `Ifft2d`'s rows (the transpose reads each row's n bins from the n/2 + 1 it holds,
-the mirrored ones twice, and they go in conjugated). The first passes follow a stream in natural order and are
-still the parallel pipeline.
-
-A parallel datapath N wide does one transform per cycle, N times what a sample-per-cycle stream needs, but at
-N = 8 only stage log2 N has non-trivial twiddles (two butterflies, eight constant products), so it is small and
-simple. Twiddles 1 and -i (+i inverse) are wired as moves: rs(2^f v, f) = v exactly, so this equals the golden
-model's multiply-and-round.
-
-The other twiddles are compile-time constants, so by default (`FftParams.twiddle_mult` "logic") their products
-are shift-and-add networks in LUTs: each constant in canonical signed digits (`csd_digits`), the shifted terms
-summed by a balanced adder tree with the rounding constant folded in (`shift_add`); when |wr| = |wi|
-(W^(n/8), W^(3n/8), n >= 8) the two components share one constant: t = |wr| (sr br - si bi, sr bi + si br).
-Both compute the golden model's exact integer products before its one rounding, so the result is bit-exact.
-
-Inside the butterfly network each real sample carries a sign fixed at elaboration (`Signed`): the -i twiddle's
-negation and the rounding's own negations cost no adder. That matters
-for the inverse, whose every level rounds (rs(x, 1) = floor((x + 1) / 2)): a difference plus the rounding constant
-is two constants for one carry chain, which yosys builds with a LUT a bit, while the negated result floor(-x / 2)
-needs none (`_butterfly_sum`). Only the last level, whose outputs leave as plain values, pays where the signs force
-it: at n = 8 this halves the inverse pipeline's LUTs besides its carry chains (945 to 527 LUT4 on ECP5).
-Why not DSPs: DSP blocks are the budget the SPEC2-vs-baseline comparison counts (the baseline spends them on its
-M weight multipliers, and an iCE40 UP5K has 8), and spending them on constants wastes them. "dsp" keeps plain
-`*` by a constant, which Yosys maps to DSPs (MULT18X18D, SB_MAC16), for comparison.
+Twiddles 1 and -i (+i inverse) are wired as moves: rs(2^f v, f) = v exactly, so this equals the golden model's
+multiply-and-round. The other twiddles are compile-time constants, so by default (`FftParams.twiddle_mult`
+"logic") their products are shift-and-add networks in LUTs: each constant in canonical signed digits
+(`csd_digits`), the shifted terms summed by a balanced adder tree with the rounding constant folded in
+(`shift_add`); when |wr| = |wi| (W^(n/8), W^(3n/8), n >= 8) the two components share one constant:
+t = |wr| (sr br - si bi, sr bi + si br). Both compute the golden model's exact integer products before its one
+rounding, so the result is bit-exact. Why not DSPs: DSP blocks are the budget the SPEC2-vs-baseline comparison
+counts (the baseline spends them on its M weight multipliers, and an iCE40 UP5K has 8), and spending them on
+constants wastes them. "dsp" keeps plain `*` by a constant, which Yosys maps to DSPs (MULT18X18D, SB_MAC16), for
+comparison.
 
 Widths and the stage schedule come from `FftParams` (`FftParams.from_spec(SpectralFixed(), n)` mirrors the golden
 spec). Registers are data_bits wide: results outside that range wrap, where the golden model raises; the golden
@@ -56,16 +48,16 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..spec.params import check_int, check_ints, is_int, require_params
+from ..spec.spectral.fixed import bit_reverse
 from ..spec.spectral.geometry import DEFAULT_N, check_fft_size, half_cols
 
-#: Largest size the parallel datapath is built for (`check_fft_size` bounds the golden model at 256).
+#: Largest size the blocks are built for (`check_fft_size` bounds the golden model at 256).
 MAX_N = 64
 #: `FftParams.twiddle_mult`: "logic" shift-and-add networks (no DSP), "dsp" `*` by a constant (Yosys: DSP blocks).
 TWIDDLE_MULTS = ("logic", "dsp")
 
-#: A real sample inside the butterfly network as (value, sign): it stands for sign * value. Negations (the -i
-#: twiddle's and those of `_butterfly_sum`) change signs at elaboration instead of
-#: costing an adder each; a register holding a negated sample is one bit wider, since -(-2^(w-1)) needs w + 1 bits.
+#: A real value with a sign fixed at elaboration, (value, sign): it stands for sign * value. A twiddle product
+#: (`_twiddle_mul`) returns its components so, since the -i twiddle is a move that negates one of them.
 Signed = tuple[Value, int]
 SignedComplex = tuple[Signed, Signed]
 
@@ -149,13 +141,13 @@ class FftParams:
 
     @property
     def forward_latency(self) -> int:
-        """`Fft2d.latency`: n^2 + n + (n/2 + 1) + 2 log2 n + 1 cycles from a tile's first input to its first output."""
-        return self.n * self.n + self.n + self.half_cols + 2 * self.log2n + 1
+        """`Fft2d.latency`: n^2 + n + (n/2 + 1) + 2 log2 n - 1 cycles from a tile's first input to its first output."""
+        return self.n * self.n + self.n + self.half_cols + 2 * self.log2n - 1
 
     @property
     def inverse_latency(self) -> int:
-        """`Ifft2d.latency`: n (n/2 + 1) + 2 n + 2 log2 n + 1 cycles, first input to first output."""
-        return self.n * self.half_cols + 2 * self.n + 2 * self.log2n + 1
+        """`Ifft2d.latency`: n (n/2 + 1) + 2 n + 2 log2 n - 1 cycles, first input to first output."""
+        return self.n * self.half_cols + 2 * self.n + 2 * self.log2n - 1
 
     @property
     def twiddles(self) -> tuple[tuple[int, int], ...]:
@@ -163,10 +155,6 @@ class FftParams:
         scale = float(1 << (self.twiddle_bits - 2))
         return tuple((math.floor(math.cos(2 * math.pi * k / self.n) * scale + 0.5),
                       math.floor(-math.sin(2 * math.pi * k / self.n) * scale + 0.5)) for k in range(self.n // 2))
-
-
-def _bit_reverse(k: int, bits: int) -> int:
-    return int(f"{k:0{bits}b}"[::-1], 2) if bits else 0
 
 
 def _rs(v: Value, s: int) -> Value:
@@ -273,131 +261,145 @@ def _twiddle_mul(b: SignedComplex, w: tuple[int, int], frac: int, mult: str = "l
             (shift_add([(wr * gi, bi), (wi * gr, br)], half) >> frac, 1))
 
 
-def _butterfly_sum(a: Signed, t: Signed, shift: int, positive: bool) -> Signed:
-    """rs(a + t, shift) (shift 0 or 1) as a `Signed`: one adder whatever the signs, unless `positive` asks for a
-    sign the operands do not give (the last butterfly level, whose outputs leave the pipeline as plain values).
+def _chain(m: Module, *stages: wiring.Component) -> None:
+    for upstream, downstream in zip(stages, stages[1:]):
+        wiring.connect(m, upstream.o, downstream.i)
 
-    rs(x, 1) = floor((x + 1) / 2) needs a constant besides the adder's own carry-in when x = a - t (yosys then
-    spends a LUT a bit on it), but its negation does not: -rs(x, 1) = floor(-x / 2). So a sum of two positive
-    terms keeps its sign, its rounding constant in two extra low bits, and any other sum is kept negated.
+
+def stage_shifts(params: FftParams, inverse: bool, shifts: tuple[int, ...] | None) -> tuple[int, ...]:
+    """A one-dimensional transform's stage shifts: `shifts` checked, or by default the forward row stages
+    (`FftParams.row_shifts`), 1 per stage when `inverse`."""
+    if shifts is None:
+        shifts = params.inverse_shifts if inverse else params.row_shifts
+    if not isinstance(shifts, tuple) or len(shifts) != params.log2n or any(
+            not is_int(s) or s not in (0, 1) for s in shifts):
+        raise ValueError(f"shifts must be a tuple of {params.log2n} 0s and 1s, got {shifts!r}")
+    return shifts
+
+
+def _hand_over(m: Module, upstream: Any, downstream: Any) -> None:
+    """valid/ready between two stream ports whose payloads the caller connects."""
+    m.d.comb += [downstream.valid.eq(upstream.valid), upstream.ready.eq(downstream.ready)]
+
+
+class _SdfStage(wiring.Component):
+    """Stage `stage` of an n-point SDF transform: groups of 2D samples in, D = 2^stage; sums then differences out.
+    `twiddles[j]` is W^k for the j-th b of a group (already conjugated for an inverse)."""
+
+    def __init__(self, params: FftParams, stage: int, shift: int, twiddles: list[tuple[int, int]], in_bits: int):
+        self.params, self.stage, self.shift, self.twiddles = params, stage, shift, twiddles
+        self.in_layout = complex_layout(in_bits)
+        super().__init__({"i": In(stream.Signature(self.in_layout)),
+                          "o": Out(stream.Signature(complex_layout(params.data_bits)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        p, d = self.params, 1 << self.stage
+        layout = complex_layout(p.data_bits)
+
+        def pick(values: list[Any], index: Any) -> Any:
+            return values[0] if len(values) == 1 else Array(values)[index]
+
+        # Two delay lines of D, shifted rather than addressed (no multiplexer on either): the group's a, the
+        # first at the end when its b comes, and the differences, the first at the end when they leave.
+        held = [Signal(self.in_layout, name=f"a{k}") for k in range(d)]
+        diffs = [Signal(layout, name=f"diff{k}") for k in range(d)]
+        count = Signal(self.stage + 1)  # position in the group of 2D: wraps by itself
+        second = count[self.stage]  # the b half
+        j = count[:self.stage]
+        pending = Signal(range(d + 1))  # differences still to leave
+
+        # t = W^k b for the j-th b: one constant product per distinct twiddle, picked by j.
+        b = self.i.payload
+        products = []
+        for w in self.twiddles:
+            (t_re, s_re), (t_im, s_im) = _twiddle_mul(((b.re, 1), (b.im, 1)), w, p.twiddle_bits - 2,
+                                                       p.twiddle_mult)
+            products.append((t_re if s_re > 0 else -t_re, t_im if s_im > 0 else -t_im))
+        t_re = pick([t[0] for t in products], j)
+        t_im = pick([t[1] for t in products], j)
+        a = held[-1]
+        total, difference = Signal(layout), Signal(layout)
+        m.d.comb += [
+            total.re.eq(_rs(a.re + t_re, self.shift)), total.im.eq(_rs(a.im + t_im, self.shift)),
+            difference.re.eq(_rs(a.re - t_re, self.shift)), difference.im.eq(_rs(a.im - t_im, self.shift)),
+        ]
+
+        o_valid = Signal()
+        o_data = Signal(layout)
+        load = Signal()  # the output register takes a new value (or empties) on this edge
+        m.d.comb += [load.eq(~o_valid | self.o.ready), self.o.valid.eq(o_valid), self.o.payload.eq(o_data)]
+        # A sum may only leave once the previous group's differences have: the b half waits for them.
+        m.d.comb += self.i.ready.eq(~second | (load & (pending == 0)))
+        accept = self.i.valid & self.i.ready
+
+        def shift_in(line: list[Signal], value: Any) -> list[Any]:
+            return [line[0].eq(value), *(line[k].eq(line[k - 1]) for k in range(1, d))]
+
+        with m.If(load):
+            with m.If(pending != 0):
+                m.d.sync += [o_valid.eq(1), o_data.eq(diffs[-1]), pending.eq(pending - 1)]
+                m.d.sync += shift_in(diffs, diffs[0])  # the B half's shifts wait for pending == 0: no clash
+            with m.Else():
+                m.d.sync += [o_valid.eq(self.i.valid & second), o_data.eq(total)]
+        with m.If(accept):
+            m.d.sync += [count.eq(count + 1), *shift_in(held, b)]  # in the B half this moves the next a up
+            with m.If(second):
+                m.d.sync += shift_in(diffs, difference)
+                with m.If(j == d - 1):
+                    m.d.sync += pending.eq(d)
+        return m
+
+
+class SdfFft(wiring.Component):
+    """One n-point transform per n complex samples, bit-reversed order in, natural order out (`fft_fixed` along
+    one axis, whose first step is that permutation), one butterfly per stage.
+
+    Streams `i` and `o`: `complex_layout` beats, transform after transform; sample j of a transform on `i` is
+    x[bit_reverse(j)]. `shifts` defaults to the forward row stages (`FftParams.row_shifts`), or 1 per stage when
+    `inverse` (twiddles (wr, -wi)); see `stage_shifts`. `in_bits`: the input's width, data_bits or one more (a
+    conjugate's negated -2^(w-1)); every stage's output is data_bits wide, as the golden model checks.
+    Throughput: one sample per cycle in and out. Latency (no stalls): a transform's first output handshake comes
+    `latency` = n - 1 + log2 n cycles after its first input handshake (stage s holds 2^s samples and one output
+    register).
     """
-    (va, sa), (vt, st) = a, t
-    if shift not in (0, 1):
-        raise ValueError(f"shift must be 0 or 1, got {shift}")
-    if shift and sa > 0 and st > 0:
-        # (a + t + 1) >> 1 = ((2a + 1) + (2t + 1)) >> 2: one adder.
-        return (Cat(Const(1, 1), va).as_signed() + Cat(Const(1, 1), vt).as_signed()) >> 2, 1
-    if shift and not positive:
-        _, negated = _signed_sum(-sa, va, -st, vt)  # -x, one adder (the two signs are not both negative here)
-        return negated >> 1, -1
-    sign, x = _signed_sum(sa, va, st, vt)  # the sum is sign * x
-    if not shift:
-        return (x, sign) if sign > 0 or not positive else (-x, 1)
-    return _rs(x if sign > 0 else -x, 1), 1
 
+    def __init__(self, params: FftParams, inverse: bool = False, shifts: tuple[int, ...] | None = None,
+                 in_bits: int | None = None):
+        try:
+            require_params(self, params, FftParams)
+            shifts = stage_shifts(params, inverse, shifts)
+            self.in_bits = params.data_bits if in_bits is None else check_int(
+                "in_bits", in_bits, params.data_bits, params.data_bits + 1, what=" (data_bits or one more)")
+        except (TypeError, ValueError):
+            self._MustUse__silence = True  # never built: no "created but never used" warning
+            raise
+        self.params, self.inverse, self.shifts = params, bool(inverse), shifts
+        super().__init__({"i": In(stream.Signature(complex_layout(self.in_bits))),
+                          "o": Out(stream.Signature(complex_layout(params.data_bits)))})
 
-def _stage(x: Sequence[SignedComplex], st: int, shift: int, twiddles: Sequence[tuple[int, int]], frac: int,
-           mult: str = "logic", positive: bool = False) -> list[SignedComplex]:
-    """Butterfly level st (span 2^(st+1)) of the golden DIT over x, combinationally; `positive`: every output
-    with sign +1."""
-    n, half = len(x), 1 << st
-    out = list(x)
-    for g in range(0, n, 2 * half):
-        for j in range(half):
-            a, t = x[g + j], _twiddle_mul(x[g + j + half], twiddles[j * n // (2 * half)], frac, mult)
-            out[g + j] = (_butterfly_sum(a[0], t[0], shift, positive), _butterfly_sum(a[1], t[1], shift, positive))
-            out[g + j + half] = (_butterfly_sum(a[0], (t[0][0], -t[0][1]), shift, positive),
-                                 _butterfly_sum(a[1], (t[1][0], -t[1][1]), shift, positive))
-    return out
+    @property
+    def latency(self) -> int:
+        return self.params.n - 1 + self.params.log2n
 
-
-class _FftPipe(wiring.Component):
-    """A vector of n complex samples (natural order) in, its transform out; log2 n registered levels. Inputs and
-    outputs are plain values; inside, samples carry signs (`Signed`)."""
-
-    def __init__(self, params: FftParams, shifts: tuple[int, ...], inverse: bool):
-        self.params, self.shifts, self.inverse = params, shifts, inverse
-        layout = data.ArrayLayout(complex_layout(params.data_bits), params.n)
-        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
+    @property
+    def period(self) -> int:
+        """Cycles per transform at full rate."""
+        return self.params.n
 
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        twiddles = [(wr, -wi) if self.inverse else (wr, wi) for wr, wi in p.twiddles]
-        enable = Signal()
-        m.d.comb += [enable.eq(~self.o.valid | self.o.ready), self.i.ready.eq(enable)]
-        x: list[SignedComplex] = []
-        for k in range(p.n):
-            src = _bit_reverse(k, p.log2n)
-            x.append(((self.i.payload[src].re, 1), (self.i.payload[src].im, 1)))
-        valid: Value = self.i.valid
-        for st, shift in enumerate(self.shifts):
-            y = _stage(x, st, shift, twiddles, p.twiddle_bits - 2, p.twiddle_mult, positive=st == p.log2n - 1)
-            x = []
-            for k, sample in enumerate(y):
-                regs = []
-                for part, (value, sign) in zip(("re", "im"), sample):
-                    reg = Signal(signed(p.data_bits + (sign < 0)), name=f"l{st}_{part}{k}", reset_less=True)
-                    with m.If(enable):
-                        m.d.sync += reg.eq(value)
-                    regs.append((reg, sign))
-                x.append((regs[0], regs[1]))
-            level_valid = Signal(name=f"l{st}_valid")
-            with m.If(enable):
-                m.d.sync += level_valid.eq(valid)
-            valid = level_valid
-        assert all(sign > 0 for sample in x for _, sign in sample)
-        m.d.comb += self.o.valid.eq(valid)
-        m.d.comb += [self.o.payload[k].re.eq(x[k][0][0]) for k in range(p.n)]
-        m.d.comb += [self.o.payload[k].im.eq(x[k][1][0]) for k in range(p.n)]
-        return m
-
-
-class _Deserialize(wiring.Component):
-    """`count` elements in, one vector of them out; the next vector is collected while one waits."""
-
-    def __init__(self, shape: Any, count: int):
-        self.count = count
-        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(data.ArrayLayout(shape, count)))})
-
-    def elaborate(self, platform):
-        m = Module()
-        last = self.count - 1
-        held = Signal(data.ArrayLayout(self.i.payload.shape(), last), reset_less=True)
-        index = Signal(range(self.count))
-        vector = Signal(self.o.payload.shape(), reset_less=True)
-        m.d.comb += [self.o.payload.eq(vector), self.i.ready.eq((index != last) | ~self.o.valid | self.o.ready)]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(self.i.valid & self.i.ready):
-            with m.If(index == last):
-                # The last element goes straight into the output vector, beside the held ones.
-                m.d.sync += [vector.eq(Cat(held, self.i.payload)), self.o.valid.eq(1), index.eq(0)]
-            with m.Else():
-                m.d.sync += [held[index].eq(self.i.payload), index.eq(index + 1)]
-        return m
-
-
-class _Serialize(wiring.Component):
-    """A vector of `n` elements in, its first `count` out one per cycle; takes the next vector as the last leaves."""
-
-    def __init__(self, shape: Any, n: int, count: int):
-        self.count = count
-        super().__init__({"i": In(stream.Signature(data.ArrayLayout(shape, n))), "o": Out(stream.Signature(shape))})
-
-    def elaborate(self, platform):
-        m = Module()
-        last = self.count - 1
-        vector = Signal(self.i.payload.shape(), reset_less=True)
-        index = Signal(range(self.count))
-        m.d.comb += [self.o.payload.eq(vector[index]),
-                     self.i.ready.eq(~self.o.valid | (self.o.ready & (index == last)))]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += index.eq(index + 1)
-            with m.If(index == last):
-                m.d.sync += [self.o.valid.eq(0), index.eq(0)]
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [vector.eq(self.i.payload), self.o.valid.eq(1), index.eq(0)]
+        sign = -1 if self.inverse else 1
+        upstream = wiring.flipped(self.i)
+        for stage, shift in enumerate(self.shifts):
+            d = 1 << stage
+            twiddles = [(wr, sign * wi) for wr, wi in (p.twiddles[j * (p.n // (2 * d))] for j in range(d))]
+            m.submodules[f"stage{stage}"] = unit = _SdfStage(p, stage, shift, twiddles,
+                                                             self.in_bits if stage == 0 else p.data_bits)
+            wiring.connect(m, upstream, unit.i)
+            upstream = unit.o
+        wiring.connect(m, upstream, wiring.flipped(self.o))
         return m
 
 
@@ -424,7 +426,7 @@ class _Transpose(wiring.Component):
         full = Signal(2)  # bank b holds a whole tile not yet read
         write_bank, write_index = Signal(), Signal(range(size))
         m.d.comb += [self.i.ready.eq(~full.bit_select(write_bank, 1)),
-                     write.addr.eq(write_bank * size + write_index), write.data.eq(self.i.payload),
+                     write.addr.eq(Mux(write_bank, size, 0) + write_index), write.data.eq(self.i.payload),
                      write.en.eq(self.i.valid & self.i.ready)]
         with m.If(write.en):
             m.d.sync += write_index.eq(write_index + 1)
@@ -441,7 +443,7 @@ class _Transpose(wiring.Component):
         else:  # the row's offset from a table
             offset = Array(Const(r * cols, range(size)) for r in self.reads)[row] + col
         m.d.comb += [advance.eq(~self.o.valid | self.o.ready), issue.eq(advance & full.bit_select(read_bank, 1)),
-                     read.en.eq(advance), read.addr.eq(read_bank * size + offset), self.o.payload.eq(read.data)]
+                     read.en.eq(advance), read.addr.eq(Mux(read_bank, size, 0) + offset), self.o.payload.eq(read.data)]
         with m.If(advance):
             m.d.sync += self.o.valid.eq(issue)
         with m.If(issue):
@@ -457,81 +459,6 @@ class _Transpose(wiring.Component):
         m.d.comb += [set_bit.eq(Value.cast(write.en & (write_index == size - 1)) << write_bank),
                      clear_bit.eq(Value.cast(issue & (row == reads - 1) & (col == cols - 1)) << read_bank)]
         m.d.sync += full.eq((full | set_bit) & ~clear_bit)
-        return m
-
-
-def _chain(m: Module, *stages: wiring.Component) -> None:
-    for upstream, downstream in zip(stages, stages[1:]):
-        wiring.connect(m, upstream.o, downstream.i)
-
-
-def stage_shifts(params: FftParams, inverse: bool, shifts: tuple[int, ...] | None) -> tuple[int, ...]:
-    """A one-dimensional transform's stage shifts: `shifts` checked, or by default the forward row stages
-    (`FftParams.row_shifts`), 1 per stage when `inverse`."""
-    if shifts is None:
-        shifts = params.inverse_shifts if inverse else params.row_shifts
-    if not isinstance(shifts, tuple) or len(shifts) != params.log2n or any(
-            not is_int(s) or s not in (0, 1) for s in shifts):
-        raise ValueError(f"shifts must be a tuple of {params.log2n} 0s and 1s, got {shifts!r}")
-    return shifts
-
-
-def _hand_over(m: Module, upstream: Any, downstream: Any) -> None:
-    """valid/ready between two stream ports whose payloads the caller connects."""
-    m.d.comb += [downstream.valid.eq(upstream.valid), upstream.ready.eq(downstream.ready)]
-
-
-class Transform1d(wiring.Component):
-    """What the one-dimensional transform blocks share: `params`, the direction, the stage shifts (`stage_shifts`),
-    streams `i` and `o` of `complex_layout(data_bits)` beats, and one transform per n cycles at full rate."""
-
-    def __init__(self, params: FftParams, inverse: bool = False, shifts: tuple[int, ...] | None = None):
-        require_params(self, params, FftParams)
-        try:
-            shifts = stage_shifts(params, inverse, shifts)
-        except ValueError:
-            self._MustUse__silence = True
-            raise
-        self.params, self.inverse, self.shifts = params, bool(inverse), shifts
-        layout = complex_layout(params.data_bits)
-        super().__init__({"i": In(stream.Signature(self._input_layout())), "o": Out(stream.Signature(layout))})
-
-    def _input_layout(self) -> data.StructLayout:
-        return complex_layout(self.params.data_bits)
-
-    @property
-    def period(self) -> int:
-        """Cycles per transform at full rate."""
-        return self.params.n
-
-
-class Fft1d(Transform1d):
-    """One n-point transform per n complex samples, natural order in and out (`fft_fixed` along one axis).
-
-    Stream `i` and `o`: `complex_layout(data_bits)` beats, transform after transform. `shifts` defaults to the
-    forward row stages (`FftParams.row_shifts`), or 1 per stage when `inverse` (twiddles (wr, -wi)).
-
-    Throughput: one sample per cycle in and out. Latency (no stalls): a transform's first output handshake comes
-    `latency` = n + log2 n + 1 cycles after its first input handshake.
-
-    Twiddle products follow `params.twiddle_mult`: by default shift-and-add logic and no DSP at all, because DSPs
-    are the budget SPEC2 is compared with the baseline on and the twiddles are constants; "dsp" uses `*`.
-    """
-
-    @property
-    def latency(self) -> int:
-        return self.params.n + self.params.log2n + 1
-
-    def elaborate(self, platform):
-        m = Module()
-        p = self.params
-        layout = complex_layout(p.data_bits)
-        m.submodules.gather = gather = _Deserialize(layout, p.n)
-        m.submodules.fft = fft = _FftPipe(p, self.shifts, self.inverse)
-        m.submodules.scatter = scatter = _Serialize(layout, p.n, p.n)
-        wiring.connect(m, wiring.flipped(self.i), gather.i)
-        _chain(m, gather, fft, scatter)
-        wiring.connect(m, scatter.o, wiring.flipped(self.o))
         return m
 
 
@@ -566,13 +493,14 @@ class _TileTransform(wiring.Component):
 class Fft2d(_TileTransform):
     """Forward 2-D FFT of n x n real tiles (`fft2_fixed`): row FFTs, columns 0..n/2 kept, column FFTs.
 
-    Stream `i`: signed act_bits activations, a tile row-major (n^2 beats). Stream `o`: the n x (n/2 + 1) half
+    Stream `i`: signed act_bits activations, a tile row-major, each row's columns in bit-reversed order (as the
+    `Tiler` gives them; n^2 beats). Stream `o`: the n x (n/2 + 1) half
     spectrum, `complex_layout(data_bits)`, **column-major**: column k2 = 0..n/2, and within it k1 = 0..n-1
-    (n (n/2 + 1) beats per tile; `Ifft2d` takes this order).
+    (n (n/2 + 1) beats per tile).
 
     Throughput: one activation per cycle, one tile per n^2 cycles. Latency (no stalls): first output handshake
-    `latency` = n^2 + n + (n/2 + 1) + 2 log2 n + 1 cycles after the tile's first input handshake. The row pass
-    is a parallel pipeline (`_FftPipe`), the column pass one butterfly per stage (`SdfFft`).
+    `latency` = n^2 + n + (n/2 + 1) + 2 log2 n - 1 cycles after the tile's first input handshake. Both passes
+    are `SdfFft`s.
     """
 
     inverse = False
@@ -581,19 +509,22 @@ class Fft2d(_TileTransform):
         m = Module()
         p = self.params
         layout = complex_layout(p.data_bits)
-        m.submodules.row_gather = row_gather = _Deserialize(layout, p.n)
-        m.submodules.row_fft = row_fft = _FftPipe(p, p.row_shifts, inverse=False)
-        m.submodules.row_scatter = row_scatter = _Serialize(layout, p.n, p.half_cols)
-        # The column pass is one butterfly per stage (`SdfFft`), which takes each column in bit-reversed order:
-        # the transpose reads its rows so.
-        from .sdf import SdfFft  # sdf builds on this module's stages
-
-        m.submodules.transpose = transpose = _Transpose(layout, p.n, p.half_cols,
-                                                        reads=[_bit_reverse(k, p.log2n) for k in range(p.n)])
+        # Both passes are one butterfly per stage (`SdfFft`), which takes each row or column in bit-reversed order:
+        # the tiler gives each row so, the transpose reads each column's rows so.
+        m.submodules.row_fft = row_fft = SdfFft(p, shifts=p.row_shifts)
+        m.submodules.transpose = transpose = _Transpose(layout, p.n, p.half_cols, reads=bit_reverse(p.n).tolist())
         m.submodules.col_fft = col_fft = SdfFft(p, shifts=p.col_shifts)
-        _hand_over(m, self.i, row_gather.i)
-        m.d.comb += [row_gather.i.payload.re.eq(self.i.payload << p.in_shift), row_gather.i.payload.im.eq(0)]
-        _chain(m, row_gather, row_fft, row_scatter, transpose, col_fft)
+        _hand_over(m, self.i, row_fft.i)
+        m.d.comb += [row_fft.i.payload.re.eq(self.i.payload << p.in_shift), row_fft.i.payload.im.eq(0)]
+        # A row's bins leave in natural order: 0..n/2 go on to the transpose, the other n/2 - 1 (their conjugates)
+        # are dropped.
+        k2 = Signal(p.log2n)
+        keep = k2 <= p.n // 2
+        with m.If(row_fft.o.valid & row_fft.o.ready):
+            m.d.sync += k2.eq(k2 + 1)
+        m.d.comb += [transpose.i.valid.eq(row_fft.o.valid & keep), row_fft.o.ready.eq(~keep | transpose.i.ready),
+                     transpose.i.payload.eq(row_fft.o.payload)]
+        _chain(m, transpose, col_fft)
         wiring.connect(m, col_fft.o, wiring.flipped(self.o))
         return m
 
@@ -602,14 +533,14 @@ class Ifft2d(_TileTransform):
     """Inverse 2-D FFT of n x (n/2 + 1) half spectra (`ifft2_fixed`): column IFFTs, each row completed by
     Z[k2] = conj Z[n - k2] for k2 > n/2, row IFFTs, real part; every stage shifts by 1.
 
-    Stream `i`: `complex_layout(data_bits)`, a half spectrum column-major (column k2 = 0..n/2, k1 = 0..n-1 within),
-    as `Fft2d` emits it; values as `ifft_input` makes them (17-bit clamped, mirrored). Stream `o`: signed
+    Stream `i`: `complex_layout(data_bits)`, a half spectrum column-major (column k2 = 0..n/2, within it k1 in
+    bit-reversed order, as `IfftInput` gives them); values as `ifft_input` makes them (17-bit clamped, mirrored).
+    Stream `o`: signed
     data_bits, the n x n real tile row-major.
 
     Throughput: one output sample per cycle, one tile per n^2 cycles (input n (n/2 + 1) beats per tile, taken
-    with stalls). Latency (no stalls): first output handshake `latency` = n (n/2 + 1) + 2 n + 2 log2 n + 1 cycles
-    after the tile's first input handshake. The column pass is a parallel pipeline (`_FftPipe`), the row pass one
-    butterfly per stage (`SdfFft`).
+    with stalls). Latency (no stalls): first output handshake `latency` = n (n/2 + 1) + 2 n + 2 log2 n - 1 cycles
+    after the tile's first input handshake. Both passes are `SdfFft`s.
     """
 
     inverse = True
@@ -619,19 +550,16 @@ class Ifft2d(_TileTransform):
         p = self.params
         n, cols = p.n, p.half_cols
         layout = complex_layout(p.data_bits)
-        m.submodules.col_gather = col_gather = _Deserialize(layout, n)
-        m.submodules.col_fft = col_fft = _FftPipe(p, p.inverse_shifts, inverse=True)
-        m.submodules.col_scatter = col_scatter = _Serialize(layout, n, n)
-        # The row pass is one butterfly per stage (`SdfFft`), bit-reversed order in: the transpose reads each row's
-        # n bins k = bit_reverse(j) from the n/2 + 1 it holds, bins above n/2 as the conjugates of their mirrors.
-        # A negated imaginary part can need one more bit (-(-2^(w-1))), so the row pass takes data_bits + 1.
-        from .sdf import SdfFft  # sdf builds on this module's stages
-
-        order = [_bit_reverse(j, p.log2n) for j in range(n)]
+        # Both passes are one butterfly per stage (`SdfFft`), which takes each column or row in bit-reversed order:
+        # `IfftInput` gives each column so; the transpose reads each row's n bins k = bit_reverse(j) from the
+        # n/2 + 1 it holds, bins above n/2 as the conjugates of their mirrors. A negated imaginary part can need
+        # one more bit (-(-2^(w-1))), so the row pass takes data_bits + 1.
+        order = bit_reverse(n).tolist()
+        m.submodules.col_fft = col_fft = SdfFft(p, inverse=True, shifts=p.inverse_shifts)
         m.submodules.transpose = transpose = _Transpose(layout, cols, n, reads=[min(k, n - k) for k in order])
         m.submodules.row_fft = row_fft = SdfFft(p, inverse=True, shifts=p.inverse_shifts, in_bits=p.data_bits + 1)
-        wiring.connect(m, wiring.flipped(self.i), col_gather.i)
-        _chain(m, col_gather, col_fft, col_scatter, transpose)
+        wiring.connect(m, wiring.flipped(self.i), col_fft.i)
+        _chain(m, col_fft, transpose)
         _hand_over(m, transpose.o, row_fft.i)
         j = Signal(p.log2n)  # the position in the row of the bin the transpose gives
         with m.If(transpose.o.valid & transpose.o.ready):
@@ -644,4 +572,4 @@ class Ifft2d(_TileTransform):
         return m
 
 
-__all__ = ["FftParams", "Transform1d", "Fft1d", "Fft2d", "Ifft2d", "complex_layout", "stage_shifts", "MAX_N"]
+__all__ = ["FftParams", "SdfFft", "Fft2d", "Ifft2d", "complex_layout", "stage_shifts", "MAX_N"]

@@ -75,7 +75,8 @@ class IfftInput(wiring.Component):
     * `i` (`params.in_layout`, = `SpectralMac.o`): per channel the canonical bins in ascending linear index
       (`canonical_bins`), acc_bits re/im. `last` is not used: a channel is always `params.canonical` beats.
     * `o` (`complex_layout(data_bits)`, = `Ifft2d.i`): per channel the n x (n/2 + 1) half spectrum
-      column-major (k2 = 0..n/2 outer, k1 = 0..n-1 inner), each value the golden `ifft_input`'s.
+      column-major (k2 = 0..n/2 outer, k1 inner in bit-reversed order, `hw.spec.spectral.fixed.bit_reverse`,
+      the order the column IFFT takes), each value the golden `ifft_input`'s.
 
     Each taken beat is rounded, then shifted and clamped (two registered stages) and written to a ping-pong
     buffer (`Memory`, 2 x n (n/2 + 1) words of 2 (data_bits - 1) bits, column-major addresses): one channel
@@ -145,11 +146,12 @@ class IfftInput(wiring.Component):
         ]
         m.d.comb += [write.en.eq(w_valid), write.addr.eq(w_bank * size + w_addr), write.data.eq(w_value)]
 
-        # --- reader: bin (k1, k2) column-major; mirrored bins from (n - k1, k2), conjugated --------------
+        # --- reader: bin (k1, k2) column-major, k1 bit-reversed; mirrored bins from (n - k1, k2), conjugated ------
         read_bank, r1, r2 = Signal(), Signal(range(n)), Signal(range(cols))
         advance, issue = Signal(), Signal()
-        mirror = ((r2 == 0) | (r2 == cols - 1)) & (r1 > n // 2)
-        source = Mux(mirror, n - r1, r1)
+        row = r1[::-1]  # k1 at position r1 of the column: bit-reversed, as the column FFT (`SdfFft`) takes it
+        mirror = ((r2 == 0) | (r2 == cols - 1)) & (row > n // 2)
+        source = Mux(mirror, n - row, row)
         m.d.comb += [advance.eq(~self.o.valid | self.o.ready), issue.eq(advance & full.bit_select(read_bank, 1)),
                      read.en.eq(advance), read.addr.eq(read_bank * size + r2 * n + source)]
         negate = Signal(reset_less=True)

@@ -66,8 +66,9 @@ class Tiler(wiring.Component):
 
     * `cfg` (`params.cfg_layout`): one beat per map, its height and width (1..max_height, 1..max_width).
     * `i` (signed act_bits): the map's H W values in raster order.
-    * `o` (signed act_bits, = `Fft2d.i`): the tiles in tile raster order, each N x N row-major: tile (r, c)
-      value (a, b) is x[r L + a, c L + b] for a, b < L inside the map, 0 elsewhere (T_r T_c N^2 beats).
+    * `o` (signed act_bits, = `Fft2d.i`): the tiles in tile raster order, each N x N row-major with each row's
+      columns in bit-reversed order (`hw.spec.spectral.fixed.bit_reverse`, the order the row FFT takes): tile
+      (r, c) value (a, b) is x[r L + a, c L + b] for a, b < L inside the map, 0 elsewhere (T_r T_c N^2 beats).
 
     A band is the L map rows one tile row covers. Bands go into a ping-pong buffer (`Memory`, 2 L 2^col_bits
     words): one fills while the tiles of the previous one are read out; each bank is tagged with its map's
@@ -141,12 +142,14 @@ class Tiler(wiring.Component):
         width = Mux(read_bank, tag_width[1], tag_width[0])
         rows = Mux(read_bank, tag_rows[1], tag_rows[0])
         advance, issue = Signal(), Signal()
-        inside = (ta < rows) & (tb < l) & (c_base + tb < width)
+        # The tile's column at position tb of its row: bit-reversed, which the row FFT (`SdfFft`) takes. Wires only.
+        tc = tb[::-1]
+        inside = (ta < rows) & (tc < l) & (c_base + tc < width)
         m.d.comb += [
             advance.eq(~self.o.valid | self.o.ready),
             issue.eq(advance & full.bit_select(read_bank, 1)),
             read.en.eq(advance),
-            read.addr.eq(Value.cast(read_bank) * size + (ta << cb) + c_base + tb),
+            read.addr.eq(Value.cast(read_bank) * size + (ta << cb) + c_base + tc),
         ]
         keep = Signal(reset_less=True)
         with m.If(advance):

@@ -1,4 +1,4 @@
-"""FFT testbench: every output beat of `hw.spectral.fft` (`Fft1d`, `Fft2d`, `Ifft2d`) equals the golden model's.
+"""FFT testbench: every output beat of `hw.spectral.fft` (`SdfFft`, `Fft2d`, `Ifft2d`) equals the golden model's.
 
 Parameters: `data`, the path of a JSON file holding `latency`, `period` (cycles per transform at full rate),
 `beats_in` / `beats_out` per transform, `in_contiguous` / `out_contiguous` (whether the full-rate run must take
