@@ -249,16 +249,23 @@ def _twiddle_mul(b: SignedComplex, w: tuple[int, int], frac: int, mult: str = "l
         return (bi, -gi), (br, gr)
     if mult == "dsp":
         return (_rs(wr * gr * br - wi * gi * bi, frac), 1), (_rs(wr * gi * bi + wi * gr * br, frac), 1)
-    half = (1 << frac) >> 1  # rs's rounding constant 2^(frac-1), 0 when frac = 0
+    re, im = _exact_product(b, w, (1 << frac) >> 1)  # with rs's rounding constant 2^(frac-1) (0 when frac = 0)
+    return (re >> frac, 1), (im >> frac, 1)
+
+
+def _exact_product(b: SignedComplex, w: tuple[int, int], bias: int = 0) -> tuple[Value, Value]:
+    """(wr br - wi bi + bias, wr bi + wi br + bias), exact, as shift-and-add networks (`shift_add`); one constant
+    shared by both components when |wr| = |wi|."""
+    (br, gr), (bi, gi) = b
+    wr, wi = w
     if wr != 0 and abs(wr) == abs(wi):
         # wr br - wi bi = |wr| (sr br - si bi), wr bi + wi br = |wr| (sr bi + si br): one adder in front, then one
         # constant's terms per component instead of two.
         c, sr, si = abs(wr), (1 if wr > 0 else -1), (1 if wi > 0 else -1)
         su, u = _signed_sum(sr * gr, br, -si * gi, bi)
         sv, v = _signed_sum(sr * gi, bi, si * gr, br)
-        return (shift_add([(su * c, u)], half) >> frac, 1), (shift_add([(sv * c, v)], half) >> frac, 1)
-    return ((shift_add([(wr * gr, br), (-wi * gi, bi)], half) >> frac, 1),
-            (shift_add([(wr * gi, bi), (wi * gr, br)], half) >> frac, 1))
+        return shift_add([(su * c, u)], bias), shift_add([(sv * c, v)], bias)
+    return shift_add([(wr * gr, br), (-wi * gi, bi)], bias), shift_add([(wr * gi, bi), (wi * gr, br)], bias)
 
 
 def _chain(m: Module, *stages: wiring.Component) -> None:
@@ -309,15 +316,8 @@ class _SdfStage(wiring.Component):
         j = count[:self.stage]
         pending = Signal(range(d + 1))  # differences still to leave
 
-        # t = W^k b for the j-th b: one constant product per distinct twiddle, picked by j.
         b = self.i.payload
-        products = []
-        for w in self.twiddles:
-            (t_re, s_re), (t_im, s_im) = _twiddle_mul(((b.re, 1), (b.im, 1)), w, p.twiddle_bits - 2,
-                                                       p.twiddle_mult)
-            products.append((t_re if s_re > 0 else -t_re, t_im if s_im > 0 else -t_im))
-        t_re = pick([t[0] for t in products], j)
-        t_im = pick([t[1] for t in products], j)
+        t_re, t_im = self._twiddled(b, j, pick)
         a = held[-1]
         total, difference = Signal(layout), Signal(layout)
         m.d.comb += [
@@ -349,6 +349,42 @@ class _SdfStage(wiring.Component):
                 with m.If(j == d - 1):
                     m.d.sync += pending.eq(d)
         return m
+
+    def _twiddled(self, b: Any, j: Value, pick: Any) -> tuple[Value, Value]:
+        """t = W^k b for the j-th b of a group, rounded as the golden model rounds it."""
+        p = self.params
+        frac, twiddles = p.twiddle_bits - 2, self.twiddles
+        half = len(twiddles) // 2
+        rotation = twiddles[half] if half else None  # W^(n/4): -i forward, +i inverse
+        if p.twiddle_mult == "logic" and half >= 2 and twiddles[0] == (1 << frac, 0) and all(
+                twiddles[q + half] == _rotated(twiddles[q], rotation, frac) for q in range(half)):
+            # The twiddles of the second half are those of the first times -i (+i inverse), so their exact
+            # products are the first half's, swapped and one negated: one set of constant products, picked by
+            # j mod D/2, arranged by the half, then one rounding adder per component. W^0's "product" is b 2^frac.
+            # rs(-x) = (~x + 2^(frac-1) + 1) >> frac: the negation is an inversion and the rounding adder's +1.
+            exact = [(b.re << frac, b.im << frac)] + [_exact_product(((b.re, 1), (b.im, 1)), w)
+                                                      for w in twiddles[1:half]]
+            q, second = j[:self.stage - 1], j[self.stage - 1]
+            x, y = pick([e[0] for e in exact], q), pick([e[1] for e in exact], q)
+            if rotation[1] < 0:  # -i (x + i y) = y - i x
+                (re, re_neg), (im, im_neg) = (Mux(second, y, x), 0), (Mux(second, ~x, y), second)
+            else:  # +i (x + i y) = -y + i x
+                (re, re_neg), (im, im_neg) = (Mux(second, ~y, x), second), (Mux(second, x, y), 0)
+            bias = 1 << (frac - 1)  # twiddle_bits >= 4: frac >= 2
+            return ((re + Cat(re_neg, Const(bias >> 1, frac - 1))) >> frac,
+                    (im + Cat(im_neg, Const(bias >> 1, frac - 1))) >> frac)
+        # Otherwise one constant product per distinct twiddle, picked by j.
+        products = []
+        for w in twiddles:
+            (t_re, s_re), (t_im, s_im) = _twiddle_mul(((b.re, 1), (b.im, 1)), w, frac, p.twiddle_mult)
+            products.append((t_re if s_re > 0 else -t_re, t_im if s_im > 0 else -t_im))
+        return pick([t[0] for t in products], j), pick([t[1] for t in products], j)
+
+
+def _rotated(w: tuple[int, int], rotation: tuple[int, int], frac: int) -> tuple[int, int]:
+    """w times the rotation +-i (as `FftParams.twiddles` gives it, magnitude 2^frac)."""
+    wr, wi = w
+    return (wi, -wr) if rotation == (0, -(1 << frac)) else (-wi, wr) if rotation == (0, 1 << frac) else (None, None)
 
 
 class SdfFft(wiring.Component):
