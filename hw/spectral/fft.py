@@ -24,8 +24,10 @@ multiply-and-round. The other twiddles are compile-time constants, so by default
 "logic") their products are shift-and-add networks in LUTs: each constant in canonical signed digits
 (`csd_digits`), the shifted terms summed by a balanced adder tree with the rounding constant folded in
 (`shift_add`); when |wr| = |wi| (W^(n/8), W^(3n/8), n >= 8) the two components share one constant:
-t = |wr| (sr br - si bi, sr bi + si br). Both compute the golden model's exact integer products before its one
-rounding, so the result is bit-exact. Why not DSPs: DSP blocks are the budget the SPEC2-vs-baseline comparison
+t = |wr| (sr br - si bi, sr bi + si br). A stage's twiddles for its second D/2 b are those of its first D/2 times
+-i (+i inverse), so it builds the first half's exact products only and swaps and negates them for the second
+(`_SdfStage._twiddled`). Both ways compute the golden model's exact integer products before its one rounding, so
+the result is bit-exact. Why not DSPs: DSP blocks are the budget the SPEC2-vs-baseline comparison
 counts (the baseline spends them on its M weight multipliers, and an iCE40 UP5K has 8), and spending them on
 constants wastes them. "dsp" keeps plain `*` by a constant, which Yosys maps to DSPs (MULT18X18D, SB_MAC16), for
 comparison.
