@@ -58,8 +58,8 @@ SOURCES = {
     "xor": Source(("-m", "sim.bench", "xor")),
     "bim": Source(("-m", "sim.bench", "bim")),
     "admm": Source(("-m", "sim.bench", "admm")),
-    # The SPEC2 blocks on the iCE40 (sim.bench spectral builds them for the ECP5 only): one that fits, one that does
-    # not (recorded, not raised).
+    # The SPEC2 transforms on the iCE40 (sim.bench spectral builds them for the ECP5 only); a block that does not fit
+    # is recorded, not raised.
     "fft2d-icebreaker": Source(("-m", "hw.characterise", "--block", "fft2d", "--board", "icebreaker"),
                                CHARACTERISATION),
     "ifft2d-icebreaker": Source(("-m", "hw.characterise", "--block", "ifft2d", "--board", "icebreaker"),
