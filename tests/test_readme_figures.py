@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -80,3 +81,35 @@ def test_block_format_and_admm_measurements_change_the_readme():
     assert "retrained reach 50.00 % against" in rendered
     assert "| 91.2, " in rendered
     assert "it is above it on every seed" in rendered
+
+
+def test_refresh_from_a_finished_build(tmp_path, monkeypatch, capsys):
+    """`--refresh NAME --from DIR` stores the files an earlier run of NAME's command wrote, with that command's name,
+    and renders them; a folder without them, or a measurement that writes none, is a one-line error."""
+    from sim.bench.__main__ import main
+
+    figures, readme_file = tmp_path / "figures", tmp_path / "README.md"
+    figures.mkdir()
+    for path in readme.FIGURES.glob("*.json"):
+        (figures / path.name).write_text(path.read_text())
+    readme_file.write_text(readme.README.read_text())
+    monkeypatch.setattr(readme, "FIGURES", figures)
+    monkeypatch.setattr(readme, "README", readme_file)
+    build = tmp_path / "build"
+    build.mkdir()
+    stored = readme.load(figures)["build-lenet5"]
+    stored["report"]["fmax_mhz"] = {"clk": 61.23}
+    (build / "report.json").write_text(json.dumps(stored["report"]))
+    assert main(["readme", "--refresh", "build-lenet5", "--from", str(build)]) == 1
+    assert capsys.readouterr().err.strip().endswith(f"{build} has no manifest.json: give the --out folder of "
+                                                     "`python -m hw.build`")
+    (build / "manifest.json").write_text(json.dumps(stored["manifest"]))
+    assert main(["readme", "--refresh", "build-lenet5", "--from", str(build)]) == 0
+    saved = json.loads((figures / "build-lenet5.json").read_text())
+    assert saved == {"command": "python -m hw.build", **stored}
+    assert "61.2 MHz" in readme_file.read_text()
+    assert main(["readme", "--refresh", "e2e", "--from", str(build)]) == 1
+    assert "writes no files: refresh it without --from" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["readme", "--refresh", "e2e", "build-lenet5", "--from", str(build)])
+    assert "give one --refresh NAME, got 2" in capsys.readouterr().err

@@ -67,9 +67,20 @@ SOURCES = {
 }
 
 
-def refresh(name: str, progress: Callable[[str], None] = lambda message: None) -> Path:
-    """Run `SOURCES[name]`'s command and store what it measured as docs/figures/NAME.json."""
+def refresh(name: str, progress: Callable[[str], None] = lambda message: None, done: Path | None = None) -> Path:
+    """Run `SOURCES[name]`'s command and store what it measured as docs/figures/NAME.json; with `done`, the folder
+    that command already wrote its files into (`--out`), store those instead of running it again."""
     source = SOURCES[name]
+    if done is not None:
+        if not source.outputs:
+            raise RuntimeError(f"{name}: `{source.command()}` prints its measurement and writes no files: "
+                               "refresh it without --from")
+        missing = [file for file in source.outputs if not (done / file).is_file()]
+        if missing:
+            raise RuntimeError(f"{name}: {done} has no {' or '.join(missing)}: give the --out folder of "
+                               f"`{source.command()}`")
+        progress(f"{name}: the files of `{source.command()}` in {done}")
+        return _store(name, {Path(file).stem: json.loads((done / file).read_text()) for file in source.outputs})
     progress(f"{name}: {source.command()}")
     with tempfile.TemporaryDirectory() as tmp:
         argv = [sys.executable, *source.argv, *(("--out", tmp) if source.outputs else ())]
@@ -80,6 +91,12 @@ def refresh(name: str, progress: Callable[[str], None] = lambda message: None) -
             data = {Path(file).stem: json.loads((Path(tmp) / file).read_text()) for file in source.outputs}
         else:
             data = {"result": json.loads(run.stdout)}
+    return _store(name, data)
+
+
+def _store(name: str, data: dict[str, Any]) -> Path:
+    """docs/figures/NAME.json: `data` under the command that measures it."""
+    source = SOURCES[name]
     FIGURES.mkdir(parents=True, exist_ok=True)
     path = FIGURES / f"{name}.json"
     # Paths inside the checkout are stored relative to it: the figures describe the project, not a machine.
@@ -88,9 +105,9 @@ def refresh(name: str, progress: Callable[[str], None] = lambda message: None) -
     return path
 
 
-def load(figures: Path = FIGURES) -> dict[str, dict[str, Any]]:
-    """Every stored figure file, by name."""
-    return {path.stem: json.loads(path.read_text()) for path in sorted(figures.glob("*.json"))}
+def load(figures: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Every stored figure file (of `figures`, default docs/figures/), by name."""
+    return {path.stem: json.loads(path.read_text()) for path in sorted((figures or FIGURES).glob("*.json"))}
 
 
 # --- numbers as the README writes them -------------------------------------------------------------------------
@@ -447,6 +464,10 @@ def register(sub) -> None:
                                         "docs/figures/ (each file names the command that measured it).")
     parser.add_argument("--refresh", nargs="+", choices=sorted(SOURCES), default=[], metavar="NAME",
                         help=f"rerun these measurements first ({', '.join(SOURCES)}; builds take minutes)")
+    parser.add_argument("--from", dest="done", type=Path, default=None, metavar="DIR",
+                        help="with one --refresh NAME whose command writes files (a build, a characterisation): "
+                             "store the files that command already wrote into DIR (its --out) instead of running "
+                             "it again")
     parser.add_argument("--check", action="store_true", help="only check that README.md is up to date (exit 1 if not)")
     parser.set_defaults(run=run)
 
@@ -454,9 +475,11 @@ def register(sub) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.check and args.refresh:
         parser.error("--check and --refresh exclude each other")
+    if args.done is not None and len(args.refresh) != 1:
+        parser.error(f"--from takes the files of one measurement: give one --refresh NAME, got {len(args.refresh)}")
     for name in args.refresh:
         try:
-            refresh(name, progress=lambda message: print(message, file=sys.stderr, flush=True))
+            refresh(name, progress=lambda message: print(message, file=sys.stderr, flush=True), done=args.done)
         except (RuntimeError, OSError, json.JSONDecodeError) as error:
             print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
             return 1
