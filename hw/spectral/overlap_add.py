@@ -255,12 +255,18 @@ class OverlapAdd(wiring.Component):
         r_valid = Signal()
         with m.If(enable):
             m.d.sync += r_valid.eq(issue)
-        q_valid, q_y, q_busy = requant_stages(m, enable, r_valid, out_read.data, cfg.out_mult, cfg.out_shift, cfg.bias,
-                                      p.out_bits, p.relu)
+        # The canvas's read data gets a register before the multiplier: a block RAM's output comes late in the
+        # cycle, and the DSP column can be far from the canvas's (this path bounded the LeNet-5 build's clock).
+        v_valid = Signal()
+        v = Signal(signed(p.ola_bits), reset_less=True)
+        with m.If(enable):
+            m.d.sync += [v_valid.eq(r_valid), v.eq(out_read.data)]
+        q_valid, q_y, q_busy = requant_stages(m, enable, v_valid, v, cfg.out_mult, cfg.out_shift, cfg.bias,
+                                              p.out_bits, p.relu)
         m.d.comb += [self.o.valid.eq(q_valid), self.o.payload.eq(q_y)]
 
         # cfg waits for the pipe to drain: its requantization constants are used until the map's last output.
-        m.d.comb += self.cfg.ready.eq(~loaded & ~r_valid & ~q_busy & ~q_valid)
+        m.d.comb += self.cfg.ready.eq(~loaded & ~r_valid & ~v_valid & ~q_busy & ~q_valid)
         with m.If(self.cfg.valid & self.cfg.ready):
             m.d.sync += [cfg.eq(self.cfg.payload), loaded.eq(1)]
         return m
