@@ -311,8 +311,10 @@ class _SdfStage(wiring.Component):
 
         # Two delay lines of D, shifted rather than addressed (no multiplexer on either): the group's a, the
         # first at the end when its b comes, and the differences, the first at the end when they leave.
-        held = [Signal(self.in_layout, name=f"a{k}") for k in range(d)]
-        diffs = [Signal(layout, name=f"diff{k}") for k in range(d)]
+        # Data registers have no reset (a reset would only tie thousands of flip-flops to one more net): nothing
+        # leaves them but through `pending` and `o_valid`, which do.
+        held = [Signal(self.in_layout, name=f"a{k}", reset_less=True) for k in range(d)]
+        diffs = [Signal(layout, name=f"diff{k}", reset_less=True) for k in range(d)]
         count = Signal(self.stage + 1)  # position in the group of 2D: wraps by itself
         second = count[self.stage]  # the b half
         j = count[:self.stage]
@@ -328,7 +330,7 @@ class _SdfStage(wiring.Component):
         ]
 
         o_valid = Signal()
-        o_data = Signal(layout)
+        o_data = Signal(layout, reset_less=True)
         load = Signal()  # the output register takes a new value (or empties) on this edge
         m.d.comb += [load.eq(~o_valid | self.o.ready), self.o.valid.eq(o_valid), self.o.payload.eq(o_data)]
         # A sum may only leave once the previous group's differences have: the b half waits for them.

@@ -264,7 +264,7 @@ class SpectralMac(wiring.Component):
         a_done = [Signal(2, name=f"a_done{j}") for j in paths]  # ... and its last products written: drain it
         a_sel = [Signal(name=f"a_sel{j}") for j in paths]  # the path's buffer groups accumulate into
         s0_valid = Signal()
-        s0 = Signal(p.entry_layout)
+        s0 = Signal(p.entry_layout, reset_less=True)  # data: every use is qualified by s0_valid
         s0_path = s0.path if p.outs > 1 else Const(0, 1)
 
         def pick(values: list[Any], path: Any) -> Any:
@@ -306,18 +306,21 @@ class SpectralMac(wiring.Component):
             m.d.comb += [port.addr.eq(base + addr), port.en.eq(go)]
             s_read.append(port.data)
 
+        # The pipeline's data registers (entries, words, products, sums on their way) have no reset: a reset would
+        # tie about two thousand flip-flops to one more chip-wide net, and every use is qualified by a valid bit
+        # that has one.
         # --- S1: each lane picks its bank's word, registered ----------------------------------------------------
         # The block RAMs' outputs are unregistered (a slow clock-to-output), and their depth makes a row mux
         # behind them: that and the lane's bank mux get a cycle of their own, away from the multipliers.
         s1_valid, s1_sel, s1_last = Signal(), Signal(), Signal()
         s1_path, m1_path, s2_path, s3_path = (Signal(max(1, p.path_bits), name=f"{st}_path")
                                               for st in ("s1", "m1", "s2", "s3"))
-        s1_lane = [Signal(p.lane_layout, name=f"s1_lane{j}") for j in lanes]
+        s1_lane = [Signal(p.lane_layout, name=f"s1_lane{j}", reset_less=True) for j in lanes]
         m.d.sync += [s1_valid.eq(go), s1_sel.eq(s0_sel), s1_last.eq(go & s0.last_out), s1_path.eq(s0_path)]
         m.d.sync += [s1_lane[j].eq(s0.lanes[j]) for j in lanes]
         m1_valid, m1_sel, m1_last = Signal(), Signal(), Signal()
-        m1_lane = [Signal(p.lane_layout, name=f"m1_lane{j}") for j in lanes]
-        m1_word = [Signal(2 * db, name=f"m1_word{j}") for j in lanes]
+        m1_lane = [Signal(p.lane_layout, name=f"m1_lane{j}", reset_less=True) for j in lanes]
+        m1_word = [Signal(2 * db, name=f"m1_word{j}", reset_less=True) for j in lanes]
         m.d.sync += [m1_valid.eq(s1_valid), m1_sel.eq(s1_sel), m1_last.eq(s1_last), m1_path.eq(s1_path)]
         m.d.sync += [m1_lane[j].eq(s1_lane[j]) for j in lanes]
         m.d.sync += [m1_word[j].eq(_select(bank_of(s1_lane[j].index), {k: s_read[k] for k in p.lane_banks(j)}))
@@ -330,8 +333,8 @@ class SpectralMac(wiring.Component):
         # the ECP5 build).
         pb = db + p.weight_bits  # an exact signed product
         s2_valid, s2_sel, s2_last = Signal(), Signal(), Signal()
-        s2_index = [Signal(p.index_bits, name=f"s2_index{j}") for j in lanes]
-        s2_rr, s2_ii, s2_ri, s2_ir = ([Signal(signed(pb), name=f"s2_{part}{j}") for j in lanes]
+        s2_index = [Signal(p.index_bits, name=f"s2_index{j}", reset_less=True) for j in lanes]
+        s2_rr, s2_ii, s2_ri, s2_ir = ([Signal(signed(pb), name=f"s2_{part}{j}", reset_less=True) for j in lanes]
                                       for part in ("rr", "ii", "ri", "ir"))
         m.d.sync += [s2_valid.eq(m1_valid), s2_sel.eq(m1_sel), s2_last.eq(m1_last), s2_path.eq(m1_path)]
         for j in lanes:
@@ -359,9 +362,9 @@ class SpectralMac(wiring.Component):
         s3_valid, s3_sel, s3_last = Signal(), Signal(), Signal()
         m.d.sync += [s3_valid.eq(s2_valid), s3_sel.eq(s2_sel), s3_last.eq(s2_last), s3_path.eq(s2_path)]
         s3_hit = [Signal(name=f"s3_hit{k}") for k in banks]
-        s3_addr = [Signal(range(depth), name=f"s3_addr{k}") for k in banks]
-        s3_pr = [Signal(signed(ab), name=f"s3_pr{k}") for k in banks]
-        s3_pi = [Signal(signed(ab), name=f"s3_pi{k}") for k in banks]
+        s3_addr = [Signal(range(depth), name=f"s3_addr{k}", reset_less=True) for k in banks]
+        s3_pr = [Signal(signed(ab), name=f"s3_pr{k}", reset_less=True) for k in banks]
+        s3_pi = [Signal(signed(ab), name=f"s3_pi{k}", reset_less=True) for k in banks]
         drain_read = [[] for j in paths]  # drain_read[j][k]
         for k in banks:
             src = bank_lanes[k]
@@ -409,7 +412,8 @@ class SpectralMac(wiring.Component):
             d_bin = Signal(p.index_bits, name=f"d_bin{j}")
             m.d.comb += d_bin.eq(Array(Const(q, p.index_bits) for q in canon)[d_count])
             o_valid, o_last = Signal(name=f"o_valid{j}"), Signal(name=f"o_last{j}")
-            o_re, o_im = Signal(signed(ab), name=f"o_re{j}"), Signal(signed(ab), name=f"o_im{j}")
+            o_re = Signal(signed(ab), name=f"o_re{j}", reset_less=True)
+            o_im = Signal(signed(ab), name=f"o_im{j}", reset_less=True)
             advance, issue = Signal(name=f"advance{j}"), Signal(name=f"issue{j}")
             m.d.comb += [advance.eq(~o_valid | out.ready), issue.eq(advance & a_done[j].bit_select(d_sel, 1))]
             for port in drain_read[j]:
