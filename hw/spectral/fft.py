@@ -311,8 +311,8 @@ class _SdfStage(wiring.Component):
 
         # Two delay lines of D, shifted rather than addressed (no multiplexer on either): the group's a, the
         # first at the end when its b comes, and the differences, the first at the end when they leave.
-        # Data registers have no reset (a reset would only tie thousands of flip-flops to one more net): nothing
-        # leaves them but through `pending` and `o_valid`, which do.
+        # Data registers have no reset (it would put them on the chip-wide reset net, docs/architecture.md): nothing
+        # leaves them but through `pending` and `o_valid`, which have one.
         held = [Signal(self.in_layout, name=f"a{k}", reset_less=True) for k in range(d)]
         diffs = [Signal(layout, name=f"diff{k}", reset_less=True) for k in range(d)]
         count = Signal(self.stage + 1)  # position in the group of 2D: wraps by itself

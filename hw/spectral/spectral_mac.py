@@ -306,9 +306,9 @@ class SpectralMac(wiring.Component):
             m.d.comb += [port.addr.eq(base + addr), port.en.eq(go)]
             s_read.append(port.data)
 
-        # The pipeline's data registers (entries, words, products, sums on their way) have no reset: a reset would
-        # tie about two thousand flip-flops to one more chip-wide net, and every use is qualified by a valid bit
-        # that has one.
+        # The pipeline's data registers (entries, words, products, sums on their way) have no reset: it would put
+        # about two thousand flip-flops on the chip-wide reset net (the abort's, docs/architecture.md), and every
+        # use is qualified by a valid bit that has one.
         # --- S1: each lane picks its bank's word, registered ----------------------------------------------------
         # The block RAMs' outputs are unregistered (a slow clock-to-output), and their depth makes a row mux
         # behind them: that and the lane's bank mux get a cycle of their own, away from the multipliers.
