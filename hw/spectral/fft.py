@@ -534,9 +534,8 @@ class Fft2d(_TileTransform):
     """Forward 2-D FFT of n x n real tiles (`fft2_fixed`): row FFTs, columns 0..n/2 kept, column FFTs.
 
     Stream `i`: signed act_bits activations, a tile row-major, each row's columns in bit-reversed order (as the
-    `Tiler` gives them; n^2 beats). Stream `o`: the n x (n/2 + 1) half
-    spectrum, `complex_layout(data_bits)`, **column-major**: column k2 = 0..n/2, and within it k1 = 0..n-1
-    (n (n/2 + 1) beats per tile).
+    `Tiler` gives them; n^2 beats). Stream `o`: the n x (n/2 + 1) half spectrum, `complex_layout(data_bits)`,
+    **column-major**: column k2 = 0..n/2, and within it k1 = 0..n-1 (n (n/2 + 1) beats per tile).
 
     Throughput: one activation per cycle, one tile per n^2 cycles. Latency (no stalls): first output handshake
     `latency` = n^2 + n + (n/2 + 1) + 2 log2 n - 1 cycles after the tile's first input handshake. Both passes
@@ -575,8 +574,7 @@ class Ifft2d(_TileTransform):
 
     Stream `i`: `complex_layout(data_bits)`, a half spectrum column-major (column k2 = 0..n/2, within it k1 in
     bit-reversed order, as `IfftInput` gives them); values as `ifft_input` makes them (17-bit clamped, mirrored).
-    Stream `o`: signed
-    data_bits, the n x n real tile row-major.
+    Stream `o`: signed data_bits, the n x n real tile row-major.
 
     Throughput: one output sample per cycle, one tile per n^2 cycles (input n (n/2 + 1) beats per tile, taken
     with stalls). Latency (no stalls): first output handshake `latency` = n (n/2 + 1) + 2 n + 2 log2 n - 1 cycles
