@@ -270,9 +270,9 @@ def _exact_product(b: SignedComplex, w: tuple[int, int], bias: int = 0) -> tuple
     return shift_add([(wr * gr, br), (-wi * gi, bi)], bias), shift_add([(wr * gi, bi), (wi * gr, br)], bias)
 
 
-def _chain(m: Module, *stages: wiring.Component) -> None:
-    for upstream, downstream in zip(stages, stages[1:]):
-        wiring.connect(m, upstream.o, downstream.i)
+def _pick(values: list[Any], index: Any) -> Any:
+    """values[index], no multiplexer when there is one value."""
+    return values[0] if len(values) == 1 else Array(values)[index]
 
 
 def stage_shifts(params: FftParams, inverse: bool, shifts: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -306,9 +306,6 @@ class _SdfStage(wiring.Component):
         p, d = self.params, 1 << self.stage
         layout = complex_layout(p.data_bits)
 
-        def pick(values: list[Any], index: Any) -> Any:
-            return values[0] if len(values) == 1 else Array(values)[index]
-
         # Two delay lines of D, shifted rather than addressed (no multiplexer on either): the group's a, the
         # first at the end when its b comes, and the differences, the first at the end when they leave.
         # Data registers have no reset (it would put them on the chip-wide reset net, docs/architecture.md): nothing
@@ -321,7 +318,7 @@ class _SdfStage(wiring.Component):
         pending = Signal(range(d + 1))  # differences still to leave
 
         b = self.i.payload
-        t_re, t_im = self._twiddled(b, j, pick)
+        t_re, t_im = self._twiddled(b, j)
         a = held[-1]
         total, difference = Signal(layout), Signal(layout)
         m.d.comb += [
@@ -354,7 +351,7 @@ class _SdfStage(wiring.Component):
                     m.d.sync += pending.eq(d)
         return m
 
-    def _twiddled(self, b: Any, j: Value, pick: Any) -> tuple[Value, Value]:
+    def _twiddled(self, b: Any, j: Value) -> tuple[Value, Value]:
         """t = W^k b for the j-th b of a group, rounded as the golden model rounds it."""
         p = self.params
         frac, twiddles = p.twiddle_bits - 2, self.twiddles
@@ -369,7 +366,7 @@ class _SdfStage(wiring.Component):
             exact = [(b.re << frac, b.im << frac)] + [_exact_product(((b.re, 1), (b.im, 1)), w)
                                                       for w in twiddles[1:half]]
             q, second = j[:self.stage - 1], j[self.stage - 1]
-            x, y = pick([e[0] for e in exact], q), pick([e[1] for e in exact], q)
+            x, y = _pick([e[0] for e in exact], q), _pick([e[1] for e in exact], q)
             if rotation[1] < 0:  # -i (x + i y) = y - i x
                 (re, re_neg), (im, im_neg) = (Mux(second, y, x), 0), (Mux(second, ~x, y), second)
             else:  # +i (x + i y) = -y + i x
@@ -382,7 +379,7 @@ class _SdfStage(wiring.Component):
         for w in twiddles:
             (t_re, s_re), (t_im, s_im) = _twiddle_mul(((b.re, 1), (b.im, 1)), w, frac, p.twiddle_mult)
             products.append((t_re if s_re > 0 else -t_re, t_im if s_im > 0 else -t_im))
-        return pick([t[0] for t in products], j), pick([t[1] for t in products], j)
+        return _pick([t[0] for t in products], j), _pick([t[1] for t in products], j)
 
 
 def _rotated(w: tuple[int, int], rotation: tuple[int, int], frac: int) -> tuple[int, int]:
@@ -563,7 +560,7 @@ class Fft2d(_TileTransform):
             m.d.sync += k2.eq(k2 + 1)
         m.d.comb += [transpose.i.valid.eq(row_fft.o.valid & keep), row_fft.o.ready.eq(~keep | transpose.i.ready),
                      transpose.i.payload.eq(row_fft.o.payload)]
-        _chain(m, transpose, col_fft)
+        wiring.connect(m, transpose.o, col_fft.i)
         wiring.connect(m, col_fft.o, wiring.flipped(self.o))
         return m
 
@@ -597,7 +594,7 @@ class Ifft2d(_TileTransform):
         m.submodules.transpose = transpose = _Transpose(layout, cols, n, reads=[min(k, n - k) for k in order])
         m.submodules.row_fft = row_fft = SdfFft(p, inverse=True, shifts=p.inverse_shifts, in_bits=p.data_bits + 1)
         wiring.connect(m, wiring.flipped(self.i), col_fft.i)
-        _chain(m, col_fft, transpose)
+        wiring.connect(m, col_fft.o, transpose.i)
         _hand_over(m, transpose.o, row_fft.i)
         j = Signal(p.log2n)  # the position in the row of the bin the transpose gives
         with m.If(transpose.o.valid & transpose.o.ready):
