@@ -43,6 +43,7 @@ from hw.spectral.fft import (
     csd_digits,
     shift_add,
 )
+from hw.toolchain import rtlil_multipliers
 from sim import runner
 
 SEED = 5
@@ -387,7 +388,7 @@ def test_twiddle_mul_is_the_golden_product(twiddle_bits: int):
 
 
 def _multipliers(component) -> int:
-    return len(re.findall(r"^\s*cell \$mul ", rtlil.convert(component), re.M))
+    return rtlil_multipliers(rtlil.convert(component))
 
 
 @pytest.mark.parametrize("n", [8, 16])
