@@ -61,9 +61,12 @@ demo: $(SETUP_MNIST)
 # at once and everything else fills in around them, at a lower priority than the longest (the LeNet-5 build).
 PYTEST_PARALLEL := -n 2 --maxschedchunk 1 --durations 20
 
+# The toolchain's versions first: a YoWASP tool compiles its WebAssembly on its first run (a minute of CPU for
+# yosys), once here rather than in both workers at the same time.
 test: $(SETUP_TRAIN) iverilog
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
+	$(PY) -m hw.toolchain
 	$(PY) -m pytest $(PYTEST_PARALLEL)
 
 test-quick: $(SETUP_TRAIN) iverilog

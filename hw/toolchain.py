@@ -110,7 +110,7 @@ def find_tool(tool: str) -> str:
     raise BuildError(f"{tool} not found: set {env_var} to its path, or `pip install {package}` for {yowasp}")
 
 
-def tool_version(tool: str, path: str) -> str:
+def tool_version(tool: str, path: str, timeout: float = 120.0) -> str:
     """The first line the tool prints for its version flag; a flagless YoWASP tool: its package version."""
     flag = VERSION_FLAGS.get(tool, "--version")
     if flag is None:
@@ -120,7 +120,7 @@ def tool_version(tool: str, path: str) -> str:
         return "unknown (no version flag)"
     try:  # nextpnr prints its version on stderr
         output = subprocess.run([path, flag], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                timeout=120).stdout
+                                timeout=timeout).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     # YoWASP announces its one-time compile of the tool before the tool speaks.
@@ -297,3 +297,28 @@ def nextpnr_error(log: str) -> str:
     """The first ERROR line of a nextpnr log (why it did not fit), else its last non-empty line."""
     lines = [line.strip() for line in log.splitlines() if line.strip()]
     return next((line for line in lines if line.startswith("ERROR")), lines[-1] if lines else "no log")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m hw.toolchain`: each tool a build may run, where it is and its version; 1 if one is missing.
+
+    A YoWASP tool compiles its WebAssembly on its first run (about a minute of CPU for yosys) and keeps the result:
+    `make test` runs this first, so the suite's parallel workers do not each compile yosys at the same time."""
+    import argparse
+
+    argparse.ArgumentParser(prog="python -m hw.toolchain", description="Each tool a build may run: its version and "
+                            "path. A YoWASP tool's first run prepares it (a minute for yosys).").parse_args(argv)
+    missing = 0
+    for tool in YOWASP_PACKAGES:
+        try:
+            path = find_tool(tool)
+        except BuildError as error:
+            print(f"{tool:<14} missing: {error}")
+            missing += 1
+            continue
+        print(f"{tool:<14} {tool_version(tool, path, timeout=600)} ({path})", flush=True)
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -288,6 +288,19 @@ def test_missing_tool_names_env_var_and_package(tmp_path, monkeypatch):
         toolchain.find_tool("nextpnr-ecp5")
 
 
+def test_toolchain_cli_lists_each_tool_and_fails_on_a_missing_one(tmp_path, monkeypatch, capsys):
+    """`python -m hw.toolchain` (which `make test` runs first): each tool's version and path; 1 and the way to
+    install it when one is missing."""
+    fake_toolchain(tmp_path, monkeypatch)
+    assert toolchain.main([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(toolchain.YOWASP_PACKAGES)
+    assert f"yosys          fake-tool 1.0 ({tmp_path / 'bin' / 'yosys'})" in lines
+    monkeypatch.setenv("ECPPACK", str(tmp_path / "no-such-ecppack"))
+    assert toolchain.main([]) == 1
+    assert "ecppack        missing: ecppack: ECPPACK=" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("router, placer", [("router2", "heap"), ("router1", "static")])
 def test_router_and_placer_choices_reach_nextpnr(tmp_path, monkeypatch, router, placer):
     calls = fake_toolchain(tmp_path, monkeypatch)
