@@ -58,11 +58,6 @@ MAX_N = 64
 #: `FftParams.twiddle_mult`: "logic" shift-and-add networks (no DSP), "dsp" `*` by a constant (Yosys: DSP blocks).
 TWIDDLE_MULTS = ("logic", "dsp")
 
-#: A real value with a sign fixed at elaboration, (value, sign): it stands for sign * value. A twiddle product
-#: (`_twiddle_mul`) returns its components so, since the -i twiddle is a move that negates one of them.
-Signed = tuple[Value, int]
-SignedComplex = tuple[Signed, Signed]
-
 
 def complex_layout(width: int) -> data.StructLayout:
     """A complex sample: `re` in the low `width` bits, `im` above, both signed."""
@@ -232,42 +227,39 @@ def _signed_sum(sa: int, a: Value, sb: int, b: Value) -> tuple[int, Value]:
     return (1, a - b) if sa > 0 else (1, b - a)
 
 
-def _twiddle_mul(b: SignedComplex, w: tuple[int, int], frac: int, mult: str = "logic") -> SignedComplex:
-    """(wr + i wi) b, each component rounded by `frac` bits; 1 and -i/+i exactly as moves (no logic at all).
-
-    `b` and the result carry signs (`Signed`): a move only changes them, and a product folds b's signs into its
-    constants. `mult` "logic": shift-and-add networks (`shift_add`, the rounding constant inside), one constant
-    shared by both components when |wr| = |wi|; "dsp": `*`. Either way the exact integer products of the true
-    values, then the golden rounding.
-    """
-    (br, gr), (bi, gi) = b
+def _twiddle_mul(b: tuple[Value, Value], w: tuple[int, int], frac: int, mult: str = "logic") -> tuple[Value, Value]:
+    """(wr + i wi) b, each component rounded by `frac` bits as the golden model rounds it; 1 and -i/+i exactly, as
+    moves (and a negation). `mult` "logic": shift-and-add networks (`shift_add`, the rounding constant inside),
+    one constant shared by both components when |wr| = |wi|; "dsp": `*`. Either way the exact integer products,
+    then the golden rounding."""
+    br, bi = b
     wr, wi = w
     one = 1 << frac
     if (wr, wi) == (one, 0):
-        return b
+        return br, bi
     if (wr, wi) == (0, -one):  # -i b = bi - i br
-        return (bi, gi), (br, -gr)
+        return bi, -br
     if (wr, wi) == (0, one):  # i b = -bi + i br
-        return (bi, -gi), (br, gr)
+        return -bi, br
     if mult == "dsp":
-        return (_rs(wr * gr * br - wi * gi * bi, frac), 1), (_rs(wr * gi * bi + wi * gr * br, frac), 1)
+        return _rs(wr * br - wi * bi, frac), _rs(wr * bi + wi * br, frac)
     re, im = _exact_product(b, w, (1 << frac) >> 1)  # with rs's rounding constant 2^(frac-1) (0 when frac = 0)
-    return (re >> frac, 1), (im >> frac, 1)
+    return re >> frac, im >> frac
 
 
-def _exact_product(b: SignedComplex, w: tuple[int, int], bias: int = 0) -> tuple[Value, Value]:
+def _exact_product(b: tuple[Value, Value], w: tuple[int, int], bias: int = 0) -> tuple[Value, Value]:
     """(wr br - wi bi + bias, wr bi + wi br + bias), exact, as shift-and-add networks (`shift_add`); one constant
     shared by both components when |wr| = |wi|."""
-    (br, gr), (bi, gi) = b
+    br, bi = b
     wr, wi = w
     if wr != 0 and abs(wr) == abs(wi):
         # wr br - wi bi = |wr| (sr br - si bi), wr bi + wi br = |wr| (sr bi + si br): one adder in front, then one
         # constant's terms per component instead of two.
         c, sr, si = abs(wr), (1 if wr > 0 else -1), (1 if wi > 0 else -1)
-        su, u = _signed_sum(sr * gr, br, -si * gi, bi)
-        sv, v = _signed_sum(sr * gi, bi, si * gr, br)
+        su, u = _signed_sum(sr, br, -si, bi)
+        sv, v = _signed_sum(sr, bi, si, br)
         return shift_add([(su * c, u)], bias), shift_add([(sv * c, v)], bias)
-    return shift_add([(wr * gr, br), (-wi * gi, bi)], bias), shift_add([(wr * gi, bi), (wi * gr, br)], bias)
+    return shift_add([(wr, br), (-wi, bi)], bias), shift_add([(wr, bi), (wi, br)], bias)
 
 
 def _pick(values: list[Any], index: Any) -> Any:
@@ -363,8 +355,7 @@ class _SdfStage(wiring.Component):
             # products are the first half's, swapped and one negated: one set of constant products, picked by
             # j mod D/2, arranged by the half, then one rounding adder per component. W^0's "product" is b 2^frac.
             # rs(-x) = (~x + 2^(frac-1) + 1) >> frac: the negation is an inversion and the rounding adder's +1.
-            exact = [(b.re << frac, b.im << frac)] + [_exact_product(((b.re, 1), (b.im, 1)), w)
-                                                      for w in twiddles[1:half]]
+            exact = [(b.re << frac, b.im << frac)] + [_exact_product((b.re, b.im), w) for w in twiddles[1:half]]
             q, second = j[:self.stage - 1], j[self.stage - 1]
             x, y = _pick([e[0] for e in exact], q), _pick([e[1] for e in exact], q)
             if rotation[1] < 0:  # -i (x + i y) = y - i x
@@ -375,10 +366,7 @@ class _SdfStage(wiring.Component):
             return ((re + Cat(re_neg, Const(bias >> 1, frac - 1))) >> frac,
                     (im + Cat(im_neg, Const(bias >> 1, frac - 1))) >> frac)
         # Otherwise one constant product per distinct twiddle, picked by j.
-        products = []
-        for w in twiddles:
-            (t_re, s_re), (t_im, s_im) = _twiddle_mul(((b.re, 1), (b.im, 1)), w, frac, p.twiddle_mult)
-            products.append((t_re if s_re > 0 else -t_re, t_im if s_im > 0 else -t_im))
+        products = [_twiddle_mul((b.re, b.im), w, frac, p.twiddle_mult) for w in twiddles]
         return _pick([t[0] for t in products], j), _pick([t[1] for t in products], j)
 
 
