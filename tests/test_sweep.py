@@ -237,7 +237,7 @@ class FakeBuild:
     def __init__(self, fail=()):
         self.calls, self.fail = [], set(fail)
 
-    def __call__(self, config, directory, *, progress, seed=1, router="router1", placer="heap",
+    def __call__(self, config, directory, *, progress, seed=1, router="router1", placer="static",
                  lut_mapper=None):
         self.calls.append((seed, config.fc.tree_fanin))
         if seed in self.fail:
