@@ -61,9 +61,9 @@ LUT_MAPPERS = ("abc9", "abc")
 ROUTERS = ("router1", "router2")
 DEFAULT_ROUTER = "router1"
 #: nextpnr's placers: "heap" (analytic) or "static" (electrostatic), each followed by simulated-annealing
-#: refinement. static is the default: on the LeNet-5 accelerator (ULX3S, seeds 1 and 2) its placement routed in
-#: 323 and 203 s against heap's 422 and 531, nextpnr took 544 s against 870 and 994 in all (seed 2, each beside
-#: one other job on two cores) at the same Fmax (52.3-53.6 MHz); the FC-only iCEBreaker build: 72 s against 80.
+#: refinement. static is the default: on the LeNet-5 accelerator (ULX3S) router1 took 203-323 s after its
+#: placement against 422-531 s after heap's, and nextpnr 544 s in all against 994 s at seed 2 (the whole build in
+#: the suite: 686 s against 961 s) at the same Fmax (52.3-53.6 MHz); the FC-only iCEBreaker build: 72 s against 80.
 PLACERS = ("heap", "static")
 DEFAULT_PLACER = "static"
 
