@@ -85,15 +85,23 @@ class _Measured:
     alone_synthesis: str  #: "ok", or "unavailable (why)"
 
 
-def _synthesise_alone(subject: _Subject, board: Board, out_dir: Path) -> dict[str, int]:
-    """LUT4s and flip-flops of the block by itself, after the family's yosys synthesis (no harness)."""
+def synthesise_alone(block: wiring.Component, name: str, stem: str, family: str, out_dir: Path,
+                     lut_mapper: str = "abc9") -> str:
+    """`block` by itself (module `name`, no harness) through `family`'s yosys synthesis in `out_dir`: its RTLIL
+    in <stem>.il, the report's text returned (`yosys_cell_counts` and `yosys_dsp_cells` read it)."""
     from amaranth.back import rtlil
 
     yosys = find_tool("yosys")
-    (out_dir / f"{subject.stem}.il").write_text(rtlil.convert(subject.make(), name=subject.name))
-    script = f"read_rtlil {subject.stem}.il; {synth_script(board.family, subject.name, subject.lut_mapper)}"
-    run_stage([yosys, "-q", "-l", f"{subject.stem}.rpt", "-p", script], out_dir / f"yosys-{subject.stem}.log")
-    return yosys_cell_counts((out_dir / f"{subject.stem}.rpt").read_text(), subject.name)
+    (out_dir / f"{stem}.il").write_text(rtlil.convert(block, name=name))
+    script = f"read_rtlil {stem}.il; {synth_script(family, name, lut_mapper)}"
+    run_stage([yosys, "-q", "-l", f"{stem}.rpt", "-p", script], out_dir / f"yosys-{stem}.log")
+    return (out_dir / f"{stem}.rpt").read_text()
+
+
+def _synthesise_alone(subject: _Subject, board: Board, out_dir: Path) -> dict[str, int]:
+    """LUT4s and flip-flops of the block by itself, after the family's yosys synthesis (no harness)."""
+    report = synthesise_alone(subject.make(), subject.name, subject.stem, board.family, out_dir, subject.lut_mapper)
+    return yosys_cell_counts(report, subject.name)
 
 
 def _measure(subject: _Subject, board: Board, out_dir: Path, *, seed: int, progress: Callable[[str], None],

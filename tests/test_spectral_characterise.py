@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from amaranth.back import rtlil
 
 from boards import get_board
 from hw import characterise
 from hw.harness import SPECTRAL_BLOCKS, StreamHarness, spectral_block, spectral_harness
-from hw.toolchain import find_tool, nextpnr_error, rtlil_multipliers, run_stage, synth_script, yosys_dsp_cells
+from hw.toolchain import nextpnr_error, rtlil_multipliers, yosys_dsp_cells
 
 
 def test_spectral_block_defaults():
@@ -87,9 +86,6 @@ def test_spectral_mac_products_are_its_only_multipliers_each_on_a_dsp(tmp_path: 
     input channels: the default's lane, bank and accumulator structure at a quarter of the synthesis (the default
     MAC is placed and routed in the LeNet-5 build)."""
     block = spectral_block("mac", mac_p=2, mac_b=4, mac_max_c_in=16)
-    il = rtlil.convert(block.make(), name=block.name)
-    (tmp_path / "mac.il").write_text(il)
-    script = f"read_rtlil mac.il; {synth_script('ecp5', block.name)}"
-    run_stage([find_tool("yosys"), "-q", "-l", "mac.rpt", "-p", script], tmp_path / "yosys.log")
-    dsps = yosys_dsp_cells((tmp_path / "mac.rpt").read_text(), block.name)
-    assert rtlil_multipliers(il) == dsps == 4 * block.params["p"] == 8
+    report = characterise.synthesise_alone(block.make(), block.name, "mac", "ecp5", tmp_path)
+    dsps = yosys_dsp_cells(report, block.name)
+    assert rtlil_multipliers((tmp_path / "mac.il").read_text()) == dsps == 4 * block.params["p"] == 8
