@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: help setup iverilog demo test test-quick bench build lint clean examples
+.PHONY: help setup iverilog toolchain test-setup demo test test-quick bench build lint clean examples
 
 help:
 	@echo "make demo        build the default bitstream (ULX3S-85F), then classify MNIST images on the virtual board"
@@ -29,6 +29,8 @@ $(VENV)/.installed-%: pyproject.toml | $(PY)
 comma := ,
 SETUP_DEV   := $(VENV)/.installed-dev
 SETUP_TRAIN := $(VENV)/.installed-dev-train-import-sweep
+# The dev extra (the toolchain among it) first: the test set-up then installs the rest while YoWASP compiles.
+$(SETUP_TRAIN): $(SETUP_DEV)
 
 setup: $(SETUP_DEV)
 
@@ -62,14 +64,22 @@ demo: $(SETUP_MNIST)
 PYTEST_PARALLEL := -n 2 --maxschedchunk 1 --durations 20
 
 # The toolchain's versions first: a YoWASP tool compiles its WebAssembly on its first run (a minute of CPU for
-# yosys), once here rather than in both workers at the same time.
-test: $(SETUP_TRAIN) iverilog
+# yosys), once here rather than in both workers at the same time, and beside the other set-up steps (pip
+# unpacking PyTorch, apt-get installing Icarus), which mostly wait on one core: about a minute less on a fresh
+# machine than one after the other.
+toolchain: $(SETUP_DEV)
+	$(PY) -m hw.toolchain
+
+test-setup: $(SETUP_TRAIN) iverilog toolchain
+
+test:
+	@$(MAKE) --no-print-directory -j 3 test-setup
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m hw.toolchain
 	$(PY) -m pytest $(PYTEST_PARALLEL)
 
-test-quick: $(SETUP_TRAIN) iverilog
+test-quick:
+	@$(MAKE) --no-print-directory -j 3 test-setup
 	$(PY) -m pytest -n 2 -m "not slow"
 
 bench: $(SETUP_TRAIN) iverilog

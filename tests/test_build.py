@@ -11,11 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+from test_plan import check_estimate
 
 from boards import BOARDS, get_board
 from hw import build as hwbuild
 from hw import toolchain
 from hw.config import CONFIGS, DEFAULT_CONFIG, AcceleratorConfig
+from hw.estimate import UNITS
+from hw.plan import load_network, plan
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Trimmed from what nextpnr-ice40 0.11 writes with `--report` (critical_paths left out; not read).
 ICE40_REPORT = {
@@ -173,7 +178,7 @@ def test_timing_failure_writes_report_and_no_manifest(tmp_path, monkeypatch, cap
     assert info.value.result.report["fmax_mhz"] == {"clk": 20.0}
     assert not (out / "manifest.json").exists()
 
-    assert hwbuild.main(["--board", "ulx3s-85f", "--out", str(out)]) == 1
+    assert hwbuild.main(["--config", "link", "--board", "ulx3s-85f", "--out", str(out)]) == 1
     captured = capsys.readouterr()
     assert "timing not met" in captured.err and "FAIL" in captured.out
 
@@ -322,27 +327,35 @@ def test_cli_unknown_board(capsys):
     assert "unknown board 'nope'; known boards: icebreaker, ulx3s-85f" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("board", sorted(BOARDS))
-def test_real_build(tmp_path, board):
-    config = AcceleratorConfig(board=board)
-    result = hwbuild.build(config, tmp_path, progress=lambda message: None)
-
-    assert result.bitstream == tmp_path / hwbuild.BITSTREAM[get_board(board).family]
-    assert result.bitstream.stat().st_size > 50_000  # both devices' images are >100 kB
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert report["timing_met"] is True
+def check_real_build(out: Path, config: AcceleratorConfig) -> dict[str, int]:
+    """What every real build must give: a bitstream, timing met at the config's clock, the device's resources with
+    the board's budget first and none overused, the config's manifest. Returns the cells used, by resource."""
+    family = get_board(config.board).family
+    bitstream = out / hwbuild.BITSTREAM[family]
+    assert bitstream.stat().st_size > 50_000  # both devices' images are >100 kB
+    report = json.loads((out / "report.json").read_text())
+    assert report["timing_met"] is True and report["board"] == config.board
     assert report["target_mhz"] == config.clock_hz / 1e6
     assert report["fmax_mhz"] and all(fmax >= report["target_mhz"] for fmax in report["fmax_mhz"].values())
-    budget = get_board(board).budget
+    budget = get_board(config.board).budget
     assert list(report["resources"])[:len(budget)] == list(budget)
     for name, available in budget.items():
         assert report["resources"][name]["available"] == available  # the board's budget is the device's
-    logic = "ICESTORM_LC" if get_board(board).family == "ice40" else "TRELLIS_COMB"
+    logic = "ICESTORM_LC" if family == "ice40" else "TRELLIS_COMB"
     assert report["resources"][logic]["used"] > 0
     assert all(0 <= use["used"] <= use["available"] for use in report["resources"].values())
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest == {**config.describe(), "bitstream": result.bitstream.name}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest == {**config.describe(), "bitstream": bitstream.name}
+    return {name: use["used"] for name, use in report["resources"].items()}
+
+
+@pytest.mark.slow
+def test_real_build_of_the_link_config(tmp_path):
+    """The link config on the iCEBreaker (the ECP5's real build is the default one, the whole LeNet-5, below)."""
+    config = AcceleratorConfig(board="icebreaker")
+    result = hwbuild.build(config, tmp_path, progress=lambda message: None)
+    assert result.bitstream == tmp_path / hwbuild.BITSTREAM["ice40"]
+    check_real_build(tmp_path, config)
 
 
 def test_ice40_synthesis_maps_multipliers_to_dsps():
@@ -377,16 +390,29 @@ def test_fc_only_builds_on_icebreaker(tmp_path, capsys):
     assert hwbuild.main(["--config", "fc_only", "--board", "icebreaker", "--out", str(tmp_path)]) == 0
     assert "timing met" in capsys.readouterr().out
     config = AcceleratorConfig.fc_only()
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert report["timing_met"] is True and report["target_mhz"] == 12.0
-    assert all(fmax >= 12.0 for fmax in report["fmax_mhz"].values())
-    used = {name: use["used"] for name, use in report["resources"].items()}
-    assert all(use["used"] <= use["available"] for use in report["resources"].values())
+    assert config.clock_hz == 12_000_000
+    used = check_real_build(tmp_path, config)
     assert used["ICESTORM_SPRAM"] == 3  # fc.xor in one 16-bit lane, fc.bim in two
     assert used["ICESTORM_DSP"] >= 1  # the per-row scale multiply
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest == {**config.describe(), "bitstream": hwbuild.BITSTREAM["ice40"]}
-    print(f"fc_only on icebreaker: {used}, Fmax {report['fmax_mhz']} MHz, {report['build_seconds']} s")
+    check_estimate(config, {name: n for name, n in used.items() if name in UNITS["ice40"].values()})
+
+
+def test_build_model_builds_the_accelerator_derived_for_it(tmp_path, monkeypatch, capsys):
+    """`python -m hw.build --model models/mlp_digits.npz` (the committed example) builds the accelerator `hw.plan`
+    derives from it, on the board the plan picked (the iCEBreaker): its manifest is the derived config's. (Fake
+    tools: `test_fc_only_builds_on_icebreaker` places and routes an FC-only accelerator there for real.)"""
+    calls = fake_toolchain(tmp_path, monkeypatch)
+    path = ROOT / "models" / "mlp_digits.npz"
+    out = tmp_path / "build"
+    assert hwbuild.main(["--model", str(path), "--out", str(out)]) == 0
+    assert "timing met" in capsys.readouterr().out
+    derived = plan(load_network(path))
+    assert derived.config.board == "icebreaker"
+    assert [Path(json.loads(line)[0]).name for line in calls.read_text().splitlines()] == [
+        "yosys", "nextpnr-ice40", "icepack"]
+    assert json.loads((out / "report.json").read_text())["board"] == "icebreaker"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest == {**derived.config.describe(), "bitstream": hwbuild.BITSTREAM["ice40"]}
 
 
 @pytest.mark.slow
@@ -401,16 +427,12 @@ def test_default_build_is_the_whole_lenet5(tmp_path, capsys):
     config = CONFIGS[DEFAULT_CONFIG]()
     assert config.board == "ulx3s-85f" and config.conv is not None and config.fc is not None
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["timing_met"] is True and report["lut_mapper"] == "abc" and report["router"] == "router1"
-    assert all(fmax >= report["target_mhz"] for fmax in report["fmax_mhz"].values())
+    used = check_real_build(tmp_path, config)
+    assert report["lut_mapper"] == "abc" and report["router"] == "router1"
     # The design's clock is the PLL's output, and place and route timed it there.
     assert report["target_mhz"] == 40.0 and report["clock"]["pll"]["clkfb_div"] == 8
     assert max(report["constraint_mhz"].values()) == 40.0
-    used = {name: use["used"] for name, use in report["resources"].items()}
-    assert all(use["used"] <= use["available"] for use in report["resources"].values())
     # The spectral MAC's P lanes take four real products each; the requantizers and the FC scale add more.
     assert used["MULT18X18D"] > 4 * config.conv.p
     assert used["DP16KD"] > 0
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest == {**config.describe(), "bitstream": hwbuild.BITSTREAM["ecp5"]}
-    assert set(manifest["engines"]) == {"conv", "fc"}
+    assert set(json.loads((tmp_path / "manifest.json").read_text())["engines"]) == {"conv", "fc"}

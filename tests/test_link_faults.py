@@ -13,20 +13,21 @@ import socket
 import threading
 import time
 from collections import Counter
-from urllib.parse import urlparse
 
 import pytest
 
 from host.device import Device, DeviceError
 from hw.config import AcceleratorConfig
 from hw.spec.protocol import SYNC_REQUEST, SYNC_RESPONSE, TAG_OFFSET, Command, split_frames
-from sim.board import listen
-from sim.server import start
+from sim.board import listen, simulate
 
 FAULTS = ("drop", "duplicate", "flip", "delay", "truncate")
 DIRECTIONS = ("request", "answer")
+#: The device's frame timeout: shorter than the link config's 100 ms, since after each failure the host waits it
+#: out (its quiet time, `host.device.QUIET_FACTOR` of it), and most of the test is those waits.
+FRAME_TIMEOUT_MS = 40.0
 #: The host's least wait for an answer (the link config answers an ECHO in well under a millisecond here) ...
-TIMEOUT = 0.1
+TIMEOUT = 1e-3 * FRAME_TIMEOUT_MS
 #: ... and how late a delayed frame comes: after the host has given up, about when its next request goes (the
 #: host waits out the device's frame timeout after a failure).
 DELAY = 1.25 * TIMEOUT
@@ -40,10 +41,10 @@ class FaultProxy:
     """A TCP proxy between one host and a virtual board that damages the frames it is told to, by direction and
     tag (`plan`), one fault per frame; a frame may overtake a delayed one. Each direction runs in a thread."""
 
-    def __init__(self, board_url: str, seed: int):
+    def __init__(self, board: socket.socket, seed: int):
         self.listener = listen()
         self.url = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.board = urlparse(board_url)
+        self.board = board
         self.plans: dict[tuple[str, int], str] = {}
         self.lock = threading.Lock()
         self.seed = seed
@@ -56,9 +57,9 @@ class FaultProxy:
             self.plans[direction, tag] = fault
 
     def start(self) -> None:
-        """Take the host's connection (made already) and connect to the board."""
+        """Take the host's connection (made already) and start relaying it to the board."""
         host, _ = self.listener.accept()
-        board = socket.create_connection((self.board.hostname, self.board.port))
+        board = self.board
         for sock in (host, board):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for index, (direction, src, dst, sync) in enumerate((("request", host, board, SYNC_REQUEST),
@@ -78,7 +79,7 @@ class FaultProxy:
         self.running = False
         for thread in self.threads:
             thread.join(timeout=5)
-        for sock in (*getattr(self, "sockets", ()), self.listener):
+        for sock in (*getattr(self, "sockets", ())[:1], self.listener):  # the board's socket is its owner's
             sock.close()
 
     def _pump(self, direction: str, src: socket.socket, dst: socket.socket, sync: int, rng: random.Random) -> None:
@@ -137,14 +138,14 @@ def exchange(dev: Device, rng: random.Random, info: bytes) -> str:
 @pytest.mark.cost(seconds=60)
 def test_no_answer_goes_to_another_request_under_faults():
     rng = random.Random(20240611)
-    config = AcceleratorConfig()
+    config = AcceleratorConfig(frame_timeout_ms=FRAME_TIMEOUT_MS)
     info = config.info_json()
     faulted: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     follow_ups: Counter[str] = Counter()
     started = time.monotonic()
-    with start(idle_timeout=120) as board:
-        proxy = FaultProxy(board.url, seed=7)
+    with simulate(config) as board:
+        proxy = FaultProxy(board.transport.sock, seed=7)
         try:
             with Device.open(proxy.url, timeout=TIMEOUT) as dev:
                 proxy.start()
