@@ -45,10 +45,13 @@ from .toolchain import (
     run_stage,
     timing_failures,
     tool_version,
+    yosys_cell_counts,
 )
 
 DESIGN_NAME = "top"
 NEXTPNR_REPORT = "nextpnr-report.json"
+#: Yosys's log of Amaranth's synthesis script (`yosys -l`), its cell statistics at the end.
+SYNTHESIS_REPORT = f"{DESIGN_NAME}.rpt"
 BITSTREAM = {"ice40": f"{DESIGN_NAME}.bin", "ecp5": f"{DESIGN_NAME}.bit"}
 
 #: Amaranth build overrides per family. Without `-dsp`, synth_ice40 maps multipliers to logic cells and
@@ -61,11 +64,15 @@ LUT_MAPPERS = ("abc9", "abc")
 ROUTERS = ("router1", "router2")
 DEFAULT_ROUTER = "router1"
 #: nextpnr's placers: "heap" (analytic) or "static" (electrostatic), each followed by simulated-annealing
-#: refinement. static is the default: on the LeNet-5 accelerator (ULX3S) router1 took 203-323 s after its
-#: placement against 422-531 s after heap's, and nextpnr 544 s in all against 994 s at seed 2 (the whole build in
-#: the suite: 686 s against 961 s) at the same Fmax (52.3-53.6 MHz); the FC-only iCEBreaker build: 72 s against 80.
-PLACERS = ("heap", "static")
-DEFAULT_PLACER = "static"
+#: refinement, or "auto" (the default): static on iCE40, and on ECP5 for a design of at least `STATIC_FROM_LUTS`
+#: LUT4s after synthesis, heap below. On the LeNet-5 accelerator (ULX3S, 30 461 LUT4) router1 took 203-323 s after
+#: static's placement against 422-531 s after heap's, and nextpnr 544 s in all against 994 s at seed 2 (the whole
+#: build in the suite: 686 s against 961 s) at the same Fmax (52.3-53.6 MHz); the FC-only iCEBreaker build: 72 s
+#: against 80. But static spreads its density over the whole device, which costs a small design on the 85F more
+#: than it saves: the dense baseline (2 532 LUT4) 46 s against heap's 37, the link alone (895 LUT4) 21 s against 14.
+PLACERS = ("auto", "heap", "static")
+DEFAULT_PLACER = "auto"
+STATIC_FROM_LUTS = 10_000
 
 
 class TimingError(BuildError):
@@ -136,12 +143,15 @@ def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int =
 
     for index, (tool, *args) in enumerate(commands, start=2):
         stage = STAGE_NAMES.get(tool.split("-")[0], tool)
+        progress(f"[{index}/{stages}] {stage} ({tool}) ...")
         if tool.startswith("nextpnr-"):
+            if placer == "auto":
+                placer, why = auto_placer(board.family, _read(out_dir / SYNTHESIS_REPORT))
+                progress(f"      {placer} placer ({why})")
             # Timing is judged here rather than by nextpnr, so that the report and bitstream still get
             # written for a design that misses timing.
             args += ["--seed", str(seed), "--placer", placer, "--router", router, "--report", NEXTPNR_REPORT,
                      "--timing-allow-fail"]
-        progress(f"[{index}/{stages}] {stage} ({tool}) ...")
         stage_start = time.monotonic()
         try:
             run_stage([tools[tool], *args], out_dir / f"{tool}.log", progress)
@@ -174,6 +184,23 @@ def build(config: AcceleratorConfig, out_dir: Path | None = None, *, seed: int =
     if manifest:
         (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return result
+
+
+def auto_placer(family: str, synthesis_report: str) -> tuple[str, str]:
+    """The placer "auto" stands for (`PLACERS`), from the design's size in yosys's report, and why in words."""
+    if family != "ecp5":
+        return "static", f"always on {family}"
+    try:
+        luts = yosys_cell_counts(synthesis_report, DESIGN_NAME)["luts"]
+    except BuildError:
+        return "static", "no cell count in the synthesis report"
+    if luts >= STATIC_FROM_LUTS:
+        return "static", f"{luts} LUT4 >= {STATIC_FROM_LUTS}"
+    return "heap", f"{luts} LUT4 < {STATIC_FROM_LUTS}"
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -226,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                              "sometimes does not converge (default: %(default)s)")
     parser.add_argument("--placer", default=DEFAULT_PLACER, choices=PLACERS,
                         help="nextpnr placer, each with annealing refinement: static (electrostatic) or heap "
-                             "(analytic) (default: %(default)s)")
+                             f"(analytic); auto (the default): static on iCE40 and for ECP5 designs of at least "
+                             f"{STATIC_FROM_LUTS} LUT4s, heap for smaller ones")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--config", default=None, choices=sorted(CONFIGS),
                       help="named accelerator config (hw.config.CONFIGS): lenet5, the whole LeNet-5 (conv and FC "

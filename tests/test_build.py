@@ -115,20 +115,25 @@ if os.path.basename(sys.argv[0]) == {fail!r}:
 if "--report" in args:
     with open(args[args.index("--report") + 1], "w") as f:
         json.dump({report!r}, f)
+if "-l" in args:  # yosys's log
+    with open(args[args.index("-l") + 1], "w") as f:
+        f.write({log!r})
 for arg in args:
     if arg.endswith((".bit", ".bin")):
         open(arg, "wb").write(bytes(4096))
 """
 
 
-def fake_toolchain(tmp_path: Path, monkeypatch, *, achieved_mhz: float = 80.0, fail: str = "") -> Path:
-    """Point each tool's env var at a fake logging its argv to the returned file; `fail` names one to fail."""
+def fake_toolchain(tmp_path: Path, monkeypatch, *, achieved_mhz: float = 80.0, fail: str = "",
+                   yosys_log: str = "") -> Path:
+    """Point each tool's env var at a fake logging its argv to the returned file; `fail` names one to fail;
+    `yosys_log` is what the fake writes as yosys's log (`-l`)."""
     bindir, calls = tmp_path / "bin", tmp_path / "calls.jsonl"
     bindir.mkdir()
     names = [name for board in BOARDS.values() for name in board.budget]
     report = {"fmax": {"clk": {"achieved": achieved_mhz, "constraint": 25.0}},
               "utilization": {name: {"available": 9999, "used": 7} for name in names}}
-    script = FAKE_TOOL.format(python=sys.executable, calls=str(calls), fail=fail, report=report)
+    script = FAKE_TOOL.format(python=sys.executable, calls=str(calls), fail=fail, report=report, log=yosys_log)
     for tool in toolchain.YOWASP_PACKAGES:
         path = bindir / tool
         path.write_text(script)
@@ -148,7 +153,8 @@ def test_build_runs_amaranth_commands_in_order(tmp_path, monkeypatch, board):
     family = get_board(board).family
     packer = {"ice40": "icepack", "ecp5": "ecppack"}[family]
     assert [Path(argv[0]).name for argv in argvs] == ["yosys", f"nextpnr-{family}", packer]
-    assert argvs[1][-9:] == ["--seed", "7", "--placer", hwbuild.DEFAULT_PLACER, "--router", "router1", "--report",
+    # The fake yosys's log has no cell statistics: "auto" then takes the static placer.
+    assert argvs[1][-9:] == ["--seed", "7", "--placer", "static", "--router", "router1", "--report",
                              hwbuild.NEXTPNR_REPORT, "--timing-allow-fail"]
     assert [m for m in messages if m.startswith("[")] == [
         "[1/4] elaborate ...", "[2/4] synthesis (yosys) ...", f"[3/4] place & route (nextpnr-{family}) ...",
@@ -160,7 +166,7 @@ def test_build_runs_amaranth_commands_in_order(tmp_path, monkeypatch, board):
     report = json.loads((out / "report.json").read_text())
     assert report == result.report
     assert (report["board"], report["seed"], report["placer"], report["router"], report["timing_met"]) == (
-        board, 7, hwbuild.DEFAULT_PLACER, "router1", True)
+        board, 7, "static", "router1", True)
     assert report["tools"]["yosys"] == "fake-tool 1.0"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest == result.manifest == {**config.describe(), "bitstream": result.bitstream.name}
@@ -316,8 +322,39 @@ def test_router_and_placer_choices_reach_nextpnr(tmp_path, monkeypatch, router, 
     assert json.loads((tmp_path / "out" / "report.json").read_text())["placer"] == placer
     with pytest.raises(ValueError, match="router must be one of router1, router2, got 'router3'"):
         hwbuild.build(AcceleratorConfig(board="ulx3s-85f"), tmp_path / "again", router="router3")
-    with pytest.raises(ValueError, match="placer must be one of heap, static, got 'sa'"):
+    with pytest.raises(ValueError, match="placer must be one of auto, heap, static, got 'sa'"):
         hwbuild.build(AcceleratorConfig(board="ulx3s-85f"), tmp_path / "again", placer="sa")
+
+
+def _stat(cells: dict[str, int]) -> str:
+    """The end of a yosys log: the `stat` of module top with these cells."""
+    return "=== top ===\n\n" + "".join(f"     {n:5d}   {name}\n" for name, n in cells.items()) + \
+        "\n=== design hierarchy ===\n"
+
+
+def test_auto_placer_takes_heap_for_small_ecp5_designs_only():
+    """`--placer auto` (the default): heap below `STATIC_FROM_LUTS` LUT4s (a carry cell counts two) on ECP5,
+    static from there and always on iCE40; static when the report has no statistics."""
+    limit = hwbuild.STATIC_FROM_LUTS
+    assert hwbuild.auto_placer("ecp5", _stat({"LUT4": 2000, "CCU2C": 300, "TRELLIS_FF": 900})) == (
+        "heap", f"2600 LUT4 < {limit}")
+    assert hwbuild.auto_placer("ecp5", _stat({"LUT4": limit - 2, "CCU2C": 1}))[0] == "static"
+    assert hwbuild.auto_placer("ecp5", _stat({"LUT4": limit - 3, "CCU2C": 1}))[0] == "heap"
+    assert hwbuild.auto_placer("ice40", _stat({"SB_LUT4": 900})) == ("static", "always on ice40")
+    assert hwbuild.auto_placer("ecp5", "") == ("static", "no cell count in the synthesis report")
+
+
+def test_auto_placer_reads_the_synthesis_report(tmp_path, monkeypatch):
+    """The build decides after yosys, from its report: a small ECP5 design is placed by heap, and the report
+    and progress say so."""
+    calls = fake_toolchain(tmp_path, monkeypatch, yosys_log=_stat({"LUT4": 812, "CCU2C": 40}))
+    out = tmp_path / "out"
+    messages = []
+    hwbuild.build(AcceleratorConfig(board="ulx3s-85f"), out, progress=messages.append)
+    nextpnr = json.loads(calls.read_text().splitlines()[1])
+    assert nextpnr[nextpnr.index("--placer") + 1] == "heap"
+    assert json.loads((out / "report.json").read_text())["placer"] == "heap"
+    assert f"      heap placer (892 LUT4 < {hwbuild.STATIC_FROM_LUTS})" in messages
 
 
 def test_cli_unknown_board(capsys):

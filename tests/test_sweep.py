@@ -68,7 +68,7 @@ def test_a_parameter_given_twice_is_refused():
     ("fc_only", "fc.max_bits=9", "--grid fc.max_bits=9: max_bits must be in 1..8, got 9"),
     ("fc_only", "seed=-1", "--grid seed=-1: seed must be in 0..2147483647, got -1"),
     ("fc_only", "router=router3", "--grid router=router3: router must be one of router1, router2"),
-    ("fc_only", "placer=sa", "--grid placer=sa: placer must be one of heap, static"),
+    ("fc_only", "placer=sa", "--grid placer=sa: placer must be one of auto, heap, static"),
     ("fc_only", "lut_mapper=abc", "--grid lut_mapper=abc: lut_mapper 'abc' is available for ecp5, not ice40"),
     ("fc_only", "clock_hz=24000000", "--grid clock_hz=24000000: clock_hz must be the icebreaker's oscillator"),
     ("lenet5", "conv.p=0", "--grid conv.p=0: p must be"),

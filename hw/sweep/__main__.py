@@ -20,7 +20,7 @@ A grid parameter is a field of the config, dotted into its engines: conv.p, conv
 fc.tree_fanin, fc.xor_fanin, fc.x_lane_writes, fc.n_out (the FC format's fields, fc.n_in, fc.n_out, fc.seed,
 fc.max_patches, fc.m_t, fc.r, fc.a_bits, fc.max_bits, rebuild the engine from the new format), act_depth,
 fc_xor_depth, clock_hz (ECP5: made by the PLL), ... and the build options seed (nextpnr's), router (router1,
-router2), placer (static, heap) and lut_mapper (abc9, abc). --params lists a config's. Booleans take true/false;
+router2), placer (auto, static, heap) and lut_mapper (abc9, abc). --params lists a config's. Booleans take true/false;
 a tuple takes '+'-joined values (spram_regions=fc.xor+fc.bim). Every point is validated, and characterised with
 the workload, before anything builds: a bad value is one line naming the parameter and the allowed range (exit 2).
 
