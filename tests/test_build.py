@@ -366,7 +366,9 @@ def test_cli_unknown_board(capsys):
 
 def check_real_build(out: Path, config: AcceleratorConfig) -> dict[str, int]:
     """What every real build must give: a bitstream, timing met at the config's clock, the device's resources with
-    the board's budget first and none overused, the config's manifest. Returns the cells used, by resource."""
+    the board's budget first and none overused, the config's manifest. Returns the cells used, by resource. (The
+    real builds: the whole LeNet-5 on the ULX3S and the FC-only accelerator on the iCEBreaker here, the link on
+    the iCEBreaker in `test_sweep.py`.)"""
     family = get_board(config.board).family
     bitstream = out / hwbuild.BITSTREAM[family]
     assert bitstream.stat().st_size > 50_000  # both devices' images are >100 kB
@@ -384,15 +386,6 @@ def check_real_build(out: Path, config: AcceleratorConfig) -> dict[str, int]:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest == {**config.describe(), "bitstream": bitstream.name}
     return {name: use["used"] for name, use in report["resources"].items()}
-
-
-@pytest.mark.slow
-def test_real_build_of_the_link_config(tmp_path):
-    """The link config on the iCEBreaker (the ECP5's real build is the default one, the whole LeNet-5, below)."""
-    config = AcceleratorConfig(board="icebreaker")
-    result = hwbuild.build(config, tmp_path, progress=lambda message: None)
-    assert result.bitstream == tmp_path / hwbuild.BITSTREAM["ice40"]
-    check_real_build(tmp_path, config)
 
 
 def test_ice40_synthesis_maps_multipliers_to_dsps():

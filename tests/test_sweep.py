@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from test_build import check_real_build
 
 from hw.config import AcceleratorConfig
 from hw.fc_engine import FcEngineParams
@@ -368,8 +369,8 @@ def test_cli_dry_run_lists_points(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.cost(seconds=60)
 def test_real_sweep_on_ray_then_cached(tmp_path, capsys):
-    """Two seeds of the link on the iCEBreaker (its cheapest build) through a local Ray with one worker; the rerun
-    builds nothing."""
+    """Two seeds of the link on the iCEBreaker (its cheapest build) through a local Ray with one worker, each a
+    real build (`check_real_build`: the suite's iCE40 build of the link config); the rerun builds nothing."""
     pytest.importorskip("ray")
     argv = ["--config", "link", "--board", "icebreaker", "--grid", "seed=1,2", "--workers", "1",
             "--out", str(tmp_path)]
@@ -381,7 +382,7 @@ def test_real_sweep_on_ray_then_cached(tmp_path, capsys):
         assert p["status"] == "built" and report["seed"] == p["values"]["seed"] and report["timing_met"]
         assert p["luts"] == report["resources"]["ICESTORM_LC"]["used"] > 0
         assert p["fmax_mhz"] == min(report["fmax_mhz"].values()) >= 12.0
-        assert (tmp_path / p["dir"] / "top.bin").stat().st_size > 50_000
+        check_real_build(tmp_path / p["dir"], AcceleratorConfig(board="icebreaker"))
     assert doc["workload"] is None and doc["objective"]["maximise"] == "fmax_mhz" and doc["pareto_front"]
     assert (tmp_path / "pareto.png").stat().st_size > 10_000
     capsys.readouterr()

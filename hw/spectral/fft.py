@@ -52,6 +52,7 @@ from amaranth.lib.wiring import In, Out
 from ..spec.params import check_int, check_ints, is_int, require_params
 from ..spec.spectral.fixed import bit_reverse
 from ..spec.spectral.geometry import DEFAULT_N, check_fft_size, half_cols
+from .select import pick
 
 #: Largest size the blocks are built for (`check_fft_size` bounds the golden model at 256).
 MAX_N = 64
@@ -262,11 +263,6 @@ def _exact_product(b: tuple[Value, Value], w: tuple[int, int], bias: int = 0) ->
     return shift_add([(wr, br), (-wi, bi)], bias), shift_add([(wr, bi), (wi, br)], bias)
 
 
-def _pick(values: list[Any], index: Any) -> Any:
-    """values[index], no multiplexer when there is one value."""
-    return values[0] if len(values) == 1 else Array(values)[index]
-
-
 def stage_shifts(params: FftParams, inverse: bool, shifts: tuple[int, ...] | None) -> tuple[int, ...]:
     """A one-dimensional transform's stage shifts: `shifts` checked, or by default the forward row stages
     (`FftParams.row_shifts`), 1 per stage when `inverse`."""
@@ -357,7 +353,7 @@ class _SdfStage(wiring.Component):
             # rs(-x) = (~x + 2^(frac-1) + 1) >> frac: the negation is an inversion and the rounding adder's +1.
             exact = [(b.re << frac, b.im << frac)] + [_exact_product((b.re, b.im), w) for w in twiddles[1:half]]
             q, second = j[:self.stage - 1], j[self.stage - 1]
-            x, y = _pick([e[0] for e in exact], q), _pick([e[1] for e in exact], q)
+            x, y = pick([e[0] for e in exact], q), pick([e[1] for e in exact], q)
             if rotation[1] < 0:  # -i (x + i y) = y - i x
                 (re, re_neg), (im, im_neg) = (Mux(second, y, x), 0), (Mux(second, ~x, y), second)
             else:  # +i (x + i y) = -y + i x
@@ -367,7 +363,7 @@ class _SdfStage(wiring.Component):
                     (im + Cat(im_neg, Const(bias >> 1, frac - 1))) >> frac)
         # Otherwise one constant product per distinct twiddle, picked by j.
         products = [_twiddle_mul((b.re, b.im), w, frac, p.twiddle_mult) for w in twiddles]
-        return _pick([t[0] for t in products], j), _pick([t[1] for t in products], j)
+        return pick([t[0] for t in products], j), pick([t[1] for t in products], j)
 
 
 def _rotated(w: tuple[int, int], rotation: tuple[int, int], frac: int) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from amaranth.lib.wiring import In, Out
 from ..spec.params import check_ints, require_params, to_int
 from ..spec.spectral.fixed import accumulator_bits
 from ..spec.spectral.geometry import DEFAULT_N, bins, check_fft_size
+from .select import pick, select
 
 
 def canonical_bins(n: int) -> list[int]:
@@ -153,16 +154,6 @@ def _times(value: Any, const: int) -> Any:
     return sum(terms[1:], terms[0]) if terms else Const(0, 1)
 
 
-def _select(sel: Any, options: dict[int, Any]) -> Any:
-    """options[sel] for sel among the keys (the first option otherwise), as one indexed choice over every value
-    of sel rather than a chain of compares: synthesis makes it a balanced mux tree (two LUT levels for the
-    five banks a lane meets at p = 4, b = 8), which is on the path from the spectrum memories to the DSPs."""
-    keys = list(options)
-    if len(keys) == 1:
-        return options[keys[0]]
-    return Array(options.get(key, options[keys[0]]) for key in range(1 << len(sel)))[sel]
-
-
 class SpectralMac(wiring.Component):
     """Spectra and kernel groups in, per output channel the exact accumulated canonical bins out.
 
@@ -267,10 +258,6 @@ class SpectralMac(wiring.Component):
         s0 = Signal(p.entry_layout, reset_less=True)  # data: every use is qualified by s0_valid
         s0_path = s0.path if p.outs > 1 else Const(0, 1)
 
-        def pick(values: list[Any], path: Any) -> Any:
-            """values[path] (no multiplexer with one path)."""
-            return values[0] if p.outs == 1 else Array(values)[path]
-
         s0_sel = pick(a_sel, s0_path)
         go = Signal()
         m.d.comb += [
@@ -323,7 +310,8 @@ class SpectralMac(wiring.Component):
         m1_word = [Signal(2 * db, name=f"m1_word{j}", reset_less=True) for j in lanes]
         m.d.sync += [m1_valid.eq(s1_valid), m1_sel.eq(s1_sel), m1_last.eq(s1_last), m1_path.eq(s1_path)]
         m.d.sync += [m1_lane[j].eq(s1_lane[j]) for j in lanes]
-        m.d.sync += [m1_word[j].eq(_select(bank_of(s1_lane[j].index), {k: s_read[k] for k in p.lane_banks(j)}))
+        # A balanced mux tree over the lane's banks: it is on the path from the spectrum memories to the DSPs.
+        m.d.sync += [m1_word[j].eq(select(bank_of(s1_lane[j].index), {k: s_read[k] for k in p.lane_banks(j)}))
                      for j in lanes]
 
         # --- M1: the four real products of each lane, registered as they leave the multipliers ---------------
