@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: help setup iverilog toolchain bytecode test-setup demo test test-quick bench build lint clean examples
+.PHONY: help setup iverilog toolchain test-setup demo test test-quick bench build lint clean examples
 
 help:
 	@echo "make demo        build the default bitstream (ULX3S-85F), then classify MNIST images on the virtual board"
@@ -70,13 +70,7 @@ PYTEST_PARALLEL := -n 2 --maxschedchunk 1 --durations 20
 toolchain: $(SETUP_DEV)
 	$(PY) -m hw.toolchain
 
-# The project's bytecode, once: with PYTHONDONTWRITEBYTECODE set (as it may be in CI) Python writes none, and each
-# of the few hundred processes the suite starts (cocotb runs, virtual boards, command lines) would compile the
-# modules it imports again. compileall writes it regardless (into the ignored __pycache__ folders).
-bytecode: $(SETUP_DEV)
-	$(PY) -m compileall -q hw host sim boards
-
-test-setup: $(SETUP_TRAIN) iverilog toolchain bytecode
+test-setup: $(SETUP_TRAIN) iverilog toolchain
 
 test:
 	@$(MAKE) --no-print-directory -j 3 test-setup
