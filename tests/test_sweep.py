@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from test_build import check_real_build
 
+from hw.build import DEFAULT_PLACER
 from hw.config import AcceleratorConfig
 from hw.fc_engine import FcEngineParams
 from hw.spec.fc_format import FC16_FORMAT, FcFormat
@@ -238,7 +239,7 @@ class FakeBuild:
     def __init__(self, fail=()):
         self.calls, self.fail = [], set(fail)
 
-    def __call__(self, config, directory, *, progress, seed=1, router="router1", placer="static",
+    def __call__(self, config, directory, *, progress, seed=1, router="router1", placer=DEFAULT_PLACER,
                  lut_mapper=None):
         self.calls.append((seed, config.fc.tree_fanin))
         if seed in self.fail:
