@@ -180,16 +180,26 @@ def fft_fixed(re: np.ndarray, im: np.ndarray, shifts: tuple[int, ...], spec: Spe
         wi = -wi
     frac, lead = spec.twiddle_bits - 2, re.shape[:-1]
     lo, hi = -(1 << (spec.data_bits - 1)), (1 << (spec.data_bits - 1)) - 1
+    one = 1 << frac  # W = 1 and W = -+j are exact in Q1.frac: their products need no multiply and no rounding
     for st, s in enumerate(shifts):
         half = 1 << st
         k = np.arange(half) * (n // (2 * half))
         r = re.reshape(*lead, n // (2 * half), 2, half)
         i = im.reshape(*lead, n // (2 * half), 2, half)
         ar, ai, br, bi = r[..., 0, :], i[..., 0, :], r[..., 1, :], i[..., 1, :]
-        tr = round_shift(wr[k] * br - wi[k] * bi, frac)
-        ti = round_shift(wr[k] * bi + wi[k] * br, frac)
-        re = np.stack([round_shift(ar + tr, s), round_shift(ar - tr, s)], axis=-2).reshape(*lead, n)
-        im = np.stack([round_shift(ai + ti, s), round_shift(ai - ti, s)], axis=-2).reshape(*lead, n)
+        if half <= 2 and wr[k[0]] == one and (half == 1 or (wr[k[1]] == 0 and abs(wi[k[1]]) == one)):
+            tr, ti = br, bi
+            if half == 2:  # the second butterfly of each pair turns by W = -+j
+                sign = 1 if wi[k[1]] > 0 else -1
+                tr, ti = br.copy(), bi.copy()
+                tr[..., 1], ti[..., 1] = -sign * bi[..., 1], sign * br[..., 1]
+        else:
+            tr = round_shift(wr[k] * br - wi[k] * bi, frac)
+            ti = round_shift(wr[k] * bi + wi[k] * br, frac)
+        re, im = np.empty_like(r), np.empty_like(i)
+        re[..., 0, :], re[..., 1, :] = round_shift(ar + tr, s), round_shift(ar - tr, s)
+        im[..., 0, :], im[..., 1, :] = round_shift(ai + ti, s), round_shift(ai - ti, s)
+        re, im = re.reshape(*lead, n), im.reshape(*lead, n)
         if re.size and (min(re.min(), im.min()) < lo or max(re.max(), im.max()) > hi):
             raise OverflowError(f"FFT stage {st} leaves {spec.data_bits}-bit range: the input is outside what "
                                 "the stage schedule was checked for")
