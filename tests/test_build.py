@@ -460,8 +460,8 @@ def test_default_build_is_the_whole_lenet5(tmp_path, capsys):
     used = check_real_build(tmp_path, config)
     assert report["lut_mapper"] == "abc" and report["router"] == "router1"
     # The design's clock is the PLL's output, and place and route timed it there.
-    assert report["target_mhz"] == 40.0 and report["clock"]["pll"]["clkfb_div"] == 8
-    assert max(report["constraint_mhz"].values()) == 40.0
+    assert report["target_mhz"] == 45.0 and report["clock"]["pll"]["clkfb_div"] == 9
+    assert max(report["constraint_mhz"].values()) == 45.0
     # The spectral MAC's P lanes take four real products each; the requantizers and the FC scale add more.
     assert used["MULT18X18D"] > 4 * config.conv.p
     assert used["DP16KD"] > 0
