@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="host link baud rate (default: %(default)s)")
     parser.add_argument("--clock", type=float, metavar="MHZ",
                         help="the clock the design runs at, made from the board's oscillator by the PLL on ECP5 "
-                             "boards (default: the config's; lenet5 runs at 45 MHz on ECP5, the rest at the "
+                             "boards (default: the config's; lenet5 runs at 50 MHz on ECP5, the rest at the "
                              "oscillator)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: %(default)s)")
     parser.add_argument("--router", default=DEFAULT_ROUTER, choices=ROUTERS,

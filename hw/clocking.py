@@ -1,7 +1,7 @@
 """The design's clock on a board: the oscillator itself, or an ECP5 PLL (EHXPLLL) multiplying it.
 
 A board's oscillator is slow next to what the accelerator's timing allows (the ULX3S's 25 MHz against some
-45 MHz of Fmax for the LeNet-5 build), so an `AcceleratorConfig` names the clock the design runs at and the
+53 MHz of Fmax for the LeNet-5 build), so an `AcceleratorConfig` names the clock the design runs at and the
 board top makes it. `Ecp5PllParams.for_frequency` finds the dividers that give that clock exactly from the
 oscillator within the sysCLOCK PLL's ranges (Lattice TN1263: input 8..400 MHz, phase detector 3.125..400 MHz,
 VCO 400..800 MHz, output 3.125..400 MHz, CLKOP fed back): f_out = f_in CLKFB_DIV / CLKI_DIV and

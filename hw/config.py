@@ -86,10 +86,11 @@ LAYER_OVERHEAD_CYCLES = 6
 #: and 15 266 (`python -m sim.bench e2e`) for about 8 000 LUT4 more.
 CONV_OUTS = 2
 
-#: The LeNet-5 accelerator's clock on ECP5 boards, made by the PLL from the ULX3S's 25 MHz (x9/5): built for it
-#: (seed 1, static placer, router1) the design reaches 54.0 MHz (docs/figures/build-lenet5.json); built for 40 MHz
-#: the same netlist reached 52.3 MHz in about as long.
-LENET5_ECP5_CLOCK_HZ = 45_000_000
+#: The LeNet-5 accelerator's clock on ECP5 boards, made by the PLL from the ULX3S's 25 MHz (x2): built for it
+#: (seed 1, static placer, router1, the YoWASP tools pyproject.toml pins) the design reaches 53.0 MHz
+#: (docs/figures/build-lenet5.json); built for 45 and 40 MHz the same netlist reached 54.0 and 52.3 MHz in about as
+#: long.
+LENET5_ECP5_CLOCK_HZ = 50_000_000
 
 
 @dataclass(frozen=True)

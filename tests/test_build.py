@@ -449,19 +449,19 @@ def test_build_model_builds_the_accelerator_derived_for_it(tmp_path, monkeypatch
 @pytest.mark.cost(seconds=1200)
 def test_default_build_is_the_whole_lenet5(tmp_path, capsys):
     """`python -m hw.build` with no arguments: the whole LeNet-5 accelerator (conv and FC engines) on the
-    ULX3S-85F, mapped with the classic abc (the FFT defeats abc9), clocked at 45 MHz by the PLL from the board's
+    ULX3S-85F, mapped with the classic abc (the FFT defeats abc9), clocked at 50 MHz by the PLL from the board's
     25 MHz oscillator, timing met there."""
     assert hwbuild.main(["--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "timing met" in out and "runs at 45 MHz: PLL from the 25 MHz oscillator (x9/5)" in out
+    assert "timing met" in out and "runs at 50 MHz: PLL from the 25 MHz oscillator (x2/1)" in out
     config = CONFIGS[DEFAULT_CONFIG]()
     assert config.board == "ulx3s-85f" and config.conv is not None and config.fc is not None
     report = json.loads((tmp_path / "report.json").read_text())
     used = check_real_build(tmp_path, config)
     assert report["lut_mapper"] == "abc" and report["router"] == "router1"
     # The design's clock is the PLL's output, and place and route timed it there.
-    assert report["target_mhz"] == 45.0 and report["clock"]["pll"]["clkfb_div"] == 9
-    assert max(report["constraint_mhz"].values()) == 45.0
+    assert report["target_mhz"] == 50.0 and report["clock"]["pll"]["clkfb_div"] == 2
+    assert max(report["constraint_mhz"].values()) == 50.0
     # The spectral MAC's P lanes take four real products each; the requantizers and the FC scale add more.
     assert used["MULT18X18D"] > 4 * config.conv.p
     assert used["DP16KD"] > 0

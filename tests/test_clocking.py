@@ -73,11 +73,11 @@ def test_bad_clocks_are_refused_naming_the_field(value, message):
 def test_configs_run_at_their_clocks():
     assert AcceleratorConfig().clock_hz == 25 * MHZ and AcceleratorConfig().pll is None
     lenet5 = AcceleratorConfig.lenet5()
-    assert lenet5.clock_hz == 45 * MHZ and lenet5.pll.clkfb_div * 5 == lenet5.pll.clki_div * 9
+    assert lenet5.clock_hz == 50 * MHZ and lenet5.pll.clkfb_div == lenet5.pll.clki_div * 2
     # Everything timed in cycles follows the clock: the UART's bit, the frame timeout.
-    assert lenet5.uart_divisor == round(45 * MHZ / 115_200)
-    assert lenet5.frame_timeout_cycles == round(lenet5.frame_timeout_ms * 1e-3 * 45 * MHZ)
-    assert json.loads(lenet5.info_json())["clock_hz"] == 45 * MHZ
+    assert lenet5.uart_divisor == round(50 * MHZ / 115_200)
+    assert lenet5.frame_timeout_cycles == round(lenet5.frame_timeout_ms * 1e-3 * 50 * MHZ)
+    assert json.loads(lenet5.info_json())["clock_hz"] == 50 * MHZ
     assert AcceleratorConfig.lenet5(clock_hz=25 * MHZ).pll is None
     fc_only = AcceleratorConfig.fc_only()
     assert fc_only.clock_hz == get_board("icebreaker").clock_hz and fc_only.pll is None

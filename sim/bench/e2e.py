@@ -15,6 +15,9 @@
   accelerator `hw.plan` derives from it, `sim.server --model`, whose resource estimate is given too), bit-exact with
   the golden backend, and per layer (`--no-sim` skips it; a model the config cannot run gets null and the one-line
   reason);
+* what the conv layers keep busy over those cycles: the MAC (a kernel group a cycle), its P lanes (a weight's
+  product, its 4 real products on the MAC's 4 P DSPs) and the inverse paths (a sample a cycle each), per layer and
+  the MAC lanes over the whole image;
 * Fmax and resources of a build from its report.json (`--report`); images/s at that Fmax only when the build is of
   the configuration the sizes and cycles are for (its manifest.json equals the device description), else null
   with the reason; images/s at the board's clock always;
@@ -89,6 +92,34 @@ def simulate_one(model: Any, x: np.ndarray, config: str, server: tuple[str, ...]
             "bit_exact": bool(np.array_equal(result.logits, expected)), "seconds": seconds, "info": info}
 
 
+def conv_busy(model: Any, info: dict, measured: dict[str, int]) -> dict | None:
+    """What each conv layer keeps busy over the cycles it took on the device (`measured`, by layer name), from the
+    cycle model's counts (`hw.spec.spectral.engine.layer_cycles`): the fraction of cycles its MAC issues a kernel
+    group, of its P lanes' cycles spent on a weight (each lane's 4 real products are the MAC's 4 P DSPs, so this
+    is also their busy fraction) and of its inverse paths' cycles; and over the whole image, the MAC lanes'.
+    None without a conv engine."""
+    from host.infer import as_network
+    from hw.spec.network import program_steps
+    from hw.spec.spectral.engine import layer_cycles
+
+    engine = info["engines"].get("conv", {}).get("params")
+    if engine is None:
+        return None
+    layers, products = {}, 0
+    for step in program_steps(as_network(model)):
+        if step.kind != "conv":
+            continue
+        cycles = measured[step.layer.name]
+        _, h, w = step.in_shape
+        counts = layer_cycles(engine, step.layer.spectral, h, w, valid_as_crop=True)
+        products += counts["products"]
+        layers[step.layer.name] = {"cycles": cycles, "mac_busy": round(counts["mac"] / cycles, 4),
+                                   "mac_lanes_busy": round(counts["products"] / (engine["p"] * cycles), 4),
+                                   "inverse_paths_busy": round(counts["inverse"] / (engine["outs"] * cycles), 4)}
+    return {"layers": layers, "mac_dsps": 4 * engine["p"], "inverse_paths": engine["outs"],
+            "mac_lanes_busy_per_image": round(products / (engine["p"] * sum(measured.values())), 4)}
+
+
 def read_report(path: Path, info: dict) -> dict:
     """Fmax, resources and timing of an hw.build report.json, and whether its build is the device's config."""
     report = json.loads(path.read_text())
@@ -147,7 +178,8 @@ def bench_e2e(model_path: Path, report: Path | None, sim: bool, data: str | None
         out["simulation"] = {"cycles_per_image": cycles, "cycles_per_layer": run["cycles_per_layer"],
                              "bit_exact_with_golden": run["bit_exact"],
                              "wall_seconds_per_image": round(run["seconds"], 1),
-                             "virtual_board_images_per_s": round(1 / run["seconds"], 4)}
+                             "virtual_board_images_per_s": round(1 / run["seconds"], 4),
+                             "conv_busy": conv_busy(model, info, run["cycles_per_layer"])}
     else:
         out["simulation"] = None
         out["simulation_skipped"] = "--no-sim" if not sim else problem

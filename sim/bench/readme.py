@@ -203,6 +203,20 @@ def _pll_note(report: dict[str, Any]) -> str:
     return f" (the PLL on the board's {clock['oscillator_hz'] / 1e6:g} MHz)" if clock.get("pll") else ""
 
 
+def _busy(busy: dict[str, Any]) -> str:
+    """What the conv layers keep busy, as a sentence: the MAC's lanes and the inverse paths, per layer."""
+    layers = busy["layers"]
+
+    def per_layer(key: str) -> str:
+        return ", ".join(f"{name} {100 * layer[key]:.0f} %" for name, layer in layers.items())
+
+    return (f"The conv MAC's {busy['mac_dsps']} DSPs multiply a weight in "
+            f"{100 * busy['mac_lanes_busy_per_image']:.0f} % of the image's cycles ({per_layer('mac_lanes_busy')} "
+            f"of their layers'), its {busy['inverse_paths']} inverse FFT paths take a sample in "
+            f"{per_layer('inverse_paths_busy')}: the inverse FFT's sample a cycle and the load before it bound the "
+            "conv layers, not the multipliers.")
+
+
 def lenet5_run(figures: dict[str, dict[str, Any]]) -> str:
     """Cycles, images/s and the model's accuracy and size on the default accelerator."""
     e2e = figures["e2e"]["result"]
@@ -221,7 +235,8 @@ def lenet5_run(figures: dict[str, dict[str, Any]]) -> str:
         f"{_int(fmax * 1e6 / cycles)} at Fmax; the NumPy golden backend runs about "
         f"{_int(e2e['golden_images_per_s'])} images/s on this machine, the virtual board "
         f"{e2e['simulation']['wall_seconds_per_image']:g} s per image "
-        f"({'bit-exact' if e2e['simulation']['bit_exact_with_golden'] else 'NOT bit-exact'} with it).\n\n"
+        f"({'bit-exact' if e2e['simulation']['bit_exact_with_golden'] else 'NOT bit-exact'} with it). "
+        f"{_busy(e2e['simulation']['conv_busy'])}\n\n"
         f"`models/lenet5_full.npz`: {100 * accuracy['compressed']:.1f} % on the {_int(accuracy['images'])}-image "
         f"test split ({100 * accuracy['float']:.1f} % with float FC layers). Its FC layers cost "
         f"{size['fc_format_bits_per_weight']:.3f} bits per weight in their format ({fc_bits}); as the device stores "
@@ -238,7 +253,7 @@ def virtual_board(figures: dict[str, dict[str, Any]]) -> str:
         f"{board['compile_s']:.0f} s to compile, then {_int(board['simulated_cycles_per_s'])} simulated cycles "
         f"per second, {board['seconds_per_image']:g} s per image over {board['images']} images, "
         f"{'every image bit-exact' if board['bit_exact'] else 'NOT bit-exact'} with the golden model. The link "
-        f"alone (`{figures['link']['command']}`) echoes {link['echo_payload_bytes_per_s'] / 1e3:.0f} kB/s of payload "
+        f"alone (`{figures['link']['command']}`) echoes {_int(link['echo_payload_bytes_per_s'] / 1e3)} kB/s of payload "
         f"each way with {_int(link['payload_bytes'])}-byte frames, {link['simulated_cycles_per_s'] / 1e6:.1f} "
         f"million cycles per second.\n")
 

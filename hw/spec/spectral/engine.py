@@ -89,6 +89,11 @@ def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int
     value a cycle, and no layer is faster than its output, one value a cycle. `latency`: the first band (L W)
     and the engine's `latency` (forward FFT, MAC, spectrum read-out, inverse FFT and last tile) behind the last
     group. `single`: one layer alone; `steady`: per layer when inputs stream through it back to back.
+
+    What the layer keeps busy, for utilisation figures: `mac`, the cycles the MAC issues a kernel group (T sum of
+    G_o); `products`, the complex products of those groups that are weights rather than padding (T times the
+    layer's entries; the MAC has P lanes, so `mac` P - `products` lane-cycles multiply padding); `inverse`, the
+    samples through the inverse paths (C_out T N^2, shared by `outs` paths, one sample a cycle each).
     """
     oaa = OaaParams(engine["n"], engine["k"], engine["l"], "same") if valid_as_crop else layer.oaa
     outs = int(engine.get("outs", 1))  # 1 from an INFO that predates it
@@ -105,4 +110,5 @@ def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int
     compute = max(int(per_block.sum()) + tail, layer.c_out * h_out * w_out)
     latency = oaa.l * w + int(engine.get("latency", 0))  # 0 from an INFO that predates it
     return {"load": load, "compute": compute, "latency": latency, "single": load + compute + latency,
-            "steady": max(load, compute)}
+            "steady": max(load, compute), "mac": tiles * int(groups.sum()), "products": tiles * int(layer.counts.sum()),
+            "inverse": layer.c_out * tiles * n2}
