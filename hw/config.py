@@ -82,14 +82,14 @@ LAYER_OVERHEAD_CYCLES = 6
 
 #: Output channels the conv engine of `lenet5`, and of a config derived for a network where the board has room, has in
 #: flight (`SpectralConvParams.outs`): LeNet's layers have 3 to 15 kernel groups a channel and tile against the
-#: inverse FFT's 64 cycles, so a second inverse path takes its conv layers from 23 279 and 23 748 cycles to 14 138
-#: and 15 266 (`python -m sim.bench e2e`) for about 8 000 LUT4 more.
+#: inverse FFT's 64 cycles, so a second inverse path takes its conv layers from 20 247 and 22 767 cycles to 11 119
+#: and 14 323 (the cycle model, `hw.spec.spectral.engine.layer_cycles`) for about 8 000 LUT4 more.
 CONV_OUTS = 2
 
 #: The LeNet-5 accelerator's clock on ECP5 boards, made by the PLL from the ULX3S's 25 MHz (x2): built for it
-#: (seed 1, static placer, router1, the YoWASP tools pyproject.toml pins) the design reaches 53.0 MHz
-#: (docs/figures/build-lenet5.json); built for 45 and 40 MHz the same netlist reached 54.0 and 52.3 MHz in about as
-#: long.
+#: (seed 1, static placer, router1, the YoWASP tools pyproject.toml pins) the design reaches 54.1 MHz
+#: (docs/figures/build-lenet5.json); the netlist before the conv engine's early start reached 53.0 MHz built for it,
+#: 54.0 built for 45 MHz and 52.3 for 40, in about as long.
 LENET5_ECP5_CLOCK_HZ = 50_000_000
 
 

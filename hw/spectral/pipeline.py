@@ -16,9 +16,10 @@ runs on path o mod outs. With more than one path each ends in a buffer of one wh
 block's maps from them in channel order, so the streams are those of one path.
 
 Cost per layer at full rate (`cycle_model`): the load takes C_in T N^2 cycles (the tiler and FFT move one
-value a cycle); the compute, per block of channels, T max(sum of G_o, N^2), G_o the output channel's groups,
-N^2 the inverse FFT's period per tile, so `outs` paths divide what the inverse FFT bounds by up to `outs`;
-layers overlap load with compute.
+value a cycle), and the compute starts as soon as the last input channel's first tile is in (the tagger raises
+the MAC's `ready_slots` tile by tile), so only (C_in - 1) T N^2 + N^2 of the load comes first; the compute, per
+block of channels, T max(sum of G_o, N^2), G_o the output channel's groups, N^2 the inverse FFT's period per
+tile, so `outs` paths divide what the inverse FFT bounds by up to `outs`; layers overlap load with compute.
 """
 
 from __future__ import annotations
@@ -428,10 +429,14 @@ class SpectralConv(wiring.Component):
                 m.d.sync += [k2.eq(0), index.eq(0), t_col.eq(t_col + 1), slot.eq(slot + l_cfg.c_in)]
                 with m.If(t_col == l_cols - 1):
                     m.d.sync += [t_col.eq(0), t_row.eq(t_row + 1)]
+                # The last channel's tile t is in, so is every channel's: the MAC may start on slots below
+                # (t + 1) c_in while the rest of the layer loads.
+                with m.If(chan == l_cfg.c_in - 1):
+                    m.d.sync += mac.ready_slots.eq(slot + 1)
             with m.If(map_end):
                 m.d.sync += [t_row.eq(0), chan.eq(chan + 1), slot.eq(chan + 1)]
             with m.If(layer_end):
-                m.d.sync += [chan.eq(0), slot.eq(0), l_busy.eq(0)]
+                m.d.sync += [chan.eq(0), slot.eq(0), l_busy.eq(0), mac.ready_slots.eq(0)]
 
         # --- compute path: replay -> MAC -> IFFT input -> IFFT -> overlap-add -> o -------------------------------
         c_busy = Signal()

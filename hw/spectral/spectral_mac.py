@@ -164,6 +164,10 @@ class SpectralMac(wiring.Component):
     read). The bins sit in b banks (bank = index mod b, address = index div b) of a double buffer: a tile
     loads while the previous one is multiplied; `x` stalls while both buffers hold tiles.
 
+    `ready_slots` (a level, 0 when unused) lets groups start on the buffer `x` is still filling: a group whose
+    `chan` is below it goes as if its buffer were full. The feeder raises it only to a bound below which every
+    slot is completely written (on the edge of the slot's last write, or later) and lowers it to 0 with `last`.
+
     Stream `w` (`params.entry_layout`): one group of p entries per beat, as `stream_entries` lays them
     out: lane j gets slot j of the group (`index`, int16 `re`, `im`; padding: value 0, index = its bank).
     `chan` is the kernel's input channel. `last_out` marks the last group of an output channel: its
@@ -205,6 +209,7 @@ class SpectralMac(wiring.Component):
         super().__init__({
             "x": In(stream.Signature(params.write_layout)),
             "w": In(stream.Signature(params.entry_layout)),
+            "ready_slots": In(range(params.slots + 1)),
             "o": Out(stream.Signature(params.out_layout)) if params.outs == 1
             else Out(stream.Signature(params.out_layout)).array(params.outs),
         })
@@ -261,7 +266,7 @@ class SpectralMac(wiring.Component):
         s0_sel = pick(a_sel, s0_path)
         go = Signal()
         m.d.comb += [
-            go.eq(s0_valid & s_full.bit_select(r_sel, 1)
+            go.eq(s0_valid & (s_full.bit_select(r_sel, 1) | ((w_sel == r_sel) & (s0.chan < self.ready_slots)))
                   & ~pick([a_busy[j].bit_select(a_sel[j], 1) for j in paths], s0_path)),
             self.w.ready.eq(~s0_valid | go),
         ]

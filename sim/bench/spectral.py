@@ -14,7 +14,8 @@ come from ECP5-85F builds (`hw.characterise`): SpectralConv's stages one by one 
 the baseline whole, with M = 4 P multipliers, the MAC lanes' real multipliers. With `--outs` SpectralConv has
 that many output channels in flight (at most the layer's C_out): its inverse stages (IFFT, overlap-add with its
 requantizer) count once per path. Effective operations per DSP
-per cycle are given for one layer alone (`single`: the forward FFT's load, then the compute) and for a
+per cycle are given for one layer alone (`single`: the forward FFT's load up to the last input channel's
+first tile, then the compute beside the rest of it) and for a
 stream of inputs through the layer (`steady`: the next input loads while this one computes, which the MAC's
 double buffer does); the target is the steady ratio.
 """

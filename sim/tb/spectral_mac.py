@@ -31,6 +31,9 @@ async def _run(dut, case: str, gap_probability: float, ready_probability: float,
     data = tb_data()
     beats = {port: hex_words(data[case][port]) for port in ("x", "w")}
     acc_bits = data["acc_bits"]
+    # No early start: a group waits for its whole buffer (SpectralConv's benches drive `ready_slots` from the
+    # spectra it writes).
+    dut.ready_slots.value = 0
     return await run_streams(
         dut, beats, hex_words(data[case]["expected"]), gap_probability=gap_probability,
         ready_probability=ready_probability, settle_cycles=100, sequential=sequential,

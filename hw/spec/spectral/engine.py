@@ -82,13 +82,15 @@ def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int
     """Full-rate cycles of `layer` on an H x W input on `engine` (the figures the RTL tests check); with
     `valid_as_crop` the engine runs its own "same" geometry and the post stage crops (`check_layer_fits`).
 
-    `load`: the tiler and forward FFT, C_in T N^2. `compute`: the output channels in blocks of the engine's
-    `outs` (its inverse paths); per block the slower of the MAC, T sum of G_o (each channel's groups once per
-    tile), and the inverse paths, T N^2 plus the overlap-add's drain of the output rows the last tile row
-    completes (they take the next block after); then the last block's other maps leave the output buffers one
-    value a cycle, and no layer is faster than its output, one value a cycle. `latency`: the first band (L W)
-    and the engine's `latency` (forward FFT, MAC, spectrum read-out, inverse FFT and last tile) behind the last
-    group. `single`: one layer alone; `steady`: per layer when inputs stream through it back to back.
+    `load`: the tiler and forward FFT, C_in T N^2. `lead`: the part of it before the compute starts, the last input
+    channel's first tile in, (C_in - 1) T N^2 + N^2 (the compute then keeps pace with the rest). `compute`: the
+    output channels in blocks of the engine's `outs` (its inverse paths); per block the slower of the MAC, T sum
+    of G_o (each channel's groups once per tile), and the inverse paths, T N^2 plus the overlap-add's drain of the
+    output rows the last tile row completes (they take the next block after); then the last block's other maps
+    leave the output buffers one value a cycle, and no layer is faster than its output, one value a cycle.
+    `latency`: the first band (L W) and the engine's `latency` (forward FFT, MAC, spectrum read-out, inverse FFT
+    and last tile) behind the last group. `single`: one layer alone, lead + compute + latency; `steady`: per layer
+    when inputs stream through it back to back.
 
     What the layer keeps busy, for utilisation figures: `mac`, the cycles the MAC issues a kernel group (T sum of
     G_o); `products`, the complex products of those groups that are weights rather than padding (T times the
@@ -109,6 +111,7 @@ def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int
     load = layer.c_in * tiles * n2
     compute = max(int(per_block.sum()) + tail, layer.c_out * h_out * w_out)
     latency = oaa.l * w + int(engine.get("latency", 0))  # 0 from an INFO that predates it
-    return {"load": load, "compute": compute, "latency": latency, "single": load + compute + latency,
+    lead = load - (tiles - 1) * n2
+    return {"load": load, "lead": lead, "compute": compute, "latency": latency, "single": lead + compute + latency,
             "steady": max(load, compute), "mac": tiles * int(groups.sum()), "products": tiles * int(layer.counts.sum()),
             "inverse": layer.c_out * tiles * n2}
