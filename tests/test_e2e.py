@@ -134,7 +134,7 @@ def test_run_cli_on_the_virtual_board(lenet5_board):
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["count"] == 2 and summary["agreement"] == 1.0 and summary["bit_exact"] == 1.0
-    assert 25_000 <= summary["cycles_per_image"] <= 40_000  # the conv part alone took 29 404
+    assert 25_000 <= summary["cycles_per_image"] <= 30_000  # 27 454 (README)
     at_clock = summary["bandwidth_at_clock"]
     # The lenet5 config runs at 50 MHz on the ULX3S (its PLL from the 25 MHz oscillator), as INFO says.
     assert at_clock["clock_hz"] == 50e6 and at_clock["link_bits_per_s"] == 115_200
