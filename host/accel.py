@@ -44,7 +44,7 @@ import numpy as np
 from hw.spec import fc_passes, fc_stream
 from hw.spec.fields import beats_to_bytes, fields_from_json, pack_fields, unpack_fields, word_bits
 from hw.spec.network import CompressedNetwork, ConvLayer, program_steps
-from hw.spec.spectral.engine import check_layer_fits, crop_offset, layer_cycles
+from hw.spec.spectral.engine import chained_cycles, check_layer_fits, crop_offset, layer_cycles
 from hw.spec.spectral.layer import SpectralLayer
 from hw.spec.spectral.stream import cfg_beat, kernel_beats, quant_beats
 
@@ -310,12 +310,21 @@ class LayerOut:
     name: str
     buffer: int
     shape: tuple[int, ...]
-    #: Cycles the layer is expected to take on the device (its engine's cycle model), for RUN's wait.
+    #: Cycles the layer is expected to take on the device (its engine's cycle model), for RUN's wait: in a RUN
+    #: behind the layer before (a layer behind a conv layer loads while it computes: a conv layer's cycles are then
+    #: `chained_cycles`, an FC layer's leave out its load).
     cycles: int = 0
     #: Its (first) descriptor's program word after `Packed.first`.
     word: int = 0
     #: An FC layer run in passes: each pass (`run_layers` runs them); empty for a layer of one descriptor.
     passes: tuple[FcPassRun, ...] = ()
+    #: Its cycles when a RUN starts with it (0: `cycles`).
+    alone_cycles: int = 0
+
+    @property
+    def first_cycles(self) -> int:
+        """Its cycles as the first layer of a RUN."""
+        return self.alone_cycles or self.cycles
 
     @property
     def count(self) -> int:
@@ -401,7 +410,10 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
     except ValueError as error:
         schedules, fc_error = {}, error  # said when the FC layers are reached: a conv layer before may fail first
     slot = {region: fc_passes.resident_words(list(schedules.values()), region) for region in fc_passes.REGIONS}
+    before: tuple[SpectralLayer, int, int] | None = None  # the layer before, when a conv layer, and its input size
+    conv_input = before
     for name, layer, pool in layers:
+        alone = 0
         if fc_error is not None and not isinstance(layer, SpectralLayer):
             raise fc_error
         passes: list[FcPassRun] = []
@@ -413,6 +425,11 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
                 plan = plan_conv_layer(accel, layer, shape, src=src, pool=pool, w_start=at("conv.w"),
                                        quant_start=at("conv.quant"))
                 words = {"conv.w": plan.w, "conv.quant": plan.quant}
+                if before is not None:
+                    alone = plan.cycles
+                    chained = chained_cycles(accel.conv_params, before, (layer, *shape[1:]), valid_as_crop=True)
+                    plan = dataclasses.replace(plan, cycles=chained + accel.overhead_cycles)
+                conv_input = (layer, *shape[1:])
                 shape = plan.out_shape
             elif len(schedules[name].passes) == 1 and not schedules[name].streamed:
                 count = int(np.prod(shape))
@@ -420,6 +437,11 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
                                         scale_start=at("fc.scale"))
                 if fc_plan.cols != count:
                     raise ValueError(f"it reads {fc_plan.cols} activations, the layer before gives {count}")
+                if before is not None:  # it loads while the conv layer before it runs
+                    alone = fc_plan.cycles
+                    loaded = fc_stream.fc_layer_cycles(accel.fc_params, fc_plan.cols, fc_plan.rows, len(fc_plan.xor),
+                                                       loaded=True)
+                    fc_plan = dataclasses.replace(fc_plan, cycles=loaded + accel.overhead_cycles)
                 plan = fc_plan
                 words = {"fc.xor": fc_plan.xor, "fc.bim": fc_plan.bim, "fc.scale": fc_plan.scale}
                 shape = (fc_plan.rows,)
@@ -441,7 +463,9 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
             descriptors.append(accel.pack_descriptor(plan.descriptor))
             cycles = plan.cycles
         src = 1 - src
-        outs.append(LayerOut(name, src, shape, cycles, word, tuple(passes)))
+        outs.append(LayerOut(name, src, shape, cycles, word, tuple(passes), alone))
+        # The sequencer starts a conv layer's load while the conv layer before computes (`hw.sequencer`).
+        before = conv_input if isinstance(layer, SpectralLayer) else None
     _fits(accel, "program", first, len(descriptors))
     regions["program"] = descriptors
     return Packed(regions=regions, program=descriptors, first=first, input_buffer=in_buffer,
@@ -571,8 +595,8 @@ def run_layers(device: Any, packed: Packed, start: int = 0, stop: int | None = N
             j = i
             while j < stop and not packed.layers[j].passes:
                 j += 1
-            cycles += device.run(packed.first + packed.layers[i].word, j - i,
-                                 expected_cycles=sum(layer.cycles for layer in packed.layers[i:j]))
+            expected = packed.layers[i].first_cycles + sum(layer.cycles for layer in packed.layers[i + 1:j])
+            cycles += device.run(packed.first + packed.layers[i].word, j - i, expected_cycles=expected)
             i = j
             continue
         layer = packed.layers[i]

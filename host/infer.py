@@ -325,11 +325,11 @@ def plan_device(info: Mapping[str, Any], model: Model) -> DevicePlan:
         if conv is not None and problem is None:
             try:
                 word, shape = _unpooled_word(accel, packed.program[out.word], out.shape, conv)
-                steps.append(TraceStep(conv, trace_first + len(words), out.buffer, shape, False, out.cycles))
+                steps.append(TraceStep(conv, trace_first + len(words), out.buffer, shape, False, out.first_cycles))
                 words.append(word)
             except ValueError as error:
                 problem = str(error)
-        steps.append(TraceStep(out.name, packed.first + out.word, out.buffer, tuple(out.shape), True, out.cycles,
+        steps.append(TraceStep(out.name, packed.first + out.word, out.buffer, tuple(out.shape), True, out.first_cycles,
                                i if out.passes else None))
     depth = accel.regions["program"].depth
     if problem is None and trace_first + len(words) > depth:

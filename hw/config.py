@@ -82,9 +82,10 @@ LAYER_OVERHEAD_CYCLES = 6
 
 #: Output channels the conv engine of `lenet5`, and of a config derived for a network where the board has room, has in
 #: flight (`SpectralConvParams.outs`): LeNet's layers have 3 to 15 kernel groups a channel and tile against the
-#: inverse FFT's 64 cycles, so a second inverse path takes its conv layers from 20 247 and 22 767 cycles to 11 119
-#: and 14 323 (the cycle model, `hw.spec.spectral.engine.layer_cycles`) for about 8 000 LUT4 more.
-CONV_OUTS = 2
+#: inverse FFT's 64 cycles, so each inverse path (about 6 500 LUT4 on the ECP5) takes a share of what that period
+#: bounds: one, two and four paths take LeNet-5 to 45 092, 22 204 and 15 836 cycles an image by the cycle model
+#: (`hw.spec.spectral.engine`); six, 15 540, the engine's one output value a cycle then being what bounds conv1.
+CONV_OUTS = 4
 
 #: The LeNet-5 accelerator's clock on ECP5 boards, made by the PLL from the ULX3S's 25 MHz (x2): built for it
 #: (seed 1, static placer, router1, the YoWASP tools pyproject.toml pins) the design reaches 54.1 MHz
@@ -227,7 +228,7 @@ class AcceleratorConfig:
 
     @classmethod
     def lenet5(cls, **overrides: Any) -> AcceleratorConfig:
-        """The whole LeNet-5: SPEC2 N=8, K=5, L=4 "same" with ReLU, P=4, B=8, two output channels in flight, up to
+        """The whole LeNet-5: SPEC2 N=8, K=5, L=4 "same" with ReLU, P=4, B=8, four output channels in flight, up to
         6 -> 16 channels on 28 x 28, and the FC engine of `DEFAULT_FC_FORMAT` for layers of up to 120 x 400.
 
         The activation buffers hold 6 x 28 x 28 (conv1's map before pooling, so a layer may also run without

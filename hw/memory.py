@@ -149,13 +149,15 @@ class RegionReader(wiring.Component):
     The read port is enabled only to fetch a word of the range into a free (or emptying) output register, so
     the data holds under backpressure and no read is ever addressed past the range (the address runs one past
     the last word once it has been fetched). `start` is a one-cycle pulse with `base` and `count` valid;
-    `busy` is high until the last word has been handed over.
+    `busy` is high until the last word has been handed over. While `hold` is high nothing is fetched (a word
+    already fetched is still handed over): the sequencer holds a layer's x at `addr` until the layer before has
+    written it.
     """
 
     def __init__(self, width: int, depth: int):
         self.depth = depth
         super().__init__({
-            "start": In(1), "base": In(range(depth)), "count": In(range(depth + 1)), "busy": Out(1),
+            "start": In(1), "base": In(range(depth)), "count": In(range(depth + 1)), "hold": In(1), "busy": Out(1),
             "addr": Out(range(depth)), "en": Out(1), "data": In(width),
             "o": Out(stream.Signature(width)),
         })
@@ -164,13 +166,13 @@ class RegionReader(wiring.Component):
         m = Module()
         left = Signal(range(self.depth + 1))
         advance = ~self.o.valid | self.o.ready
-        m.d.comb += [self.en.eq(advance & (left != 0)), self.o.payload.eq(self.data),
-                     self.busy.eq((left != 0) | self.o.valid)]
+        fetch = advance & (left != 0) & ~self.hold
+        m.d.comb += [self.en.eq(fetch), self.o.payload.eq(self.data), self.busy.eq((left != 0) | self.o.valid)]
         with m.If(self.start):
             m.d.sync += [left.eq(self.count), self.addr.eq(self.base)]
         with m.Elif(advance):
-            m.d.sync += self.o.valid.eq(left != 0)
-            with m.If(left != 0):
+            m.d.sync += self.o.valid.eq(fetch)
+            with m.If(fetch):
                 m.d.sync += [self.addr.eq(self.addr + 1), left.eq(left - 1)]
         return m
 

@@ -358,9 +358,10 @@ def _candidates(model: CompressedNetwork, steps: list[Step], board: str, headroo
             wide = fc_engine(model, steps, family, max_cols=ram * fc.n_t, max_rows=rows)
             sizings.append((wide, (f"fc max_cols {fc.max_cols} -> {wide.max_cols}: its x memory ({fc.x_depth} "
                                    f"words of {fc.n_t * ACT_BITS} bits) in RAM cells rather than flip-flops",)))
-    # The conv engine with CONV_OUTS output channels in flight, and with one for a board without room for it
-    # (`plan` prefers the most that fit).
-    convs = [conv] if conv is None else list(dict.fromkeys((replace(conv, outs=min(CONV_OUTS, conv.max_c_out)), conv)))
+    # The conv engine with CONV_OUTS output channels in flight, half as many, and one, for boards without room for
+    # more (`plan` prefers the most that fit).
+    convs = [conv] if conv is None else list(dict.fromkeys(
+        replace(conv, outs=min(outs, conv.max_c_out)) for outs in (CONV_OUTS, max(1, CONV_OUTS // 2), 1)))
     plans = []
     for room in dict.fromkeys((headroom, 0.0)):
         for conv_engine_params in convs:

@@ -25,9 +25,12 @@ engine the config has) and the ranges, starts the kind's streamers (x from addre
 the descriptor's starts), sends the kind's cfg beats (conv: the engine, the crop and, if pooling, the pool;
 fc: the engine) and writes the results to the other buffer from address 0. The layer is over when out_count
 values have been written, every cfg beat has been taken and every streamer has handed over its words (and,
-for conv, the crop has let its last sample go: a pool drops an odd last row after its final output). Layers
-never overlap: each one reads what the previous one wrote. The answer carries the cycles from the first fetch
-to the last layer's end.
+for conv, the crop has let its last sample go: a pool drops an odd last row after its final output). Each layer
+reads what the one before wrote, so layers run one after the other, with one overlap: a conv layer after a conv
+layer starts its x streamer and its engine cfg beat while the one before still computes (`_prefetch`), its x
+held at each word until that word has been written, so that the engine loads the next layer's input as the
+layer before produces it (the engine's spectrum buffer is double) rather than after. The answer carries the
+cycles from the first fetch to the last layer's end.
 
 A descriptor whose counts disagree with its engine's cfg stops making progress instead. A watchdog counts the
 cycles of a layer without a handshake on any of its streams (the streamers' beats, the cfg beats, the engine's
@@ -47,7 +50,7 @@ from __future__ import annotations
 from typing import Any
 
 from amaranth import Cat, Module, Mux, ResetInserter, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -126,6 +129,16 @@ class _State:
         self.layer_start = Signal()
         self.is_conv = Signal()
         self.is_fc = Signal()
+        # A layer behind a conv layer starts loading before that one has finished (`_prefetch`): its x streamer
+        # (`x_src`, to the FC engine when `x_fc`), its engine cfg beat and, for an FC layer, its weight streamers go
+        # early, the x streamer held behind the writer while `x_gate`.
+        self.in_layer = Signal()  # LAYER's second cycle on: the program port holds the next descriptor
+        self.prefetched = Signal()  # the next layer's x and engine cfg have started
+        self.x_gate = Signal()
+        self.x_src = Signal()  # the activation buffer the engine's x comes from
+        self.x_fc = Signal()  # the FC engine takes x (else the conv engine)
+        self.conv_cfg_beat = Signal(cfg.conv.cfg_layout) if cfg.conv is not None else None
+        self.fc_cfg_beat = Signal(cfg.fc.cfg_layout) if cfg.fc is not None else None
         # The watchdog: cycles of the running layer without progress; at watchdog_cycles `abort` resets the
         # datapath, and `waiting` keeps what the layer was waiting for.
         self.quiet = Signal(range(cfg.watchdog_cycles + 1))
@@ -355,21 +368,29 @@ class Sequencer(wiring.Component):
             with m.If(~s.is_conv & ~s.is_fc):
                 m.d.sync += s.counting.eq(0)
                 _answer(m, s, Status.BAD_ARGUMENT)
-            with m.Elif(self._past_regions(s)):
+            with m.Elif(self._past_regions(s.desc, s.is_conv, s.is_fc)):
                 m.d.sync += s.counting.eq(0)
                 _answer(m, s, Status.OUT_OF_RANGE)
             with m.Else():
                 m.d.comb += s.layer_start.eq(1)
                 m.next = "LAYER"
         with m.State("LAYER"):
+            m.d.comb += [program.addr.eq(s.layer + 1), program.en.eq(1)]  # the next descriptor, for `_prefetch`
+            m.d.sync += s.in_layer.eq(1)
             # The flags of the kind not running are 0, its crop and its streamers idle, so one condition serves
-            # both.
-            done = ((s.written == s.desc.out_count) & ~s.crop_cfg_pending & ~s.conv_cfg_pending
-                    & ~s.pool_cfg_pending & ~s.fc_cfg_pending & ~Cat(r.busy for r in s.streamers.values()).any())
+            # both. A prefetched next layer's x streamer and engine cfg beat are not this layer's.
+            early_fc = s.prefetched & s.x_fc  # the FC layer behind this one has its cfg and streams on the way
+            busy = [r.busy & ~early_fc if name.startswith("fc.") else r.busy
+                    for name, r in s.streamers.items() if name not in ("act0", "act1")]
+            busy += [r.busy & ~(s.prefetched & (s.x_src == k)) for k, r in enumerate(s.acts)]
+            conv_cfg = s.conv_cfg_pending & ~(s.prefetched & ~s.x_fc)
+            done = ((s.written == s.desc.out_count) & ~s.crop_cfg_pending & ~conv_cfg
+                    & ~s.pool_cfg_pending & ~(s.fc_cfg_pending & ~early_fc) & ~Cat(*busy).any())
             if s.crop is not None:
                 done &= ~s.crop.busy
             with m.If(done):
-                m.d.sync += [s.layer.eq(s.layer + 1), s.layers_left.eq(s.layers_left - 1), s.running.eq(0)]
+                m.d.sync += [s.layer.eq(s.layer + 1), s.layers_left.eq(s.layers_left - 1), s.running.eq(0),
+                             s.in_layer.eq(0), s.x_gate.eq(0)]
                 with m.If(s.layers_left == 1):
                     m.d.sync += [s.counting.eq(0), s.source.eq(2), s.sent.eq(STALLED_PAYLOAD_BYTES - CYCLE_BYTES)]
                     _answer(m, s, Status.OK, CYCLE_BYTES)
@@ -377,20 +398,61 @@ class Sequencer(wiring.Component):
                     m.next = "FETCH"
             with m.Elif(s.quiet == self.config.watchdog_cycles):
                 m.d.comb += s.abort.eq(1)
-                m.d.sync += [s.counting.eq(0), s.source.eq(2), s.sent.eq(0)]
+                m.d.sync += [s.counting.eq(0), s.source.eq(2), s.sent.eq(0), s.in_layer.eq(0)]
                 _answer(m, s, Status.STALLED, STALLED_PAYLOAD_BYTES)
+            with m.Else():
+                self._prefetch(m, s, data.View(self.config.descriptor_layout, program.data))
 
-    def _past_regions(self, s: _State) -> Any:
-        """The descriptor reads or writes past an activation buffer or past one of its kind's weight regions."""
-        cfg, desc = self.config, s.desc
+    def _prefetch(self, m: Module, s: _State, nxt: Any) -> None:
+        """Start the next layer's input while this conv layer finishes, when the next one reads what this one
+        writes. A conv layer behind a conv layer: its x and engine cfg beat (the engine loads a layer while it
+        computes the one before: its spectrum buffer is double), so its load overlaps this one's compute instead of
+        following it. An FC layer (its engine idle meanwhile): its x, cfg beat and weight streams, so it has loaded
+        its input by the time this layer ends. The x streamer is held at each word until this layer has written it
+        (`_layer_inputs`); everything else of the next layer (a conv layer's weights and quant, the post stage, the
+        writer, the FC engine's output) waits until this one is done. Only once the engine has taken all of this
+        layer's input (not `loading`): an x_count short of the cfg then stalls this layer, as it would without the
+        overlap, instead of the next layer's words completing its input."""
+        if s.conv is None:
+            return
+        next_conv = nxt.kind == KINDS["conv"]
+        next_fc = (nxt.kind == KINDS["fc"]) if s.fc is not None else 0
+        ready = (s.in_layer & ~s.prefetched & (s.layers_left > 1) & s.is_conv & (next_conv | next_fc)
+                 & (nxt.src != s.desc.src) & ~s.conv_cfg_pending & ~s.conv.loading
+                 & ~Mux(s.desc.src, s.acts[1].busy, s.acts[0].busy)
+                 & ~self._past_regions(nxt, next_conv, next_fc))
+        with m.If(ready):
+            for k, reader in enumerate(s.acts):
+                m.d.comb += [reader.start.eq(nxt.src == k), reader.base.eq(0), reader.count.eq(nxt.x_count)]
+            m.d.sync += [s.prefetched.eq(1), s.x_gate.eq(1), s.x_src.eq(nxt.src), s.x_fc.eq(next_fc)]
+            with m.If(next_conv):
+                m.d.sync += [s.conv_cfg_pending.eq(1), s.conv_cfg_beat.eq(nxt.conv.cfg)]
+            if s.fc is not None:
+                with m.If(next_fc):
+                    m.d.sync += [s.fc_cfg_pending.eq(1), s.fc_cfg_beat.eq(nxt.fc.cfg)]
+                    for name, start, count in self._fc_streams(nxt):
+                        reader = s.streamers[name]
+                        m.d.comb += [reader.start.eq(1), reader.base.eq(start), reader.count.eq(count)]
+
+    @staticmethod
+    def _fc_streams(desc: Any) -> list[tuple[str, Any, Any]]:
+        """The FC engine's weight regions with the descriptor's start and count of each."""
+        f = desc.fc
+        return [("fc.xor", f.xor_start, f.xor_count), ("fc.bim", f.bim_start, f.bim_count),
+                ("fc.scale", f.scale_start, f.scale_count)]
+
+    def _past_regions(self, desc: Any, is_conv: Any, is_fc: Any) -> Any:
+        """The descriptor `desc` (of kind conv or fc as the flags say) reads or writes past an activation buffer or
+        past one of its kind's weight regions."""
+        cfg = self.config
         past = (desc.x_count > cfg.act_depth) | (desc.out_count > cfg.act_depth)
         if cfg.conv is not None:
             c = desc.conv
-            past |= s.is_conv & ((c.w_start + c.w_count > cfg.conv_w_depth)
-                                 | (c.quant_start + c.quant_count > cfg.conv_quant_depth))
+            past |= is_conv & ((c.w_start + c.w_count > cfg.conv_w_depth)
+                               | (c.quant_start + c.quant_count > cfg.conv_quant_depth))
         if cfg.fc is not None:
             f = desc.fc
-            past |= s.is_fc & ((f.xor_start + f.xor_count > cfg.fc_xor_depth)
+            past |= is_fc & ((f.xor_start + f.xor_count > cfg.fc_xor_depth)
                                | (f.bim_start + f.bim_count > cfg.fc_bim_depth)
                                | (f.scale_start + f.scale_count > cfg.fc_scale_depth))
         return past
@@ -424,39 +486,43 @@ class Sequencer(wiring.Component):
         """At a layer's start the streamers of x and of the kind's weight regions; their beats to the engine."""
         desc = s.desc
         with m.If(s.layer_start):
-            m.d.sync += [s.running.eq(1), s.written.eq(0)]
+            m.d.sync += [s.running.eq(1), s.written.eq(0), s.prefetched.eq(0)]
+            with m.If(~s.prefetched):  # a prefetched layer's x is on its way already
+                m.d.sync += [s.x_src.eq(desc.src), s.x_fc.eq(s.is_fc)]
         for k, reader in enumerate(s.acts):
-            with m.If(s.layer_start):
+            with m.If(s.layer_start & ~s.prefetched):
                 m.d.comb += [reader.start.eq(desc.src == k), reader.base.eq(0), reader.count.eq(desc.x_count)]
+            # A prefetched layer reads what the running one is still writing: each word only once written.
+            m.d.comb += reader.hold.eq(s.x_gate & (s.x_src == k) & (reader.addr >= s.written))
         weight_streams = []  # (region, descriptor start, count, kind flag, engine input)
         if s.conv is not None:
             c = desc.conv
             weight_streams += [("conv.w", c.w_start, c.w_count, s.is_conv, s.conv.w),
                                ("conv.quant", c.quant_start, c.quant_count, s.is_conv, s.conv.quant)]
         if s.fc is not None:
-            f = desc.fc
-            weight_streams += [("fc.xor", f.xor_start, f.xor_count, s.is_fc, s.fc.xor),
-                               ("fc.bim", f.bim_start, f.bim_count, s.is_fc, s.fc.bim),
-                               ("fc.scale", f.scale_start, f.scale_count, s.is_fc, s.fc.scale)]
+            # A prefetched FC layer's streams are on their way already (`_prefetch`).
+            weight_streams += [(name, start, count, s.is_fc & ~s.prefetched, getattr(s.fc, name[3:]))
+                               for name, start, count in self._fc_streams(desc)]
         for name, start, number, kind, port in weight_streams:
             reader = s.streamers[name]
-            m.d.comb += [reader.start.eq(s.layer_start & kind), reader.base.eq(start), reader.count.eq(number),
-                         port.valid.eq(reader.o.valid), port.payload.eq(reader.o.payload),
+            with m.If(s.layer_start & kind):
+                m.d.comb += [reader.start.eq(1), reader.base.eq(start), reader.count.eq(number)]
+            m.d.comb += [port.valid.eq(reader.o.valid), port.payload.eq(reader.o.payload),
                          reader.o.ready.eq(port.ready)]
 
         # x from the source buffer (only while a layer runs: READ uses the same streamers), to the kind's engine.
         src_reader = [reader.o for reader in s.acts]
-        x_valid = Mux(desc.src, src_reader[1].valid, src_reader[0].valid)
-        x_payload = Mux(desc.src, src_reader[1].payload, src_reader[0].payload)
+        x_valid = Mux(s.x_src, src_reader[1].valid, src_reader[0].valid)
+        x_payload = Mux(s.x_src, src_reader[1].payload, src_reader[0].payload)
         x_ready = Signal()
         with m.If(s.running):
-            for engine, kind in ((s.conv, s.is_conv), (s.fc, s.is_fc)):
+            for engine, kind in ((s.conv, ~s.x_fc), (s.fc, s.x_fc)):
                 if engine is not None:
                     m.d.comb += [engine.x.valid.eq(x_valid & kind), engine.x.payload.eq(x_payload)]
                     with m.If(kind):
                         m.d.comb += x_ready.eq(engine.x.ready)
             for k, o in enumerate(src_reader):
-                m.d.comb += o.ready.eq((desc.src == k) & x_ready)
+                m.d.comb += o.ready.eq((s.x_src == k) & x_ready)
 
     def _layer_outputs(self, m: Module, s: _State) -> tuple[Signal, Signal]:
         """Each engine's cfg beats; its output (the conv engine's through the post stage) as the layer's result."""
@@ -468,9 +534,11 @@ class Sequencer(wiring.Component):
             self._post_stage(m, s, result_valid, result)
         if s.fc is not None:
             fc = s.fc
-            with m.If(s.layer_start & s.is_fc):
-                m.d.sync += s.fc_cfg_pending.eq(1)
-            m.d.comb += [fc.cfg.valid.eq(s.fc_cfg_pending), fc.cfg.payload.eq(s.desc.fc.cfg), fc.o.ready.eq(1)]
+            with m.If(s.layer_start & s.is_fc & ~s.prefetched):  # else `_prefetch` has sent it
+                m.d.sync += [s.fc_cfg_pending.eq(1), s.fc_cfg_beat.eq(s.desc.fc.cfg)]
+            # An FC layer that loaded behind a conv layer keeps its output until that layer is done and it runs.
+            m.d.comb += [fc.cfg.valid.eq(s.fc_cfg_pending), fc.cfg.payload.eq(s.fc_cfg_beat),
+                         fc.o.ready.eq(s.running & s.is_fc)]
             with m.If(fc.cfg.valid & fc.cfg.ready):
                 m.d.sync += s.fc_cfg_pending.eq(0)
             # The engines run one layer at a time, so only the running kind's engine has output to give.
@@ -483,8 +551,10 @@ class Sequencer(wiring.Component):
         conv, crop, pool = s.conv, s.crop, s.pool
         c, post = s.desc.conv, s.desc.post
         with m.If(s.layer_start & s.is_conv):
-            m.d.sync += [s.conv_cfg_pending.eq(1), s.crop_cfg_pending.eq(1), s.pool_cfg_pending.eq(post.pool)]
-        m.d.comb += [conv.cfg.valid.eq(s.conv_cfg_pending), conv.cfg.payload.eq(c.cfg)]
+            m.d.sync += [s.crop_cfg_pending.eq(1), s.pool_cfg_pending.eq(post.pool)]
+            with m.If(~s.prefetched):  # else `_prefetch` has sent it
+                m.d.sync += [s.conv_cfg_pending.eq(1), s.conv_cfg_beat.eq(c.cfg)]
+        m.d.comb += [conv.cfg.valid.eq(s.conv_cfg_pending), conv.cfg.payload.eq(s.conv_cfg_beat)]
         with m.If(conv.cfg.valid & conv.cfg.ready):
             m.d.sync += s.conv_cfg_pending.eq(0)
         m.d.comb += [crop.cfg.valid.eq(s.crop_cfg_pending),
@@ -556,4 +626,5 @@ class Sequencer(wiring.Component):
         # goes with them, so no cfg beat is offered to the engines afterwards and the writer lets go.
         with m.If(s.abort):
             m.d.sync += [s.waiting.eq(waiting), s.running.eq(0), s.quiet.eq(0), s.conv_cfg_pending.eq(0),
-                         s.crop_cfg_pending.eq(0), s.pool_cfg_pending.eq(0), s.fc_cfg_pending.eq(0)]
+                         s.crop_cfg_pending.eq(0), s.pool_cfg_pending.eq(0), s.fc_cfg_pending.eq(0),
+                         s.prefetched.eq(0), s.x_gate.eq(0)]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from host.accel import pack_model
 from host.compress.spectral import schedule_layer
 from host.device import Device, DeviceError
 from host.infer import (
@@ -30,6 +31,7 @@ from host.infer import (
 )
 from host.lenet5.compressed import save_model
 from host.mnist import load_mnist
+from hw.config import AcceleratorConfig
 from hw.spec.protocol import Status
 from sim.server import start
 
@@ -122,8 +124,13 @@ def test_mnist_through_the_virtual_board_bit_exact_at_every_layer(lenet5_board, 
         result = session.run(x[3:4])
         np.testing.assert_array_equal(result.logits, golden.logits[3:4])
 
-    cycles = session.cycles
-    assert len(cycles) == 4 and max(cycles) - min(cycles) <= 0.01 * min(cycles)
+    # A traced image runs each descriptor in a RUN of its own, so conv2 cannot load while conv1 computes, as it
+    # does in the one RUN of an untraced image. Both within 1 % of the cycle models.
+    cycles, layers = session.cycles, backend.plan.packed.layers
+    alone, chained = sum(layer.first_cycles for layer in layers), sum(layer.cycles for layer in layers)
+    assert len(cycles) == 4 and cycles[0] == cycles[1] == cycles[2] and chained < 0.85 * alone
+    assert abs(cycles[0] - alone) <= 0.01 * alone and abs(cycles[3] - chained) <= 0.01 * chained, (cycles, alone,
+                                                                                                   chained)
     print(f"LeNet-5 on the virtual board: {cycles} cycles per image; predictions {golden.predictions} "
           f"(labels {y})")
 
@@ -134,7 +141,9 @@ def test_run_cli_on_the_virtual_board(lenet5_board):
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["count"] == 2 and summary["agreement"] == 1.0 and summary["bit_exact"] == 1.0
-    assert 25_000 <= summary["cycles_per_image"] <= 30_000  # 27 454 (README)
+    # The RTL's cycles (15 365, README) within 1 % of the cycle model's, conv2 and fc1 loading behind the layer before.
+    model = sum(layer.cycles for layer in pack_model(AcceleratorConfig.lenet5().describe(), load_model(MODEL)).layers)
+    assert 14_000 <= model <= 18_000 and abs(summary["cycles_per_image"] - model) <= 0.01 * model, model
     at_clock = summary["bandwidth_at_clock"]
     # The lenet5 config runs at 50 MHz on the ULX3S (its PLL from the 25 MHz oscillator), as INFO says.
     assert at_clock["clock_hz"] == 50e6 and at_clock["link_bits_per_s"] == 115_200

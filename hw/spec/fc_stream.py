@@ -271,9 +271,11 @@ def tile_major_mask_rows(layer: FcLayer) -> np.ndarray:
     return boolean_product(layer.p, layer.z).reshape(-1, np.shape(layer.z)[3])
 
 
-def fc_layer_cycles(engine: Mapping[str, Any], cols: int, rows: int, xor_beats: int) -> int:
+def fc_layer_cycles(engine: Mapping[str, Any], cols: int, rows: int, xor_beats: int, *, loaded: bool = False) -> int:
     """Full-rate cycles of one FC layer on `engine` (`FcEngineParams.describe()`, INFO's `engines.fc.params`):
     the load (x and scale side by side, max(cols, rows) beats), one XOR beat a cycle, the pipeline's drain
     (`latency` + 4; 0 from an INFO that predates it) and one output a cycle. Exact while no mask tile has more
-    rows set than m_t (r <= m_t)."""
-    return max(cols, rows) + xor_beats + int(engine.get("latency", 0)) + 4 + rows
+    rows set than m_t (r <= m_t). `loaded`: the layer's input came in while the conv layer before it ran (in one
+    RUN, the device streams an FC layer's input, cfg and weights behind a conv layer's output), so its cycles
+    from that layer's end leave out the load."""
+    return (0 if loaded else max(cols, rows)) + xor_beats + int(engine.get("latency", 0)) + 4 + rows

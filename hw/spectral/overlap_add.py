@@ -19,16 +19,16 @@ from hw.spec.params import check_ints
 from hw.spec.spectral.engine import SHIFT_BITS
 from hw.spec.spectral.geometry import DEFAULT_N, OaaParams
 
-from .rounding import round_add, shift_clamp
+from .rounding import clamp, round_add, shift_down
 
 #: Register stages of `requant_stages`.
-REQUANT_STAGES = 3
+REQUANT_STAGES = 4
 
 
 def requant_stages(m: Module, enable: Value, valid: Value, v: Value, out_mult: Value, out_shift: Value,
                    bias: Value, out_bits: int, relu: bool) -> tuple[Signal, Signal, Signal]:
     """`REQUANT_STAGES` registered stages computing clamp(rs(v * out_mult + bias, out_shift)) to signed out_bits
-    (lower bound 0 with `relu`): the product and bias, the rounding add, the shift and clamp
+    (lower bound 0 with `relu`): the product and bias, the rounding add, the shift, the clamp
     (`hw.spectral.rounding`); every register advances on `enable`. Returns (valid, y) of the last stage and
     whether an earlier stage holds a value (to tell when the pipe is empty).
 
@@ -47,15 +47,21 @@ def requant_stages(m: Module, enable: Value, valid: Value, v: Value, out_mult: V
     b_shift = Signal(len(out_shift), name="rq_b_shift", reset_less=True)
     with m.If(enable):
         m.d.sync += [b_valid.eq(a_valid), b_t.eq(round_add(m, a_r, a_shift, "rq")), b_shift.eq(a_shift)]
+    # The shift of a value this wide and the clamp's compares take a stage each: in one they bounded the LeNet-5
+    # build's clock (59 MHz).
+    c_valid = Signal(name="rq_c_valid")
+    c_s = Signal(signed(r_bits + 1), name="rq_c_s", reset_less=True)
+    with m.If(enable):
+        m.d.sync += [c_valid.eq(b_valid), c_s.eq(shift_down(b_t, b_shift, r_bits))]
     low = 0 if relu else -(1 << (out_bits - 1))
     high = (1 << (out_bits - 1)) - 1
-    c_valid = Signal(name="rq_c_valid")
-    c_y = Signal(signed(out_bits), name="rq_c_y", reset_less=True)
+    d_valid = Signal(name="rq_d_valid")
+    d_y = Signal(signed(out_bits), name="rq_d_y", reset_less=True)
     with m.If(enable):
-        m.d.sync += [c_valid.eq(b_valid), c_y.eq(shift_clamp(b_t, b_shift, r_bits, low, high))]
+        m.d.sync += [d_valid.eq(c_valid), d_y.eq(clamp(c_s, low, high))]
     busy = Signal(name="rq_busy")
-    m.d.comb += busy.eq(a_valid | b_valid)
-    return c_valid, c_y, busy
+    m.d.comb += busy.eq(a_valid | b_valid | c_valid)
+    return d_valid, d_y, busy
 
 
 @dataclass(frozen=True)

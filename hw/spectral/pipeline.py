@@ -180,7 +180,8 @@ class SpectralConvParams:
                 "max_height": self.max_height, "max_width": self.max_width, "max_groups": self.max_groups,
                 "act_bits": self.spec.act_bits, "data_bits": self.spec.data_bits,
                 "weight_bits": self.spec.weight_bits, "acc_bits": self.acc_bits,
-                "out_bits": self.spec.out_bits, "outs": self.outs, "latency": self.latency}
+                "out_bits": self.spec.out_bits, "outs": self.outs, "latency": self.latency,
+                "forward_latency": self.fft.forward_latency}
 
     @property
     def latency(self) -> int:
@@ -341,7 +342,9 @@ class SpectralConv(wiring.Component):
     The forward path (tiler, FFT, tagging) runs one layer ahead of the compute path (replay, MAC, IFFT,
     overlap-add): each takes its own copy of `cfg` from a two-deep queue when it goes idle, and the MAC's
     spectrum buffer is the double buffer between them. The compute path takes its next layer once the
-    previous one's last output has left, so a layer's settings never change under data in flight.
+    previous one's last output has left, so a layer's settings never change under data in flight. `loading` is
+    high while the forward path has a layer's input to take (its cfg taken, its last spectrum not yet in the
+    buffer): once it is low, everything sent on `x` has been taken for the layers whose cfg came before.
     """
 
     def __init__(self, params: SpectralConvParams):
@@ -353,6 +356,7 @@ class SpectralConv(wiring.Component):
             "w": In(stream.Signature(params.kernel_layout)),
             "quant": In(stream.Signature(params.quant_layout)),
             "o": Out(stream.Signature(signed(params.spec.out_bits))),
+            "loading": Out(1),
         })
 
     def elaborate(self, platform):
@@ -390,7 +394,7 @@ class SpectralConv(wiring.Component):
         l_cfg = Signal(p.cfg_layout)
         l_rows, l_cols = Signal(p.tile_bits), Signal(p.tile_bits)
         l_maps = Signal.like(l_cfg.c_in)  # tiler cfg beats sent
-        m.d.comb += load_q.r_en.eq(~l_busy)
+        m.d.comb += [load_q.r_en.eq(~l_busy), self.loading.eq(l_busy | load_q.r_rdy)]
         with m.If(~l_busy & load_q.r_rdy):
             new = data.View(p.cfg_layout, load_q.r_data)
             m.d.sync += [l_busy.eq(1), l_cfg.eq(load_q.r_data), l_maps.eq(0),

@@ -4,11 +4,12 @@ the engines' cycle models.
 Each layer descriptor of the network's program (`hw.spec.network.program_steps`) costs what its engine's cycle
 model says: a conv layer `hw.spec.spectral.engine.layer_cycles` (run as the engine's "same" geometry, cropped),
 an FC layer `hw.spec.fc_stream.fc_layer_cycles` on its own XOR beat count, each plus the sequencer's own cycles
-per descriptor (INFO's `descriptor.overhead_cycles`); layers run one after the other (the sequencer does not
-overlap them). These are the figures `host.accel` plans and RUN waits for, which the accelerator's tests check
-against the RTL. A config without an engine for the network's first layers
-(the FC-only config and LeNet-5's conv layers) is characterised on the layers it runs, and the result says which
-were left out.
+per descriptor (INFO's `descriptor.overhead_cycles`); layers run one after the other, but a conv layer behind a
+conv layer loads while the one before computes (`hw.spec.spectral.engine.chained_cycles`), and an FC layer behind
+one has loaded by its end (`fc_layer_cycles(loaded=True)`). These are the
+figures `host.accel` plans and RUN waits for, which the accelerator's tests check against the RTL. A config
+without an engine for the network's first layers (the FC-only config and LeNet-5's conv layers) is
+characterised on the layers it runs, and the result says which were left out.
 
 A workload is a compressed network file: `sqgen-net` (`hw.spec.network`) or the committed LeNet-5's
 `sqgen-lenet5-full` (`models/lenet5_full.npz`, `models/lenet5_fc16.npz`; docs/formats.md), read here as the same
@@ -40,7 +41,7 @@ from hw.spec.network import (
     read_model,
     scalar_field,
 )
-from hw.spec.spectral.engine import layer_cycles
+from hw.spec.spectral.engine import chained_cycles, layer_cycles
 
 from ..config import AcceleratorConfig
 from ..plan import PlanError, Step, program_steps, program_words
@@ -123,12 +124,16 @@ def workload_cycles(config: AcceleratorConfig, network: CompressedNetwork, cache
     words = _check_fits(config, kept, network, {} if cache is None else cache)
     # The sequencer's own cycles per descriptor, as INFO tells the host (none from a config that names none).
     overhead = int(config.describe()["descriptor"].get("overhead_cycles", 0))
-    layers = {step.name: _step_cycles(config, step, words[step.name]) + overhead for step in kept}
+    layers, before = {}, None
+    for step in kept:
+        layers[step.name] = _step_cycles(config, step, words[step.name], before) + overhead
+        before = step if step.kind == "conv" else None
     kinds = sorted({step.kind for step in kept})
     what = (f"cycles per image of the {network.metadata.get('name', 'network')}'s "
             f"{' and '.join(kinds)} layers by the engines' cycle models (hw.spec.spectral.engine.layer_cycles, "
             "hw.spec.fc_stream.fc_layer_cycles) plus the sequencer's overhead per descriptor (INFO's "
-            "descriptor.overhead_cycles): what host.accel's RUN waits for, layers one after the other")
+            "descriptor.overhead_cycles): what host.accel's RUN waits for, layers one after the other but a conv "
+            "layer behind a conv layer, which loads while it computes (chained_cycles, fc_layer_cycles(loaded=True))")
     if left_out:
         what += f"; left out: {', '.join(left_out)} (no engine for them on this config)"
     return {"layers": layers, "cycles_per_image": sum(layers.values()), "left_out": left_out, "what": what}
@@ -167,12 +172,16 @@ def _check_fits(config: AcceleratorConfig, steps: list[Step], network: Compresse
     return per_step
 
 
-def _step_cycles(config: AcceleratorConfig, step: Step, words: dict[str, int]) -> int:
+def _step_cycles(config: AcceleratorConfig, step: Step, words: dict[str, int], before: Step | None) -> int:
+    """A step's cycles in the RUN, behind the conv step `before` (None: any other or none)."""
     if step.kind == "conv":
         _, h, w = step.in_shape
+        if before is not None:
+            return chained_cycles(config.conv.describe(), (before.layer.spectral, *before.in_shape[1:]),
+                                  (step.layer.spectral, h, w), valid_as_crop=True)
         return int(layer_cycles(config.conv.describe(), step.layer.spectral, h, w, valid_as_crop=True)["single"])
     rows, cols = step.layer.shape
-    return int(fc_layer_cycles(config.fc.describe(), cols, rows, words["fc.xor"]))
+    return int(fc_layer_cycles(config.fc.describe(), cols, rows, words["fc.xor"], loaded=before is not None))
 
 
 __all__ = ["DEFAULT_WORKLOADS", "Workload", "load_workload", "workload_cycles"]

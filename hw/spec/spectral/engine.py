@@ -97,6 +97,22 @@ def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int
     layer's entries; the MAC has P lanes, so `mac` P - `products` lane-cycles multiply padding); `inverse`, the
     samples through the inverse paths (C_out T N^2, shared by `outs` paths, one sample a cycle each).
     """
+    g = _geometry(engine, layer, h, w, valid_as_crop)
+    tiles, n2, outs, per_block = g["tiles"], g["n2"], g["outs"], g["per_block"]
+    hw_out = g["h_out"] * g["w_out"]
+    tail = (layer.c_out - 1) % outs * hw_out  # the last block's maps behind its first
+    load = layer.c_in * tiles * n2
+    compute = max(int(per_block.sum()) + tail, layer.c_out * hw_out)
+    latency = g["l"] * w + int(engine.get("latency", 0))  # 0 from an INFO that predates it
+    lead = load - (tiles - 1) * n2
+    return {"load": load, "lead": lead, "compute": compute, "latency": latency, "single": lead + compute + latency,
+            "steady": max(load, compute), "mac": tiles * int(g["groups"].sum()),
+            "products": tiles * int(layer.counts.sum()), "inverse": layer.c_out * tiles * n2}
+
+
+def _geometry(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int, valid_as_crop: bool) -> dict[str, Any]:
+    """What `layer_cycles` and `chained_cycles` count with: tiles, output map, per block of output channels its
+    compute (the slower of the MAC's groups and the inverse paths' samples plus the last tile row's drain)."""
     oaa = OaaParams(engine["n"], engine["k"], engine["l"], "same") if valid_as_crop else layer.oaa
     outs = int(engine.get("outs", 1))  # 1 from an INFO that predates it
     t_r, t_c = oaa.tiles(h, w)
@@ -107,11 +123,40 @@ def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int
     groups = layer.schedule.groups.sum(axis=1) if layer.schedule is not None else np.zeros(layer.c_out)
     blocks = np.add.reduceat(np.maximum(groups, 1), np.arange(0, layer.c_out, outs))
     per_block = np.maximum(tiles * blocks, tiles * n2 + drained_rows * w_out)
-    tail = (layer.c_out - 1) % outs * h_out * w_out  # the last block's maps behind its first
-    load = layer.c_in * tiles * n2
-    compute = max(int(per_block.sum()) + tail, layer.c_out * h_out * w_out)
-    latency = oaa.l * w + int(engine.get("latency", 0))  # 0 from an INFO that predates it
-    lead = load - (tiles - 1) * n2
-    return {"load": load, "lead": lead, "compute": compute, "latency": latency, "single": lead + compute + latency,
-            "steady": max(load, compute), "mac": tiles * int(groups.sum()), "products": tiles * int(layer.counts.sum()),
-            "inverse": layer.c_out * tiles * n2}
+    return {"tiles": tiles, "tile_cols": t_c, "n2": n2, "outs": outs, "h_out": h_out, "w_out": w_out,
+            "l": oaa.l, "groups": groups, "per_block": per_block}
+
+
+def chained_cycles(engine: Mapping[str, Any], first: tuple[SpectralLayer, int, int],
+                   second: tuple[SpectralLayer, int, int], *, valid_as_crop: bool = False) -> int:
+    """Cycles of the conv layer `second` (layer, H, W) in a RUN right behind the conv layer `first` whose output it
+    reads, from `first`'s end to its own: the sequencer sends `second`'s input as `first` writes it (each word once
+    written), so its load overlaps `first`'s compute, and it waits after `first` only for what of its lead its
+    input's arrival leaves undone.
+
+    `first`'s output channel c (block b = c // outs) leaves over the cycles [p_c, e_c] of its compute: the block's
+    first channel during the block, the others from their buffers after it, one value a cycle. `second`'s forward
+    path, free once `first`'s load is done, loads its input channel c in T N^2 cycles, no sooner than it is written
+    (a tile row behind its last value); its compute starts once its channels but the last are in and the last
+    one's first tile (and no sooner than `first`'s end). Then its compute and its latency past the forward FFT.
+    """
+    a, b = layer_cycles(engine, *first, valid_as_crop=valid_as_crop), layer_cycles(engine, *second,
+                                                                                      valid_as_crop=valid_as_crop)
+    ga, gb = _geometry(engine, *first, valid_as_crop), _geometry(engine, *second, valid_as_crop)
+    layer_a, layer_b = first[0], second[0]
+    hw_a = ga["h_out"] * ga["w_out"]
+    ends = np.cumsum(ga["per_block"])
+    produced, written = np.zeros(layer_a.c_out), np.zeros(layer_a.c_out)
+    for c in range(layer_a.c_out):  # one entry per output channel: tens at most
+        block, j = divmod(c, ga["outs"])
+        after = written[c - 1] + hw_a if c else 0
+        written[c] = max(ends[block], after) if j == 0 else max(ends[block] + j * hw_a, after)
+        produced[c] = ends[block] - ga["per_block"][block] if j == 0 else written[c] - hw_a
+    one = gb["tiles"] * gb["n2"]
+    row = gb["tile_cols"] * gb["n2"]
+    free = a["load"] - a["lead"]  # `first`'s load ends there, counted from its compute's start
+    for c in range(layer_b.c_in - 1):
+        free = max(free + one, produced[c] + one, written[c] + row)
+    ready = max(free, produced[layer_b.c_in - 1] + gb["l"] * second[2]) + gb["n2"]
+    forward = int(engine.get("forward_latency", 0))  # 0 from an INFO that predates it
+    return int(max(0, ready - a["compute"])) + b["compute"] + b["latency"] - gb["l"] * second[2] - forward
