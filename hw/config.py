@@ -83,14 +83,15 @@ LAYER_OVERHEAD_CYCLES = 6
 #: Output channels the conv engine of `lenet5`, and of a config derived for a network where the board has room, has in
 #: flight (`SpectralConvParams.outs`): LeNet's layers have 3 to 15 kernel groups a channel and tile against the
 #: inverse FFT's 64 cycles, so each inverse path (about 6 500 LUT4 on the ECP5) takes a share of what that period
-#: bounds: one, two and four paths take LeNet-5 to 45 092, 22 204 and 15 836 cycles an image by the cycle model
-#: (`hw.spec.spectral.engine`); six, 15 540, the engine's one output value a cycle then being what bounds conv1.
+#: bounds: one, two, three and four paths take LeNet-5 to 39 376, 21 804, 17 008 and 15 436 cycles an image by the
+#: cycle models (`host.accel`'s, each layer behind the one before in one RUN); six, 15 140, the engine's one output
+#: value a cycle then being what bounds conv1.
 CONV_OUTS = 4
 
 #: The LeNet-5 accelerator's clock on ECP5 boards, made by the PLL from the ULX3S's 25 MHz (x2): built for it
-#: (seed 1, static placer, router1, the YoWASP tools pyproject.toml pins) the design reaches 54.1 MHz
-#: (docs/figures/build-lenet5.json); the netlist before the conv engine's early start reached 53.0 MHz built for it,
-#: 54.0 built for 45 MHz and 52.3 for 40, in about as long.
+#: (seed 1, static placer, router1, the YoWASP tools pyproject.toml pins) the design with four inverse paths reaches
+#: 56.8 MHz (docs/figures/build-lenet5.json; its critical path the sequencer's abort into the engines' reset); built
+#: for 65 MHz, before the MAC's accumulate found a bin's valid bit a stage early, it reached 40.7.
 LENET5_ECP5_CLOCK_HZ = 50_000_000
 
 

@@ -363,10 +363,21 @@ class SpectralMac(wiring.Component):
             src = bank_lanes[k]
             # With p = b lane k is always on bank k; otherwise a bank may be left free by the group.
             on_bank = Cat(bank_of(s2_index[j]) == k for j in src).any() if p.p < p.b else 1
-            m.d.sync += [s3_hit[k].eq(s2_valid & on_bank),
-                         s3_addr[k].eq(_on_bank(s2_index, src, k, bank_of, lambda j: addr_of(s2_index[j]))),
+            s2_addr = _on_bank(s2_index, src, k, bank_of, lambda j: addr_of(s2_index[j]))
+            m.d.sync += [s3_hit[k].eq(s2_valid & on_bank), s3_addr[k].eq(s2_addr),
                          s3_pr[k].eq(_on_bank(s2_index, src, k, bank_of, lambda j: prod_r[j])),
                          s3_pi[k].eq(_on_bank(s2_index, src, k, bank_of, lambda j: prod_i[j]))]
+            # Whether the bin holds a sum, found a stage early (its path, buffer and bit, with several paths seven
+            # LUT levels in front of the adder bounded the build's clock at 40.7 MHz): the bit as it is, or being
+            # set by S3's write on this edge. Nothing else changes it meanwhile: a buffer's bits are cleared when
+            # its drain ends, and the MAC writes into it again only after a group has gone through S0 to S2.
+            # `s3_on[k]`: S3's path one-hot, a copy per bank for the write enables and the read's select.
+            s3_old = Signal(name=f"s3_old{k}")
+            s3_on = Signal(p.outs, name=f"s3_on{k}")
+            same = (s3_hit[k] & (s3_path == s2_path) & (s3_sel == s2_sel) & (s3_addr[k] == s2_addr))
+            m.d.sync += [s3_old.eq(pick([Mux(s2_sel, valid[j][1][k], valid[j][0][k]) for j in paths], s2_path)
+                                   .bit_select(s2_addr, 1) | same),
+                         s3_on.eq(Const(1, p.outs) << s2_path)]
 
             # --- S3: read the old sum (from S3's path), add and write back -------------------------------------
             addr = Mux(s3_sel, depth, 0) + s3_addr[k]
@@ -376,12 +387,12 @@ class SpectralMac(wiring.Component):
                 mac_reads.append(amems[j][k].read_port(domain="comb"))
                 drain_read[j].append(amems[j][k].read_port(domain="comb"))
                 m.d.comb += [mac_reads[j].addr.eq(addr), writes[j].addr.eq(addr),
-                             writes[j].en.eq(s3_hit[k] & (s3_path == j))]
-            old_word = pick([port.data for port in mac_reads], s3_path)
-            old_valid = pick([Mux(s3_sel, valid[j][1][k], valid[j][0][k]) for j in paths], s3_path) \
-                .bit_select(s3_addr[k], 1)
-            old_r = Mux(old_valid, old_word[:ab].as_signed(), 0)
-            old_i = Mux(old_valid, old_word[ab:].as_signed(), 0)
+                             writes[j].en.eq(s3_hit[k] & s3_on[j])]
+            old_word = mac_reads[0].data
+            for j in paths[1:]:
+                old_word = Mux(s3_on[j], mac_reads[j].data, old_word)
+            old_r = Mux(s3_old, old_word[:ab].as_signed(), 0)
+            old_i = Mux(s3_old, old_word[ab:].as_signed(), 0)
             total = Cat((old_r + s3_pr[k])[:ab], (old_i + s3_pi[k])[:ab])
             m.d.comb += [write.data.eq(total) for write in writes]
             for j in paths:

@@ -213,8 +213,9 @@ def _busy(busy: dict[str, Any]) -> str:
     return (f"The conv MAC's {busy['mac_dsps']} DSPs multiply a weight in "
             f"{100 * busy['mac_lanes_busy_per_image']:.0f} % of the image's cycles ({per_layer('mac_lanes_busy')} "
             f"of their layers'), its {busy['inverse_paths']} inverse FFT paths take a sample in "
-            f"{per_layer('inverse_paths_busy')}: the inverse FFT's sample a cycle and the load before it bound the "
-            "conv layers, not the multipliers.")
+            f"{per_layer('inverse_paths_busy')} (each layer in a RUN of its own): the inverse FFT's sample a cycle, "
+            "the load before the compute and the engine's one output value a cycle bound the conv layers, not the "
+            "multipliers.")
 
 
 def lenet5_run(figures: dict[str, dict[str, Any]]) -> str:
@@ -230,7 +231,8 @@ def lenet5_run(figures: dict[str, dict[str, Any]]) -> str:
                         if layer["kind"] == "fc")
     layers = ", ".join(f"{name} {_int(count)}" for name, count in e2e["simulation"]["cycles_per_layer"].items())
     return (
-        f"LeNet-5 on `lenet5` takes {_int(cycles)} cycles per image ({layers}; the RUN command's count): "
+        f"LeNet-5 on `lenet5` takes {_int(cycles)} cycles per image (the RUN command's count; each layer behind a "
+        f"conv layer loads while that one computes, so a RUN per layer takes more: {layers}): "
         f"{_int(clock_mhz * 1e6 / cycles)} images/s at its {clock_mhz:g} MHz clock{_pll_note(build)}, "
         f"{_int(fmax * 1e6 / cycles)} at Fmax; the NumPy golden backend runs about "
         f"{_int(e2e['golden_images_per_s'])} images/s on this machine, the virtual board "
