@@ -26,11 +26,11 @@ the descriptor's starts), sends the kind's cfg beats (conv: the engine, the crop
 fc: the engine) and writes the results to the other buffer from address 0. The layer is over when out_count
 values have been written, every cfg beat has been taken and every streamer has handed over its words (and,
 for conv, the crop has let its last sample go: a pool drops an odd last row after its final output). Each layer
-reads what the one before wrote, so layers run one after the other, with one overlap: a conv layer after a conv
-layer starts its x streamer and its engine cfg beat while the one before still computes (`_prefetch`), its x
-held at each word until that word has been written, so that the engine loads the next layer's input as the
-layer before produces it (the engine's spectrum buffer is double) rather than after. The answer carries the
-cycles from the first fetch to the last layer's end.
+reads what the one before wrote, so layers run one after the other, with one overlap: a layer behind a conv layer
+starts its x streamer and its engine cfg beat (an FC layer also its weight streamers) while the conv layer still
+computes (`_prefetch`), its x held at each word until that word has been written, so that its engine loads the
+layer's input as the layer before produces it (the conv engine's spectrum buffer is double; the FC engine is idle
+meanwhile) rather than after. The answer carries the cycles from the first fetch to the last layer's end.
 
 A descriptor whose counts disagree with its engine's cfg stops making progress instead. A watchdog counts the
 cycles of a layer without a handshake on any of its streams (the streamers' beats, the cfg beats, the engine's

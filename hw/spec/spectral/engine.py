@@ -140,10 +140,12 @@ def chained_cycles(engine: Mapping[str, Any], first: tuple[SpectralLayer, int, i
     (a tile row behind its last value); its compute starts once its channels but the last are in and the last
     one's first tile (and no sooner than `first`'s end). Then its compute and its latency past the forward FFT.
     """
+    layer_a, layer_b = first[0], second[0]
+    if layer_b.c_in != layer_a.c_out:
+        raise ValueError(f"the second layer reads {layer_b.c_in} channels, the first gives {layer_a.c_out}")
     a, b = layer_cycles(engine, *first, valid_as_crop=valid_as_crop), layer_cycles(engine, *second,
                                                                                       valid_as_crop=valid_as_crop)
     ga, gb = _geometry(engine, *first, valid_as_crop), _geometry(engine, *second, valid_as_crop)
-    layer_a, layer_b = first[0], second[0]
     hw_a = ga["h_out"] * ga["w_out"]
     ends = np.cumsum(ga["per_block"])
     produced, written = np.zeros(layer_a.c_out), np.zeros(layer_a.c_out)
