@@ -464,7 +464,7 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
             cycles = plan.cycles
         src = 1 - src
         outs.append(LayerOut(name, src, shape, cycles, word, tuple(passes), alone))
-        # The sequencer starts a conv layer's load while the conv layer before computes (`hw.sequencer`).
+        # The sequencer starts a layer's load (conv or FC) while the conv layer before computes (`hw.sequencer`).
         before = conv_input if isinstance(layer, SpectralLayer) else None
     _fits(accel, "program", first, len(descriptors))
     regions["program"] = descriptors
