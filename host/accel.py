@@ -411,9 +411,8 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
         schedules, fc_error = {}, error  # said when the FC layers are reached: a conv layer before may fail first
     slot = {region: fc_passes.resident_words(list(schedules.values()), region) for region in fc_passes.REGIONS}
     before: tuple[SpectralLayer, int, int] | None = None  # the layer before, when a conv layer, and its input size
-    conv_input = before
     for name, layer, pool in layers:
-        alone = 0
+        alone, layer_in = 0, shape
         if fc_error is not None and not isinstance(layer, SpectralLayer):
             raise fc_error
         passes: list[FcPassRun] = []
@@ -429,7 +428,6 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
                     alone = plan.cycles
                     chained = chained_cycles(accel.conv_params, before, (layer, *shape[1:]), valid_as_crop=True)
                     plan = dataclasses.replace(plan, cycles=chained + accel.overhead_cycles)
-                conv_input = (layer, *shape[1:])
                 shape = plan.out_shape
             elif len(schedules[name].passes) == 1 and not schedules[name].streamed:
                 count = int(np.prod(shape))
@@ -465,7 +463,7 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
         src = 1 - src
         outs.append(LayerOut(name, src, shape, cycles, word, tuple(passes), alone))
         # The sequencer starts a layer's load (conv or FC) while the conv layer before computes (`hw.sequencer`).
-        before = conv_input if isinstance(layer, SpectralLayer) else None
+        before = (layer, *layer_in[1:]) if isinstance(layer, SpectralLayer) else None
     _fits(accel, "program", first, len(descriptors))
     regions["program"] = descriptors
     return Packed(regions=regions, program=descriptors, first=first, input_buffer=in_buffer,
