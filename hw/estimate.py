@@ -49,6 +49,7 @@ from amaranth.hdl import Fragment, Instance, MemoryInstance, Shape
 from boards import get_board
 
 from .config import AcceleratorConfig
+from .spec.spectral.fixed import mac_multipliers
 
 #: Generic resource -> the board budget's name, per family (nextpnr's names, as report.json uses them).
 UNITS: dict[str, dict[str, str]] = {
@@ -263,7 +264,7 @@ def _conv_logic(family: str, config: AcceleratorConfig) -> tuple[Logic, int]:
         + c["conv_path"] * (p.outs - 1)
     spec = p.spec
     # The MAC's complex products (4 real ones per lane) and each path's requantization (unsigned multiplier).
-    dsp = 4 * p.p * dsp_pieces(family, spec.data_bits, spec.weight_bits) \
+    dsp = mac_multipliers(p.p) * dsp_pieces(family, spec.data_bits, spec.weight_bits) \
         + dsp_pieces(family, p.overlap_add.ola_bits, spec.mult_bits + 1) * p.outs
     return logic, dsp
 

@@ -32,7 +32,9 @@ def test_rates_and_ratio_are_consistent():
             s2["ops_per_dsp_per_cycle"] / row["baseline"]["ops_per_dsp_per_cycle"], rel=1e-2)
     # The baseline engine gives one output per ceil(C_in K^2 / M) cycles.
     assert row["baseline"]["cycles"] == 64 * 56 * 56 * -(-64 * 9 // 16)
-    assert result["target_ratio"] == row["ratio"]["steady"]
+    (target,) = result["targets"]
+    assert (target["layer"], target["ratio"], target["reached"]) == ("vgg", 8.0, row["ratio"]["steady"])
+    assert target["met"] == (row["ratio"]["steady"] >= 8.0)
 
 
 def test_cli_rejects_unknown_layers_and_bad_lanes(capsys):
@@ -47,7 +49,8 @@ def test_cli_rejects_unknown_layers_and_bad_lanes(capsys):
 def test_cli_prints_json(capsys):
     assert bench.main(["spec2", "--no-build", "--no-sim", "--layers", "lenet_conv2"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert [row["layer"] for row in result["layers"]] == ["lenet_conv2"] and "target_ratio" not in result
+    assert [row["layer"] for row in result["layers"]] == ["lenet_conv2"]
+    assert [(t["layer"], t["ratio"], t["measure"]) for t in result["targets"]] == [("lenet_conv2", 1.5, "steady")]
 
 
 def test_whole_layer_figures_replace_the_stages(monkeypatch):

@@ -101,6 +101,7 @@ def conv_busy(model: Any, info: dict, measured: dict[str, int]) -> dict | None:
     from host.infer import as_network
     from hw.spec.network import program_steps
     from hw.spec.spectral.engine import layer_cycles
+    from hw.spec.spectral.fixed import mac_multipliers
 
     engine = info["engines"].get("conv", {}).get("params")
     if engine is None:
@@ -116,7 +117,7 @@ def conv_busy(model: Any, info: dict, measured: dict[str, int]) -> dict | None:
         layers[step.layer.name] = {"cycles": cycles, "mac_busy": round(counts["mac"] / cycles, 4),
                                    "mac_lanes_busy": round(counts["products"] / (engine["p"] * cycles), 4),
                                    "inverse_paths_busy": round(counts["inverse"] / (engine["outs"] * cycles), 4)}
-    return {"layers": layers, "mac_dsps": 4 * engine["p"], "inverse_paths": engine["outs"],
+    return {"layers": layers, "mac_dsps": mac_multipliers(engine["p"]), "inverse_paths": engine["outs"],
             "mac_lanes_busy_per_image": round(products / (engine["p"] * sum(measured.values())), 4)}
 
 

@@ -32,6 +32,12 @@ def accumulator_bits(data_bits: int, weight_bits: int, max_c_in: int) -> int:
     return data_bits + weight_bits + 1 + (max_c_in - 1).bit_length()
 
 
+def mac_multipliers(p: int) -> int:
+    """Real multipliers of a P-lane spectral MAC: each lane's complex product X W is four real ones (`spectral_mac`:
+    re re, im im, re im, im re), 4 P; the dense baseline it is measured against gets as many."""
+    return 4 * p
+
+
 def bit_reverse(n: int) -> np.ndarray:
     """The bit-reversal permutation of 0..n-1 (n a power of two)."""
     bits = _log2(n)
