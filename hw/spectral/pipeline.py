@@ -16,8 +16,9 @@ runs on path o mod outs. With more than one path each ends in a buffer of one wh
 block's maps from them in channel order, so the streams are those of one path.
 
 Cost per layer at full rate (`cycle_model`): the load takes C_in T N^2 cycles (the tiler and FFT move one
-value a cycle), and the compute starts as soon as the last input channel's first tile is in (the tagger raises
-the MAC's `ready_slots` tile by tile), so only (C_in - 1) T N^2 + N^2 of the load comes first; the compute, per
+value a cycle), and the compute starts as soon as the last input channel's first tile is through the forward FFT
+(the tagger raises the MAC's `ready_slots` tile by tile), so only (C_in - 1) T N^2 of the load and that FFT's
+latency come first; the compute, per
 block of channels, T max(sum of G_o, N^2), G_o the output channel's groups, N^2 the inverse FFT's period per
 tile, so `outs` paths divide what the inverse FFT bounds by up to `outs`; layers overlap load with compute.
 """

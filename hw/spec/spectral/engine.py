@@ -82,8 +82,9 @@ def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int
     """Full-rate cycles of `layer` on an H x W input on `engine` (the figures the RTL tests check); with
     `valid_as_crop` the engine runs its own "same" geometry and the post stage crops (`check_layer_fits`).
 
-    `load`: the tiler and forward FFT, C_in T N^2. `lead`: the part of it before the compute starts, the last input
-    channel's first tile in, (C_in - 1) T N^2 + N^2 (the compute then keeps pace with the rest). `compute`: the
+    `load`: the tiler and forward FFT, C_in T N^2. `lead`: the part of it before the compute starts, up to the last
+    input channel's first tile, (C_in - 1) T N^2 (its way through the forward FFT is in `latency`; the compute then
+    keeps pace with the rest of the load). `compute`: the
     output channels in blocks of the engine's `outs` (its inverse paths); per block the slower of the MAC, T sum
     of G_o (each channel's groups once per tile), and the inverse paths, T N^2 plus the overlap-add's drain of the
     output rows the last tile row completes (they take the next block after); then the last block's other maps
@@ -104,7 +105,7 @@ def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int
     load = layer.c_in * tiles * n2
     compute = max(int(per_block.sum()) + tail, layer.c_out * hw_out)
     latency = g["l"] * w + int(engine.get("latency", 0))  # 0 from an INFO that predates it
-    lead = load - (tiles - 1) * n2
+    lead = load - tiles * n2
     return {"load": load, "lead": lead, "compute": compute, "latency": latency, "single": lead + compute + latency,
             "steady": max(load, compute), "mac": tiles * int(g["groups"].sum()),
             "products": tiles * int(layer.counts.sum()), "inverse": layer.c_out * tiles * n2}
@@ -156,7 +157,9 @@ def chained_cycles(engine: Mapping[str, Any], first: tuple[SpectralLayer, int, i
         produced[c] = ends[block] - ga["per_block"][block] if j == 0 else written[c] - hw_a
     one = gb["tiles"] * gb["n2"]
     row = gb["tile_cols"] * gb["n2"]
-    free = a["load"] - a["lead"]  # `first`'s load ends there, counted from its compute's start
+    # The times here count from `first`'s last input channel's first tile in the forward FFT (N^2 after its compute
+    # starts): its load ends (T - 1) N^2 after that.
+    free = a["load"] - a["lead"] - ga["n2"]
     for c in range(layer_b.c_in - 1):
         free = max(free + one, produced[c] + one, written[c] + row)
     ready = max(free, produced[layer_b.c_in - 1] + gb["l"] * second[2]) + gb["n2"]
