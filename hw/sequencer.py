@@ -37,9 +37,10 @@ cycles of a layer without a handshake on any of its streams (the streamers' beat
 and post stage's outputs, the writer); at the config's `watchdog_cycles` the layer is aborted and the RUN
 answered STALLED with the layer's index, what it was waiting for (`hw.spec.protocol.Waiting`) and the cycles so
 far. The abort resets every engine, the post stage and every streamer through `ResetInserter`: their registers
-go back to their initial values in one cycle, as after power-up, with no abort logic inside them (and their
-memories, written before they are read in every layer, keep stale words that no one reads). The next request is
-served normally.
+go back to their initial values the cycle after (the reset is registered, for it reaches thousands of
+flip-flops; the sequencer has stopped the layer's writes and cfg beats by then), as after power-up, with no abort
+logic inside them (and their memories, written before they are read in every layer, keep stale words that no one
+reads). The next request is served normally.
 
 The FC engine's bim region holds each layer's canonical stream over all its planes' tiles
 (`hw.spec.fc_stream.layer_streams`), so every region is streamed once per layer, in order.
@@ -143,6 +144,9 @@ class _State:
         # datapath, and `waiting` keeps what the layer was waiting for.
         self.quiet = Signal(range(cfg.watchdog_cycles + 1))
         self.abort = Signal()
+        # The abort registered: it fans out to every register of the datapath, so it starts at a flip-flop rather
+        # than behind the watchdog's and the layer's end comparisons (the build's critical path when it did not).
+        self.reset = Signal()
         self.waiting = Signal(8)
         # RUN's answer payload: STALLED sends all of it, OK only the cycle count (from byte 2).
         self.run_answer = Cat(self.layer, self.waiting, self.cycles)
@@ -228,19 +232,19 @@ class Sequencer(wiring.Component):
         for region in (r for r in cfg.regions if r.name != "program"):
             read = s.reads[region.name]
             streamer = s.streamers[region.name] = RegionReader(region.width, region.depth)
-            m.submodules[f"read_{region.name.replace('.', '_')}"] = ResetInserter(s.abort)(streamer)
+            m.submodules[f"read_{region.name.replace('.', '_')}"] = ResetInserter(s.reset)(streamer)
             m.d.comb += [read.addr.eq(streamer.addr), read.en.eq(streamer.en), streamer.data.eq(read.data)]
 
     def _add_engines(self, m: Module, s: _State) -> None:
         """The config's engines; the conv engine with its post stage, a crop and a pool. An abort resets them all."""
         if self.config.conv is not None:
             s.conv, s.crop, s.pool = SpectralConv(self.config.conv), Crop(self.config.crop), MaxPool2(self.config.pool)
-            m.submodules.conv = ResetInserter(s.abort)(s.conv)
-            m.submodules.crop = ResetInserter(s.abort)(s.crop)
-            m.submodules.pool = ResetInserter(s.abort)(s.pool)
+            m.submodules.conv = ResetInserter(s.reset)(s.conv)
+            m.submodules.crop = ResetInserter(s.reset)(s.crop)
+            m.submodules.pool = ResetInserter(s.reset)(s.pool)
         if self.config.fc is not None:
             s.fc = FcEngine(self.config.fc)
-            m.submodules.fc = ResetInserter(s.abort)(s.fc)
+            m.submodules.fc = ResetInserter(s.reset)(s.fc)
 
     def _decode_load_region(self, m: Module, s: _State) -> None:
         """LOAD's region id to its bytes per beat and depth, and whether the id is known."""
@@ -622,8 +626,9 @@ class Sequencer(wiring.Component):
         for flag, busy in flags.items():
             m.d.comb += waiting[flag.bit_length() - 1].eq(busy)
 
-        # The datapath's registers are reset (`_add_engines`, `_add_regions`); the sequencer's own layer state
-        # goes with them, so no cfg beat is offered to the engines afterwards and the writer lets go.
+        # The datapath's registers are reset a cycle later (`_add_engines`, `_add_regions`); the sequencer's own
+        # layer state goes now, so no cfg beat is offered to the engines afterwards and the writer lets go.
+        m.d.sync += s.reset.eq(s.abort)
         with m.If(s.abort):
             m.d.sync += [s.waiting.eq(waiting), s.running.eq(0), s.quiet.eq(0), s.conv_cfg_pending.eq(0),
                          s.crop_cfg_pending.eq(0), s.pool_cfg_pending.eq(0), s.fc_cfg_pending.eq(0),
