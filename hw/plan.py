@@ -9,7 +9,10 @@ has:
   the compressor fixes for all of them (`compress_network(p=, b=)`), so they must agree; "same" padding ("valid"
   layers run as its crops); the largest C_in, C_out and input map of any conv layer; the default fixed point and
   kernel replay buffer (`SpectralConvParams`); `CONV_OUTS` output channels in flight where the board has room for
-  the inverse paths, else one (among the candidates that fit, the one with the most is kept). A board without
+  the inverse paths, else half as many or one: among the candidates that fit, the fewest paths whose conv layers
+  compute within `OUTS_SLACK` of the fastest (`hw.spec.spectral.engine.layer_cycles`): layers bound by the inverse
+  FFT (LeNet-5's) take every path there is room for, layers bound by the MAC (a wide VGG-like layer's) gain
+  nothing from more and keep one. A board without
   multipliers for P lanes is refused, naming them: P is the model's, recompress with a smaller `p` for a smaller
   board.
 * the FC engine when there are FC layers: the model's `FcFormat` (`FcEngineParams.from_format`), max_rows x max_cols
@@ -64,7 +67,7 @@ from hw.spec.fc import ACT_BITS
 from hw.spec.fc_stream import FcLayer, layer_streams
 from hw.spec.network import CompressedNetwork, ModelFormatError, Step, load_model
 from hw.spec.network import program_steps as network_program_steps
-from hw.spec.spectral.engine import check_layer_fits
+from hw.spec.spectral.engine import check_layer_fits, layer_cycles
 from hw.spec.spectral.stream import kernel_beats, quant_beats
 
 from .config import CONV_OUTS, MAX_DEPTH, AcceleratorConfig
@@ -76,6 +79,8 @@ from .spectral.pipeline import SpectralConvParams
 
 #: Room the weight regions get beyond the model's own words.
 HEADROOM = 0.25
+#: Conv compute within this fraction of the fastest candidate's counts as fast: fewer inverse paths are kept then.
+OUTS_SLACK = 0.03
 #: Regions that may go to SPRAM (the program is read by the sequencer itself, not streamed).
 SPRAM_CANDIDATES = ("fc.xor", "fc.bim", "fc.scale", "conv.w", "conv.quant", "act0", "act1")
 
@@ -264,6 +269,16 @@ class Plan:
         """Output channels the conv engine has in flight (0 without one)."""
         return self.config.conv.outs if self.config.conv is not None else 0
 
+    @functools.cached_property
+    def conv_compute(self) -> int:
+        """Cycles the conv layers compute an image by the engine's cycle model (0 without conv layers)."""
+        conv = self.config.conv
+        if conv is None:
+            return 0
+        engine = conv.describe()
+        return sum(layer_cycles(engine, step.layer.spectral, *step.in_shape[1:], valid_as_crop=True)["compute"]
+                   for step in self.steps if step.kind == "conv")
+
     @property
     def utilisation(self) -> float:
         """The largest share of the board's budget logic, block RAM or DSPs take (SPRAM is filled as long as it
@@ -428,8 +443,12 @@ def plan(model: CompressedNetwork, board: str | None = None, *, headroom: float 
 
 
 def _best(fitting: list[Plan], headroom: float) -> Plan:
-    """The plan to keep among those that fit: with the headroom, the most conv outputs in flight, the least used."""
-    return min(fitting, key=lambda p: (p.headroom != headroom, -p.conv_outs, p.utilisation))
+    """The plan to keep among those that fit: with the headroom; the fewest conv outputs in flight that compute
+    within `OUTS_SLACK` of the fastest; the least used."""
+    kept = [p for p in fitting if p.headroom == headroom] or fitting
+    fastest = min(p.conv_compute for p in kept)
+    return min((p for p in kept if p.conv_compute <= fastest * (1 + OUTS_SLACK)),
+               key=lambda p: (p.conv_outs, p.utilisation))
 
 
 def _pass_sizings(model: CompressedNetwork, steps: list[Step]) -> list[tuple[int, int]]:

@@ -8,6 +8,7 @@ iCEBreaker)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -161,6 +162,25 @@ def test_cnn_derives_its_conv_engine():
                                                                  ("fc", "fc", False)]
     assert derived.estimate.fits
     _check_holds(derived, model)
+
+
+def test_inverse_paths_only_where_they_pay():
+    """A small CNN's conv layers wait on the inverse FFT (a few groups a channel and tile against its 64 cycles):
+    it gets four inverse paths. A layer of 32 input channels keeps its MAC busy longer than that on every channel
+    (about 70 groups a tile), so more paths would not make it faster: it keeps one, the logic saved."""
+    rng = np.random.default_rng(1)
+    layers = [Conv2d("conv", rng.normal(0, 0.1, (8, 32, 3, 3))), ReLU("relu"), Flatten("flatten"),
+              Linear("fc", rng.normal(0, 0.1, (10, 512)))]
+    wide = compress_network(FloatNetwork((32, 8, 8), layers), rng.random((50, 32, 8, 8)).astype(np.float32)).model
+    groups = wide.conv_layers()[0].spectral.schedule.groups
+    assert groups.min() > 64
+    derived = plan(wide, "ulx3s-85f")
+    assert derived.conv_outs == 1 and derived.estimate.fits
+    four = dataclasses.replace(derived, config=dataclasses.replace(
+        derived.config, conv=dataclasses.replace(derived.config.conv, outs=4)))
+    assert four.conv_compute >= derived.conv_compute / 1.03
+    small = plan(_cnn(), "ulx3s-85f")
+    assert small.conv_outs == 4
 
 
 def test_conv_layers_must_share_the_engine_relu():
