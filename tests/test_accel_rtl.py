@@ -79,7 +79,7 @@ def test_info_describes_regions_and_descriptor():
     assert {name: (r.id, r.width, r.bytes, r.depth) for name, r in accel.regions.items()} == {
         "program": (0, config.descriptor_layout.size, (config.descriptor_layout.size + 7) // 8, 16),
         "act0": (1, 8, 1, 6 * 28 * 28), "act1": (2, 8, 1, 6 * 28 * 28),
-        "conv.w": (3, config.conv.kernel_layout.size, 20, 512), "conv.quant": (4, config.conv.quant_layout.size, 8, 32),
+        "conv.w": (3, config.conv.kernel_layout.size, 21, 512), "conv.quant": (4, config.conv.quant_layout.size, 8, 32),
         "fc.xor": (5, config.fc.xor.beat_layout.size, 5, 2560), "fc.bim": (6, config.fc.bim.beat_layout.size, 9, 2560),
         "fc.scale": (7, config.fc.scale_layout.size, 12, 256)}
     assert accel.descriptor == layout_fields(config.descriptor_layout)
@@ -138,7 +138,7 @@ def test_lenet_program_words_are_the_engine_streams():
     assert program.out_shape == (16, 5, 5)
     # Region bytes: little-endian within a beat, ceil(width / 8) bytes each.
     raw = accel.region_bytes("conv.w", p1.w)
-    assert len(raw) == 20 * 15 and int.from_bytes(raw[20:40], "little") == p1.w[1]
+    assert len(raw) == 21 * 15 and int.from_bytes(raw[21:42], "little") == p1.w[1]
     assert beats_to_bytes([0x1FF, 0x0102], 9) == bytes([0xFF, 0x01, 0x02, 0x01])
 
 
@@ -168,7 +168,7 @@ def test_plan_rejects_what_does_not_fit():
     ({"program_depth": 1 << 17}, "program_depth must be"),
     ({"conv_w_depth": 2.5}, "conv_w_depth must be"),
     ({"conv": SpectralConvParams(k=3, l=6, padding="valid")}, "conv.padding must be 'same'"),
-    ({"max_payload": 16}, "max_payload must be at least 23"),
+    ({"max_payload": 16}, "max_payload must be at least 25"),
 ])
 def test_config_rejected(kwargs: dict, message: str):
     base = {"conv": SpectralConvParams(k=3, l=6)}

@@ -547,7 +547,7 @@ def test_a_valid_schedule_over_many_banks_loads_in_memory_its_size_allows(workdi
     layer = SpectralLayer(OaaParams(n, 3, n - 2, "same"), c_out, 1, counts, index, np.ones(index.size, np.int16),
                           np.where(self_conjugate_mask(n).reshape(-1)[index], 0, 1).astype(np.int16), 0.5,
                           np.zeros(c_out, np.float32),
-                          schedule=Schedule(1, bins(n), counts.copy(), np.tile(np.arange(canonical.size), c_out)))
+                          schedule=Schedule(1, bins(n), counts[:, 0].copy(), np.tile(np.arange(canonical.size), c_out)))
     save_spectral(workdir / "wide.npz", layer)
     assert load_spectral(workdir / "wide.npz").nnz == index.size
 

@@ -18,7 +18,7 @@ from host.compress.spectral import (
     layer_from_half,
     prune_mask,
     quantize_values,
-    schedule_kernel,
+    schedule_entries,
     schedule_layer,
     schedule_stats,
 )
@@ -110,7 +110,7 @@ def test_schedule_kernel_is_conflict_free_and_minimal(p, extra, seed, density):
     b = p + extra
     canon = np.flatnonzero(canonical_mask(8).reshape(-1))
     index = np.sort(rng.choice(canon, size=int(density * canon.size), replace=False))
-    order = schedule_kernel(index, p, b)
+    order = schedule_entries(index, p, b)
     assert order.size % p == 0
     _check_groups(index, order, p, b)
 
@@ -130,8 +130,13 @@ def test_layer_schedule_passes_the_checker_and_streams_zero_padding(p, extra, se
     assert (np.diff(banks, axis=1) > 0).all(), "slots not in ascending, distinct banks"
     if sch.b == p:
         assert (banks == np.arange(p)).all(), "with p = b lane j must read bank j"
+    assert (np.diff(s["out"]) >= 0).all(), "output channels out of order"
+    # The fewest groups per output channel: its entries over the lanes, or its fullest bank.
+    per_out = layer.counts.sum(axis=1)
+    fullest = [np.bincount(layer.index[layer.kernel_of_entry() // layer.c_in == o] % sch.b, minlength=sch.b).max()
+               for o in range(layer.c_out)]
+    assert sch.groups.tolist() == [max(-(-n // p), int(f)) for n, f in zip(per_out, fullest)]
     kernels = s["out"] * layer.c_in + s["in"]
-    assert (np.diff(kernels) >= 0).all(), "kernels out of row-major order"
     # Every stored entry streams exactly once, with its value.
     got = sorted(zip(kernels[s["valid"]].tolist(), s["index"][s["valid"]].tolist(), s["re"][s["valid"]].tolist()))
     want = sorted(zip(layer.kernel_of_entry().tolist(), layer.index.tolist(), layer.re.astype(int).tolist()))
@@ -141,13 +146,29 @@ def test_layer_schedule_passes_the_checker_and_streams_zero_padding(p, extra, se
 def test_schedule_by_hand():
     # banks at b = 4: 0, 1, 1, 5 % 4 = 1, 4 % 4 = 0 -> bank 1 holds three entries: three groups.
     index = np.array([0, 1, 4, 5, 9])
-    order = schedule_kernel(index, 2, 4)
+    order = schedule_entries(index, 2, 4)
     assert order.reshape(-1, 2).tolist() == [[0, 1], [2, 3], [-1, 4]]
     # Padding takes the lowest free bank and the slots run by bank.
-    assert schedule_kernel(np.array([3]), 2, 4).tolist() == [-1, 0]
-    assert schedule_kernel(np.array([2, 3]), 4, 4).tolist() == [-1, -1, 0, 1]
+    assert schedule_entries(np.array([3]), 2, 4).tolist() == [-1, 0]
+    assert schedule_entries(np.array([2, 3]), 4, 4).tolist() == [-1, -1, 0, 1]
     sch = schedule_layer(np.array([[5, 0]]), index, 2, 4)
-    assert sch.groups.tolist() == [[3, 0]] and sch.order.tolist() == order.tolist()
+    assert sch.groups.tolist() == [3] and sch.order.tolist() == order.tolist()
+
+
+def test_a_group_takes_entries_of_several_kernels():
+    """Output channel 0's three kernels hold one, two and one entries on distinct banks: one group of four lanes
+    reads input channels 0, 1, 1, 2 (per kernel, three groups would leave 8 of 12 lane-cycles idle); output
+    channel 1's single entry gets padding that reads its input channel."""
+    counts = np.array([[1, 2, 1], [0, 0, 1]])
+    index = np.array([2, 0, 3, 1, 6])  # kernel (0, 0): bin 2; (0, 1): 0, 3; (0, 2): 1; (1, 2): 6
+    layer = SpectralLayer(OaaParams(), 2, 3, counts, index, np.arange(1, 6, dtype=np.int16),
+                          np.zeros(5, dtype=np.int16), 1.0, np.zeros(2, dtype=np.float32),
+                          schedule=schedule_layer(counts, index, 4, 4))
+    assert layer.schedule.groups.tolist() == [1, 1]
+    s = stream_entries(layer)
+    assert s["index"].tolist() == [0, 1, 2, 3, 0, 1, 6, 3]  # bank order; padding on the lowest free banks
+    assert s["in"].tolist() == [1, 2, 0, 1, 2, 2, 2, 2] and s["valid"].tolist() == [1, 1, 1, 1, 0, 0, 1, 0]
+    assert s["re"].tolist() == [2, 4, 1, 3, 0, 0, 5, 0]
 
 
 @pytest.mark.parametrize("p, b", [(2, 2), (4, 4), (8, 8), (4, 8)])
@@ -194,10 +215,10 @@ def test_checker_rejects_broken_schedules():
     out = groups.copy()
     out[first, a] = 99
     rejected(out, "position outside")
-    # A group of padding only (after kernel (0, 0)'s groups).
-    g0 = int(sch.groups.reshape(-1)[0])
+    # A group of padding only (after output channel 0's groups).
+    g0 = int(sch.groups[0])
     more = sch.groups.copy()
-    more[0, 0] += 1
+    more[0] += 1
     rejected(np.concatenate([groups[:g0], np.full((1, sch.p), -1), groups[g0:]]), "only padding", more)
     with pytest.raises(SpectralFormatError, match="field 'b'"):
         check_schedule(Schedule(4, 3, sch.groups, sch.order), layer.counts, layer.index, 8)
@@ -210,8 +231,8 @@ def test_checker_names_two_entries_in_one_bank():
     counts = np.array([[2]])
     index = np.array([1, 5])  # banks 1 and 1 at b = 4
     with pytest.raises(SpectralFormatError, match="two entries in one bank"):
-        check_schedule(Schedule(2, 4, np.array([[1]]), np.array([0, 1])), counts, index, oaa.n)
-    check_schedule(Schedule(2, 4, np.array([[2]]), np.array([-1, 0, -1, 1])), counts, index, oaa.n)
+        check_schedule(Schedule(2, 4, np.array([1]), np.array([0, 1])), counts, index, oaa.n)
+    check_schedule(Schedule(2, 4, np.array([2]), np.array([-1, 0, -1, 1])), counts, index, oaa.n)
 
 
 # --- the file --------------------------------------------------------------------------------------------
@@ -279,6 +300,30 @@ def test_missing_field_is_named(good_file, field):
         load_spectral(good_file)
 
 
+def test_a_version_1_file_reads_as_its_per_kernel_schedule(good_file):
+    """Version 1 stored groups per kernel (positions within the kernel): read, it is the schedule whose groups
+    stay within their kernels, streaming the same slots in the same order."""
+    layer = load_spectral(good_file)
+    counts, p, b = layer.counts, layer.schedule.p, layer.schedule.b
+    bounds = np.concatenate([[0], np.cumsum(counts.reshape(-1))])
+    per_kernel = [schedule_entries(layer.index[bounds[k]:bounds[k + 1]], p, b) for k in range(counts.size)]
+    fields = _fields(good_file)
+    fields.update({"version": np.int64(1), "order": np.concatenate(per_kernel).astype(np.int32),
+                   "groups": np.array([o.size // p for o in per_kernel], dtype=np.int32).reshape(counts.shape)})
+    _rewrite(good_file, fields)
+    old = load_spectral(good_file)
+    assert old.schedule.groups.tolist() == fields["groups"].sum(axis=1).tolist()
+    s = stream_entries(old)
+    kernels = np.repeat(np.repeat(np.arange(counts.size), fields["groups"].reshape(-1)), p)
+    assert (s["out"] * layer.c_in + s["in"])[s["valid"]].tolist() == kernels[s["valid"]].tolist()
+    position = np.concatenate(per_kernel)
+    assert s["index"][s["valid"]].tolist() == layer.index[bounds[kernels] + position][position >= 0].tolist()
+    fields["order"][np.argmax(fields["order"] >= 0)] = 99  # past its kernel's entries, within the channel's
+    _rewrite(good_file, fields)
+    with pytest.raises(SpectralFormatError, match=r"field 'order': a slot of kernel \(o=0, i=0\) outside"):
+        load_spectral(good_file)
+
+
 def _swap_index_order(f):
     index = f["index"].copy()
     index[0], index[1] = index[1], index[0]
@@ -313,7 +358,7 @@ def _order_dup(f):
 
 
 @pytest.mark.parametrize("change, field, message", [
-    (lambda f: {"version": np.int64(2)}, "version", "unknown version 2"),
+    (lambda f: {"version": np.int64(3)}, "version", "unknown version 3"),
     (lambda f: {"version": np.float64(1)}, "version", "integer scalar"),
     (lambda f: {"n": np.int64(6)}, "n", "power of two"),
     (lambda f: {"l": np.int64(7)}, "n", "l + k - 1"),

@@ -33,11 +33,11 @@ ACC_BITS = replace(SPEC, max_c_in=MAX_C_IN).acc_bits
 LANES = [2, 4, 8]
 
 
-def make_layer(c_out: int, c_in: int, p: int, hw: int, seed: int):
+def make_layer(c_out: int, c_in: int, p: int, hw: int, seed: int, sparsity: float = 0.75):
     """An encoded, calibrated layer and the fixed-point stages of one random input (C_in, hw, hw)."""
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((c_out, c_in, 3, 3))
-    layer = compress_spatial(w, OAA, sparsity=0.75, p=p, b=2 * p)
+    layer = compress_spatial(w, OAA, sparsity=sparsity, p=p, b=2 * p)
     samples = rng.integers(-128, 128, size=(4, c_in, hw, hw))
     layer = calibrate(layer, samples, in_scale=1 / 64, spec=SPEC)
     x_q = rng.integers(-128, 128, size=(c_in, hw, hw))
@@ -54,7 +54,7 @@ def streams(layer, stages: dict, params: SpectralMacParams, rng: np.random.Gener
     ent = stream_entries(layer)
     p = params.p
     group_out = ent["out"][::p]
-    slots = {key: ent[key].reshape(-1, p) for key in ("index", "re", "im", "valid")}
+    slots = {key: ent[key].reshape(-1, p) for key in ("index", "re", "im", "in", "valid")}
     canon = canonical_bins(layer.oaa.n)
     assert canon == list(np.flatnonzero(canonical_mask(layer.oaa.n)))
 
@@ -70,13 +70,12 @@ def streams(layer, stages: dict, params: SpectralMacParams, rng: np.random.Gener
             mine = np.flatnonzero(group_out == o)
             beats = []
             for g in mine:
-                lanes = [{"index": slots["index"][g, j], "re": slots["re"][g, j], "im": slots["im"][g, j]}
-                         for j in range(p)]
-                # All of a group's slots belong to one kernel; slot 0 names its input channel.
-                beats.append({"lanes": lanes, "chan": ent["in"][g * p]})
+                # A group's lanes may read different input channels (several kernels of the output channel).
+                beats.append({"lanes": [{"index": slots["index"][g, j], "re": slots["re"][g, j],
+                                         "im": slots["im"][g, j], "chan": slots["in"][g, j]} for j in range(p)]})
                 useful += int(slots["valid"][g].sum())
             if not beats:  # an output channel without entries still needs its last_out beat
-                beats.append({"lanes": [{"index": j, "re": 0, "im": 0} for j in range(p)], "chan": 0})
+                beats.append({"lanes": [{"index": j, "re": 0, "im": 0, "chan": 0} for j in range(p)]})
             beats[-1]["last_out"] = 1
             beats[-1]["last_tile"] = int(o == layer.c_out - 1)
             groups += len(beats)
@@ -106,9 +105,10 @@ def extreme_tile(params: SpectralMacParams) -> dict:
     w_beats, expected = [], []
     for o, (wr, wi) in enumerate([(w_low, w_high), (w_high, w_low)]):
         for n, (chan, lanes) in enumerate(groups):
-            entries = [{"index": q, "re": wr if real else 0, "im": wi if real else 0} for q, real in lanes]
+            entries = [{"index": q, "re": wr if real else 0, "im": wi if real else 0, "chan": chan}
+                       for q, real in lanes]
             last = n == len(groups) - 1
-            w_beats.append(pack(params.entry_layout, {"lanes": entries, "chan": chan, "last_out": last,
+            w_beats.append(pack(params.entry_layout, {"lanes": entries, "last_out": last,
                                                       "last_tile": last and o == 1}))
         re, im = c_in * (low * wr - low * wi), c_in * (low * wi + low * wr)
         expected += [pack(params.out_layout, {"re": re, "im": im, "last": q == canon[-1]}) for q in canon]
@@ -117,7 +117,7 @@ def extreme_tile(params: SpectralMacParams) -> dict:
 
 def group_counts(layer) -> np.ndarray:
     """Groups per output channel."""
-    return layer.schedule.groups.sum(axis=1)
+    return layer.schedule.groups
 
 
 @pytest.mark.parametrize("p", LANES, ids=[f"p{p}-b{2 * p}" for p in LANES])
@@ -134,8 +134,9 @@ def test_mac_matches_golden_acc_stage(tmp_path: Path, p: int):
         random_case[port] += [f"{beat:x}" for beat in beats]
 
     # Wide layer, one tile: every output channel takes enough groups to hide the previous one's drain
-    # (34 canonical bins, plus the pipeline latency), so nothing but the MAC limits the rate.
-    wide, wide_stages = make_layer(c_out=4, c_in=MAX_C_IN, p=p, hw=6, seed=10 + p)
+    # (34 canonical bins, plus the pipeline latency), so nothing but the MAC limits the rate (at 8 lanes, half
+    # the bins kept: a group takes entries of several kernels, so 75 % sparse channels are too short).
+    wide, wide_stages = make_layer(c_out=4, c_in=MAX_C_IN, p=p, hw=6, seed=10 + p, sparsity=0.5 if p == 8 else 0.75)
     assert group_counts(wide)[1:].min() >= len(params.canonical) + 2 * params.latency
     full_rate = streams(wide, wide_stages, params, rng)
     stats = schedule_stats(wide)

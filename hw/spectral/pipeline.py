@@ -166,9 +166,9 @@ class SpectralConvParams:
 
     @property
     def group_layout(self) -> data.StructLayout:
-        """One kernel group as stored: p lanes (as `SpectralMacParams.lane_layout`) and its input channel."""
-        return data.StructLayout({"lanes": data.ArrayLayout(self.mac.lane_layout, self.p),
-                                  "chan": max(1, (self.max_c_in - 1).bit_length())})
+        """One kernel group as stored: p lanes, each an entry and its input channel."""
+        lane = self.mac.lane_layout_for(max(1, (self.max_c_in - 1).bit_length()))
+        return data.StructLayout({"lanes": data.ArrayLayout(lane, self.p)})
 
     @property
     def kernel_layout(self) -> data.StructLayout:
@@ -206,9 +206,9 @@ class KernelReplay(wiring.Component):
     * `start` (a one-cycle pulse) with `c_in`, `c_out`, `tile_rows`, `tile_cols` held: replay one layer, its
       c_out channels in blocks of `outs` (the last block may be smaller), each block over the tile_rows x
       tile_cols tiles in raster order, per tile every channel of the block in turn.
-    * `o` (`params.mac.entry_layout`): the groups, `chan` = t c_in + the group's channel (the spectrum slot of
-      tile t), `path` the channel's place in its block (its MAC output stream), `last_out` on a channel's
-      final group of each tile, `last_tile` on the layer's final group.
+    * `o` (`params.mac.entry_layout`): the groups, each lane's `chan` = t c_in + its entry's input channel (the
+      spectrum slot of tile t), `path` the channel's place in its block (its MAC output stream), `last_out` on a
+      channel's final group of each tile, `last_tile` on the layer's final group.
 
     One group per cycle while a block is loaded; `busy` is high from `start` to the layer's last group.
     """
@@ -318,11 +318,13 @@ class KernelReplay(wiring.Component):
 
         group = data.View(p.group_layout, read.data)
         payload = self.o.payload
-        m.d.comb += [self.o.valid.eq(o_valid), payload.chan.eq(o_base + group.chan),
-                     payload.last_out.eq(o_last_out), payload.last_tile.eq(o_last_tile)]
+        m.d.comb += [self.o.valid.eq(o_valid), payload.last_out.eq(o_last_out), payload.last_tile.eq(o_last_tile)]
         if outs > 1:
             m.d.comb += payload.path.eq(o_path)
-        m.d.comb += [payload.lanes[k].eq(group.lanes[k]) for k in range(p.p)]
+        for k in range(p.p):  # each lane's slot: tile t's spectrum of its input channel
+            lane, stored = payload.lanes[k], group.lanes[k]
+            m.d.comb += [lane.index.eq(stored.index), lane.re.eq(stored.re), lane.im.eq(stored.im),
+                         lane.chan.eq(o_base + stored.chan)]
         return m
 
 
@@ -336,7 +338,7 @@ class SpectralConv(wiring.Component):
     * `x` (signed act_bits): the input map, channel by channel, each H x W in raster order.
     * `w` (`params.kernel_layout`): the layer's kernel groups output channel by output channel, each channel
       its groups as the schedule orders them (`stream_entries`), `last` on its final group (a channel without
-      entries sends one group of padding with `last`). `chan` is the group's input channel.
+      entries sends one group of padding with `last`). Each lane's `chan` is its entry's input channel.
     * `quant` (`params.quant_layout`): one beat per output channel: out_mult, out_shift, bias_q.
     * `o` (signed out_bits): the output map, channel by channel, H_out x W_out in raster order.
 

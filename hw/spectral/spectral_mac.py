@@ -109,10 +109,15 @@ class SpectralMacParams:
             "index": self.index_bits, "chan": self.chan_bits, "last": 1,
         })
 
+    def lane_layout_for(self, chan_bits: int) -> data.StructLayout:
+        """One kernel entry with its input channel (or spectrum slot) in `chan_bits` bits."""
+        return data.StructLayout({"index": self.index_bits, "re": signed(self.weight_bits),
+                                  "im": signed(self.weight_bits), "chan": chan_bits})
+
     @property
     def lane_layout(self) -> data.StructLayout:
-        return data.StructLayout({"index": self.index_bits, "re": signed(self.weight_bits),
-                                  "im": signed(self.weight_bits)})
+        """One lane's entry: bin index, int16 weight, and the spectrum slot it reads (`chan`)."""
+        return self.lane_layout_for(self.chan_bits)
 
     @property
     def path_bits(self) -> int:
@@ -124,8 +129,7 @@ class SpectralMacParams:
         """One group of p kernel entries (stream `w`), lane 0 lowest."""
         path = {"path": self.path_bits} if self.outs > 1 else {}
         return data.StructLayout({
-            "lanes": data.ArrayLayout(self.lane_layout, self.p),
-            "chan": self.chan_bits, "last_out": 1, "last_tile": 1, **path,
+            "lanes": data.ArrayLayout(self.lane_layout, self.p), "last_out": 1, "last_tile": 1, **path,
         })
 
     @property
@@ -165,18 +169,19 @@ class SpectralMac(wiring.Component):
     loads while the previous one is multiplied; `x` stalls while both buffers hold tiles.
 
     `ready_slots` (a level, 0 when unused) lets groups start on the buffer `x` is still filling: a group whose
-    `chan` is below it goes as if its buffer were full. The feeder raises it only to a bound below which every
-    slot is completely written (on the edge of the slot's last write, or later) and lowers it to 0 with `last`.
+    lanes' `chan` are all below it goes as if its buffer were full. The feeder raises it only to a bound below
+    which every slot is completely written (on the edge of the slot's last write, or later) and lowers it to 0
+    with `last`.
 
     Stream `w` (`params.entry_layout`): one group of p entries per beat, as `stream_entries` lays them
-    out: lane j gets slot j of the group (`index`, int16 `re`, `im`; padding: value 0, index = its bank).
-    `chan` is the kernel's input channel. `last_out` marks the last group of an output channel: its
-    accumulated spectrum is then complete and goes out on `o`. `last_tile` (with `last_out`) marks the
-    tile's last group: the tile's spectrum buffer is freed. The stream runs kernel (o, i) row-major as the
-    schedule does, one tile after the other; an empty kernel has no group, so the input channel travels in
-    `chan` instead of being counted. An output channel with no entries at all still needs a beat (all
-    lanes padding) to carry `last_out`. Groups violating the schedule's rules (two lanes on one bank, slots
-    not sorted by bank) are outside the format.
+    out: lane j gets slot j of the group (`index`, int16 `re`, `im`, and `chan`, the entry's input channel,
+    i.e. the spectrum slot it reads; padding: value 0, index = its bank). A group may take entries of several
+    kernels of its output channel, each lane reading its own slot. `last_out` marks the last group of an
+    output channel: its accumulated spectrum is then complete and goes out on `o`. `last_tile` (with
+    `last_out`) marks the tile's last group: the tile's spectrum buffer is freed. The stream runs output
+    channel after output channel as the schedule does, one tile after the other. An output channel with no
+    entries at all still needs a beat (all lanes padding) to carry `last_out`. Groups violating the schedule's
+    rules (two lanes on one bank, slots not sorted by bank) are outside the format.
 
     With `outs` > 1 each entry names in `path` which of `outs` output streams its channel goes to, `o` is an
     array of them, and every path has its own pair of accumulator buffers and drain: channels of different paths
@@ -264,9 +269,11 @@ class SpectralMac(wiring.Component):
         s0_path = s0.path if p.outs > 1 else Const(0, 1)
 
         s0_sel = pick(a_sel, s0_path)
+        # On the buffer `x` fills, a group goes once every slot its lanes read is written.
+        s0_ready = Cat(*(lane.chan < self.ready_slots for lane in s0.lanes)).all()
         go = Signal()
         m.d.comb += [
-            go.eq(s0_valid & (s_full.bit_select(r_sel, 1) | ((w_sel == r_sel) & (s0.chan < self.ready_slots)))
+            go.eq(s0_valid & (s_full.bit_select(r_sel, 1) | ((w_sel == r_sel) & s0_ready))
                   & ~pick([a_busy[j].bit_select(a_sel[j], 1) for j in paths], s0_path)),
             self.w.ready.eq(~s0_valid | go),
         ]
@@ -288,14 +295,15 @@ class SpectralMac(wiring.Component):
                 with m.If(r_sel == buf):
                     m.d.sync += s_full[buf].eq(0)
 
-        base = Signal(range(2 * p.slots * depth))
-        m.d.comb += base.eq(Mux(r_sel, p.slots * depth, 0) + _times(s0.chan, depth))
+        # Each lane reads its own slot (a group may take entries of several kernels): the bank's address is its
+        # lane's slot and bin, in the buffer S0 reads.
         s_read = []
         s0_index = [lane.index for lane in s0.lanes]
+        s0_addr = [_times(lane.chan, depth) + addr_of(lane.index) for lane in s0.lanes]
         for k, mem in enumerate(smems):
             port = mem.read_port()
-            addr = _on_bank(s0_index, bank_lanes[k], k, bank_of, lambda j: addr_of(s0_index[j]))
-            m.d.comb += [port.addr.eq(base + addr), port.en.eq(go)]
+            addr = _on_bank(s0_index, bank_lanes[k], k, bank_of, lambda j: s0_addr[j])
+            m.d.comb += [port.addr.eq(Mux(r_sel, p.slots * depth, 0) + addr), port.en.eq(go)]
             s_read.append(port.data)
 
         # The pipeline's data registers (entries, words, products, sums on their way) have no reset: it would put

@@ -55,6 +55,9 @@ SOURCES = {
     "board": Source(("-m", "sim.bench", "board", "--sim", "verilator", "--fresh")),
     "link": Source(("-m", "sim.bench", "link", "--sim", "verilator")),
     "spectral": Source(("-m", "sim.bench", "spectral")),
+    # The VGG-like layers are MAC-bound: the engine sized for them has one inverse path (its DSPs all MAC lanes but
+    # the requantizer's).
+    "spectral-one-path": Source(("-m", "sim.bench", "spectral", "--outs", "1", "--layers", "vgg_12x12", "vgg")),
     "xor": Source(("-m", "sim.bench", "xor")),
     "bim": Source(("-m", "sim.bench", "bim")),
     "admm": Source(("-m", "sim.bench", "admm")),
@@ -317,6 +320,30 @@ def blocks(figures: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def spec2(figures: dict[str, dict[str, Any]]) -> str:
+    """SpectralConv against the dense baseline with as many multipliers, per layer, on the engine with four inverse
+    paths (the LeNet-5 accelerator's) and with one (`sim.bench spectral`), against the targets."""
+    rows = ["| layer | inverse paths (DSPs) | lane slots holding a weight | cycles: one input / streamed | "
+            "ops per DSP-cycle against the baseline: one input / streamed | target (streamed) |",
+            "|---|---|---|---|---|---|"]
+    sources = [figures[name] for name in ("spectral", "spectral-one-path")]
+    for source in sources:
+        run = source["result"]
+        targets = {t["layer"]: t for t in run["targets"]}
+        for row in run["layers"]:
+            target = targets.get(row["layer"])
+            met = "" if target is None else f"{target['ratio']:g}x, {'met' if target['met'] else 'not met'}"
+            cycles = row["cycles_model"]
+            rows.append(f"| {row['layer']} | {row['outs']} ({run['hardware']['spec2']['dsp']}) | "
+                        f"{row['lane_utilization']:.1%} | {_int(cycles['single'])} / {_int(cycles['steady'])} | "
+                        f"{row['ratio']['single']:.2f}x / {row['ratio']['steady']:.2f}x | {met} |")
+    baseline = sources[0]["result"]["hardware"]["baseline"]
+    commands = " and ".join(f"`{source['command']}`" for source in sources)
+    return ("\n".join(rows) + "\n\n" + f"The baseline has M = {baseline['m']} multipliers ({baseline['dsp']} DSPs with "
+            f"its requantizer); cycles by the cycle model, which the same commands check against the RTL on every "
+            f"layer but the full-size VGG one ({commands}).\n")
+
+
 def _map_ebr(params: dict[str, Any]) -> int:
     """iCE40 EBRs (4 kbit) one lane's copy of the baseline's input map takes: C_in maps of rows and columns rounded up
     to powers of two (`hw.baseline.conv`'s addressing), `act_bits` each."""
@@ -450,7 +477,7 @@ def _admm_findings(result: dict[str, Any]) -> str:
 
 BLOCKS: dict[str, Callable[[dict[str, dict[str, Any]]], str]] = {
     "accelerators": accelerators, "link-builds": link_builds, "lenet5-run": lenet5_run,
-    "virtual-board": virtual_board, "blocks": blocks, "formats": formats, "admm": admm,
+    "virtual-board": virtual_board, "blocks": blocks, "spec2": spec2, "formats": formats, "admm": admm,
 }
 
 

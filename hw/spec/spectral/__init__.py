@@ -64,9 +64,10 @@ weight_scale (`canvas_scale`); y = y_q out_scale. `quant_params` derives out_mul
 them; the integers in `QuantParams` are what the hardware uses.
 
 Bank-conflict-free order (`Schedule`): the input spectrum sits in B banks, bin index q in bank q mod B. Each
-kernel's entries are cut into groups of P lanes with distinct banks; a group's slots are sorted by bank,
+output channel's entries (its kernels' one after the other) are cut into groups of P lanes with distinct banks,
+a group taking entries of several kernels where one kernel's are too few; a group's slots are sorted by bank,
 and a short group is padded with zero entries on the lowest banks it leaves free (index = that bank
-number), so with P = B lane j always reads bank j. The stream runs kernel (o, i) row-major, group by group
-(`stream_entries`). The file (`save_spectral` / `load_spectral`; its arrays without the file: `layer_fields` /
+number), so with P = B lane j always reads bank j. The stream runs output channel after output channel, group
+by group (`stream_entries`). The file (`save_spectral` / `load_spectral`; its arrays without the file: `layer_fields` /
 `layer_from_fields`) is described in docs/formats.md.
 """

@@ -68,7 +68,7 @@ def check_layer_fits(engine: Mapping[str, Any], layer: SpectralLayer, in_shape: 
                               ("width", in_shape[2], engine["max_width"])):
         if not low <= value <= high:
             raise ValueError(f"input {name}={value} outside {low}..{high}")
-    most = int(layer.schedule.groups.sum(axis=1).max(initial=0))
+    most = int(layer.schedule.groups.max(initial=0))
     if most > engine["max_groups"]:
         raise ValueError(f"an output channel has {most} kernel groups, more than max_groups={engine['max_groups']}")
     top = (1 << SHIFT_BITS) - 1
@@ -121,7 +121,7 @@ def _geometry(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int, v
     n2 = int(engine["n"]) ** 2
     h_out, w_out = oaa.output_shape(h, w)
     drained_rows = h_out - max(0, min(h_out, (t_r - 1) * oaa.l - oaa.crop))
-    groups = layer.schedule.groups.sum(axis=1) if layer.schedule is not None else np.zeros(layer.c_out)
+    groups = layer.schedule.groups if layer.schedule is not None else np.zeros(layer.c_out)
     blocks = np.add.reduceat(np.maximum(groups, 1), np.arange(0, layer.c_out, outs))
     per_block = np.maximum(tiles * blocks, tiles * n2 + drained_rows * w_out)
     return {"tiles": tiles, "tile_cols": t_c, "n2": n2, "outs": outs, "h_out": h_out, "w_out": w_out,

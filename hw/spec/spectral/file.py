@@ -14,7 +14,8 @@ from hw.spec.npzfile import load_checked
 from hw.spec.spectral.geometry import OaaParams, canonical_mask
 from hw.spec.spectral.layer import QuantParams, Schedule, SpectralFormatError, SpectralLayer, _bad
 
-FORMAT_VERSION = 1
+#: 2: a schedule's groups per output channel, across its kernels; 1 (still read): per kernel.
+FORMAT_VERSION = 2
 
 _INTS = ("version", "c_out", "c_in", "n", "k", "l", "relu", "p", "b")
 _REQUIRED = (*_INTS, "padding", "weight_scale", "counts", "index", "re", "im", "bias", "groups", "order")
@@ -82,8 +83,8 @@ def layer_from_fields(raw: Mapping[str, np.ndarray]) -> SpectralLayer:
         if name not in raw:
             raise SpectralFormatError(f"missing field '{name}'")
     ints = {name: _int_scalar(raw, name) for name in _INTS}
-    if ints["version"] != FORMAT_VERSION:
-        raise _bad("version", f"unknown version {ints['version']} (this reader knows {FORMAT_VERSION})")
+    if ints["version"] not in (1, FORMAT_VERSION):
+        raise _bad("version", f"unknown version {ints['version']} (this reader knows 1 and {FORMAT_VERSION})")
     padding = raw["padding"]
     if padding.shape != () or padding.dtype.kind != "U":
         raise _bad("padding", f"expected a string scalar, got {padding.dtype} {padding.shape}")
@@ -102,11 +103,14 @@ def layer_from_fields(raw: Mapping[str, np.ndarray]) -> SpectralLayer:
     if (counts < 0).any() or (counts > most).any():
         raise _bad("counts", f"entries per kernel must be in 0..{most} (canonical bins at n={oaa.n})")
     nnz = int(counts.sum())
-    groups = _int_array(raw, "groups", np.int32, kernels)
+    groups = _int_array(raw, "groups", np.int32, kernels if ints["version"] == 1 else kernels[:1])
     if (groups < 0).any():
         raise _bad("groups", "negative group count")
     if ints["p"] < 1:
         raise _bad("p", f"must be >= 1, got {ints['p']}")
+    order = _int_array(raw, "order", np.int32, (int(groups.sum()) * ints["p"],))
+    if ints["version"] == 1:
+        groups, order = _per_output_channel(groups, order, counts, ints["p"])
     bias = raw["bias"]
     if bias.dtype != np.float32 or bias.shape != (kernels[0],):
         raise _bad("bias", f"expected float32 of shape ({kernels[0]},), got {bias.dtype} {bias.shape}")
@@ -114,8 +118,7 @@ def layer_from_fields(raw: Mapping[str, np.ndarray]) -> SpectralLayer:
         if raw[name].dtype != np.int16 or raw[name].shape != (nnz,):
             raise _bad(name, f"expected int16 of shape ({nnz},) = sum of counts, got {raw[name].dtype} "
                              f"{raw[name].shape}")
-    schedule = Schedule(ints["p"], ints["b"], groups,
-                        _int_array(raw, "order", np.int32, (int(groups.sum()) * ints["p"],)))
+    schedule = Schedule(ints["p"], ints["b"], groups, order)
     present = [name for name in _QUANT if name in raw]
     quant = None
     if present:
@@ -131,3 +134,17 @@ def layer_from_fields(raw: Mapping[str, np.ndarray]) -> SpectralLayer:
         weight_scale=_float_scalar(raw, "weight_scale"), bias=bias, relu=bool(ints["relu"]),
         schedule=schedule, quant=quant,
     )
+
+
+def _per_output_channel(groups: np.ndarray, order: np.ndarray, counts: np.ndarray, p: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """A version-1 schedule (groups per kernel, positions within the kernel) as the version-2 schedule it is: its
+    groups per output channel, positions within the output channel's entries (the kernel's first entry's added)."""
+    before = np.cumsum(counts, axis=1) - counts  # entries of the output channel before each kernel
+    slot_kernel = np.repeat(np.repeat(np.arange(counts.size), groups.reshape(-1)), p)
+    outside = (order < -1) | (order >= counts.reshape(-1)[slot_kernel])
+    if outside.any():
+        o, i = divmod(int(slot_kernel[np.argmax(outside)]), counts.shape[1])
+        raise _bad("order", f"a slot of kernel (o={o}, i={i}) outside -1..{int(counts[o, i]) - 1}")
+    return groups.sum(axis=1), np.where(order >= 0, order + before.reshape(-1)[slot_kernel], order)
+

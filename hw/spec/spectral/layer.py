@@ -20,9 +20,10 @@ class SpectralFormatError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class Schedule:
-    """Bank-conflict-free order: p lanes, b banks; groups[o, i] groups for kernel (o, i); order holds
-    sum(groups) * p slots, kernel by kernel (row-major), each the position of an entry within its kernel's
-    list or -1 for a zero padding entry."""
+    """Bank-conflict-free order: p lanes, b banks; groups[o] groups for output channel o, whose entries are its
+    kernels' (o, 0), (o, 1), ... one after the other; order holds sum(groups) * p slots, output channel by output
+    channel, each the position of an entry within its output channel's entries or -1 for a zero padding entry.
+    A group may take entries of several kernels of its output channel."""
 
     p: int
     b: int
@@ -101,11 +102,6 @@ def _array(field: str, value: Any, dtype: Any, shape: tuple[int, ...]) -> None:
         raise _bad(field, f"expected {np.dtype(dtype)} of shape {shape}, got {got}")
 
 
-def _kernel_name(kernel: int, c_in: int) -> str:
-    o, i = divmod(int(kernel), c_in)
-    return f"kernel (o={o}, i={i})"
-
-
 def _validate(layer: SpectralLayer) -> None:
     if not isinstance(layer.oaa, OaaParams):
         raise _bad("oaa", f"must be OaaParams, got {type(layer.oaa).__name__}")
@@ -178,34 +174,35 @@ def _validate_quant(q: QuantParams, c_out: int) -> None:
         raise _bad("bias_q", str(error)) from None
 
 
-def _group_layout(sch: Schedule, counts: np.ndarray, index: np.ndarray, c_in: int) -> dict[str, np.ndarray]:
-    """Per slot: entry number (-1 padding), bank and kernel, checking the schedule's rules on the way."""
+def _group_layout(sch: Schedule, counts: np.ndarray, index: np.ndarray) -> dict[str, np.ndarray]:
+    """Per slot: entry number (-1 padding), bank, output and input channel, checking the schedule's rules on the
+    way. A padding slot's input channel is its group's first entry's."""
     p, b = sch.p, sch.b
-    flat_counts = counts.reshape(-1)
+    c_out, c_in = counts.shape
+    per_out = counts.sum(axis=1)
     n_groups = int(sch.groups.sum())
     slots = sch.order.reshape(n_groups, p)
-    kernel = np.repeat(np.arange(flat_counts.size), sch.groups.reshape(-1))
+    out = np.repeat(np.arange(c_out), sch.groups)
     real = slots >= 0
-    if (slots < -1).any() or (slots >= flat_counts[kernel][:, None]).any():
-        g = int(np.argmax(((slots < -1) | (slots >= flat_counts[kernel][:, None])).any(axis=1)))
-        raise _bad("order", f"group {g} of {_kernel_name(kernel[g], c_in)}: position outside "
-                            f"-1..{int(flat_counts[kernel[g]]) - 1}")
+    if (slots < -1).any() or (slots >= per_out[out][:, None]).any():
+        g = int(np.argmax(((slots < -1) | (slots >= per_out[out][:, None])).any(axis=1)))
+        raise _bad("order", f"group {g} of output channel {out[g]}: position outside -1..{int(per_out[out[g]]) - 1}")
     if n_groups and not real.any(axis=1).all():
         g = int(np.argmin(real.any(axis=1)))
-        raise _bad("order", f"group {g} of {_kernel_name(kernel[g], c_in)} holds only padding")
-    starts = np.cumsum(flat_counts) - flat_counts
-    entry = np.where(real, starts[kernel][:, None] + slots, -1)
+        raise _bad("order", f"group {g} of output channel {out[g]} holds only padding")
+    starts = np.cumsum(per_out) - per_out
+    entry = np.where(real, starts[out][:, None] + slots, -1)
     seen = np.bincount(entry[real], minlength=index.size)
     if (seen != 1).any():
         e = int(np.argmax(seen != 1))
-        k = int(np.searchsorted(np.cumsum(flat_counts), e, side="right"))
-        raise _bad("order", f"entry {e - int(starts[k])} of {_kernel_name(k, c_in)} appears {int(seen[e])} times "
+        o = int(np.searchsorted(np.cumsum(per_out), e, side="right"))
+        raise _bad("order", f"entry {e - int(starts[o])} of output channel {o} appears {int(seen[e])} times "
                             "(every entry exactly once)")
     banks = np.where(real, index[np.maximum(entry, 0)] % b, b)
     ordered = np.sort(np.where(real, banks, b + np.arange(p)), axis=1)
     if (np.diff(ordered, axis=1) == 0).any():
         g = int(np.argmax((np.diff(ordered, axis=1) == 0).any(axis=1)))
-        raise _bad("order", f"group {g} of {_kernel_name(kernel[g], c_in)}: two entries in one bank")
+        raise _bad("order", f"group {g} of output channel {out[g]}: two entries in one bank")
     rows = np.arange(n_groups)[:, None]
     # Padding takes a group's lowest free banks, p - (its entries) of them: all below p, so banks 0..p-1 place it
     # (and nothing here grows with b).
@@ -218,9 +215,13 @@ def _group_layout(sch: Schedule, counts: np.ndarray, index: np.ndarray, c_in: in
     wrong = (real == expected_pad) | (real & (banks != expected))
     if wrong.any():
         g = int(np.argmax(wrong.any(axis=1)))
-        raise _bad("order", f"group {g} of {_kernel_name(kernel[g], c_in)}: slots must run in ascending bank "
-                            "order with padding on the lowest free banks")
-    return {"entry": entry.reshape(-1), "bank": expected.reshape(-1), "kernel": np.repeat(kernel, p)}
+        raise _bad("order", f"group {g} of output channel {out[g]}: slots must run in ascending bank order with "
+                            "padding on the lowest free banks")
+    entry_in = np.repeat(np.tile(np.arange(c_in), c_out), counts.reshape(-1))
+    first = entry[rows[:, 0], np.argmax(real, axis=1)] if n_groups else np.zeros(0, dtype=np.int64)
+    chan = np.where(real, entry_in[np.maximum(entry, 0)], entry_in[first][:, None] if n_groups else 0)
+    return {"entry": entry.reshape(-1), "bank": expected.reshape(-1), "out": np.repeat(out, p),
+            "in": chan.reshape(-1)}
 
 
 def check_schedule(sch: Schedule, counts: np.ndarray, index: np.ndarray, n: int) -> None:
@@ -233,24 +234,23 @@ def check_schedule(sch: Schedule, counts: np.ndarray, index: np.ndarray, n: int)
         check_int("b", sch.b, sch.p, most, what=f" (at least p={sch.p}, at most the {most} bins)")
     except ValueError as error:
         raise _bad(str(error).split(" ", 1)[0], str(error)) from None
-    _array("groups", sch.groups, np.int64, counts.shape)
+    _array("groups", sch.groups, np.int64, counts.shape[:1])
     if (sch.groups < 0).any():
         raise _bad("groups", "negative group count")
     _array("order", sch.order, np.int64, (int(sch.groups.sum()) * sch.p,))
-    _group_layout(sch, counts, index, counts.shape[1])
+    _group_layout(sch, counts, index)
 
 
 def stream_entries(layer: SpectralLayer) -> dict[str, np.ndarray]:
     """The kernel stream slot by slot (P slots a cycle): out, in (channels), index, re, im (int64), valid.
 
-    Padding slots carry index = their bank and value 0."""
+    Padding slots carry index = their bank, value 0 and their group's first entry's input channel."""
     sch = layer.schedule
     if sch is None:
         raise ValueError("the layer has no schedule")
-    lay = _group_layout(sch, layer.counts, layer.index, layer.c_in)
+    lay = _group_layout(sch, layer.counts, layer.index)
     valid = lay["entry"] >= 0
     e = np.maximum(lay["entry"], 0)
-    o, i = np.divmod(lay["kernel"], layer.c_in)
-    return {"out": o, "in": i, "index": np.where(valid, layer.index[e], lay["bank"]),
+    return {"out": lay["out"], "in": lay["in"], "index": np.where(valid, layer.index[e], lay["bank"]),
             "re": np.where(valid, layer.re[e].astype(np.int64), 0),
             "im": np.where(valid, layer.im[e].astype(np.int64), 0), "valid": valid}

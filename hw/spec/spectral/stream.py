@@ -6,8 +6,8 @@ Streams (`hw.spectral.pipeline.SpectralConv` documents their meaning):
 * cfg: one beat per layer, fields height, width, c_in, c_out, mac_shift.
 * x: the input map channel by channel, raster order, each value as act_bits two's complement.
 * w: per output channel its kernel groups in schedule order (`stream_entries`), fields `group.lanes.<j>.index`,
-  `.re`, `.im` for lane j, `group.chan` (the group's input channel) and `last` on the channel's final group;
-  a channel without entries sends one all-padding group (lane j: index j, value 0) with `last`.
+  `.re`, `.im` and `.chan` (the entry's input channel) for lane j, and `last` on the channel's final group; a
+  channel without entries sends one all-padding group (lane j: index j, value 0, channel 0) with `last`.
 * quant: one beat per output channel, fields out_mult, out_shift, bias.
 
 Every value is checked against its field (`pack_fields`, bias, re and im signed, the rest unsigned): a layer or
@@ -53,17 +53,17 @@ def quant_beats(fields: FieldTable, layer: SpectralLayer) -> list[int]:
 def kernel_beats(fields: FieldTable, layer: SpectralLayer, lanes: int) -> list[int]:
     """The `w` stream: the layer's kernel groups output channel by output channel (`lanes` entries a group)."""
     ent = stream_entries(layer)
-    group_out, group_in = ent["out"][::lanes], ent["in"][::lanes]
+    group_out = ent["out"][::lanes]
     signed = {f"group.lanes.{j}.{part}" for j in range(lanes) for part in ("re", "im")}
     beats = []
     for o in range(layer.c_out):
         groups = []
         for g in np.flatnonzero(group_out == o):
-            values = {"group.chan": int(group_in[g])}
+            values = {}
             for j in range(lanes):
                 slot = g * lanes + j
-                values.update({f"group.lanes.{j}.index": ent["index"][slot], f"group.lanes.{j}.re": ent["re"][slot],
-                               f"group.lanes.{j}.im": ent["im"][slot]})
+                values.update({f"group.lanes.{j}.{part}": ent[key][slot]
+                               for part, key in (("index", "index"), ("re", "re"), ("im", "im"), ("chan", "in"))})
             groups.append(values)
         if not groups:  # the channel still needs its `last` beat: all padding (index = bank)
             groups = [{f"group.lanes.{j}.index": j for j in range(lanes)}]
