@@ -133,11 +133,12 @@ def hardware(p: int, b: int, board: str, build: bool, whole_layer: bool = False,
     SpectralConv is built stage by stage (DSPs summed, the lowest Fmax: minutes), or with `whole_layer` as one
     layer (`hw.characterise --block conv`: about 20 minutes on 2 cores), which is the Fmax it really reaches.
     """
+    m = mac_multipliers(p)
     if not build:
         # Without builds the DSPs are counted from the design: 4 per MAC lane and 2 for the requantizer's
         # 20 x 16 multiply (the FFT twiddles are shift-add); the baseline M + 2 likewise. No Fmax.
-        return {"measured": False, "spec2": {"dsp": mac_multipliers(p) + 2 * outs, "fmax_mhz": None},
-                "baseline": {"dsp": mac_multipliers(p) + 2, "fmax_mhz": None, "m": mac_multipliers(p)}}
+        return {"measured": False, "spec2": {"dsp": m + 2 * outs, "fmax_mhz": None},
+                "baseline": {"dsp": m + 2, "fmax_mhz": None, "m": m}}
     if whole_layer:
         if outs != 1:
             raise ValueError("--whole-layer builds one inverse path: use --outs 1 with it")
@@ -151,9 +152,9 @@ def hardware(p: int, b: int, board: str, build: bool, whole_layer: bool = False,
                  "fmax_mhz": min(stage["fmax_mhz"] for stage in stages.values()),
                  "luts": sum(stage["resources"].get("TRELLIS_COMB", 0) * copies[key] for key, stage in stages.items()),
                  "stages": stages, "outs": outs}
-    baseline = _characterised("baseline", board, baseline_m=mac_multipliers(p))
+    baseline = _characterised("baseline", board, baseline_m=m)
     baseline["luts"] = baseline["resources"].get("TRELLIS_COMB", 0)
-    return {"measured": True, "board": board, "spec2": spec2, "baseline": {**baseline, "m": mac_multipliers(p)}}
+    return {"measured": True, "board": board, "spec2": spec2, "baseline": {**baseline, "m": m}}
 
 
 def _rates(ops: int, cycles: int, dsp: int, fmax_mhz: float | None) -> dict[str, Any]:
@@ -217,10 +218,10 @@ def bench_spec2(p: int, b: int, sparsity: float, seed: int, board: str, build: b
 
 def targets(rows: list[dict[str, Any]], sparsity: float) -> list[dict[str, Any]]:
     """`TARGETS` on the layers benchmarked at their sparsity, each with the ratio reached and whether it is met."""
-    by_name = {row["layer"]: row for row in rows}
-    return [{**target, "reached": by_name[target["layer"]]["ratio"][target["measure"]],
-             "met": by_name[target["layer"]]["ratio"][target["measure"]] >= target["ratio"]}
-            for target in TARGETS if target["layer"] in by_name and target["sparsity"] == sparsity]
+    reached = {row["layer"]: row["ratio"] for row in rows}
+    return [{**target, "reached": reached[target["layer"]][target["measure"]],
+             "met": reached[target["layer"]][target["measure"]] >= target["ratio"]}
+            for target in TARGETS if target["layer"] in reached and target["sparsity"] == sparsity]
 
 
 def register(sub) -> None:

@@ -218,8 +218,8 @@ def _group_layout(sch: Schedule, counts: np.ndarray, index: np.ndarray) -> dict[
         raise _bad("order", f"group {g} of output channel {out[g]}: slots must run in ascending bank order with "
                             "padding on the lowest free banks")
     entry_in = np.repeat(np.tile(np.arange(c_in), c_out), counts.reshape(-1))
-    first = entry[rows[:, 0], np.argmax(real, axis=1)] if n_groups else np.zeros(0, dtype=np.int64)
-    chan = np.where(real, entry_in[np.maximum(entry, 0)], entry_in[first][:, None] if n_groups else 0)
+    first = entry[rows[:, 0], np.argmax(real, axis=1)]  # every group holds an entry (checked above)
+    chan = np.where(real, entry_in[np.maximum(entry, 0)], entry_in[first][:, None])
     return {"entry": entry.reshape(-1), "bank": expected.reshape(-1), "out": np.repeat(out, p),
             "in": chan.reshape(-1)}
 
