@@ -186,7 +186,7 @@ def plan_conv_layer(accel: AccelInfo, layer: SpectralLayer, in_shape: tuple[int,
                   "post.top": top, "post.left": top, "post.height": h_out, "post.width": w_out,
                   "post.pool": int(pool)}
     return ConvLayerPlan(descriptor, w_words, q_words, (c_in, h, w), (layer.c_out, out_h, out_w),
-                         layer_cycles(p, layer, h, w, valid_as_crop=True)["single"] + accel.overhead_cycles)
+                         layer_cycles(p, layer, h, w, valid_as_crop=True, pool=pool)["single"] + accel.overhead_cycles)
 
 
 @dataclass(frozen=True)
@@ -410,7 +410,7 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
     except ValueError as error:
         schedules, fc_error = {}, error  # said when the FC layers are reached: a conv layer before may fail first
     slot = {region: fc_passes.resident_words(list(schedules.values()), region) for region in fc_passes.REGIONS}
-    before: tuple[SpectralLayer, int, int] | None = None  # the layer before, when a conv layer, and its input size
+    before: tuple[SpectralLayer, int, int, bool] | None = None  # the conv layer before, its input size, its pool
     for name, layer, pool in layers:
         alone, layer_in = 0, shape
         if fc_error is not None and not isinstance(layer, SpectralLayer):
@@ -426,7 +426,8 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
                 words = {"conv.w": plan.w, "conv.quant": plan.quant}
                 if before is not None:
                     alone = plan.cycles
-                    chained = chained_cycles(accel.conv_params, before, (layer, *shape[1:]), valid_as_crop=True)
+                    chained = chained_cycles(accel.conv_params, before[:3], (layer, *shape[1:]), valid_as_crop=True,
+                                             pools=(before[3], pool))
                     plan = dataclasses.replace(plan, cycles=chained + accel.overhead_cycles)
                 shape = plan.out_shape
             elif len(schedules[name].passes) == 1 and not schedules[name].streamed:
@@ -463,7 +464,7 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
         src = 1 - src
         outs.append(LayerOut(name, src, shape, cycles, word, tuple(passes), alone))
         # The sequencer starts a layer's load (conv or FC) while the conv layer before computes (`hw.sequencer`).
-        before = (layer, *layer_in[1:]) if isinstance(layer, SpectralLayer) else None
+        before = (layer, *layer_in[1:], pool) if isinstance(layer, SpectralLayer) else None
     _fits(accel, "program", first, len(descriptors))
     regions["program"] = descriptors
     return Packed(regions=regions, program=descriptors, first=first, input_buffer=in_buffer,

@@ -13,7 +13,7 @@ two activation buffers, each engine's weight streams), the layer descriptor layo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from amaranth.lib import data
@@ -33,16 +33,15 @@ from .clocking import Ecp5PllParams
 from .fc_engine import FcEngineParams
 from .layouts import fields_json
 from .memory import SPRAM_DEPTH, SpramParams
-from .pool import CropParams, MaxPoolParams
 from .spectral.pipeline import SpectralConvParams
 
 #: A UART bit must last at least this many clock cycles for the receiver's mid-bit sampling to work.
 MIN_CYCLES_PER_BIT = 4
 #: Cycles a RUN's layer may go without progress before the sequencer aborts it (STALLED). A layer whose
 #: descriptor is consistent is never that quiet: its longest gap between handshakes is
-#: `AcceleratorConfig.longest_quiet_cycles`, about 3 100 cycles on `lenet5` (the FFT, MAC and IFFT latencies,
-#: 251 cycles, and two tile rows of the widest map at the largest group count, 2 x 7 x 204) and under 40 for an
-#: FC layer (its decoder, unpacker and accumulator pipelines). 2^20 is over 300 times that, still only 42 ms
+#: `AcceleratorConfig.longest_quiet_cycles`, about 4 500 cycles on `lenet5` (the FFT, MAC and IFFT latencies,
+#: 251 cycles, and three tile rows of the widest map at the largest group count, 3 x 7 x 204) and under 40 for an
+#: FC layer (its decoder, unpacker and accumulator pipelines). 2^20 is over 200 times that, still only 42 ms
 #: at 25 MHz (87 ms at 12 MHz), far below the host's least wait for an answer.
 DEFAULT_WATCHDOG_CYCLES = 1 << 20
 #: The watchdog's largest setting: as many cycles as the RUN answer's u32 counts.
@@ -83,9 +82,10 @@ LAYER_OVERHEAD_CYCLES = 6
 #: Output channels the conv engine of `lenet5`, and of a config derived for a network where the board has room, has in
 #: flight (`SpectralConvParams.outs`): LeNet's layers have 3 to 15 kernel groups a channel and tile against the
 #: inverse FFT's 64 cycles, so each inverse path (about 6 500 LUT4 on the ECP5) takes a share of what that period
-#: bounds: one, two, three and four paths take LeNet-5 to 39 376, 21 804, 17 008 and 15 436 cycles an image by the
-#: cycle models (`host.accel`'s, each layer behind the one before in one RUN); six, 15 140, the engine's one output
-#: value a cycle then being what bounds conv1.
+#: bounds: one to six paths take LeNet-5 to 39 312, 21 105, 16 944, 14 939, 15 344 and 14 651 cycles an image by the
+#: cycle models (`host.accel`'s, each layer behind the one before in one RUN, each path cropping and pooling its
+#: maps). Beyond four the forward path bounds: conv2's 6 144 input samples go through the tiler and FFT one a
+#: cycle, and the later conv1's maps are all written, the less of that load hides behind conv1's compute.
 CONV_OUTS = 4
 
 #: The LeNet-5 accelerator's clock on ECP5 boards, made by the PLL from the ULX3S's 25 MHz (x2): built for it
@@ -171,6 +171,8 @@ class AcceleratorConfig:
                                  f"got {self.conv.padding!r}")
             if min(self.conv.max_height, self.conv.max_width) < 2:
                 raise ValueError("conv.max_height and conv.max_width must be at least 2 (the pool's window)")
+            # The accelerator's engine crops and pools behind each inverse path (the descriptor's `post`).
+            object.__setattr__(self, "conv", replace(self.conv, post=True))
         if self.fc is not None:
             for name in ("max_rows", "max_cols"):
                 if getattr(self.fc, name) > self.act_depth:
@@ -214,7 +216,8 @@ class AcceleratorConfig:
         pass before the MAC starts, then a tile row's MAC work (max(groups, N^2) a tile) and the MAC drain,
         inverse FFT and one tile's output before overlap-add releases a row; between an output channel's rows
         and into the next channel it is at most one tile row plus those latencies. Counted with the widest map,
-        the largest group count and every latency, plus a few cycles for the post stage. FC: in its load and
+        the largest group count and every latency, plus a tile row for the paths' post stages (the rows they drop,
+        a crop's top or a pool's odd row, give no output) and a few cycles. FC: in its load and
         compute phases x, scale, xor or bim beats move every few cycles; the longest gap is the drain after the
         last slice (the decoder's, unpacker's and accumulator's pipelines) and the output's stages.
         """
@@ -222,7 +225,7 @@ class AcceleratorConfig:
         if self.conv is not None:
             c = self.conv
             tile_row = -(-c.max_width // c.l) * max(c.max_groups, c.n ** 2)
-            quiet = max(quiet, 2 * tile_row + c.latency + 8)
+            quiet = max(quiet, 3 * tile_row + c.latency + 8)
         if self.fc is not None:
             f = self.fc
             quiet = max(quiet, f.xor.latency + f.bim.latency + f.latency + 8)
@@ -269,20 +272,6 @@ class AcceleratorConfig:
     @property
     def has_engines(self) -> bool:
         return self.conv is not None or self.fc is not None
-
-    @property
-    def crop(self) -> CropParams:
-        """The post stage's crop: the conv engine's largest output map."""
-        c = self.conv
-        return CropParams(max_height=c.max_height, max_width=c.max_width, max_channels=c.max_c_out,
-                          bits=c.spec.out_bits)
-
-    @property
-    def pool(self) -> MaxPoolParams:
-        """The post stage's 2 x 2 max-pool: the largest crop."""
-        c = self.conv
-        return MaxPoolParams(max_height=c.max_height, max_width=c.max_width, max_channels=c.max_c_out,
-                             bits=c.spec.out_bits)
 
     @property
     def regions(self) -> list[Region]:
@@ -332,8 +321,7 @@ class AcceleratorConfig:
                 "w_start": range(self.conv_w_depth), "w_count": range(self.conv_w_depth + 1),
                 "quant_start": range(self.conv_quant_depth), "quant_count": range(self.conv_quant_depth + 1),
             })
-            hb, wb = c.max_height.bit_length(), c.max_width.bit_length()
-            fields["post"] = data.StructLayout({"top": hb, "left": wb, "height": hb, "width": wb, "pool": 1})
+            fields["post"] = c.window_layout
         if self.fc is not None:
             fields["fc"] = data.StructLayout({
                 "cfg": self.fc.cfg_layout,
@@ -395,7 +383,10 @@ class AcceleratorConfig:
                              "streams": {"cfg": fields_json(f.cfg_layout), "scale": fields_json(f.scale_layout),
                                          "xor": fields_json(f.xor.beat_layout), "bim": fields_json(f.bim.beat_layout)}}
         layout = self.descriptor_layout
-        post = {"post": {"crop": self.crop.describe(), "pool": self.pool.describe()}} if self.conv is not None else {}
+        post = {}
+        if self.conv is not None:  # one post stage behind each inverse path
+            stage = self.conv.post_stage
+            post = {"post": {"crop": stage.crop.describe(), "pool": stage.pool.describe(), "stages": self.conv.outs}}
         return {**out, "regions": [r.describe() for r in self.regions], "buffers": {"act0": 0, "act1": 1},
                 "engines": engines, **post,
                 "descriptor": {"width": layout.size, "bytes": (layout.size + 7) // 8, "kinds": KINDS,

@@ -383,7 +383,7 @@ def _part_of(path: tuple[str, ...], region_names: dict[str, str]) -> str:
             return f"{region_names[path[2]]} region"
         if path[2] == "fc":
             return "fc engine"
-        if path[2] in ("conv", "crop", "pool"):
+        if path[2] == "conv":  # with its post stages
             return "conv engine"
         return "sequencer"
     return "link"

@@ -276,8 +276,8 @@ class Plan:
         if conv is None:
             return 0
         engine = conv.describe()
-        return sum(layer_cycles(engine, step.layer.spectral, *step.in_shape[1:], valid_as_crop=True)["compute"]
-                   for step in self.steps if step.kind == "conv")
+        return sum(layer_cycles(engine, step.layer.spectral, *step.in_shape[1:], valid_as_crop=True,
+                                pool=step.pool)["compute"] for step in self.steps if step.kind == "conv")
 
     @property
     def utilisation(self) -> float:

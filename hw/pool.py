@@ -1,5 +1,6 @@
 """The post stage of a conv layer on a stream of feature maps: `Crop` (a window of each map) and `MaxPool2`
-(2 x 2 max-pooling, stride 2), what LeNet-5 needs between its conv layers.
+(2 x 2 max-pooling, stride 2), what LeNet-5 needs between its conv layers; `PostStage` is the one then the other
+(or the crop alone), with one cfg beat per layer. The conv engine has one behind each of its inverse paths.
 
 `MaxPool2` takes one `cfg` beat per layer (height, width, channels) and then the layer's maps channel by
 channel, each in raster order, one signed sample per beat (the order `SpectralConv` writes them). It emits
@@ -201,4 +202,80 @@ class Crop(wiring.Component):
                     m.d.sync += [row.eq(0), channel.eq(channel + 1)]
                     with m.If(last_channel):
                         m.d.sync += running.eq(0)
+        return m
+
+
+@dataclass(frozen=True)
+class PostParams(_MapStageParams):
+    """Largest map the post stage (a crop, then a 2 x 2 max-pool or none) takes, its channels and sample width."""
+
+    MIN_SIDE: ClassVar[int] = 2  # the pool's window
+
+    @property
+    def crop(self) -> CropParams:
+        return CropParams(self.max_height, self.max_width, self.max_channels, self.bits)
+
+    @property
+    def pool(self) -> MaxPoolParams:
+        return MaxPoolParams(self.max_height, self.max_width, self.max_channels, self.bits)
+
+    @property
+    def window_layout(self) -> data.StructLayout:
+        """A layer's post settings, fields from the LSB: the crop window (top, left, height, width), the pool flag."""
+        h, w = self.max_height.bit_length(), self.max_width.bit_length()
+        return data.StructLayout({"top": h, "left": w, "height": h, "width": w, "pool": 1})
+
+    @property
+    def cfg_layout(self) -> data.StructLayout:
+        """One beat per layer: the map (height, width, channels) and its `window_layout`."""
+        return data.StructLayout({**self.map_fields(), "window": self.window_layout})
+
+
+class PostStage(wiring.Component):
+    """`Crop`, then `MaxPool2` when the layer's cfg beat says `pool` (else past it): a conv layer's post stage.
+
+    `cfg` is taken when both blocks are idle; `busy` is high from it until the crop has let the layer's last
+    sample go and the pool's output register is empty, so whoever counts the outputs knows when the stage has
+    also consumed the samples it drops (the rows and columns outside the window, a pool's odd last row).
+    """
+
+    def __init__(self, params: PostParams):
+        if not isinstance(params, PostParams):
+            raise TypeError(f"params must be a PostParams, got {type(params).__name__}")
+        self.params = params
+        super().__init__({
+            "cfg": In(stream.Signature(params.cfg_layout)),
+            "i": In(stream.Signature(signed(params.bits))),
+            "o": Out(stream.Signature(signed(params.bits))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        m.submodules.crop = crop = Crop(p.crop)
+        m.submodules.pool = pool = MaxPool2(p.pool)
+        pooling = Signal()
+        new = self.cfg.payload
+        window = new.window
+        m.d.comb += [
+            self.cfg.ready.eq(crop.cfg.ready & (pool.cfg.ready | ~window.pool)),
+            crop.cfg.valid.eq(self.cfg.valid & self.cfg.ready),
+            crop.cfg.payload.height.eq(new.height), crop.cfg.payload.width.eq(new.width),
+            crop.cfg.payload.channels.eq(new.channels), crop.cfg.payload.top.eq(window.top),
+            crop.cfg.payload.left.eq(window.left), crop.cfg.payload.out_height.eq(window.height),
+            crop.cfg.payload.out_width.eq(window.width),
+            pool.cfg.valid.eq(self.cfg.valid & self.cfg.ready & window.pool),
+            pool.cfg.payload.height.eq(window.height), pool.cfg.payload.width.eq(window.width),
+            pool.cfg.payload.channels.eq(new.channels),
+            self.busy.eq(crop.busy | pool.o.valid),
+        ]
+        with m.If(self.cfg.valid & self.cfg.ready):
+            m.d.sync += pooling.eq(window.pool)
+        wiring.connect(m, wiring.flipped(self.i), crop.i)
+        with m.If(pooling):
+            wiring.connect(m, crop.o, pool.i)
+            wiring.connect(m, pool.o, wiring.flipped(self.o))
+        with m.Else():
+            wiring.connect(m, crop.o, wiring.flipped(self.o))
         return m

@@ -2,15 +2,16 @@
 
 `Sequencer` owns the regions of an `AcceleratorConfig` (one `Memory` each, or an `hw.memory.SpramMemory` for the
 config's `spram_regions`: the program of layer descriptors, the int8 activation buffers act0 and act1, each
-engine's weight streams), the engines the config has, and the conv engine's post stage. `hw.top.Accelerator`
+engine's weight streams) and the engines the config has. `hw.top.Accelerator`
 hands it a LOAD, RUN or READ request whose payload sits in the frame buffer; the sequencer reads its arguments
 from there, checks them, does the work and answers through the frame transmitter.
 
-Kind "conv" (the SPEC2 engine, `SpectralConv`, then `Crop`, then `MaxPool2` or a bypass):
+Kind "conv" (the SPEC2 engine, `SpectralConv`, with its post stage, a crop and a pool or none behind each of its
+inverse paths):
 
     act[src] ─ RegionReader ─ x ─┐
-    conv.w   ─ RegionReader ─ w ─ SpectralConv ─ o ─ Crop ─┬─ MaxPool2 ─┬─ writer ─ act[1 - src]
-    conv.quant ─ RegionReader ──┘   ↑ cfg      ↑ cfg    └─ (pool 0) ─┘
+    conv.w   ─ RegionReader ─ w ─ SpectralConv (post) ─ o ─ writer ─ act[1 - src]
+    conv.quant ─ RegionReader ──┘   ↑ cfg, post
                                     descriptor (program[layer])
 
 Kind "fc" (`FcEngine`; no post stage):
@@ -22,10 +23,10 @@ Kind "fc" (`FcEngine`; no post stage):
 
 A RUN fetches descriptors first..first+count-1 one after the other. For each it checks the kind (one of an
 engine the config has) and the ranges, starts the kind's streamers (x from address 0, the weight regions from
-the descriptor's starts), sends the kind's cfg beats (conv: the engine, the crop and, if pooling, the pool;
-fc: the engine) and writes the results to the other buffer from address 0. The layer is over when out_count
-values have been written, every cfg beat has been taken and every streamer has handed over its words (and,
-for conv, the crop has let its last sample go: a pool drops an odd last row after its final output). Each layer
+the descriptor's starts), sends the kind's cfg beats (conv: the engine's cfg and post beats; fc: the engine's cfg)
+and writes the results to the other buffer from address 0. The layer is over when out_count values have been
+written, every cfg beat has been taken and every streamer has handed over its words (and, for conv, the engine's
+post stages have let their last samples go: a pool drops an odd last row after its final output). Each layer
 reads what the one before wrote, so layers run one after the other, with one overlap: a layer behind a conv layer
 starts its x streamer and its engine cfg beat (an FC layer also its weight streamers) while the conv layer still
 computes (`_prefetch`), its x held at each word until that word has been written, so that its engine loads the
@@ -34,9 +35,9 @@ meanwhile) rather than after. The answer carries the cycles from the first fetch
 
 A descriptor whose counts disagree with its engine's cfg stops making progress instead. A watchdog counts the
 cycles of a layer without a handshake on any of its streams (the streamers' beats, the cfg beats, the engine's
-and post stage's outputs, the writer); at the config's `watchdog_cycles` the layer is aborted and the RUN
+output, the writer); at the config's `watchdog_cycles` the layer is aborted and the RUN
 answered STALLED with the layer's index, what it was waiting for (`hw.spec.protocol.Waiting`) and the cycles so
-far. The abort resets every engine, the post stage and every streamer through `ResetInserter`: their registers
+far. The abort resets every engine and every streamer through `ResetInserter`: their registers
 go back to their initial values the cycle after (the reset is registered, for it reaches thousands of
 flip-flops; the sequencer has stopped the layer's writes and cfg beats by then), as after power-up, with no abort
 logic inside them (and their memories, written before they are read in every layer, keep stale words that no one
@@ -69,7 +70,6 @@ from .config import KINDS, REGION_IDS, AcceleratorConfig
 from .fc_engine import FcEngine
 from .link import Response
 from .memory import RegionReader, SpramMemory, SpramParams
-from .pool import Crop, MaxPool2
 from .spectral.pipeline import SpectralConv
 
 #: Bytes of the RUN answer: the cycle count, u32 little-endian.
@@ -124,8 +124,7 @@ class _State:
         self.running = Signal()  # a layer's datapath is live
         self.written = Signal(range(cfg.act_depth + 1))
         self.conv_cfg_pending = Signal()
-        self.crop_cfg_pending = Signal()
-        self.pool_cfg_pending = Signal()
+        self.post_cfg_pending = Signal()
         self.fc_cfg_pending = Signal()
         self.layer_start = Signal()
         self.is_conv = Signal()
@@ -156,8 +155,6 @@ class _State:
         self.reads: dict[str, Any] = {}
         self.streamers: dict[str, RegionReader] = {}
         self.conv: SpectralConv | None = None
-        self.crop: Crop | None = None
-        self.pool: MaxPool2 | None = None
         self.fc: FcEngine | None = None
 
     @property
@@ -236,12 +233,10 @@ class Sequencer(wiring.Component):
             m.d.comb += [read.addr.eq(streamer.addr), read.en.eq(streamer.en), streamer.data.eq(read.data)]
 
     def _add_engines(self, m: Module, s: _State) -> None:
-        """The config's engines; the conv engine with its post stage, a crop and a pool. An abort resets them all."""
+        """The config's engines (the conv engine with its post stages). An abort resets them all."""
         if self.config.conv is not None:
-            s.conv, s.crop, s.pool = SpectralConv(self.config.conv), Crop(self.config.crop), MaxPool2(self.config.pool)
+            s.conv = SpectralConv(self.config.conv)
             m.submodules.conv = ResetInserter(s.reset)(s.conv)
-            m.submodules.crop = ResetInserter(s.reset)(s.crop)
-            m.submodules.pool = ResetInserter(s.reset)(s.pool)
         if self.config.fc is not None:
             s.fc = FcEngine(self.config.fc)
             m.submodules.fc = ResetInserter(s.reset)(s.fc)
@@ -381,17 +376,17 @@ class Sequencer(wiring.Component):
         with m.State("LAYER"):
             m.d.comb += [program.addr.eq(s.layer + 1), program.en.eq(1)]  # the next descriptor, for `_prefetch`
             m.d.sync += s.in_layer.eq(1)
-            # The flags of the kind not running are 0, its crop and its streamers idle, so one condition serves
+            # The flags of the kind not running are 0, its engine and its streamers idle, so one condition serves
             # both. A prefetched next layer's x streamer and engine cfg beat are not this layer's.
             early_fc = s.prefetched & s.x_fc  # the FC layer behind this one has its cfg and streams on the way
             busy = [r.busy & ~early_fc if name.startswith("fc.") else r.busy
                     for name, r in s.streamers.items() if name not in ("act0", "act1")]
             busy += [r.busy & ~(s.prefetched & (s.x_src == k)) for k, r in enumerate(s.acts)]
             conv_cfg = s.conv_cfg_pending & ~(s.prefetched & ~s.x_fc)
-            done = ((s.written == s.desc.out_count) & ~s.crop_cfg_pending & ~conv_cfg
-                    & ~s.pool_cfg_pending & ~(s.fc_cfg_pending & ~early_fc) & ~Cat(*busy).any())
-            if s.crop is not None:
-                done &= ~s.crop.busy
+            done = ((s.written == s.desc.out_count) & ~s.post_cfg_pending & ~conv_cfg
+                    & ~(s.fc_cfg_pending & ~early_fc) & ~Cat(*busy).any())
+            if s.conv is not None:
+                done &= ~s.conv.post_busy
             with m.If(done):
                 m.d.sync += [s.layer.eq(s.layer + 1), s.layers_left.eq(s.layers_left - 1), s.running.eq(0),
                              s.in_layer.eq(0), s.x_gate.eq(0)]
@@ -535,7 +530,7 @@ class Sequencer(wiring.Component):
         result = Signal(8)
         if s.conv is not None:
             self._conv_cfg(m, s)
-            self._post_stage(m, s, result_valid, result)
+            m.d.comb += [s.conv.o.ready.eq(1), result_valid.eq(s.conv.o.valid), result.eq(s.conv.o.payload)]
         if s.fc is not None:
             fc = s.fc
             with m.If(s.layer_start & s.is_fc & ~s.prefetched):  # else `_prefetch` has sent it
@@ -551,38 +546,18 @@ class Sequencer(wiring.Component):
         return result_valid, result
 
     def _conv_cfg(self, m: Module, s: _State) -> None:
-        """One cfg beat each per conv layer, straight from the descriptor: engine, crop and, when pooling, pool."""
-        conv, crop, pool = s.conv, s.crop, s.pool
-        c, post = s.desc.conv, s.desc.post
+        """Two beats per conv layer, straight from the descriptor: the engine's cfg and its post stages' window."""
+        conv = s.conv
         with m.If(s.layer_start & s.is_conv):
-            m.d.sync += [s.crop_cfg_pending.eq(1), s.pool_cfg_pending.eq(post.pool)]
+            m.d.sync += s.post_cfg_pending.eq(1)
             with m.If(~s.prefetched):  # else `_prefetch` has sent it
-                m.d.sync += [s.conv_cfg_pending.eq(1), s.conv_cfg_beat.eq(c.cfg)]
-        m.d.comb += [conv.cfg.valid.eq(s.conv_cfg_pending), conv.cfg.payload.eq(s.conv_cfg_beat)]
+                m.d.sync += [s.conv_cfg_pending.eq(1), s.conv_cfg_beat.eq(s.desc.conv.cfg)]
+        m.d.comb += [conv.cfg.valid.eq(s.conv_cfg_pending), conv.cfg.payload.eq(s.conv_cfg_beat),
+                     conv.post.valid.eq(s.post_cfg_pending), conv.post.payload.eq(s.desc.post)]
         with m.If(conv.cfg.valid & conv.cfg.ready):
             m.d.sync += s.conv_cfg_pending.eq(0)
-        m.d.comb += [crop.cfg.valid.eq(s.crop_cfg_pending),
-                     crop.cfg.payload.height.eq(c.cfg.height), crop.cfg.payload.width.eq(c.cfg.width),
-                     crop.cfg.payload.channels.eq(c.cfg.c_out), crop.cfg.payload.top.eq(post.top),
-                     crop.cfg.payload.left.eq(post.left), crop.cfg.payload.out_height.eq(post.height),
-                     crop.cfg.payload.out_width.eq(post.width)]
-        with m.If(crop.cfg.valid & crop.cfg.ready):
-            m.d.sync += s.crop_cfg_pending.eq(0)
-        m.d.comb += [pool.cfg.valid.eq(s.pool_cfg_pending), pool.cfg.payload.height.eq(post.height),
-                     pool.cfg.payload.width.eq(post.width), pool.cfg.payload.channels.eq(c.cfg.c_out)]
-        with m.If(pool.cfg.valid & pool.cfg.ready):
-            m.d.sync += s.pool_cfg_pending.eq(0)
-
-    def _post_stage(self, m: Module, s: _State, result_valid: Signal, result: Signal) -> None:
-        """The conv engine's output through the crop, then the pool or, without pooling, past it."""
-        crop, pool = s.crop, s.pool
-        wiring.connect(m, s.conv.o, crop.i)
-        with m.If(s.desc.post.pool):
-            m.d.comb += [pool.i.valid.eq(crop.o.valid), pool.i.payload.eq(crop.o.payload),
-                         crop.o.ready.eq(pool.i.ready), pool.o.ready.eq(1),
-                         result_valid.eq(pool.o.valid), result.eq(pool.o.payload)]
-        with m.Else():
-            m.d.comb += [crop.o.ready.eq(1), result_valid.eq(crop.o.valid), result.eq(crop.o.payload)]
+        with m.If(conv.post.valid & conv.post.ready):
+            m.d.sync += s.post_cfg_pending.eq(0)
 
     def _layer_writes(self, m: Module, s: _State, result_valid: Signal, result: Signal) -> None:
         """The layer's results into the other activation buffer from address 0."""
@@ -598,15 +573,15 @@ class Sequencer(wiring.Component):
     def _watchdog(self, m: Module, s: _State, result_valid: Signal) -> None:
         """The running layer's quiet cycles, restarted by any beat on its streams; an abort's clean-up.
 
-        A beat is a streamer's word taken by an engine, a cfg beat taken, a value out of the conv engine or the
-        crop, or a result written (the writer is always ready). LAYER aborts at `watchdog_cycles`.
+        A beat is a streamer's word taken by an engine, a cfg beat taken, a value out of the conv engine, or a
+        result written (the writer is always ready). LAYER aborts at `watchdog_cycles`.
         """
         streams = [reader.o for reader in s.streamers.values()]
-        for engine in (s.conv, s.crop, s.pool, s.fc):
+        for engine in (s.conv, s.fc):
             if engine is not None:
                 streams.append(engine.cfg)
         if s.conv is not None:
-            streams += [s.conv.o, s.crop.o]
+            streams += [s.conv.post, s.conv.o]
         progress = Cat(result_valid, *(port.valid & port.ready for port in streams)).any()
         with m.If(s.layer_start | progress):
             m.d.sync += s.quiet.eq(0)
@@ -616,7 +591,7 @@ class Sequencer(wiring.Component):
         # What the layer still waited for, kept for the STALLED answer.
         desc = s.desc
         flags = {Waiting.X: Mux(desc.src, s.acts[1].busy, s.acts[0].busy),
-                 Waiting.CFG: s.conv_cfg_pending | s.crop_cfg_pending | s.pool_cfg_pending | s.fc_cfg_pending,
+                 Waiting.CFG: s.conv_cfg_pending | s.post_cfg_pending | s.fc_cfg_pending,
                  Waiting.OUTPUT: s.written != desc.out_count}
         for flag, region in ((Waiting.CONV_W, "conv.w"), (Waiting.CONV_QUANT, "conv.quant"),
                              (Waiting.FC_XOR, "fc.xor"), (Waiting.FC_BIM, "fc.bim"), (Waiting.FC_SCALE, "fc.scale")):
@@ -631,5 +606,5 @@ class Sequencer(wiring.Component):
         m.d.sync += s.reset.eq(s.abort)
         with m.If(s.abort):
             m.d.sync += [s.waiting.eq(waiting), s.running.eq(0), s.quiet.eq(0), s.conv_cfg_pending.eq(0),
-                         s.crop_cfg_pending.eq(0), s.pool_cfg_pending.eq(0), s.fc_cfg_pending.eq(0),
+                         s.post_cfg_pending.eq(0), s.fc_cfg_pending.eq(0),
                          s.prefetched.eq(0), s.x_gate.eq(0)]

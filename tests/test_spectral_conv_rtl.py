@@ -2,7 +2,8 @@
 
 Random calibrated layers at 75 % spectral sparsity under cocotb, with random input gaps on all four input
 streams and random output backpressure: the LeNet-5 layers back to back in one run (1 -> 6 at 28 x 28,
-6 -> 16 at 14 x 14, K = 5, L = 4, ReLU) on the lenet5 config's engine (two output channels in flight), a
+6 -> 16 at 14 x 14, K = 5, L = 4, ReLU) on the lenet5 config's engine (four output channels in flight, each
+path cropping and pooling: conv1's map pooled, conv2's cropped to its "valid" 10 x 10 and pooled), a
 VGG-like 64 -> 64 layer on a reduced 12 x 12 map (K = 3, L = 6, one channel in flight) and small "valid"
 layers on odd-sized maps with three channels in flight (5 = 3 + 2 and 2 output channels: a short last block,
 a layer narrower than the paths). The full-rate runs check the cycle model the benchmark uses.
@@ -10,6 +11,7 @@ a layer narrower than the paths). The full-rate runs check the cycle model the b
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ from hw.spectral.pipeline import SpectralConvParams, cycle_model
 from hw.spectral.streams import decode_output, encode
 from sim.spectral import simulate_layers, span
 
-LENET = AcceleratorConfig.lenet5().conv  # N = 8, K = 5, L = 4, ReLU, P = 4, B = 8, 6 -> 16 on 28 x 28, outs = 2
+LENET = AcceleratorConfig.lenet5().conv  # N = 8, K = 5, L = 4, ReLU, P = 4, B = 8, 6 -> 16 on 28 x 28, outs = 4, post
 VGG = SpectralConvParams(k=3, l=6, max_c_in=64, max_c_out=64, max_height=12, max_width=12)
 VALID = SpectralConvParams(k=3, l=6, padding="valid", max_c_in=4, max_c_out=5, max_height=16, max_width=16, outs=3)
 
@@ -41,10 +43,10 @@ def make_layer(params: SpectralConvParams, c_in: int, c_out: int, hw: tuple[int,
 
 @pytest.mark.cost(seconds=35)
 def test_lenet_layers_back_to_back(tmp_path: Path):
-    conv1 = make_layer(LENET, 1, 6, (28, 28), seed=1)
-    conv2 = make_layer(LENET, 6, 16, (14, 14), seed=2)
+    conv1 = (*make_layer(LENET, 1, 6, (28, 28), seed=1), (0, 0, 28, 28, True))
+    conv2 = (*make_layer(LENET, 6, 16, (14, 14), seed=2), (2, 2, 10, 10, True))
     cycles = simulate_layers(LENET, [conv1, conv2], "spectral_conv_lenet", tmp_path)
-    model = [cycle_model(LENET, layer, *x.shape[1:]) for layer, x in (conv1, conv2)]
+    model = [cycle_model(LENET, layer, *x.shape[1:], pool=True) for layer, x, _ in (conv1, conv2)]
     # The second layer's load overlaps the first's compute, so the run lies between the two bounds.
     assert model[0]["single"] + model[1]["compute"] <= span(cycles) <= model[0]["single"] + model[1]["single"]
 
@@ -75,6 +77,17 @@ def test_valid_padding_odd_map(tmp_path: Path):
     # On Verilator like the other whole layers: Icarus took 31 s to run these two small layers on the three-path
     # engine, Verilator 17 s to compile it and 2 s to run them.
     simulate_layers(VALID, layers, "spectral_conv_valid", tmp_path)
+
+
+@pytest.mark.cost(seconds=20)
+def test_post_stages_odd_windows(tmp_path: Path):
+    """Each path crops and pools its own maps: windows of odd size, so the pools drop a last column or row after
+    their final output, which the next layer must wait for (`post_busy`)."""
+    engine = dataclasses.replace(VALID, post=True)
+    layers = [(*make_layer(engine, 3, 5, (13, 11), seed=4), (1, 0, 10, 9, True)),  # 11 x 9 -> 5 x 4
+              (*make_layer(engine, 4, 2, (7, 16), seed=5), (0, 1, 5, 13, True)),  # 5 x 14 -> 2 x 6
+              (*make_layer(engine, 2, 4, (9, 9), seed=7), (2, 3, 4, 2, False))]  # a crop alone
+    simulate_layers(engine, layers, "spectral_conv_valid_post", tmp_path)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -119,7 +119,7 @@ def test_conv_max_groups_follows_max_c_in():
     conv = AcceleratorConfig.lenet5().conv
     fresh = SpectralConvParams(n=conv.n, k=conv.k, l=conv.l, padding=conv.padding, relu=conv.relu, p=conv.p,
                                b=conv.b, max_c_in=3, max_c_out=conv.max_c_out, max_height=conv.max_height,
-                               max_width=conv.max_width, outs=conv.outs)
+                               max_width=conv.max_width, outs=conv.outs, post=True)
     assert point.config.conv == fresh and point.config.conv.max_groups < conv.max_groups
 
 

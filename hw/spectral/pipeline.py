@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -39,6 +39,7 @@ from hw.spec.spectral.fixed import SpectralFixed
 from hw.spec.spectral.geometry import DEFAULT_N, OaaParams
 from hw.spec.spectral.layer import SpectralLayer
 
+from ..pool import PostParams, PostStage
 from ..spec.params import check_ints, require_params, to_int
 from .fft import Fft2d, FftParams, Ifft2d
 from .ifft_input import IfftInput, IfftInputParams
@@ -58,6 +59,9 @@ class SpectralConvParams:
     max_c_in times the canonical bins: one entry per group). spec: the fixed-point widths (`SpectralFixed`).
     outs: output channels in flight (1..min(16, max_c_out)): the MAC's output streams, each with its own inverse
     path (IFFT input, inverse FFT, overlap-add) and, with more than one, an output buffer of one whole map.
+    post: a post stage (`hw.pool.PostStage`: crop, then 2 x 2 max-pool or none) behind each path, before its
+    buffer, set per layer by the `post` stream; `o` then gives the maps cropped and pooled, so the paths' buffers
+    empty a pooled map's quarter of the values (the accelerator's engine has it).
     """
 
     n: int = DEFAULT_N
@@ -74,6 +78,7 @@ class SpectralConvParams:
     max_groups: int | None = None
     spec: SpectralFixed = SpectralFixed()
     outs: int = 1
+    post: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n", "k", "l", "p", "b"):  # bounded by OaaParams and SpectralMacParams, below
@@ -84,8 +89,11 @@ class SpectralConvParams:
         if self.outs > self.max_c_out:
             raise ValueError(f"outs must be at most max_c_out={self.max_c_out} (output channels in flight), "
                              f"got {self.outs}")
-        if not isinstance(self.relu, bool):
-            raise ValueError(f"relu must be a bool, got {self.relu!r}")
+        for name in ("relu", "post"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.post and min(self.max_height, self.max_width) < 2:
+            raise ValueError("max_height and max_width must be at least 2 with post (the pool's window)")
         if not isinstance(self.spec, SpectralFixed):
             raise ValueError(f"spec must be a SpectralFixed, got {type(self.spec).__name__}")
         OaaParams(self.n, self.k, self.l, self.padding)  # its errors name n, k, l or padding
@@ -146,6 +154,11 @@ class SpectralConvParams:
                                 in_bits=self.spec.data_bits, mult_bits=self.spec.mult_bits,
                                 out_bits=self.spec.out_bits, relu=self.relu)
 
+    @property
+    def post_stage(self) -> PostParams:
+        """Each path's post stage: the largest map, the channels one path takes of the largest layer."""
+        return PostParams(self.max_height, self.max_width, -(-self.max_c_out // self.outs), self.spec.out_bits)
+
     # --- stream layouts --------------------------------------------------------------------------------------
     @property
     def cfg_layout(self) -> data.StructLayout:
@@ -155,6 +168,11 @@ class SpectralConvParams:
             "c_in": self.max_c_in.bit_length(), "c_out": self.max_c_out.bit_length(),
             "mac_shift": unsigned(SHIFT_BITS),
         })
+
+    @property
+    def window_layout(self) -> data.StructLayout:
+        """One beat of `post` per layer (with `post`): the crop window of the output map and the pool flag."""
+        return self.post_stage.window_layout
 
     @property
     def quant_layout(self) -> data.StructLayout:
@@ -181,7 +199,7 @@ class SpectralConvParams:
                 "max_height": self.max_height, "max_width": self.max_width, "max_groups": self.max_groups,
                 "act_bits": self.spec.act_bits, "data_bits": self.spec.data_bits,
                 "weight_bits": self.spec.weight_bits, "acc_bits": self.acc_bits,
-                "out_bits": self.spec.out_bits, "outs": self.outs, "latency": self.latency,
+                "out_bits": self.spec.out_bits, "outs": self.outs, "post": self.post, "latency": self.latency,
                 "forward_latency": self.fft.forward_latency}
 
     @property
@@ -341,6 +359,10 @@ class SpectralConv(wiring.Component):
       entries sends one group of padding with `last`). Each lane's `chan` is its entry's input channel.
     * `quant` (`params.quant_layout`): one beat per output channel: out_mult, out_shift, bias_q.
     * `o` (signed out_bits): the output map, channel by channel, H_out x W_out in raster order.
+    * with `params.post`, `post` (`params.window_layout`): one beat per layer, taken once its compute has started:
+      the crop window of each output map and the pool flag; `o` then gives each map's window, pooled when the
+      flag is set. `post_busy` is high while a path's post stage still takes the layer's samples (those it
+      drops may come after the last value on `o`); the compute path takes its next layer after.
 
     The forward path (tiler, FFT, tagging) runs one layer ahead of the compute path (replay, MAC, IFFT,
     overlap-add): each takes its own copy of `cfg` from a two-deep queue when it goes idle, and the MAC's
@@ -360,6 +382,7 @@ class SpectralConv(wiring.Component):
             "quant": In(stream.Signature(params.quant_layout)),
             "o": Out(stream.Signature(signed(params.spec.out_bits))),
             "loading": Out(1),
+            **({"post": In(stream.Signature(params.window_layout)), "post_busy": Out(1)} if params.post else {}),
         })
 
     def elaborate(self, platform):
@@ -482,27 +505,61 @@ class SpectralConv(wiring.Component):
         with m.If(self.quant.valid & self.quant.ready):
             m.d.sync += [q_sent.eq(q_sent + 1), q_path.eq(Mux(q_path == p.outs - 1, 0, q_path + 1))]
 
+        # With `post`, each path's samples go through its own post stage: crop and pool side by side, so what the
+        # paths' buffers hold and `o` gives is the pooled maps. Path j takes channels j, j + outs, ... of the layer.
+        samples = [oaa.o for oaa in oaas]
+        crop = 0 if p.padding == "same" else p.k - 1
+        map_h, map_w = c_cfg.height - crop, c_cfg.width - crop  # each map as overlap-add gives it
+        out_w, out_h = Signal.like(c_cfg.width), Signal.like(c_cfg.height)  # each map as `o` gives it
+        if p.post:
+            posts = [PostStage(p.post_stage) for _ in paths]
+            post_taken = Signal()  # this layer's `post` beat
+            open_paths = [c_cfg.c_out > j for j in paths]  # a path with no channel of the layer takes no cfg
+            m.d.comb += [
+                self.post.ready.eq(c_busy & ~post_taken
+                                   & Cat(*(st.cfg.ready | ~live for st, live in zip(posts, open_paths))).all()),
+                self.post_busy.eq(Cat(*(st.busy for st in posts)).any()),
+            ]
+            with m.If(self.post.valid & self.post.ready):
+                m.d.sync += [post_taken.eq(1),
+                             out_h.eq(Mux(self.post.payload.pool, self.post.payload.height >> 1,
+                                          self.post.payload.height)),
+                             out_w.eq(Mux(self.post.payload.pool, self.post.payload.width >> 1,
+                                          self.post.payload.width))]
+            per_path = p.post_stage.max_channels
+            for j, (st, live) in enumerate(zip(posts, open_paths)):
+                m.submodules[f"post{'' if p.outs == 1 else j}"] = st
+                channels = Array(Const(max(0, -(-(c - j) // p.outs)), range(per_path + 1))
+                                 for c in range(p.max_c_out + 1))
+                m.d.comb += [st.cfg.valid.eq(self.post.valid & self.post.ready & live),
+                             st.cfg.payload.height.eq(map_h), st.cfg.payload.width.eq(map_w),
+                             st.cfg.payload.channels.eq(channels[c_cfg.c_out]),
+                             st.cfg.payload.window.eq(self.post.payload)]
+                wiring.connect(m, oaas[j].o, st.i)
+            samples = [st.o for st in posts]
+        else:
+            m.d.comb += [out_h.eq(map_h), out_w.eq(map_w)]
+
         # `o` gives the maps channel by channel. With several paths each holds its map in a buffer of a whole map
         # while the paths before it in the block give theirs: the paths run in step (the MAC feeds them tile by
         # tile), so a path that cannot finish its map would stall the others.
         if p.outs == 1:
-            maps = [oaas[0].o]
+            maps = samples
         else:
             maps = []
-            for j, oaa in enumerate(oaas):
+            for j, src in enumerate(samples):
                 m.submodules[f"map{j}"] = fifo = SyncFIFOBuffered(width=p.spec.out_bits,
                                                                   depth=p.max_height * p.max_width)
-                m.d.comb += [fifo.w_data.eq(oaa.o.payload), fifo.w_en.eq(oaa.o.valid), oaa.o.ready.eq(fifo.w_rdy)]
+                m.d.comb += [fifo.w_data.eq(src.payload), fifo.w_en.eq(src.valid), src.ready.eq(fifo.w_rdy)]
                 maps.append(stream.Signature(signed(p.spec.out_bits)).create(path=("map", j)))
                 m.d.comb += [maps[j].payload.eq(fifo.r_data), maps[j].valid.eq(fifo.r_rdy), fifo.r_en.eq(maps[j].ready)]
 
         # The layer ends with its last output value: count columns, rows and channels of the output maps.
-        crop = 0 if p.padding == "same" else p.k - 1
         o_col, o_row = Signal.like(c_cfg.width), Signal.like(c_cfg.height)
         o_chan = Signal.like(c_cfg.c_out)
         o_path = Signal(range(p.outs))
-        row_end = o_col == c_cfg.width - crop - 1
-        out_end = row_end & (o_row == c_cfg.height - crop - 1)
+        row_end = o_col == out_w - 1
+        out_end = row_end & (o_row == out_h - 1)
         if p.outs == 1:
             wiring.connect(m, maps[0], wiring.flipped(self.o))
         else:
@@ -516,13 +573,26 @@ class SpectralConv(wiring.Component):
             with m.If(out_end):
                 m.d.sync += [o_row.eq(0), o_chan.eq(o_chan + 1), o_path.eq(Mux(o_path == p.outs - 1, 0, o_path + 1))]
                 with m.If(o_chan == c_cfg.c_out - 1):
-                    m.d.sync += [o_chan.eq(0), o_path.eq(0), q_sent.eq(0), q_path.eq(0), c_busy.eq(0)]
+                    m.d.sync += [o_chan.eq(0), o_path.eq(0)]
+        # The layer's last value has left; the next layer waits for the post stages to have taken this one's
+        # last samples too (those they drop).
+        finished, last_value, end = Signal(), Signal(), Signal()
+        m.d.comb += [last_value.eq(self.o.valid & self.o.ready & out_end & (o_chan == c_cfg.c_out - 1)),
+                     end.eq((last_value | finished) & ~(self.post_busy if p.post else 0))]
+        with m.If(last_value & ~end):
+            m.d.sync += finished.eq(1)
+        with m.If(end):
+            m.d.sync += [finished.eq(0), q_sent.eq(0), q_path.eq(0), c_busy.eq(0)]
+            if p.post:
+                m.d.sync += post_taken.eq(0)
         return m
 
 
-def cycle_model(params: SpectralConvParams, layer: SpectralLayer, h: int, w: int) -> dict[str, int]:
-    """Full-rate cycles of one layer on an H x W input (`hw.spec.spectral.engine.layer_cycles` on this engine)."""
-    return layer_cycles(params.describe(), layer, h, w)
+def cycle_model(params: SpectralConvParams, layer: SpectralLayer, h: int, w: int, *,
+                pool: bool = False) -> dict[str, int]:
+    """Full-rate cycles of one layer on an H x W input (`hw.spec.spectral.engine.layer_cycles` on this engine),
+    its output pooled by the engine's post stages with `pool`."""
+    return layer_cycles(params.describe(), layer, h, w, pool=pool)
 
 
 __all__ = ["SpectralConvParams", "SpectralConv", "KernelReplay", "cycle_model"]

@@ -178,8 +178,9 @@ def _step_cycles(config: AcceleratorConfig, step: Step, words: dict[str, int], b
         _, h, w = step.in_shape
         if before is not None:
             return chained_cycles(config.conv.describe(), (before.layer.spectral, *before.in_shape[1:]),
-                                  (step.layer.spectral, h, w), valid_as_crop=True)
-        return int(layer_cycles(config.conv.describe(), step.layer.spectral, h, w, valid_as_crop=True)["single"])
+                                  (step.layer.spectral, h, w), valid_as_crop=True, pools=(before.pool, step.pool))
+        return int(layer_cycles(config.conv.describe(), step.layer.spectral, h, w, valid_as_crop=True,
+                                pool=step.pool)["single"])
     rows, cols = step.layer.shape
     return int(fc_layer_cycles(config.fc.describe(), cols, rows, words["fc.xor"], loaded=before is not None))
 

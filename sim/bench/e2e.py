@@ -112,7 +112,7 @@ def conv_busy(model: Any, info: dict, measured: dict[str, int]) -> dict | None:
             continue
         cycles = measured[step.layer.name]
         _, h, w = step.in_shape
-        counts = layer_cycles(engine, step.layer.spectral, h, w, valid_as_crop=True)
+        counts = layer_cycles(engine, step.layer.spectral, h, w, valid_as_crop=True, pool=step.pool)
         products += counts["products"]
         layers[step.layer.name] = {"cycles": cycles, "mac_busy": round(counts["mac"] / cycles, 4),
                                    "mac_lanes_busy": round(counts["products"] / (engine["p"] * cycles), 4),

@@ -216,8 +216,8 @@ def _busy(busy: dict[str, Any]) -> str:
     return (f"The conv MAC's {busy['mac_dsps']} DSPs multiply a weight in "
             f"{100 * busy['mac_lanes_busy_per_image']:.0f} % of the image's cycles ({per_layer('mac_lanes_busy')} "
             f"of their layers'), its {busy['inverse_paths']} inverse FFT paths take a sample in "
-            f"{per_layer('inverse_paths_busy')} (each layer in a RUN of its own): the inverse FFT's sample a cycle, "
-            "the load before the compute and the engine's one output value a cycle bound the conv layers, not the "
+            f"{per_layer('inverse_paths_busy')} (each layer in a RUN of its own): the inverse FFT's sample a cycle "
+            "and the forward path's (the tiler's and FFT's load of each input map) bound the conv layers, not the "
             "multipliers.")
 
 

@@ -78,17 +78,21 @@ def check_layer_fits(engine: Mapping[str, Any], layer: SpectralLayer, in_shape: 
 
 
 def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int, *,
-                 valid_as_crop: bool = False) -> dict[str, int]:
+                 valid_as_crop: bool = False, pool: bool = False) -> dict[str, int]:
     """Full-rate cycles of `layer` on an H x W input on `engine` (the figures the RTL tests check); with
-    `valid_as_crop` the engine runs its own "same" geometry and the post stage crops (`check_layer_fits`).
+    `valid_as_crop` the engine runs its own "same" geometry and the post stage crops (`check_layer_fits`), and
+    with `pool` it pools the layer's output 2 x 2.
 
     `load`: the tiler and forward FFT, C_in T N^2. `lead`: the part of it before the compute starts, up to the last
     input channel's first tile, (C_in - 1) T N^2 (its way through the forward FFT is in `latency`; the compute then
     keeps pace with the rest of the load). `compute`: the
     output channels in blocks of the engine's `outs` (its inverse paths); per block the slower of the MAC, T sum
-    of G_o (each channel's groups once per tile), and the inverse paths, T N^2 plus the overlap-add's drain of the
-    output rows the last tile row completes (they take the next block after); then the last block's other maps
-    leave the output buffers one value a cycle, and no layer is faster than its output, one value a cycle.
+    of G_o (each channel's groups once per tile), and the inverse paths, T N^2, plus the overlap-add's drain of
+    the output rows the last tile row completes (the paths take the next block after it; hidden when the next
+    block's MAC alone takes longer than its inverse paths and that drain); then the last block's other maps
+    leave the output buffers one value a cycle, and no layer is faster than its output, one value a cycle. An
+    engine with post stages (`post`) has its paths crop and pool before their buffers, so what leaves is the
+    layer's output window, pooled with `pool`; without, the post stage behind the engine does, at its rate.
     `latency`: the first band (L W) and the engine's `latency` (forward FFT, MAC, spectrum read-out, inverse FFT
     and last tile) behind the last group. `single`: one layer alone, lead + compute + latency; `steady`: per layer
     when inputs stream through it back to back.
@@ -98,9 +102,9 @@ def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int
     layer's entries; the MAC has P lanes, so `mac` P - `products` lane-cycles multiply padding); `inverse`, the
     samples through the inverse paths (C_out T N^2, shared by `outs` paths, one sample a cycle each).
     """
-    g = _geometry(engine, layer, h, w, valid_as_crop)
+    g = _geometry(engine, layer, h, w, valid_as_crop, pool)
     tiles, n2, outs, per_block = g["tiles"], g["n2"], g["outs"], g["per_block"]
-    hw_out = g["h_out"] * g["w_out"]
+    hw_out = g["map_out"]
     tail = (layer.c_out - 1) % outs * hw_out  # the last block's maps behind its first
     load = layer.c_in * tiles * n2
     compute = max(int(per_block.sum()) + tail, layer.c_out * hw_out)
@@ -111,9 +115,11 @@ def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int
             "products": tiles * int(layer.counts.sum()), "inverse": layer.c_out * tiles * n2}
 
 
-def _geometry(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int, valid_as_crop: bool) -> dict[str, Any]:
-    """What `layer_cycles` and `chained_cycles` count with: tiles, output map, per block of output channels its
-    compute (the slower of the MAC's groups and the inverse paths' samples plus the last tile row's drain)."""
+def _geometry(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int, valid_as_crop: bool,
+              pool: bool) -> dict[str, Any]:
+    """What `layer_cycles` and `chained_cycles` count with: tiles, output map (`map_out`, the values of one
+    channel `o` gives), per block of output channels its compute (the slower of the MAC's groups and the inverse
+    paths' samples plus the last tile row's drain)."""
     oaa = OaaParams(engine["n"], engine["k"], engine["l"], "same") if valid_as_crop else layer.oaa
     outs = int(engine.get("outs", 1))  # 1 from an INFO that predates it
     t_r, t_c = oaa.tiles(h, w)
@@ -123,17 +129,28 @@ def _geometry(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int, v
     drained_rows = h_out - max(0, min(h_out, (t_r - 1) * oaa.l - oaa.crop))
     groups = layer.schedule.groups if layer.schedule is not None else np.zeros(layer.c_out)
     blocks = np.add.reduceat(np.maximum(groups, 1), np.arange(0, layer.c_out, outs))
-    per_block = np.maximum(tiles * blocks, tiles * n2 + drained_rows * w_out)
+    # A block's overlap-add drains its last tile row's rows before its path takes the next block's first tile, so
+    # the drain comes after whichever of the MAC and the inverse paths bounds the block, unless the next block's
+    # MAC alone outlasts the inverse paths' samples and that drain (the paths then wait for it anyway).
+    drain = drained_rows * w_out
+    mac, inverse = tiles * blocks, tiles * n2
+    hidden = np.append(mac[1:] >= inverse + drain, False)
+    per_block = np.where(hidden, np.maximum(mac, inverse), np.maximum(mac, inverse) + drain)
+    map_out = h_out * w_out
+    if engine.get("post"):  # False from an INFO that predates it
+        rows, cols = layer.oaa.output_shape(h, w)
+        map_out = (rows // 2) * (cols // 2) if pool else rows * cols
     return {"tiles": tiles, "tile_cols": t_c, "n2": n2, "outs": outs, "h_out": h_out, "w_out": w_out,
-            "l": oaa.l, "groups": groups, "per_block": per_block}
+            "map_out": map_out, "l": oaa.l, "groups": groups, "per_block": per_block}
 
 
 def chained_cycles(engine: Mapping[str, Any], first: tuple[SpectralLayer, int, int],
-                   second: tuple[SpectralLayer, int, int], *, valid_as_crop: bool = False) -> int:
+                   second: tuple[SpectralLayer, int, int], *, valid_as_crop: bool = False,
+                   pools: tuple[bool, bool] = (False, False)) -> int:
     """Cycles of the conv layer `second` (layer, H, W) in a RUN right behind the conv layer `first` whose output it
     reads, from `first`'s end to its own: the sequencer sends `second`'s input as `first` writes it (each word once
     written), so its load overlaps `first`'s compute, and it waits after `first` only for what of its lead its
-    input's arrival leaves undone.
+    input's arrival leaves undone. `pools`: whether each layer's output is pooled (`layer_cycles`' `pool`).
 
     `first`'s output channel c (block b = c // outs) leaves over the cycles [p_c, e_c] of its compute: the block's
     first channel during the block, the others from their buffers after it, one value a cycle. `second`'s forward
@@ -144,10 +161,10 @@ def chained_cycles(engine: Mapping[str, Any], first: tuple[SpectralLayer, int, i
     layer_a, layer_b = first[0], second[0]
     if layer_b.c_in != layer_a.c_out:
         raise ValueError(f"the second layer reads {layer_b.c_in} channels, the first gives {layer_a.c_out}")
-    a, b = layer_cycles(engine, *first, valid_as_crop=valid_as_crop), layer_cycles(engine, *second,
-                                                                                      valid_as_crop=valid_as_crop)
-    ga, gb = _geometry(engine, *first, valid_as_crop), _geometry(engine, *second, valid_as_crop)
-    hw_a = ga["h_out"] * ga["w_out"]
+    a = layer_cycles(engine, *first, valid_as_crop=valid_as_crop, pool=pools[0])
+    b = layer_cycles(engine, *second, valid_as_crop=valid_as_crop, pool=pools[1])
+    ga, gb = _geometry(engine, *first, valid_as_crop, pools[0]), _geometry(engine, *second, valid_as_crop, pools[1])
+    hw_a = ga["map_out"]
     ends = np.cumsum(ga["per_block"])
     produced, written = np.zeros(layer_a.c_out), np.zeros(layer_a.c_out)
     for c in range(layer_a.c_out):  # one entry per output channel: tens at most
