@@ -40,7 +40,7 @@ MIN_CYCLES_PER_BIT = 4
 #: Cycles a RUN's layer may go without progress before the sequencer aborts it (STALLED). A layer whose
 #: descriptor is consistent is never that quiet: its longest gap between handshakes is
 #: `AcceleratorConfig.longest_quiet_cycles`, about 4 500 cycles on `lenet5` (the FFT, MAC and IFFT latencies,
-#: 251 cycles, and three tile rows of the widest map at the largest group count, 3 x 7 x 204) and under 40 for an
+#: 219 cycles, and three tile rows of the widest map at the largest group count, 3 x 7 x 204) and under 40 for an
 #: FC layer (its decoder, unpacker and accumulator pipelines). 2^20 is over 200 times that, still only 42 ms
 #: at 25 MHz (87 ms at 12 MHz), far below the host's least wait for an answer.
 DEFAULT_WATCHDOG_CYCLES = 1 << 20
@@ -82,10 +82,10 @@ LAYER_OVERHEAD_CYCLES = 6
 #: Output channels the conv engine of `lenet5`, and of a config derived for a network where the board has room, has in
 #: flight (`SpectralConvParams.outs`): LeNet's layers have 3 to 15 kernel groups a channel and tile against the
 #: inverse FFT's 64 cycles, so each inverse path (about 6 500 LUT4 on the ECP5) takes a share of what that period
-#: bounds: one to six paths take LeNet-5 to 39 312, 21 105, 16 944, 14 939, 15 344 and 14 651 cycles an image by the
+#: bounds: one to six paths take LeNet-5 to 39 280, 20 953, 16 104, 13 459, 13 664 and 12 427 cycles an image by the
 #: cycle models (`host.accel`'s, each layer behind the one before in one RUN, each path cropping and pooling its
-#: maps). Beyond four the forward path bounds: conv2's 6 144 input samples go through the tiler and FFT one a
-#: cycle, and the later conv1's maps are all written, the less of that load hides behind conv1's compute.
+#: maps). Five paths still take conv1's six channels in two blocks; six take them in one, at about 13 000 LUT4 more
+#: than four.
 CONV_OUTS = 4
 
 #: The LeNet-5 accelerator's clock on ECP5 boards, made by the PLL from the ULX3S's 25 MHz (x2): built for it

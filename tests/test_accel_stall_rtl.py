@@ -34,13 +34,13 @@ BOTH = dataclasses.replace(_BOTH, watchdog_cycles=2 * _BOTH.longest_quiet_cycles
 
 
 def test_watchdog_setting_is_checked_and_published():
-    assert BOTH.watchdog_cycles == 2 * 871 and AcceleratorConfig.lenet5().longest_quiet_cycles == 4543
-    with pytest.raises(ValueError, match=r"^watchdog_cycles must be in 1742\.\.4294967295 \(at least twice "):
-        dataclasses.replace(BOTH, watchdog_cycles=1741)
+    assert BOTH.watchdog_cycles == 2 * 855 and AcceleratorConfig.lenet5().longest_quiet_cycles == 4511
+    with pytest.raises(ValueError, match=r"^watchdog_cycles must be in 1710\.\.4294967295 \(at least twice "):
+        dataclasses.replace(BOTH, watchdog_cycles=1709)
     with pytest.raises(ValueError, match="watchdog_cycles must be an integer"):
         dataclasses.replace(BOTH, watchdog_cycles=2e6)
     info = BOTH.describe()
-    assert (info["watchdog_cycles"], info["frame_timeout_ms"]) == (1742, 100.0)
+    assert (info["watchdog_cycles"], info["frame_timeout_ms"]) == (1710, 100.0)
     assert AcceleratorConfig(frame_timeout_ms=20).describe()["frame_timeout_ms"] == 20
 
 

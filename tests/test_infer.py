@@ -292,9 +292,9 @@ def test_device_backend_matches_golden_with_cycles_and_traces(model, test_split,
     np.testing.assert_array_equal(result.logits, traced.logits[:3])
     np.testing.assert_array_equal(result.cycles, [2 * 1000 + 3 * 100] * 3)
     assert [e for e in device.log if e[0] == "RUN"] == [("RUN", 0, 5)] * 3
-    # RUN's wait is sized by the engines' cycle models: within 1 % of the 14 852 cycles the RTL takes for one
+    # RUN's wait is sized by the engines' cycle models: within 1 % of the 13 480 cycles the RTL takes for one
     # LeNet-5 image (README, `python -m sim.bench e2e`; conv2 and fc1 load while the layer before computes).
-    assert len(set(device.expected_cycles)) == 1 and abs(device.expected_cycles[0] - 14_852) <= 149
+    assert len(set(device.expected_cycles)) == 1 and abs(device.expected_cycles[0] - 13_480) <= 135
     assert [e for e in device.log if e[0] == "READ"] == [("READ", 1, 0, 10)] * 3
     trace = session.run(test_split[0][3:5], trace=True)
     assert compare_traces({k: v[3:5] for k, v in traced.layers.items()}, trace.layers) is None

@@ -60,22 +60,25 @@ def _tiler_streams(params: TilerParams, maps: list[np.ndarray], tiles: list[np.n
     mask = (1 << params.act_bits) - 1
     cfg = [pack(params.cfg_layout, dict(height=x.shape[0], width=x.shape[1])) for x in maps]
     values = [int(v) & mask for x in maps for v in x.ravel()]
-    # (T_r, T_c, n, n): tile raster, row-major, each row's columns in bit-reversed order
-    expected = [int(v) & mask for t in tiles for v in t[..., bit_reverse(params.n)].ravel()]
+    # (T_r, T_c, n, n): tile raster, row-major, each row's columns in bit-reversed order, the first l rows (those
+    # below are zero and not sent)
+    for t in tiles:
+        assert not np.any(t[..., params.l:, :]), "a golden tile has data below its l rows"
+    expected = [int(v) & mask for t in tiles for v in t[..., : params.l, bit_reverse(params.n)].ravel()]
     return {"cfg": cfg, "i": values}, expected
 
 
 def _check_tiler_rate(params: TilerParams, sizes: list[tuple[int, int]], cycles: dict[str, list[int]]) -> None:
     """One output per cycle within every map, and across a map boundary whenever the next map's first band
-    (l W' inputs) loads while the previous map's last band (T_c n^2 outputs) goes out."""
+    (l W' inputs) loads while the previous map's last band (T_c l n outputs) goes out."""
     out = cycles["o"]
     start = 0
     for index, (h, w) in enumerate(sizes):
         tr, tc = params.tiles(h, w)
-        beats = tr * tc * params.n ** 2
+        beats = tr * tc * params.l * params.n
         taken = out[start:start + beats]
         assert taken == list(range(taken[0], taken[0] + beats)), f"map {index}: output stalled within the map"
-        if index + 1 < len(sizes) and params.l * sizes[index + 1][1] <= tc * params.n ** 2:
+        if index + 1 < len(sizes) and params.l * sizes[index + 1][1] <= tc * params.l * params.n:
             assert out[start + beats] == taken[-1] + 1, f"maps {index}, {index + 1}: output gap between maps"
         start += beats
     assert len(out) == start

@@ -77,7 +77,8 @@ class FftParams:
     stage. Defaults are `SpectralFixed()`'s at n = 8; `from_spec` takes any spec's (with its overflow-checked plan).
     twiddle_mult: how non-trivial twiddle products are built, "logic" (CSD shift-and-add, no DSP; the default,
     since DSPs are the budget SPEC2 is compared on and twiddles are constants) or "dsp" (`*`, mapped to DSPs).
-    Both are bit-exact with the golden model.
+    Both are bit-exact with the golden model. rows: the rows of each tile `Fft2d` takes (1..n, None: n); the
+    rows below are zero and not sent, as an overlap-add tile's are below its L rows of data.
     """
 
     n: int = DEFAULT_N
@@ -87,9 +88,11 @@ class FftParams:
     in_shift: int = 3
     fwd_shifts: tuple[int, ...] | None = None
     twiddle_mult: str = "logic"
+    rows: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n", check_fft_size(self.n, MAX_N))
+        object.__setattr__(self, "rows", self.n if self.rows is None else check_int("rows", self.rows, 1, self.n))
         check_ints(self, (("act_bits", 2, 16),))
         data_bits = check_int("data_bits", self.data_bits, self.act_bits + 1, 30,
                               what=f" (more than act_bits={self.act_bits})")
@@ -106,17 +109,19 @@ class FftParams:
             raise ValueError(f"twiddle_mult must be one of {', '.join(TWIDDLE_MULTS)}, got {self.twiddle_mult!r}")
 
     @classmethod
-    def from_spec(cls, spec: Any, n: int = DEFAULT_N, twiddle_mult: str = "logic") -> FftParams:
+    def from_spec(cls, spec: Any, n: int = DEFAULT_N, twiddle_mult: str = "logic", rows: int | None = None,
+                  ) -> FftParams:
         """The parameters a `hw.spec.spectral.fixed.SpectralFixed` gives size n (its plan raises if it could
-        overflow)."""
+        overflow), `Fft2d` taking `rows` rows of each tile."""
         return cls(n=n, data_bits=spec.data_bits, twiddle_bits=spec.twiddle_bits, act_bits=spec.act_bits,
-                   in_shift=spec.input_shift(n), fwd_shifts=tuple(spec.forward_shifts(n)), twiddle_mult=twiddle_mult)
+                   in_shift=spec.input_shift(n), fwd_shifts=tuple(spec.forward_shifts(n)), twiddle_mult=twiddle_mult,
+                   rows=rows)
 
     def describe(self) -> dict[str, Any]:
         """The parameters as plain JSON values."""
         return {"n": self.n, "data_bits": self.data_bits, "twiddle_bits": self.twiddle_bits,
                 "act_bits": self.act_bits, "in_shift": self.in_shift, "fwd_shifts": list(self.fwd_shifts),
-                "twiddle_mult": self.twiddle_mult}
+                "twiddle_mult": self.twiddle_mult, "rows": self.rows}
 
     @property
     def log2n(self) -> int:
@@ -147,9 +152,15 @@ class FftParams:
 
     @property
     def forward_latency(self) -> int:
-        """`Fft2d.latency`: n^2 + n + (n/2 + 1) + 2 (log2 n + product_stages) - 1 cycles from a tile's first input
-        to its first output."""
-        return self.n * self.n + self.n + self.half_cols + 2 * (self.log2n + self.product_stages) - 1
+        """`Fft2d.latency`: rows n + n + (n/2 + 1) + 2 (log2 n + product_stages) - 1 cycles from a tile's first
+        input to its first output."""
+        return self.rows * self.n + self.n + self.half_cols + 2 * (self.log2n + self.product_stages) - 1
+
+    @property
+    def forward_period(self) -> int:
+        """`Fft2d.period`: cycles per tile at full rate, the slower pass's: the rows' rows n samples or the
+        columns' n (n/2 + 1)."""
+        return max(self.rows, self.half_cols) * self.n
 
     @property
     def inverse_latency(self) -> int:
@@ -487,9 +498,10 @@ class _Transpose(wiring.Component):
 
     def __init__(self, shape: Any, rows: int, cols: int, reads: Sequence[int] | None = None):
         self.shape, self.rows, self.cols = shape, rows, cols
-        #: The rows each column gives, in order (None: 0, 1, ..., rows - 1); a row may be read more than once.
+        #: The rows each column gives, in order (None: 0, 1, ..., rows - 1); a row may be read more than once, and
+        #: a row past the stored ones (>= rows) gives zeros.
         self.reads = tuple(range(rows)) if reads is None else tuple(reads)
-        assert set(self.reads) == set(range(rows))
+        assert set(range(rows)) <= set(self.reads)
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
 
     def elaborate(self, platform):
@@ -516,11 +528,18 @@ class _Transpose(wiring.Component):
             with m.If(issue):
                 m.d.sync += offset.eq(Mux(row == rows - 1, Mux(col == cols - 1, 0, col + 1), offset + cols))
         else:  # the row's offset from a table
-            offset = Array(Const(r * cols, range(size)) for r in self.reads)[row] + col
+            offset = Array(Const(min(r, rows - 1) * cols, range(size)) for r in self.reads)[row] + col
         m.d.comb += [advance.eq(~self.o.valid | self.o.ready), issue.eq(advance & full.bit_select(read_bank, 1)),
-                     read.en.eq(advance), read.addr.eq(Mux(read_bank, size, 0) + offset), self.o.payload.eq(read.data)]
+                     read.en.eq(advance), read.addr.eq(Mux(read_bank, size, 0) + offset)]
         with m.If(advance):
             m.d.sync += self.o.valid.eq(issue)
+        if max(self.reads) < rows:
+            m.d.comb += self.o.payload.eq(read.data)
+        else:  # a row past the stored ones reads as zero
+            stored = Signal(reset_less=True)
+            with m.If(advance):
+                m.d.sync += stored.eq(Array(Const(r < rows) for r in self.reads)[row])
+            m.d.comb += self.o.payload.eq(Mux(stored, read.data, 0))
         with m.If(issue):
             m.d.sync += row.eq(row + 1)
             with m.If(row == reads - 1):
@@ -562,19 +581,21 @@ class _TileTransform(wiring.Component):
     @property
     def period(self) -> int:
         """Cycles per tile at full rate."""
-        return self.params.n ** 2
+        return self.params.forward_period if not self.inverse else self.params.n ** 2
 
 
 class Fft2d(_TileTransform):
     """Forward 2-D FFT of n x n real tiles (`fft2_fixed`): row FFTs, columns 0..n/2 kept, column FFTs.
 
-    Stream `i`: signed act_bits activations, a tile row-major, each row's columns in bit-reversed order (as the
-    `Tiler` gives them; n^2 beats). Stream `o`: the n x (n/2 + 1) half spectrum, `complex_layout(data_bits)`,
-    **column-major**: column k2 = 0..n/2, and within it k1 = 0..n-1 (n (n/2 + 1) beats per tile).
+    Stream `i`: signed act_bits activations, a tile's first `params.rows` rows row-major (the rows below are
+    zero), each row's columns in bit-reversed order (as the `Tiler` gives them; rows n beats). Stream `o`: the
+    n x (n/2 + 1) half spectrum, `complex_layout(data_bits)`, **column-major**: column k2 = 0..n/2, and within it
+    k1 = 0..n-1 (n (n/2 + 1) beats per tile).
 
-    Throughput: one activation per cycle, one tile per n^2 cycles. Latency (no stalls): first output handshake
-    `latency` = `FftParams.forward_latency` cycles after the tile's first input handshake. Both passes
-    are `SdfFft`s.
+    Throughput: one tile per `FftParams.forward_period` cycles, max(rows, n/2 + 1) n: the row pass transforms
+    only the rows sent (a zero row's transform is zero, exactly, in the fixed point too), and the column pass
+    reads the others as zeros. Latency (no stalls): first output handshake `latency` =
+    `FftParams.forward_latency` cycles after the tile's first input handshake. Both passes are `SdfFft`s.
     """
 
     inverse = False
@@ -586,7 +607,7 @@ class Fft2d(_TileTransform):
         # Both passes are one butterfly per stage (`SdfFft`), which takes each row or column in bit-reversed order:
         # the tiler gives each row so, the transpose reads each column's rows so.
         m.submodules.row_fft = row_fft = SdfFft(p, shifts=p.row_shifts)
-        m.submodules.transpose = transpose = _Transpose(layout, p.n, p.half_cols, reads=bit_reverse(p.n).tolist())
+        m.submodules.transpose = transpose = _Transpose(layout, p.rows, p.half_cols, reads=bit_reverse(p.n).tolist())
         m.submodules.col_fft = col_fft = SdfFft(p, shifts=p.col_shifts)
         _hand_over(m, self.i, row_fft.i)
         m.d.comb += [row_fft.i.payload.re.eq(self.i.payload << p.in_shift), row_fft.i.payload.im.eq(0)]

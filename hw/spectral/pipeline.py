@@ -15,10 +15,11 @@ stream once per layer, and each inverse path sees one output channel at a time, 
 runs on path o mod outs. With more than one path each ends in a buffer of one whole map, and `o` takes the
 block's maps from them in channel order, so the streams are those of one path.
 
-Cost per layer at full rate (`cycle_model`): the load takes C_in T N^2 cycles (the tiler and FFT move one
-value a cycle), and the compute starts as soon as the last input channel's first tile is through the forward FFT
-(the tagger raises the MAC's `ready_slots` tile by tile), so only (C_in - 1) T N^2 of the load and that FFT's
-latency come first; the compute, per
+Cost per layer at full rate (`cycle_model`): the load takes C_in T F cycles, F = max(L, N/2 + 1) N the forward
+FFT's period (the tiler sends a tile's L rows of data, not its zero rows; the row pass transforms those, the
+column pass the N/2 + 1 columns of the half spectrum, one value a cycle), and the compute starts as soon as the
+last input channel's first tile is through the forward FFT (the tagger raises the MAC's `ready_slots` tile by
+tile), so only (C_in - 1) T F of the load and that FFT's latency come first; the compute, per
 block of channels, T max(sum of G_o, N^2), G_o the output channel's groups, N^2 the inverse FFT's period per
 tile, so `outs` paths divide what the inverse FFT bounds by up to `outs`; layers overlap load with compute.
 """
@@ -129,7 +130,8 @@ class SpectralConvParams:
 
     @property
     def fft(self) -> FftParams:
-        return FftParams.from_spec(self.spec, self.n)
+        """Both FFTs' parameters: the forward one takes the tiler's L rows of each tile (the rest are zero)."""
+        return FftParams.from_spec(self.spec, self.n, rows=self.l)
 
     @property
     def acc_bits(self) -> int:
@@ -200,7 +202,7 @@ class SpectralConvParams:
                 "act_bits": self.spec.act_bits, "data_bits": self.spec.data_bits,
                 "weight_bits": self.spec.weight_bits, "acc_bits": self.acc_bits,
                 "out_bits": self.spec.out_bits, "outs": self.outs, "post": self.post, "latency": self.latency,
-                "forward_latency": self.fft.forward_latency}
+                "forward_latency": self.fft.forward_latency, "forward_period": self.fft.forward_period}
 
     @property
     def latency(self) -> int:

@@ -66,19 +66,20 @@ class Tiler(wiring.Component):
 
     * `cfg` (`params.cfg_layout`): one beat per map, its height and width (1..max_height, 1..max_width).
     * `i` (signed act_bits): the map's H W values in raster order.
-    * `o` (signed act_bits, = `Fft2d.i`): the tiles in tile raster order, each N x N row-major with each row's
-      columns in bit-reversed order (`hw.spec.spectral.fixed.bit_reverse`, the order the row FFT takes): tile
-      (r, c) value (a, b) is x[r L + a, c L + b] for a, b < L inside the map, 0 elsewhere (T_r T_c N^2 beats).
+    * `o` (signed act_bits, = `Fft2d.i` with `FftParams.rows` = L): the tiles in tile raster order, each its
+      first L rows of N row-major (the N - L rows below are zero and not sent) with each row's columns in
+      bit-reversed order (`hw.spec.spectral.fixed.bit_reverse`, the order the row FFT takes): tile (r, c) value
+      (a, b) is x[r L + a, c L + b] for a, b < L inside the map, 0 elsewhere (T_r T_c L N beats).
 
     A band is the L map rows one tile row covers. Bands go into a ping-pong buffer (`Memory`, 2 L 2^col_bits
     words): one fills while the tiles of the previous one are read out; each bank is tagged with its map's
     width and its number of valid rows (the last band may be short), so the writer goes on with the next
     map's `cfg` as soon as it has taken the previous map's last value.
 
-    Throughput: `o` gives one beat per cycle. A band takes L W input beats but gives T_c N^2 >= L W output
-    beats, so with `i` at full rate the output never stalls after a stream's first band: T_r T_c N^2 cycles per
+    Throughput: `o` gives one beat per cycle. A band takes L W input beats but gives T_c L N >= L W output
+    beats, so with `i` at full rate the output never stalls after a stream's first band: T_r T_c L N cycles per
     map (the input stalls for the difference), maps back to back too when the next map's first band (L W')
-    loads within the previous map's last band (T_c N^2 beats), as it always does for equal sizes (a layer's
+    loads within the previous map's last band (T_c L N beats), as it always does for equal sizes (a layer's
     channels). Latency: the first output comes 2 cycles after the first band's last input.
     """
 
@@ -138,7 +139,7 @@ class Tiler(wiring.Component):
         # --- reader: tile column c_base, value (ta, tb); inside the band's data or 0 ----------------------
         read_bank = Signal()
         c_base = Signal(range(p.max_width + l))
-        ta, tb = Signal(range(n)), Signal(range(n))
+        ta, tb = Signal(range(l)), Signal(range(n))
         width = Mux(read_bank, tag_width[1], tag_width[0])
         rows = Mux(read_bank, tag_rows[1], tag_rows[0])
         advance, issue = Signal(), Signal()
@@ -154,7 +155,7 @@ class Tiler(wiring.Component):
         keep = Signal(reset_less=True)
         with m.If(advance):
             m.d.sync += [self.o.valid.eq(issue), keep.eq(inside)]
-        tile_end = (ta == n - 1) & (tb == n - 1)
+        tile_end = (ta == l - 1) & (tb == n - 1)
         last_tile = c_base + l >= width
         with m.If(issue):
             m.d.sync += tb.eq(tb + 1)

@@ -83,8 +83,10 @@ def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int
     `valid_as_crop` the engine runs its own "same" geometry and the post stage crops (`check_layer_fits`), and
     with `pool` it pools the layer's output 2 x 2.
 
-    `load`: the tiler and forward FFT, C_in T N^2. `lead`: the part of it before the compute starts, up to the last
-    input channel's first tile, (C_in - 1) T N^2 (its way through the forward FFT is in `latency`; the compute then
+    `load`: the tiler and forward FFT, C_in T F, F the forward FFT's period per tile (`forward_period`: max(L,
+    N/2 + 1) N, the tiler sending a tile's L rows of data and the FFT's column pass the half spectrum's N/2 + 1
+    columns). `lead`: the part of it before the compute starts, up to the last
+    input channel's first tile, (C_in - 1) T F (its way through the forward FFT is in `latency`; the compute then
     keeps pace with the rest of the load). `compute`: the
     output channels in blocks of the engine's `outs` (its inverse paths); per block the slower of the MAC, T sum
     of G_o (each channel's groups once per tile), and the inverse paths, T N^2, plus the overlap-add's drain of
@@ -106,10 +108,10 @@ def layer_cycles(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int
     tiles, n2, outs, per_block = g["tiles"], g["n2"], g["outs"], g["per_block"]
     hw_out = g["map_out"]
     tail = (layer.c_out - 1) % outs * hw_out  # the last block's maps behind its first
-    load = layer.c_in * tiles * n2
+    load = layer.c_in * tiles * g["forward"]
     compute = max(int(per_block.sum()) + tail, layer.c_out * hw_out)
     latency = g["l"] * w + int(engine.get("latency", 0))  # 0 from an INFO that predates it
-    lead = load - tiles * n2
+    lead = load - tiles * g["forward"]
     return {"load": load, "lead": lead, "compute": compute, "latency": latency, "single": lead + compute + latency,
             "steady": max(load, compute), "mac": tiles * int(g["groups"].sum()),
             "products": tiles * int(layer.counts.sum()), "inverse": layer.c_out * tiles * n2}
@@ -140,7 +142,9 @@ def _geometry(engine: Mapping[str, Any], layer: SpectralLayer, h: int, w: int, v
     if engine.get("post"):  # False from an INFO that predates it
         rows, cols = layer.oaa.output_shape(h, w)
         map_out = (rows // 2) * (cols // 2) if pool else rows * cols
-    return {"tiles": tiles, "tile_cols": t_c, "n2": n2, "outs": outs, "h_out": h_out, "w_out": w_out,
+    forward = int(engine.get("forward_period", n2))  # N^2 from an INFO that predates it (all N rows went in)
+    return {"tiles": tiles, "tile_cols": t_c, "n2": n2, "forward": forward, "outs": outs, "h_out": h_out,
+            "w_out": w_out,
             "map_out": map_out, "l": oaa.l, "groups": groups, "per_block": per_block}
 
 
@@ -154,7 +158,7 @@ def chained_cycles(engine: Mapping[str, Any], first: tuple[SpectralLayer, int, i
 
     `first`'s output channel c (block b = c // outs) leaves over the cycles [p_c, e_c] of its compute: the block's
     first channel during the block, the others from their buffers after it, one value a cycle. `second`'s forward
-    path, free once `first`'s load is done, loads its input channel c in T N^2 cycles, no sooner than it is written
+    path, free once `first`'s load is done, loads its input channel c in T F cycles, no sooner than it is written
     (a tile row behind its last value); its compute starts once its channels but the last are in and the last
     one's first tile (and no sooner than `first`'s end). Then its compute and its latency past the forward FFT.
     """
@@ -172,13 +176,13 @@ def chained_cycles(engine: Mapping[str, Any], first: tuple[SpectralLayer, int, i
         after = written[c - 1] + hw_a if c else 0
         written[c] = max(ends[block], after) if j == 0 else max(ends[block] + j * hw_a, after)
         produced[c] = ends[block] - ga["per_block"][block] if j == 0 else written[c] - hw_a
-    one = gb["tiles"] * gb["n2"]
-    row = gb["tile_cols"] * gb["n2"]
-    # The times here count from `first`'s last input channel's first tile in the forward FFT (N^2 after its compute
-    # starts): its load ends (T - 1) N^2 after that.
-    free = a["load"] - a["lead"] - ga["n2"]
+    one = gb["tiles"] * gb["forward"]
+    row = gb["tile_cols"] * gb["forward"]
+    # The times here count from `first`'s last input channel's first tile in the forward FFT (F after its compute
+    # starts): its load ends (T - 1) F after that.
+    free = a["load"] - a["lead"] - ga["forward"]
     for c in range(layer_b.c_in - 1):
         free = max(free + one, produced[c] + one, written[c] + row)
-    ready = max(free, produced[layer_b.c_in - 1] + gb["l"] * second[2]) + gb["n2"]
+    ready = max(free, produced[layer_b.c_in - 1] + gb["l"] * second[2]) + gb["forward"]
     forward = int(engine.get("forward_latency", 0))  # 0 from an INFO that predates it
     return int(max(0, ready - a["compute"])) + b["compute"] + b["latency"] - gb["l"] * second[2] - forward
