@@ -90,9 +90,10 @@ CONV_OUTS = 4
 
 #: The LeNet-5 accelerator's clock on ECP5 boards, made by the PLL from the ULX3S's 25 MHz (x2): built for it
 #: (seed 1, static placer, router1, the YoWASP tools pyproject.toml pins) the design with four inverse paths reaches
-#: 52.4 MHz (docs/figures/build-lenet5.json; its critical path the IFFT input's shift by mac_shift); with the
-#: abort not yet registered 56.8 (that path then critical, 17.6 ns). Built for 55 MHz, router1 still had 100 000 of
-#: its 194 000 arcs to route after 43 minutes, against 25 for all of them at 50: more than a test run can wait.
+#: 55.3 MHz (docs/figures/build-lenet5.json; its critical path the IFFT input's shift by mac_shift; 52.4 and 56.8
+#: on earlier builds of much the same logic: the placer's outcome moves it by a few MHz). Built for 55 MHz (an
+#: earlier design), router1 still had 100 000 of its 194 000 arcs to route after 43 minutes, against 25 for all of
+#: them at 50: more than a test run can wait.
 LENET5_ECP5_CLOCK_HZ = 50_000_000
 
 
