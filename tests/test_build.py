@@ -446,7 +446,7 @@ def test_build_model_builds_the_accelerator_derived_for_it(tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-@pytest.mark.cost(seconds=2000)
+@pytest.mark.cost(seconds=1500)
 def test_default_build_is_the_whole_lenet5(tmp_path, capsys):
     """`python -m hw.build` with no arguments: the whole LeNet-5 accelerator (conv and FC engines) on the
     ULX3S-85F, mapped with the classic abc (the FFT defeats abc9), clocked at 50 MHz by the PLL from the board's

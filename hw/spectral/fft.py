@@ -158,8 +158,8 @@ class FftParams:
 
     @property
     def forward_period(self) -> int:
-        """`Fft2d.period`: cycles per tile at full rate, the slower pass's: the rows' rows n samples or the
-        columns' n (n/2 + 1)."""
+        """`Fft2d.period`: cycles per tile at full rate, the slower pass's: the row pass's rows x n samples or the
+        column pass's n x (n/2 + 1)."""
         return max(self.rows, self.half_cols) * self.n
 
     @property
