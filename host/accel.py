@@ -44,7 +44,8 @@ import numpy as np
 from hw.spec import fc_passes, fc_stream
 from hw.spec.fields import beats_to_bytes, fields_from_json, pack_fields, unpack_fields, word_bits
 from hw.spec.network import CompressedNetwork, ConvLayer, program_steps
-from hw.spec.spectral.engine import chained_cycles, check_layer_fits, crop_offset, layer_cycles
+from hw.spec.run import ConvRun, conv_run_cycles, fc_run_cycles
+from hw.spec.spectral.engine import check_layer_fits, crop_offset
 from hw.spec.spectral.layer import SpectralLayer
 from hw.spec.spectral.stream import cfg_beat, kernel_beats, quant_beats
 
@@ -186,7 +187,7 @@ def plan_conv_layer(accel: AccelInfo, layer: SpectralLayer, in_shape: tuple[int,
                   "post.top": top, "post.left": top, "post.height": h_out, "post.width": w_out,
                   "post.pool": int(pool)}
     return ConvLayerPlan(descriptor, w_words, q_words, (c_in, h, w), (layer.c_out, out_h, out_w),
-                         layer_cycles(p, layer, h, w, valid_as_crop=True, pool=pool)["single"] + accel.overhead_cycles)
+                         conv_run_cycles(p, (layer, h, w, pool), None) + accel.overhead_cycles)
 
 
 @dataclass(frozen=True)
@@ -286,7 +287,7 @@ def plan_fc_layer(accel: AccelInfo, layer: Any, *, src: int, xor_start: int = 0,
                   "fc.bim_start": bim_start, "fc.bim_count": len(streams["bim"]),
                   "fc.scale_start": scale_start, "fc.scale_count": len(streams["scale"])}
     return FcLayerPlan(descriptor, streams["xor"], streams["bim"], streams["scale"], cols, rows,
-                       fc_stream.fc_layer_cycles(accel.fc_params, cols, rows, len(streams["xor"]))
+                       fc_run_cycles(accel.fc_params, cols, rows, len(streams["xor"]), None)
                        + accel.overhead_cycles)
 
 
@@ -312,7 +313,7 @@ class LayerOut:
     shape: tuple[int, ...]
     #: Cycles the layer is expected to take on the device (its engine's cycle model), for RUN's wait: in a RUN
     #: behind the layer before (a layer behind a conv layer loads while it computes: a conv layer's cycles are then
-    #: `chained_cycles`, an FC layer's leave out its load).
+    #: `chained_cycles`, an FC layer's leave out its load: `hw.spec.run`).
     cycles: int = 0
     #: Its (first) descriptor's program word after `Packed.first`.
     word: int = 0
@@ -410,7 +411,7 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
     except ValueError as error:
         schedules, fc_error = {}, error  # said when the FC layers are reached: a conv layer before may fail first
     slot = {region: fc_passes.resident_words(list(schedules.values()), region) for region in fc_passes.REGIONS}
-    before: tuple[SpectralLayer, int, int, bool] | None = None  # the conv layer before, its input size, its pool
+    before: ConvRun | None = None  # the conv layer before (`hw.spec.run`: a layer behind one loads early)
     for name, layer, pool in layers:
         alone, layer_in = 0, shape
         if fc_error is not None and not isinstance(layer, SpectralLayer):
@@ -426,8 +427,7 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
                 words = {"conv.w": plan.w, "conv.quant": plan.quant}
                 if before is not None:
                     alone = plan.cycles
-                    chained = chained_cycles(accel.conv_params, before[:3], (layer, *shape[1:]), valid_as_crop=True,
-                                             pools=(before[3], pool))
+                    chained = conv_run_cycles(accel.conv_params, (layer, *shape[1:], pool), before)
                     plan = dataclasses.replace(plan, cycles=chained + accel.overhead_cycles)
                 shape = plan.out_shape
             elif len(schedules[name].passes) == 1 and not schedules[name].streamed:
@@ -438,8 +438,7 @@ def pack_program(accel: AccelInfo, layers: Sequence[tuple[str, Any, bool]], in_s
                     raise ValueError(f"it reads {fc_plan.cols} activations, the layer before gives {count}")
                 if before is not None:  # it loads while the conv layer before it runs
                     alone = fc_plan.cycles
-                    loaded = fc_stream.fc_layer_cycles(accel.fc_params, fc_plan.cols, fc_plan.rows, len(fc_plan.xor),
-                                                       loaded=True)
+                    loaded = fc_run_cycles(accel.fc_params, fc_plan.cols, fc_plan.rows, len(fc_plan.xor), before)
                     fc_plan = dataclasses.replace(fc_plan, cycles=loaded + accel.overhead_cycles)
                 plan = fc_plan
                 words = {"fc.xor": fc_plan.xor, "fc.bim": fc_plan.bim, "fc.scale": fc_plan.scale}

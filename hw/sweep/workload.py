@@ -1,12 +1,13 @@
 """What a sweep point is characterised with: a compressed network's cycles per image on the point's engines, by
 the engines' cycle models.
 
-Each layer descriptor of the network's program (`hw.spec.network.program_steps`) costs what its engine's cycle
-model says: a conv layer `hw.spec.spectral.engine.layer_cycles` (run as the engine's "same" geometry, cropped),
-an FC layer `hw.spec.fc_stream.fc_layer_cycles` on its own XOR beat count, each plus the sequencer's own cycles
-per descriptor (INFO's `descriptor.overhead_cycles`); layers run one after the other, but a conv layer behind a
-conv layer loads while the one before computes (`hw.spec.spectral.engine.chained_cycles`), and an FC layer behind
-one has loaded by its end (`fc_layer_cycles(loaded=True)`). These are the
+Each layer descriptor of the network's program (`hw.spec.network.program_steps`) costs what `hw.spec.run` says,
+the rule `host.accel` plans RUN's wait with: a conv layer `hw.spec.spectral.engine.layer_cycles` (run as the
+engine's "same" geometry, cropped), an FC layer `hw.spec.fc_stream.fc_layer_cycles` on its own XOR beat count, each
+plus the sequencer's own cycles per descriptor (INFO's `descriptor.overhead_cycles`); layers run one after the
+other, but a conv layer behind a conv layer loads while the one before computes
+(`hw.spec.spectral.engine.chained_cycles`), and an FC layer behind one has loaded by its end
+(`fc_layer_cycles(loaded=True)`). These are the
 figures `host.accel` plans and RUN waits for, which the accelerator's tests check against the RTL. A config
 without an engine for the network's first layers (the FC-only config and LeNet-5's conv layers) is
 characterised on the layers it runs, and the result says which were left out.
@@ -26,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from hw.spec.fc_stream import fc_layer_cycles
 from hw.spec.network import (
     CompressedNetwork,
     ConvLayer,
@@ -41,7 +41,7 @@ from hw.spec.network import (
     read_model,
     scalar_field,
 )
-from hw.spec.spectral.engine import chained_cycles, layer_cycles
+from hw.spec.run import ConvRun, conv_run_cycles, fc_run_cycles
 
 from ..config import AcceleratorConfig
 from ..plan import PlanError, Step, program_steps, program_words
@@ -172,17 +172,17 @@ def _check_fits(config: AcceleratorConfig, steps: list[Step], network: Compresse
     return per_step
 
 
+def _conv_run(step: Step) -> ConvRun:
+    return step.layer.spectral, step.in_shape[1], step.in_shape[2], step.pool
+
+
 def _step_cycles(config: AcceleratorConfig, step: Step, words: dict[str, int], before: Step | None) -> int:
-    """A step's cycles in the RUN, behind the conv step `before` (None: any other or none)."""
+    """A step's cycles in the RUN (`hw.spec.run`), behind the conv step `before` (None: any other or none)."""
+    behind = None if before is None else _conv_run(before)
     if step.kind == "conv":
-        _, h, w = step.in_shape
-        if before is not None:
-            return chained_cycles(config.conv.describe(), (before.layer.spectral, *before.in_shape[1:]),
-                                  (step.layer.spectral, h, w), valid_as_crop=True, pools=(before.pool, step.pool))
-        return int(layer_cycles(config.conv.describe(), step.layer.spectral, h, w, valid_as_crop=True,
-                                pool=step.pool)["single"])
+        return conv_run_cycles(config.conv.describe(), _conv_run(step), behind)
     rows, cols = step.layer.shape
-    return int(fc_layer_cycles(config.fc.describe(), cols, rows, words["fc.xor"], loaded=before is not None))
+    return int(fc_run_cycles(config.fc.describe(), cols, rows, words["fc.xor"], behind))
 
 
 __all__ = ["DEFAULT_WORKLOADS", "Workload", "load_workload", "workload_cycles"]
