@@ -50,6 +50,7 @@ from boards import get_board
 
 from .config import AcceleratorConfig
 from .spec.spectral.fixed import mac_multipliers
+from .spectral.pipeline import SpectralConvParams
 
 #: Generic resource -> the board budget's name, per family (nextpnr's names, as report.json uses them).
 UNITS: dict[str, dict[str, str]] = {
@@ -262,11 +263,15 @@ def _conv_logic(family: str, config: AcceleratorConfig) -> tuple[Logic, int]:
     # overlap-add and MAC drain (`conv_path`); its memories come with the elaborated design.
     logic = (c["fft"] + c["ifft"] * p.outs) * fft + c["mac"] + c["mac_lane"] * p.p + c["conv_rest"] \
         + c["conv_path"] * (p.outs - 1)
+    return logic, conv_dsps(family, p)
+
+
+def conv_dsps(family: str, p: SpectralConvParams) -> int:
+    """DSP blocks of the conv engine `p` on `family`: the MAC's complex products (4 real ones per lane) and each
+    inverse path's requantization (an unsigned multiplier); the FFTs' twiddles are shift-and-add."""
     spec = p.spec
-    # The MAC's complex products (4 real ones per lane) and each path's requantization (unsigned multiplier).
-    dsp = mac_multipliers(p.p) * dsp_pieces(family, spec.data_bits, spec.weight_bits) \
-        + dsp_pieces(family, p.overlap_add.ola_bits, spec.mult_bits + 1) * p.outs
-    return logic, dsp
+    return (mac_multipliers(p.p) * dsp_pieces(family, spec.data_bits, spec.weight_bits)
+            + dsp_pieces(family, p.overlap_add.ola_bits, spec.mult_bits + 1) * p.outs)
 
 
 def _memory_logic(family: str, mem: Memory, mapping: Mapping) -> Logic:
@@ -455,4 +460,5 @@ def estimate(config: AcceleratorConfig) -> Estimate:
 
 
 __all__ = ["UNITS", "UNIT_NAMES", "TOLERANCE", "RamCell", "RAM_CELLS", "Memory", "Mapping", "map_memory", "memories",
-           "Logic", "LOGIC", "PACKING", "dsp_pieces", "PartCost", "part_costs", "Part", "Estimate", "estimate"]
+           "Logic", "LOGIC", "PACKING", "dsp_pieces", "conv_dsps", "PartCost", "part_costs", "Part", "Estimate",
+           "estimate"]

@@ -135,9 +135,14 @@ def hardware(p: int, b: int, board: str, build: bool, whole_layer: bool = False,
     """
     m = mac_multipliers(p)
     if not build:
-        # Without builds the DSPs are counted from the design: 4 per MAC lane and 2 for the requantizer's
-        # 20 x 16 multiply (the FFT twiddles are shift-add); the baseline M + 2 likewise. No Fmax.
-        return {"measured": False, "spec2": {"dsp": m + 2 * outs, "fmax_mhz": None},
+        # Without builds the DSPs are counted from the design (`hw.estimate.conv_dsps`: the MAC lanes' and each
+        # path's requantizer's); the baseline M and its requantizer's 2 likewise. No Fmax.
+        from boards import get_board
+        from hw.estimate import conv_dsps
+        from hw.spectral.pipeline import SpectralConvParams
+
+        dsp = conv_dsps(get_board(board).family, SpectralConvParams(p=p, b=b, outs=outs))
+        return {"measured": False, "spec2": {"dsp": dsp, "fmax_mhz": None},
                 "baseline": {"dsp": m + 2, "fmax_mhz": None, "m": m}}
     if whole_layer:
         if outs != 1:
