@@ -22,7 +22,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .spec.params import check_ints
+from .spec.params import check_ints, require_params
 
 #: Largest map side, channel count or sample width the post stage accepts.
 MAX_SIZE = 1 << 16
@@ -54,6 +54,12 @@ class _MapStageParams:
                 "bits": self.bits}
 
 
+def _stage_ports(params: _MapStageParams, busy: bool) -> dict[str, Any]:
+    """A map stage's ports: `cfg` (one beat per layer), samples `i` in and `o` out, and with `busy` that flag."""
+    return {"cfg": In(stream.Signature(params.cfg_layout)), "i": In(stream.Signature(signed(params.bits))),
+            "o": Out(stream.Signature(signed(params.bits))), **({"busy": Out(1)} if busy else {})}
+
+
 @dataclass(frozen=True)
 class MaxPoolParams(_MapStageParams):
     """Largest map the block pools (max_height x max_width, max_channels) and the sample width."""
@@ -70,14 +76,9 @@ class MaxPool2(wiring.Component):
     """`cfg` (one beat per layer), `i` (samples) in; `o` (pooled samples) out."""
 
     def __init__(self, params: MaxPoolParams):
-        if not isinstance(params, MaxPoolParams):
-            raise TypeError(f"params must be a MaxPoolParams, got {type(params).__name__}")
+        require_params(self, params, MaxPoolParams)
         self.params = params
-        super().__init__({
-            "cfg": In(stream.Signature(params.cfg_layout)),
-            "i": In(stream.Signature(signed(params.bits))),
-            "o": Out(stream.Signature(signed(params.bits))),
-        })
+        super().__init__(_stage_ports(params, busy=False))
 
     def elaborate(self, platform):
         m = Module()
@@ -157,15 +158,9 @@ class Crop(wiring.Component):
     """
 
     def __init__(self, params: CropParams):
-        if not isinstance(params, CropParams):
-            raise TypeError(f"params must be a CropParams, got {type(params).__name__}")
+        require_params(self, params, CropParams)
         self.params = params
-        super().__init__({
-            "cfg": In(stream.Signature(params.cfg_layout)),
-            "i": In(stream.Signature(signed(params.bits))),
-            "o": Out(stream.Signature(signed(params.bits))),
-            "busy": Out(1),
-        })
+        super().__init__(_stage_ports(params, busy=True))
 
     def elaborate(self, platform):
         m = Module()
@@ -240,15 +235,9 @@ class PostStage(wiring.Component):
     """
 
     def __init__(self, params: PostParams):
-        if not isinstance(params, PostParams):
-            raise TypeError(f"params must be a PostParams, got {type(params).__name__}")
+        require_params(self, params, PostParams)
         self.params = params
-        super().__init__({
-            "cfg": In(stream.Signature(params.cfg_layout)),
-            "i": In(stream.Signature(signed(params.bits))),
-            "o": Out(stream.Signature(signed(params.bits))),
-            "busy": Out(1),
-        })
+        super().__init__(_stage_ports(params, busy=True))
 
     def elaborate(self, platform):
         m = Module()
